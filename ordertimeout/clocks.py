@@ -1,0 +1,86 @@
+"""Clocks: where "now" comes from, injected so that nothing else reads the time.
+
+Every clock speaks integer epoch milliseconds. :class:`LoopClock` follows the running
+asyncio loop's monotonic time from a wall-clock anchor taken once, so it never goes
+backwards when the system clock is stepped, and under a virtual-time loop (the tests'
+:mod:`ordertimeout.testing`) hour-long waits take no real time at all.
+:class:`ManualClock` is set by hand, for the synchronous parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time as _time
+from typing import Protocol
+
+__all__ = ["Clock", "LoopClock", "ManualClock"]
+
+
+class Clock(Protocol):
+    """A source of "now" that can also wait for a moment to come."""
+
+    def now_ms(self) -> int:
+        """The current time in epoch milliseconds; never smaller than a previous answer."""
+        ...
+
+    async def sleep_until(self, moment_ms: int | float) -> None:
+        """Return once ``now_ms() >= moment_ms``."""
+        ...
+
+
+class LoopClock:
+    """Wall-clock milliseconds that advance with the asyncio loop's monotonic time.
+
+    ``epoch_ms`` anchors the clock (default: the system's wall clock at the first use);
+    the tests give a fixed anchor so virtual runs are reproducible.
+    """
+
+    def __init__(self, epoch_ms: int | None = None) -> None:
+        self._epoch_ms = epoch_ms
+        self._loop_start: float | None = None
+
+    def _anchor(self) -> float:
+        if self._loop_start is None:
+            self._loop_start = asyncio.get_running_loop().time()
+            if self._epoch_ms is None:
+                self._epoch_ms = _time.time_ns() // 1_000_000
+        return self._loop_start
+
+    def now_ms(self) -> int:
+        """Epoch milliseconds now (floored), from the loop's monotonic clock."""
+        start = self._anchor()
+        elapsed = asyncio.get_running_loop().time() - start
+        # The epsilon absorbs float error so a timer due at t does not read t - 1.
+        return self._epoch_ms + math.floor(elapsed * 1000 + 1e-6)
+
+    async def sleep_until(self, moment_ms: int | float) -> None:
+        """Sleep until the loop's time reaches ``moment_ms``."""
+        start = self._anchor()
+        loop = asyncio.get_running_loop()
+        while self.now_ms() < moment_ms:
+            target = start + (moment_ms - self._epoch_ms) / 1000
+            await asyncio.sleep(max(0.0, target - loop.time()))
+
+
+class ManualClock:
+    """A clock moved by hand; ``sleep_until`` jumps straight to the moment."""
+
+    def __init__(self, start_ms: int = 0) -> None:
+        self.now = start_ms
+
+    def now_ms(self) -> int:
+        """The time last set."""
+        return self.now
+
+    def advance(self, milliseconds: int) -> int:
+        """Move time forward and return the new time."""
+        if milliseconds < 0:
+            raise ValueError("time does not go backwards")
+        self.now += milliseconds
+        return self.now
+
+    async def sleep_until(self, moment_ms: int | float) -> None:
+        """Jump to ``moment_ms`` (if it is later) without waiting."""
+        if moment_ms > self.now:
+            self.now = int(math.ceil(moment_ms))

@@ -1,0 +1,86 @@
+"""Durations: ``1s``, ``250ms``, ``1.5s``, ``1h30m``, ``2d`` to integer milliseconds and back.
+
+All times inside ordertimeout are integer milliseconds, so a duration must come to a
+whole number of milliseconds; ``1500us`` is refused rather than silently rounded, because
+a window that is not what the user typed breaks "correct to the millisecond".
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+__all__ = ["DurationError", "parse_duration", "format_duration"]
+
+#: Nanoseconds per unit, so every supported unit is an exact integer factor.
+_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+    "d": 86_400_000_000_000,
+}
+_NS_PER_MS = 1_000_000
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|ms|s|m|h|d)")
+_BARE_NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
+
+
+class DurationError(ValueError):
+    """A duration string that cannot be used: malformed, zero, negative or sub-millisecond."""
+
+
+def parse_duration(text: str, *, allow_zero: bool = False) -> int:
+    """Parse ``text`` into a whole number of milliseconds.
+
+    Accepts one or more ``<number><unit>`` parts (``1h30m``, ``1.5s``) with units
+    ns/us/ms/s/m/h/d, or a bare number meaning seconds. Raises :class:`DurationError`
+    when the text is malformed, negative, zero (unless ``allow_zero``) or not a whole
+    number of milliseconds.
+    """
+    cleaned = text.strip().lower()
+    if not cleaned:
+        raise DurationError("empty duration")
+    if cleaned.startswith("-"):
+        raise DurationError(f"{text!r} is negative")
+    if _BARE_NUMBER.fullmatch(cleaned):
+        total_ns = Fraction(cleaned.lstrip("+")) * _UNIT_NS["s"]
+    else:
+        total_ns = Fraction(0)
+        position = 0
+        for part in _PART.finditer(cleaned):
+            if part.start() != position:
+                break
+            total_ns += Fraction(part.group(1)) * _UNIT_NS[part.group(2)]
+            position = part.end()
+        if position != len(cleaned) or position == 0:
+            raise DurationError(
+                f"{text!r} is not a duration (use e.g. 1s, 250ms, 1.5s, 1h30m; units ns/us/ms/s/m/h/d)"
+            )
+    if total_ns == 0 and not allow_zero:
+        raise DurationError(f"{text!r} is zero; it must be positive")
+    milliseconds = total_ns / _NS_PER_MS
+    if milliseconds.denominator != 1:
+        raise DurationError(f"{text!r} is not a whole number of milliseconds")
+    return int(milliseconds)
+
+
+def format_duration(milliseconds: int) -> str:
+    """Render milliseconds compactly for people: ``250ms``, ``1s``, ``1.5s``, ``1m30s``, ``2h``."""
+    if milliseconds < 0:
+        return "-" + format_duration(-milliseconds)
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    if milliseconds < 60_000:
+        seconds = milliseconds / 1000
+        return f"{seconds:g}s" if milliseconds % 1000 else f"{milliseconds // 1000}s"
+    parts = []
+    remainder = milliseconds
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        count, remainder = divmod(remainder, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    if remainder:
+        parts.append(format_duration(remainder))
+    return "".join(parts)

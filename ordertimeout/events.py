@@ -1,0 +1,233 @@
+"""Events: one JSON line in, one ``(key, kind, time, raw)`` tuple out, or a :class:`RejectedLine`.
+
+The parser is the only place that knows the input format. It keeps the raw bytes of the
+line so results can carry the original objects unchanged, and it turns every way a line
+can be wrong into one exception with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "OTHER",
+    "CREATE",
+    "PAY",
+    "CANCEL",
+    "KIND_NAMES",
+    "TIME_UNITS",
+    "TIME_IGNORED",
+    "TIME_REQUIRED",
+    "TIME_OPTIONAL",
+    "EventSchema",
+    "EventParser",
+    "RejectedLine",
+]
+
+# How ``parse`` treats the time field.
+TIME_IGNORED, TIME_REQUIRED, TIME_OPTIONAL = 0, 1, 2
+
+# Event kinds are small ints: they are compared once per event on the hot path.
+OTHER, CREATE, PAY, CANCEL = 0, 1, 2, 3
+KIND_NAMES = {OTHER: "other", CREATE: "create", PAY: "pay", CANCEL: "cancel"}
+
+#: Milliseconds per unit of a numeric time field, as an exact fraction (num, den).
+TIME_UNITS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
+
+# Keep times inside what datetime can show (years 1..9999) so every result is printable.
+_MIN_TIME_MS = -62_135_596_800_000
+_MAX_TIME_MS = 253_402_300_799_999
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+class RejectedLine(ValueError):
+    """A line that cannot be used as an event; ``reason`` says why in a few words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class EventSchema:
+    """Where the parser finds things in an event object, and what the type values mean.
+
+    Field names may be dotted paths (``order.user.id``) into nested objects; a field whose
+    own name contains the dot is found first.
+    """
+
+    key_field: str = "userId"
+    type_field: str = "type"
+    time_field: str = "ts"
+    create_type: str = "create"
+    pay_type: str = "pay"
+    cancel_type: str | None = None
+    time_unit: str = "ms"
+
+    def __post_init__(self) -> None:
+        if self.time_unit not in TIME_UNITS:
+            raise ValueError(f"unknown time unit {self.time_unit!r}")
+
+
+def _lookup(obj: dict, field: str, parts: tuple[str, ...] | None) -> Any:
+    """Value at ``field`` in ``obj``, following the dotted ``parts`` if the plain name misses."""
+    value = obj.get(field, _MISSING)
+    if value is not _MISSING or parts is None:
+        return value
+    value = obj
+    for part in parts:
+        if not isinstance(value, dict):
+            return _MISSING
+        value = value.get(part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
+
+
+_MISSING = object()
+
+
+def _as_text(value: Any) -> str | None:
+    """A key or type as text: ``42`` and ``"42"`` are the same; other types give None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # bool is an int subclass; true is not a key
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+class EventParser:
+    """Turns raw JSON lines into ``(key, kind, time_ms | None, raw)`` tuples.
+
+    ``parse`` raises :class:`RejectedLine` for a line that is not valid UTF-8 or JSON, not
+    an object, lacks the key or type, has a key that is not a string or number, or (when
+    the time is required) lacks a valid time.
+    """
+
+    def __init__(self, schema: EventSchema) -> None:
+        self.schema = schema
+        self._key_parts = self._parts(schema.key_field)
+        self._type_parts = self._parts(schema.type_field)
+        self._time_parts = self._parts(schema.time_field)
+        self._kinds = {schema.create_type: CREATE, schema.pay_type: PAY}
+        if schema.cancel_type is not None:
+            self._kinds[schema.cancel_type] = CANCEL
+        self._unit_num, self._unit_den = TIME_UNITS[schema.time_unit]
+
+    @staticmethod
+    def _parts(field: str) -> tuple[str, ...] | None:
+        return tuple(field.split(".")) if "." in field else None
+
+    def load(self, raw: bytes) -> dict:
+        """Decode one line into its JSON object, or raise :class:`RejectedLine`."""
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise RejectedLine(_describe_decode_error(raw, error)) from None
+        if not isinstance(obj, dict):
+            raise RejectedLine(f"not a JSON object (got {_json_type(obj)})")
+        return obj
+
+    def parse(self, raw: bytes, time_policy: int) -> tuple[str, int, int | None, bytes]:
+        """Parse one line (without its newline) into ``(key, kind, time, raw)``.
+
+        ``time_policy`` is :data:`TIME_IGNORED` (processing time: time is None),
+        :data:`TIME_REQUIRED` (event time: a missing or invalid time rejects the line) or
+        :data:`TIME_OPTIONAL` (deciding the mode: None when the field is absent).
+        """
+        obj = self.load(raw)
+        schema = self.schema
+        key_value = _lookup(obj, schema.key_field, self._key_parts)
+        if key_value is _MISSING:
+            raise RejectedLine(f"no key field {schema.key_field!r}")
+        key = _as_text(key_value)
+        if key is None:
+            raise RejectedLine(
+                f"key field {schema.key_field!r} is {_json_type(key_value)}, not a string or number"
+            )
+        type_value = _lookup(obj, schema.type_field, self._type_parts)
+        if type_value is _MISSING:
+            raise RejectedLine(f"no type field {schema.type_field!r}")
+        type_text = _as_text(type_value)
+        if type_text is None:
+            raise RejectedLine(
+                f"type field {schema.type_field!r} is {_json_type(type_value)}, not a string"
+            )
+        kind = self._kinds.get(type_text, OTHER)
+        if time_policy == TIME_IGNORED:
+            return key, kind, None, raw
+        if time_policy == TIME_OPTIONAL and (
+            _lookup(obj, schema.time_field, self._time_parts) is _MISSING
+        ):
+            return key, kind, None, raw
+        return key, kind, self.time_of(obj), raw
+
+    def time_of(self, obj: dict) -> int:
+        """The event time of ``obj`` in integer epoch milliseconds, or raise :class:`RejectedLine`."""
+        field = self.schema.time_field
+        value = _lookup(obj, field, self._time_parts)
+        if value is _MISSING:
+            raise RejectedLine(f"no time field {field!r}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            # Floor division: sub-millisecond digits are dropped the same way for every unit.
+            ms = value * self._unit_num // self._unit_den
+        elif isinstance(value, float):
+            # Via the shortest decimal text, so 1.001 s is 1001 ms and not 1000.999...
+            try:
+                exact = Decimal(repr(value)) * self._unit_num / self._unit_den
+                ms = int(exact.to_integral_value(rounding="ROUND_FLOOR"))
+            except (InvalidOperation, OverflowError, ValueError):
+                raise RejectedLine(f"time field {field!r} is not a finite number") from None
+        elif isinstance(value, str):
+            ms = _parse_iso(value, field)
+        else:
+            raise RejectedLine(
+                f"time field {field!r} is {_json_type(value)}, not a number or ISO-8601 string"
+            )
+        if not _MIN_TIME_MS <= ms <= _MAX_TIME_MS:
+            raise RejectedLine(f"time field {field!r} is out of range ({value!r})")
+        return ms
+
+
+def _parse_iso(text: str, field: str) -> int:
+    """ISO-8601 text to epoch milliseconds; text without an offset is UTC."""
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise RejectedLine(f"time field {field!r} is not ISO-8601: {text[:40]!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    return "a number"
+
+
+def _describe_decode_error(raw: bytes, error: orjson.JSONDecodeError) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not valid UTF-8 (byte {bad.start + 1})"
+    message = str(error).split(":", 1)[0]
+    return f"not valid JSON ({message}, column {error.colno})"

@@ -1,0 +1,307 @@
+"""The matcher: the rules of SEMANTICS.md, pure and synchronous.
+
+Events in, results out. No I/O, no asyncio, no clock: the host tells the matcher what
+time it is by the times of the events it feeds (``on_event``) and by ``advance_to``.
+The host must feed events in non-decreasing time order; in event time the pipeline's
+reorder buffer guarantees that, in processing time the clock does.
+
+Boundary rules, decided here once:
+
+* A pay matches a create only if ``paid - created < within``; at exactly
+  ``created + within`` the order has timed out (deadline is exclusive for pays).
+* ``advance_to(t)`` times out every open order with ``deadline <= t``, and
+  ``on_event`` at time ``t`` does that first, so expired windows are settled before an
+  event is applied and results come out in canonical order: by time (paid for a success,
+  deadline for a timeout), timeouts first at equal times, then input order.
+
+State: the open orders of each key (oldest first) and one timeline of all open orders
+in deadline order. With one window and time-ordered input, deadlines arrive in order, so
+the timeline is a deque rather than a heap; orders resolved early stay in it and are
+skipped when their deadline comes (lazy deletion), which keeps a pay O(1).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import Enum
+from typing import Iterable, NamedTuple
+
+from .events import CANCEL, CREATE, PAY
+
+__all__ = [
+    "Mode",
+    "OpenOrder",
+    "Success",
+    "Timeout",
+    "Cancelled",
+    "Result",
+    "Matcher",
+    "OutOfOrderError",
+    "COUNTER_NAMES",
+]
+
+
+class Mode(str, Enum):
+    """How a pay finds its create; see SEMANTICS.md."""
+
+    EACH = "each"  #: every create gets one result; a pay closes the oldest open create
+    NEXT = "next"  #: Flink ``.next()``: any other event of the key discards the open create
+    FOLLOWED_BY = "followed-by"  #: Flink ``.followedBy()``: a pay completes every open create
+
+
+class OpenOrder(NamedTuple):
+    """A create waiting for its pay: plain data, so it can be saved and restored."""
+
+    created: int
+    key: str
+    raw: bytes
+
+
+class Success(NamedTuple):
+    """A create paid before its deadline."""
+
+    key: str
+    created: int
+    paid: int
+    deadline: int
+    create: bytes
+    pay: bytes
+
+    @property
+    def time(self) -> int:
+        """When the result happened: the pay's time."""
+        return self.paid
+
+
+class Timeout(NamedTuple):
+    """A create with no pay before its deadline; stamped with the deadline."""
+
+    key: str
+    created: int
+    deadline: int
+    create: bytes
+    recovered: bool = False
+
+    @property
+    def time(self) -> int:
+        """When the result happened: the deadline."""
+        return self.deadline
+
+
+class Cancelled(NamedTuple):
+    """A create closed by a cancel event (``each`` mode with a cancel type)."""
+
+    key: str
+    created: int
+    cancelled: int
+    deadline: int
+    create: bytes
+    cancel: bytes
+
+    @property
+    def time(self) -> int:
+        """When the result happened: the cancel's time."""
+        return self.cancelled
+
+
+Result = Success | Timeout | Cancelled
+
+#: The matcher's counters, in the order the statistics show them.
+COUNTER_NAMES = (
+    "creates",
+    "pays",
+    "other",
+    "cancels",
+    "success",
+    "timeout",
+    "cancelled",
+    "unmatched_pays",
+    "unmatched_cancels",
+    "discarded",
+)
+
+
+class OutOfOrderError(ValueError):
+    """The host fed an event older than the time the matcher has already reached."""
+
+
+class Matcher:
+    """Keyed create/pay matching with a window of ``within`` milliseconds.
+
+    ``on_event`` and ``advance_to`` return the results they decide, in canonical order.
+    Nothing is dropped silently: besides results, the counters (``counts()``) record
+    unmatched pays and, in ``next`` mode, creates discarded the way Flink discards them.
+    """
+
+    def __init__(self, within: int, mode: Mode | str = Mode.EACH) -> None:
+        if within <= 0:
+            raise ValueError("within must be a positive number of milliseconds")
+        self.within = within
+        self.mode = Mode(mode)
+        self.now: int | float = float("-inf")
+        self._open: dict[str, list[OpenOrder]] = {}
+        self._timeline: deque[OpenOrder] = deque()
+        self.pending = 0
+        for name in COUNTER_NAMES:
+            setattr(self, name, 0)
+
+    # -- feeding -------------------------------------------------------------------
+
+    def on_event(self, key: str, kind: int, time: int, raw: bytes) -> list[Result]:
+        """Apply one event at ``time``; return the results it decides, timeouts first."""
+        if time < self.now:
+            raise OutOfOrderError(f"event at {time} after time {self.now}")
+        timeline = self._timeline
+        if timeline and timeline[0].created + self.within <= time:
+            out = self.advance_to(time)
+        else:
+            out = []
+            self.now = time
+        mode = self.mode
+        if kind == CREATE:
+            self.creates += 1
+            self._open_order(key, time, raw)
+        elif kind == PAY:
+            self.pays += 1
+            orders = self._open.get(key)
+            if not orders:
+                self.unmatched_pays += 1
+            elif mode is Mode.FOLLOWED_BY:
+                del self._open[key]
+                self.pending -= len(orders)
+                self.success += len(orders)
+                within = self.within
+                for order in orders:
+                    out.append(
+                        Success(key, order.created, time, order.created + within, order.raw, raw)
+                    )
+            else:
+                order = self._close_oldest(key, orders)
+                self.success += 1
+                out.append(
+                    Success(key, order.created, time, order.created + self.within, order.raw, raw)
+                )
+        elif kind == CANCEL and mode is Mode.EACH:
+            self.cancels += 1
+            orders = self._open.get(key)
+            if orders:
+                order = self._close_oldest(key, orders)
+                self.cancelled += 1
+                out.append(
+                    Cancelled(key, order.created, time, order.created + self.within, order.raw, raw)
+                )
+            else:
+                self.unmatched_cancels += 1
+        else:
+            self.other += 1
+            if mode is Mode.NEXT:
+                self._discard(key)
+        return out
+
+    def advance_to(self, time: int | float) -> list[Timeout]:
+        """Declare that time has reached ``time``: time out every order with deadline <= time."""
+        out = []
+        timeline = self._timeline
+        within = self.within
+        open_orders = self._open
+        while timeline and timeline[0].created + within <= time:
+            order = timeline.popleft()
+            orders = open_orders.get(order.key)
+            # Lazy deletion: an order paid or discarded earlier is no longer first in line.
+            if orders and orders[0] is order:
+                self._close_oldest(order.key, orders)
+                self.timeout += 1
+                out.append(Timeout(order.key, order.created, order.created + within, order.raw))
+        if time > self.now:
+            self.now = time
+        return out
+
+    def drain(self) -> list[Timeout]:
+        """End of input: every open order times out at its deadline; nothing stays pending."""
+        return self.advance_to(float("inf"))
+
+    # -- inspecting ----------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        """The earliest deadline of an open order, or None when nothing is open."""
+        timeline = self._timeline
+        open_orders = self._open
+        while timeline:
+            order = timeline[0]
+            orders = open_orders.get(order.key)
+            if orders and orders[0] is order:
+                return order.created + self.within
+            timeline.popleft()  # resolved earlier: drop it now rather than at its deadline
+        return None
+
+    def counts(self) -> dict[str, int]:
+        """The counters and the number of pending (still open) orders."""
+        counts = {name: getattr(self, name) for name in COUNTER_NAMES}
+        counts["pending"] = self.pending
+        return counts
+
+    def open_orders(self) -> list[OpenOrder]:
+        """Every open order, in deadline order (the order they would time out in)."""
+        live = {id(order) for orders in self._open.values() for order in orders}
+        return [order for order in self._timeline if id(order) in live]
+
+    # -- saving and restoring ------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """The whole state as plain data (ints, strings, bytes, lists)."""
+        return {
+            "within": self.within,
+            "mode": self.mode.value,
+            "now": self.now if self.now != float("-inf") else None,
+            "open": [tuple(order) for order in self.open_orders()],
+            "counts": self.counts(),
+        }
+
+    @classmethod
+    def restore(cls, state: dict) -> "Matcher":
+        """A matcher continuing exactly where ``snapshot()`` left off."""
+        matcher = cls(state["within"], state["mode"])
+        if state["now"] is not None:
+            matcher.now = state["now"]
+        for name in COUNTER_NAMES:
+            setattr(matcher, name, state["counts"][name])
+        matcher._load_orders(OpenOrder(*fields) for fields in state["open"])
+        return matcher
+
+    def _load_orders(self, orders: Iterable[OpenOrder]) -> None:
+        for order in sorted(orders, key=lambda order: order.created):
+            self._open.setdefault(order.key, []).append(order)
+            self._timeline.append(order)
+            self.pending += 1
+
+    # -- the per-key state ---------------------------------------------------------
+
+    def _open_order(self, key: str, time: int, raw: bytes) -> None:
+        orders = self._open.get(key)
+        if orders is None:
+            order = OpenOrder(time, key, raw)
+            self._open[key] = [order]
+        elif self.mode is Mode.NEXT:
+            # Strict contiguity: a create after a create breaks the first one's match.
+            self.discarded += len(orders)
+            self.pending -= len(orders)
+            order = OpenOrder(time, orders[0].key, raw)
+            self._open[key] = [order]
+        else:
+            order = OpenOrder(time, orders[0].key, raw)  # share one key string per key
+            orders.append(order)
+        self._timeline.append(order)
+        self.pending += 1
+
+    def _close_oldest(self, key: str, orders: list[OpenOrder]) -> OpenOrder:
+        order = orders.pop(0)
+        if not orders:
+            del self._open[key]
+        self.pending -= 1
+        return order
+
+    def _discard(self, key: str) -> None:
+        orders = self._open.pop(key, None)
+        if orders:
+            self.discarded += len(orders)
+            self.pending -= len(orders)

@@ -1,0 +1,174 @@
+"""The operator: parsed lines in, matcher results out, with time handled as Flink's CepOperator does.
+
+Still pure and synchronous (no I/O, no clock): the runtime hands it each line with the
+moment it was read. It decides the time mode, keeps the event-time watermark, holds
+out-of-order events in a reorder buffer until the watermark lets them through in
+(time, input order), and turns late and malformed lines into counted rejections.
+
+Event time bookkeeping uses the *frontier* ``F = watermark + 1``: every event and
+timeout before ``F`` is settled. An event with time ``< F`` is late. Buffered events with
+time ``<= F`` can be applied, because any event still to come has time ``>= F`` and comes
+later in input order; for the same reason every timeout with deadline ``<= F`` is final.
+"""
+
+from __future__ import annotations
+
+import heapq
+from enum import Enum
+
+from .events import (
+    CREATE,
+    TIME_IGNORED,
+    TIME_OPTIONAL,
+    TIME_REQUIRED,
+    EventParser,
+    RejectedLine,
+)
+from .matcher import Matcher, Result
+
+__all__ = ["TimeMode", "Pipeline", "LateEvent"]
+
+
+class TimeMode(str, Enum):
+    """Where an event's time comes from."""
+
+    EVENT = "event"  #: the event's own time field, with watermarks
+    PROCESSING = "processing"  #: the moment the line was read
+
+
+class LateEvent(RejectedLine):
+    """An event at or before the watermark: counted and reported, never matched."""
+
+
+class Pipeline:
+    """Parses lines, keeps event time in order and feeds the matcher.
+
+    ``time_mode`` None means: decided by the first accepted line (event time if it has
+    the time field). ``lateness`` is the bounded out-of-orderness in milliseconds.
+    ``feed`` raises :class:`RejectedLine` (or :class:`LateEvent`) for a line that is
+    not used, after counting it; the caller reports it and goes on.
+    """
+
+    def __init__(
+        self,
+        parser: EventParser,
+        matcher: Matcher,
+        *,
+        time_mode: TimeMode | None = None,
+        lateness: int = 0,
+    ) -> None:
+        if lateness < 0:
+            raise ValueError("lateness must not be negative")
+        self.parser = parser
+        self.matcher = matcher
+        self.time_mode = time_mode
+        self.lateness = lateness
+        self.events = 0
+        self.late = 0
+        self.rejected = 0
+        self.frontier: int | float = float("-inf")
+        self._max_time: int | float = float("-inf")
+        self._buffer: list[tuple[int, int, str, int, bytes]] = []
+        self._sequence = 0
+
+    # -- feeding -------------------------------------------------------------------
+
+    def feed(self, raw: bytes, now: int) -> list[Result]:
+        """Apply one line read at wall-clock ``now`` (epoch ms); return decided results."""
+        mode = self.time_mode
+        policy = (
+            TIME_REQUIRED
+            if mode is TimeMode.EVENT
+            else TIME_IGNORED if mode is TimeMode.PROCESSING else TIME_OPTIONAL
+        )
+        try:
+            key, kind, time, raw = self.parser.parse(raw, policy)
+        except RejectedLine:
+            self.rejected += 1
+            raise
+        if mode is None:
+            mode = self.time_mode = TimeMode.PROCESSING if time is None else TimeMode.EVENT
+        self.events += 1
+        if mode is TimeMode.PROCESSING:
+            return self.matcher.on_event(key, kind, now, raw)
+        return self._feed_event_time(key, kind, time, raw)
+
+    def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes) -> list[Result]:
+        if time < self.frontier:
+            self.late += 1
+            raise LateEvent(
+                f"late: time {time} is at or before the watermark {self.frontier - 1}"
+            )
+        if time > self._max_time:
+            self._max_time = time
+        frontier = self._max_time - self.lateness
+        if not self._buffer and time <= frontier:
+            # In-order input (always so with lateness 0): no need for the reorder buffer.
+            self.frontier = frontier
+            out = self.matcher.on_event(key, kind, time, raw)
+            if frontier > time:
+                out += self.matcher.advance_to(frontier)
+            return out
+        heapq.heappush(self._buffer, (time, self._sequence, key, kind, raw))
+        self._sequence += 1
+        return self.advance_frontier(frontier)
+
+    def advance_frontier(self, frontier: int | float) -> list[Result]:
+        """Event time: everything before ``frontier`` is settled (watermark = frontier - 1).
+
+        Used by the feed itself and by hosts that know more about time than the events
+        do: the simulator, whose watermark follows its schedule.
+        """
+        if frontier <= self.frontier:
+            return []
+        self.frontier = frontier
+        out: list[Result] = []
+        buffer = self._buffer
+        on_event = self.matcher.on_event
+        while buffer and buffer[0][0] <= frontier:
+            time, _, key, kind, raw = heapq.heappop(buffer)
+            out += on_event(key, kind, time, raw)
+        out += self.matcher.advance_to(frontier)
+        return out
+
+    def advance(self, now: int) -> list[Result]:
+        """Processing time: the wall clock reached ``now``; time out what is due."""
+        if self.time_mode is TimeMode.PROCESSING:
+            return self.matcher.advance_to(now)
+        return []
+
+    def finish(self) -> list[Result]:
+        """End of input in event time: a final watermark of +infinity settles everything."""
+        if self.time_mode is TimeMode.PROCESSING:
+            return []
+        return self.advance_frontier(float("inf"))
+
+    # -- inspecting ----------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        """The earliest deadline of an open order (None when nothing is open)."""
+        return self.matcher.next_deadline()
+
+    def next_timer(self) -> int | None:
+        """When the host must call ``advance`` even without input (processing time only)."""
+        if self.time_mode is TimeMode.PROCESSING:
+            return self.matcher.next_deadline()
+        return None
+
+    @property
+    def pending(self) -> int:
+        """Open orders, counting creates still held in the reorder buffer."""
+        buffered = sum(1 for entry in self._buffer if entry[3] == CREATE)
+        return self.matcher.pending + buffered
+
+    def stats(self) -> dict:
+        """Counters of the whole run so far, as plain data."""
+        counts = self.matcher.counts()
+        counts["pending"] = self.pending
+        return {
+            "events": self.events,
+            **counts,
+            "late": self.late,
+            "rejected": self.rejected,
+            "time_mode": self.time_mode.value if self.time_mode else None,
+        }

@@ -1,0 +1,169 @@
+"""The runtime: the asyncio shell around the pipeline. It only reads, feeds and sleeps.
+
+One loop takes chunks from the reader and waits, at most, until the matcher's next
+deadline (processing time) so timeouts fire on time with no other input. Every rule
+lives in the pipeline and the matcher; this module owns waiting, flushing and stopping.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from .clocks import Clock
+from .events import RejectedLine
+from .pipeline import Pipeline
+from .sinks import RejectReporter, ResultWriter
+from .sources import END
+
+__all__ = ["Runtime", "StrictStop", "Reader"]
+
+
+class StrictStop(Exception):
+    """``--strict``: the first rejected line ends the run; the message is its warning."""
+
+
+class Reader(Protocol):
+    """What the runtime needs from a source of chunks (see :class:`~.sources.ChunkReader`)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def get(self, timeout: float | None = None): ...
+
+
+class Runtime:
+    """Drives one pipeline from a reader or a simulator, writing results as they are decided."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        clock: Clock,
+        writer: ResultWriter,
+        reporter: RejectReporter,
+        *,
+        strict: bool = False,
+    ) -> None:
+        self.pipeline = pipeline
+        self.clock = clock
+        self.writer = writer
+        self.reporter = reporter
+        self.strict = strict
+        self.started_ms: int | None = None
+        self.finished_ms: int | None = None
+
+    @property
+    def elapsed_ms(self) -> int:
+        """Milliseconds from the start of the run to its end (or to now)."""
+        if self.started_ms is None:
+            return 0
+        end = self.finished_ms if self.finished_ms is not None else self.clock.now_ms()
+        return end - self.started_ms
+
+    # -- watch ---------------------------------------------------------------------
+
+    async def watch(self, reader: Reader) -> None:
+        """Run every line of ``reader`` through the pipeline, then settle what is open."""
+        self.started_ms = self.clock.now_ms()
+        reader.start()
+        try:
+            await self._read_until_end(reader)
+            await self._settle()
+        finally:
+            reader.stop()
+            self.finished_ms = self.clock.now_ms()
+
+    async def _read_until_end(self, reader: Reader) -> None:
+        pipeline = self.pipeline
+        clock = self.clock
+        current = None
+        carry = b""
+        line_number = 0
+        while True:
+            timer = pipeline.next_timer()
+            timeout = None if timer is None else max(0.0, (timer - clock.now_ms()) / 1000)
+            try:
+                item = await reader.get(timeout)
+            except TimeoutError:
+                self._emit(pipeline.advance(clock.now_ms()))
+                continue
+            if item is END:
+                return
+            name, chunk = item
+            if name != current:
+                current, carry, line_number = name, b"", 0
+            if chunk:
+                lines = (carry + chunk if carry else chunk).split(b"\n")
+                carry = lines.pop()
+            elif carry:
+                lines, carry = [carry], b""  # the last line of an input, without newline
+            else:
+                continue
+            line_number = self._feed_lines(lines, name, line_number, clock.now_ms())
+            self.writer.flush()
+            self.reporter.flush()
+
+    def _feed_lines(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
+        feed = self.pipeline.feed
+        write = self.writer.write
+        for raw in lines:
+            line_number += 1
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if not raw or raw.isspace():
+                continue
+            if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte order mark is not part of the first event
+            try:
+                results = feed(raw, now)
+            except RejectedLine as rejected:
+                self._reject(name, line_number, rejected.reason, raw)
+                continue
+            if results:
+                write(results)
+        return line_number
+
+    def _reject(self, name: str, line_number: int, reason: str, raw: bytes) -> None:
+        self.reporter.report(name, line_number, reason, raw)
+        if self.strict:
+            self.writer.flush()
+            self.reporter.flush()
+            raise StrictStop(self.reporter.warning_text(name, line_number, reason))
+
+    async def _settle(self) -> None:
+        """End of input: event time settles at once; processing time waits for deadlines."""
+        self._emit(self.pipeline.finish())
+        while (timer := self.pipeline.next_timer()) is not None:
+            await self.clock.sleep_until(timer)
+            self._emit(self.pipeline.advance(self.clock.now_ms()))
+
+    def _emit(self, results) -> None:
+        if results:
+            self.writer.write(results)
+        self.writer.flush()
+
+    # -- simulate ------------------------------------------------------------------
+
+    async def simulate(self, events: Iterable[tuple[int, bytes]], show_event=None) -> None:
+        """Feed scheduled ``(time, raw)`` events at their times, firing timeouts between them.
+
+        The watermark follows the schedule: at a deadline that comes before the next event,
+        everything up to the deadline is settled, so each timeout prints when it is due.
+        """
+        self.started_ms = self.clock.now_ms()
+        try:
+            for time, raw in events:
+                await self._fire_deadlines_until(time)
+                await self.clock.sleep_until(time)
+                if show_event is not None:
+                    show_event(time, raw)
+                self._emit(self.pipeline.feed(raw, self.clock.now_ms()))
+            await self._fire_deadlines_until(float("inf"))
+        finally:
+            self.finished_ms = self.clock.now_ms()
+
+    async def _fire_deadlines_until(self, limit: int | float) -> None:
+        pipeline = self.pipeline
+        while (deadline := pipeline.next_deadline()) is not None and deadline <= limit:
+            await self.clock.sleep_until(deadline)
+            self._emit(pipeline.advance_frontier(deadline))

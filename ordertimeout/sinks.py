@@ -1,0 +1,221 @@
+"""Sinks: results to stdout as JSON lines or aligned rows, rejected lines to stderr and a file.
+
+Everything for stdout goes through one :class:`OutputBuffer`: lines collect in memory and
+leave in one write per flush. The runtime flushes after each chunk of input and each timer
+firing, so a pipe sees results promptly without one system call per line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import BinaryIO, Callable, Iterable, TextIO
+
+import orjson
+
+from .durations import format_duration
+from .matcher import Cancelled, Result, Success, Timeout
+
+__all__ = [
+    "OutputBuffer",
+    "json_line",
+    "JsonFormatter",
+    "HumanFormatter",
+    "ResultWriter",
+    "RejectReporter",
+    "format_time",
+]
+
+#: Buffered bytes that force a write even before the next flush point.
+FLUSH_BYTES = 1 << 16
+
+
+class OutputBuffer:
+    """Collects output bytes and writes them to ``stream`` in one call per flush."""
+
+    def __init__(self, stream: BinaryIO, flush_bytes: int = FLUSH_BYTES) -> None:
+        self._stream = stream
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._flush_bytes = flush_bytes
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; write out when the buffer is large."""
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= self._flush_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued so far (raises ``BrokenPipeError`` if the reader left)."""
+        if not self._parts:
+            return
+        data = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        self._stream.write(data)
+        self._stream.flush()
+
+
+def json_line(result: Result) -> bytes:
+    """One result as one JSON line; the original create/pay objects are embedded unchanged."""
+    key = orjson.dumps(result.key)
+    if type(result) is Success:
+        return b'{"result":"success","key":%b,"created":%d,"paid":%d,"deadline":%d,"create":%b,"pay":%b}\n' % (
+            key,
+            result.created,
+            result.paid,
+            result.deadline,
+            result.create,
+            result.pay,
+        )
+    if type(result) is Timeout:
+        recovered = b',"recovered":true' if result.recovered else b""
+        return b'{"result":"timeout","key":%b,"created":%d,"deadline":%d%b,"create":%b}\n' % (
+            key,
+            result.created,
+            result.deadline,
+            recovered,
+            result.create,
+        )
+    return b'{"result":"cancelled","key":%b,"created":%d,"cancelled":%d,"deadline":%d,"create":%b,"cancel":%b}\n' % (
+        key,
+        result.created,
+        result.cancelled,
+        result.deadline,
+        result.create,
+        result.cancel,
+    )
+
+
+class JsonFormatter:
+    """Results as JSON lines, for jq and other programs."""
+
+    def format(self, result: Result) -> bytes:
+        """The JSON line of one result."""
+        return json_line(result)
+
+
+def format_time(epoch_ms: int) -> str:
+    """Epoch milliseconds as UTC ISO-8601 with milliseconds: ``2026-11-23T10:00:02.500Z``."""
+    moment = _dt.datetime(1970, 1, 1) + _dt.timedelta(milliseconds=epoch_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+class HumanFormatter:
+    """Aligned rows for people: time, result, key, detail; coloured when ``paint`` is given.
+
+    ``paint(style, text)`` wraps text in the terminal's codes for a style name
+    (``success``, ``timeout``, ``cancelled``, ``dim``); without it rows are plain text
+    and carry the same words.
+    """
+
+    KEY_WIDTH = 10
+
+    def __init__(self, within: int, paint: Callable[[str, str], str] | None = None) -> None:
+        self._within_text = format_duration(within)
+        self._paint = paint or (lambda style, text: text)
+
+    def format(self, result: Result) -> bytes:
+        """One result as one row."""
+        paint = self._paint
+        if type(result) is Success:
+            word, style = "success", "success"
+            detail = f"paid after {format_duration(result.paid - result.created)}"
+        elif type(result) is Timeout:
+            word, style = "timeout", "timeout"
+            detail = f"no pay within {self._within_text}"
+            if result.recovered:
+                detail += " (recovered after restart)"
+        else:
+            word, style = "cancelled", "cancelled"
+            detail = f"cancelled after {format_duration(result.cancelled - result.created)}"
+        key = result.key if result.key.isprintable() else ascii(result.key)
+        row = "  ".join(
+            (
+                paint("dim", format_time(result.time)),
+                paint(style, f"{word:<9}"),
+                f"{key:<{self.KEY_WIDTH}}",
+                detail,
+            )
+        )
+        return row.encode("utf-8", "backslashreplace") + b"\n"
+
+    def format_event(self, time: int, raw: bytes) -> bytes:
+        """A dimmed input event row (``simulate --show-events``)."""
+        text = raw.decode("utf-8", "backslashreplace")
+        return (self._paint("dim", f"{format_time(time)}  {'event':<9}  {text}") + "\n").encode()
+
+
+class ResultWriter:
+    """Formats results into an :class:`OutputBuffer`, keeping only the kinds asked for."""
+
+    def __init__(self, out: OutputBuffer, formatter, only: str | None = None) -> None:
+        self.out = out
+        self.formatter = formatter
+        self._keep = {"success": Success, "timeout": Timeout}.get(only) if only else None
+
+    def write(self, results: Iterable[Result]) -> None:
+        """Queue the lines of ``results``."""
+        keep = self._keep
+        fmt = self.formatter.format
+        write = self.out.write
+        for result in results:
+            if keep is None or type(result) is keep:
+                write(fmt(result))
+
+    def flush(self) -> None:
+        """Send queued lines on."""
+        self.out.flush()
+
+
+class RejectReporter:
+    """Reports unused lines: a warning on stderr (the first few), a line in ``--rejects``.
+
+    After ``max_warnings`` warnings one line says further ones are only counted; the
+    rejects file still gets every line, so nothing read is lost.
+    """
+
+    def __init__(
+        self,
+        err: TextIO,
+        rejects: BinaryIO | None = None,
+        max_warnings: int = 10,
+        show_source: bool = False,
+    ) -> None:
+        self._err = err
+        self._rejects = rejects
+        self._max_warnings = max_warnings
+        self._show_source = show_source
+        self.count = 0
+
+    def warning_text(self, source: str, line: int, reason: str) -> str:
+        """The one-line message for a rejected line."""
+        where = f"{source}:{line}" if self._show_source else f"line {line}"
+        return f"ordertimeout: {where}: {reason}"
+
+    def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
+        """Record one unused line."""
+        self.count += 1
+        if self.count <= self._max_warnings:
+            self._err.write(self.warning_text(source, line, reason) + "\n")
+        elif self.count == self._max_warnings + 1:
+            self._err.write(
+                "ordertimeout: further rejected lines are only counted"
+                + (" (all are in the --rejects file)" if self._rejects else "")
+                + "\n"
+            )
+        if self._rejects is not None:
+            record = {
+                "line": line,
+                "reason": reason,
+                "raw": raw.decode("utf-8", "backslashreplace"),
+            }
+            if self._show_source:
+                record["source"] = source
+            self._rejects.write(orjson.dumps(record) + b"\n")
+
+    def flush(self) -> None:
+        """Push the rejects file to disk at flush points."""
+        if self._rejects is not None:
+            self._rejects.flush()
+        self._err.flush()

@@ -119,7 +119,7 @@ def _build(
     strict: bool,
     show_source: bool,
 ) -> _Run:
-    out = OutputBuffer(click.get_binary_stream("stdout"))
+    out = OutputBuffer(sys.stdout.buffer)
     formatter = JsonFormatter() if as_json else HumanFormatter(within, _painter("auto"))
     rejects = None
     if rejects_path is not None:
@@ -127,7 +127,7 @@ def _build(
             rejects = open(rejects_path, "ab")
         except OSError as error:
             raise click.ClickException(f"cannot open {rejects_path}: {error.strerror}") from None
-    reporter = RejectReporter(click.get_text_stream("stderr"), rejects, show_source=show_source)
+    reporter = RejectReporter(sys.stderr, rejects, show_source=show_source)
     pipeline = Pipeline(
         EventParser(schema), Matcher(within, match_mode), time_mode=time_mode, lateness=lateness
     )
@@ -268,7 +268,7 @@ def _inputs(files: tuple[str, ...]) -> list[Input]:
     inputs = []
     for path in files:
         if path == "-":
-            inputs.append(Input("<stdin>", stream=click.get_binary_stream("stdin")))
+            inputs.append(Input("<stdin>", stream=sys.stdin.buffer))
             continue
         try:
             os.close(os.open(path, os.O_RDONLY))

@@ -1,0 +1,165 @@
+"""The matcher alone: table-driven rules at the exact millisecond, modes, counters, state."""
+
+import pytest
+
+from ordertimeout.events import CANCEL, CREATE, OTHER, PAY
+from ordertimeout.matcher import Cancelled, Matcher, Mode, OutOfOrderError, Success, Timeout
+
+W = 1000
+
+
+def run(events, mode="each", within=W, end=True):
+    """Feed (key, kind, time) events; return results as short tuples and the matcher."""
+    matcher = Matcher(within, mode)
+    results = []
+    for key, kind, time in events:
+        results += matcher.on_event(key, kind, time, f"{key}/{time}".encode())
+    if end:
+        results += matcher.drain()
+    return [short(result) for result in results], matcher
+
+
+def short(result):
+    if isinstance(result, Success):
+        return ("success", result.key, result.created, result.paid)
+    if isinstance(result, Timeout):
+        return ("timeout", result.key, result.created, result.deadline)
+    return ("cancelled", result.key, result.created, result.cancelled)
+
+
+@pytest.mark.parametrize(
+    "paid,expected",
+    [
+        (1998, ("success", "a", 1000, 1998)),
+        (1999, ("success", "a", 1000, 1999)),  # one millisecond before the deadline
+        (2000, ("timeout", "a", 1000, 2000)),  # exactly at the deadline: too late
+        (2001, ("timeout", "a", 1000, 2000)),
+    ],
+)
+@pytest.mark.parametrize("mode", list(Mode))
+def test_deadline_boundary(mode, paid, expected):
+    results, matcher = run([("a", CREATE, 1000), ("a", PAY, paid)], mode)
+    assert results == [expected]
+    assert matcher.pending == 0
+
+
+TABLE = [
+    # (name, mode, events, expected results)
+    ("each: pay closes the oldest", "each",
+     [("a", CREATE, 0), ("a", CREATE, 100), ("a", PAY, 200)],
+     [("success", "a", 0, 200), ("timeout", "a", 100, 1100)]),
+    ("followed-by: pay closes all", "followed-by",
+     [("a", CREATE, 0), ("a", CREATE, 100), ("a", PAY, 200)],
+     [("success", "a", 0, 200), ("success", "a", 100, 200)]),
+    ("next: second create discards the first", "next",
+     [("a", CREATE, 0), ("a", CREATE, 100), ("a", PAY, 200)],
+     [("success", "a", 100, 200)]),
+    ("next: other event discards", "next",
+     [("a", CREATE, 0), ("a", OTHER, 100), ("a", PAY, 200)], []),
+    ("each: other events are ignored", "each",
+     [("a", CREATE, 0), ("a", OTHER, 100), ("a", PAY, 200)], [("success", "a", 0, 200)]),
+    ("keys never interact", "next",
+     [("a", CREATE, 0), ("b", OTHER, 100), ("b", CREATE, 150), ("a", PAY, 200)],
+     [("success", "a", 0, 200), ("timeout", "b", 150, 1150)]),
+    ("expired window settled before the event", "next",
+     [("a", CREATE, 0), ("a", CREATE, 1000)],
+     [("timeout", "a", 0, 1000), ("timeout", "a", 1000, 2000)]),
+    ("pay without create is no result", "each", [("a", PAY, 0)], []),
+    ("same time: create then pay succeeds", "each",
+     [("a", CREATE, 5), ("a", PAY, 5)], [("success", "a", 5, 5)]),
+    ("same time: pay then create times out", "each",
+     [("a", PAY, 5), ("a", CREATE, 5)], [("timeout", "a", 5, 1005)]),
+    ("timeouts of other keys come first", "each",
+     [("a", CREATE, 0), ("b", CREATE, 500), ("b", PAY, 1000)],
+     [("timeout", "a", 0, 1000), ("success", "b", 500, 1000)]),
+    ("each: cancel closes the oldest", "each",
+     [("a", CREATE, 0), ("a", CREATE, 10), ("a", CANCEL, 20), ("a", PAY, 30)],
+     [("cancelled", "a", 0, 20), ("success", "a", 10, 30)]),
+    ("followed-by: cancel is just another event", "followed-by",
+     [("a", CREATE, 0), ("a", CANCEL, 20), ("a", PAY, 30)], [("success", "a", 0, 30)]),
+]
+
+
+@pytest.mark.parametrize("name,mode,events,expected", TABLE, ids=[row[0] for row in TABLE])
+def test_rules(name, mode, events, expected):
+    results, matcher = run(events, mode)
+    assert results == expected
+    assert matcher.pending == 0
+
+
+def test_counters_account_for_every_create():
+    events = [("a", CREATE, 0), ("a", CREATE, 10), ("a", OTHER, 20), ("a", PAY, 30),
+              ("b", PAY, 40), ("c", CREATE, 50), ("c", PAY, 60)]
+    _, matcher = run(events, "next")
+    counts = matcher.counts()
+    assert counts["creates"] == 3
+    assert counts["discarded"] == 2
+    assert counts["success"] == 1
+    assert counts["unmatched_pays"] == 2
+    assert counts["creates"] == counts["success"] + counts["timeout"] + counts["discarded"]
+
+
+def test_advance_to_fires_at_deadline_not_before():
+    matcher = Matcher(W)
+    assert matcher.on_event("a", CREATE, 1000, b"x") == []
+    assert matcher.next_deadline() == 2000
+    assert matcher.advance_to(1999) == []
+    assert matcher.pending == 1
+    assert [short(r) for r in matcher.advance_to(2000)] == [("timeout", "a", 1000, 2000)]
+    assert matcher.next_deadline() is None
+
+
+def test_next_deadline_skips_resolved_orders():
+    matcher = Matcher(W)
+    matcher.on_event("a", CREATE, 0, b"x")
+    matcher.on_event("b", CREATE, 100, b"y")
+    matcher.on_event("a", PAY, 200, b"z")
+    assert matcher.next_deadline() == 1100
+
+
+def test_events_must_not_go_back_in_time():
+    matcher = Matcher(W)
+    matcher.on_event("a", CREATE, 100, b"x")
+    with pytest.raises(OutOfOrderError):
+        matcher.on_event("a", PAY, 99, b"y")
+    matcher.advance_to(500)
+    with pytest.raises(OutOfOrderError):
+        matcher.on_event("a", PAY, 499, b"y")
+
+
+def test_results_carry_the_original_bytes():
+    matcher = Matcher(W)
+    matcher.on_event("a", CREATE, 0, b'{"c":1}')
+    (success,) = matcher.on_event("a", PAY, 10, b'{"p":2}')
+    assert (success.create, success.pay, success.deadline) == (b'{"c":1}', b'{"p":2}', 1000)
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_snapshot_and_restore_continue_identically(mode):
+    events = [("a", CREATE, 0), ("b", CREATE, 100), ("a", CREATE, 200), ("b", OTHER, 250),
+              ("a", PAY, 300), ("c", CREATE, 400), ("a", PAY, 900), ("b", PAY, 950), ("c", PAY, 1300)]
+    whole, _ = run(events, mode)
+    for cut in range(len(events) + 1):
+        first = Matcher(W, mode)
+        results = []
+        for key, kind, time in events[:cut]:
+            results += first.on_event(key, kind, time, f"{key}/{time}".encode())
+        state = first.snapshot()
+        second = Matcher.restore(state)
+        for key, kind, time in events[cut:]:
+            results += second.on_event(key, kind, time, f"{key}/{time}".encode())
+        results += second.drain()
+        assert [short(r) for r in results] == whole, cut
+        assert second.counts() == run(events, mode)[1].counts()
+
+
+def test_many_open_orders_of_one_key_are_fifo():
+    events = [("a", CREATE, t) for t in range(0, 500, 5)] + [("a", PAY, 600)] * 3
+    results, matcher = run(events, "each", end=False)
+    assert results == [("success", "a", 0, 600), ("success", "a", 5, 600), ("success", "a", 10, 600)]
+    assert matcher.pending == 97
+
+
+def test_invalid_window():
+    with pytest.raises(ValueError):
+        Matcher(0)

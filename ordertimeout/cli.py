@@ -175,7 +175,7 @@ def _finish(run: _Run, quiet: bool) -> None:
     stats = run.pipeline.stats()
     stats["elapsed_s"] = round(run.runtime.elapsed_ms / 1000, 3)
     stats.update(run.extra_stats)
-    run.runtime.reporter.flush()
+    run.runtime.reporter.close()
     if run.stats_path is not None:
         try:
             with open(run.stats_path, "wb") as handle:

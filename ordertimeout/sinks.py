@@ -219,3 +219,10 @@ class RejectReporter:
         if self._rejects is not None:
             self._rejects.flush()
         self._err.flush()
+
+    def close(self) -> None:
+        """Flush and close the rejects file."""
+        self.flush()
+        if self._rejects is not None:
+            self._rejects.close()
+            self._rejects = None

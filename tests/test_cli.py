@@ -1,0 +1,209 @@
+"""The command line through CliRunner: stdout and stderr checked apart."""
+
+import pathlib
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from ordertimeout.cli import main
+
+from .helpers import EXPECTED, event
+
+ROOT = pathlib.Path(__file__).parent.parent
+SAMPLE = ROOT / "sample_data" / "orders.jsonl"
+SAMPLE_EXPECTED = ROOT / "sample_data" / "orders.expected.jsonl"
+
+
+def invoke(args, input=None):
+    return CliRunner().invoke(main, args, input=input, catch_exceptions=False)
+
+
+def json_lines(text):
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+def test_sample_data_gives_its_expected_output():
+    outcome = invoke(["watch", str(SAMPLE), "--within", "15m", "--json"])
+    assert outcome.exit_code == 0
+    assert outcome.stdout == SAMPLE_EXPECTED.read_text()
+    assert "3 success, 4 timeout" in outcome.stderr
+
+
+def test_original_fields_reach_the_consumer():
+    results = json_lines(invoke(["watch", str(SAMPLE), "--within", "15m", "--json", "-q"]).stdout)
+    success = results[0]
+    assert success["create"]["orderId"] == "o-1002" and success["pay"]["amount"] == 29.0
+    assert list(success) == ["result", "key", "created", "paid", "deadline", "create", "pay"]
+    assert list(results[1]) == ["result", "key", "created", "deadline", "create"]
+
+
+def test_stdin_is_read_when_no_file_or_dash():
+    data = SAMPLE.read_bytes()
+    for args in (["watch"], ["watch", "-"]):
+        outcome = invoke([*args, "--within", "15m", "--json", "-q"], input=data)
+        assert outcome.stdout == SAMPLE_EXPECTED.read_text()
+
+
+def test_human_rows_are_aligned_and_uncoloured_when_not_a_terminal():
+    outcome = invoke(["watch", str(SAMPLE), "--within", "15m", "-q"])
+    rows = outcome.stdout.splitlines()
+    assert len(rows) == 7
+    assert "\x1b[" not in outcome.stdout
+    assert rows[0].split() == ["2026-11-23T10:03:10.412Z", "success", "u2", "paid", "after", "1m40.412s"]
+    assert rows[1].split()[1:] == ["timeout", "u1", "no", "pay", "within", "15m"]
+    assert len({row.index(" u") for row in rows}) == 1  # the key column lines up
+
+
+def test_only_prints_one_kind_but_stats_count_both(tmp_path):
+    stats_path = tmp_path / "stats.json"
+    outcome = invoke(["watch", str(SAMPLE), "--within", "15m", "--json", "--only", "timeout", "--stats", str(stats_path), "-q"])
+    assert {r["result"] for r in json_lines(outcome.stdout)} == {"timeout"}
+    stats = orjson.loads(stats_path.read_bytes())
+    assert (stats["success"], stats["timeout"]) == (3, 4)
+    for name in ("events", "creates", "pays", "other", "success", "timeout", "late", "rejected",
+                 "unmatched_pays", "discarded", "pending", "time_mode", "elapsed_s"):
+        assert name in stats
+    assert (stats["events"], stats["creates"], stats["pays"], stats["other"]) == (13, 7, 5, 1)
+    assert stats["unmatched_pays"] == 2 and stats["time_mode"] == "event"
+
+
+def test_quiet_silences_the_summary():
+    assert invoke(["watch", str(SAMPLE), "--json", "-q"]).stderr == ""
+    assert "ordertimeout: 13 events" in invoke(["watch", str(SAMPLE), "--json"]).stderr
+
+
+BAD_LINES = [
+    (b"{not json", "not valid JSON"),
+    (b"\xff\xfe garbage", "not valid UTF-8"),
+    (b"[1,2,3]", "not a JSON object"),
+    (b'{"type":"create","ts":5}', "no key field 'userId'"),
+    (b'{"userId":[1],"type":"create","ts":5}', "not a string or number"),
+    (b'{"userId":"9","ts":5}', "no type field 'type'"),
+    (b'{"userId":"9","type":"create"}', "no time field 'ts'"),
+    (b'{"userId":"9","type":"create","ts":"soon"}', "not ISO-8601"),
+]
+
+
+def test_bad_lines_are_reported_counted_and_skipped(tmp_path):
+    good = [event("1", "create", 1000), event("1", "pay", 1500), event("2", "create", 1600)]
+    lines = [good[0]] + [bad for bad, _ in BAD_LINES] + [b"", b"   ", good[1], good[2]]
+    rejects = tmp_path / "rejects.jsonl"
+    outcome = invoke(["watch", "--json", "--rejects", str(rejects), "--stats", str(tmp_path / "s.json")],
+                     input=b"\n".join(lines) + b"\n")
+    assert outcome.exit_code == 0
+    assert [r["result"] for r in json_lines(outcome.stdout)] == ["success", "timeout"]
+    warnings = outcome.stderr.splitlines()[:-1]
+    assert len(warnings) == len(BAD_LINES)
+    for number, (warning, (_, reason)) in enumerate(zip(warnings, BAD_LINES), start=2):
+        assert warning.startswith(f"ordertimeout: line {number}: ") and reason in warning
+    records = json_lines(rejects.read_text())
+    assert [r["line"] for r in records] == list(range(2, 2 + len(BAD_LINES)))
+    assert records[0]["raw"] == "{not json" and records[1]["raw"].startswith("\\xff\\xfe")
+    assert orjson.loads((tmp_path / "s.json").read_bytes())["rejected"] == len(BAD_LINES)
+    assert "Traceback" not in outcome.output
+
+
+def test_warnings_stop_after_ten_but_counting_goes_on():
+    outcome = invoke(["watch", "--json"], input=b"nope\n" * 25 + event("1", "create", 1) + b"\n")
+    lines = outcome.stderr.splitlines()
+    assert len(lines) == 12
+    assert "further rejected lines are only counted" in lines[10]
+    assert "25 rejected" in lines[11]
+    assert len(json_lines(outcome.stdout)) == 1
+
+
+def test_late_events_are_reported_as_rejects(tmp_path):
+    rejects = tmp_path / "r.jsonl"
+    data = b"\n".join([event("1", "create", 1000), event("2", "create", 2000), event("1", "pay", 1499)])
+    outcome = invoke(["watch", "--json", "--lateness", "500ms", "--rejects", str(rejects)], input=data)
+    assert "line 3: late: time 1499 is at or before the watermark 1499" in outcome.stderr
+    assert json_lines(rejects.read_text())[0]["reason"].startswith("late")
+    assert [r["result"] for r in json_lines(outcome.stdout)] == ["timeout", "timeout"]
+
+
+def test_strict_stops_at_the_first_bad_line_after_writing_what_was_decided():
+    data = b"\n".join([event("1", "create", 1000), event("1", "pay", 1100), b"oops", event("2", "create", 5000)])
+    outcome = invoke(["watch", "--json", "--strict"], input=data)
+    assert outcome.exit_code == 1
+    assert [r["result"] for r in json_lines(outcome.stdout)] == ["success"]
+    assert outcome.stderr.splitlines()[0].startswith("ordertimeout: line 3: not valid JSON")
+
+
+def test_multiple_files_name_the_file_in_warnings(tmp_path):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_bytes(event("1", "create", 1000) + b"\n")
+    second.write_bytes(b"bad\n" + event("1", "pay", 1200))  # no final newline
+    outcome = invoke(["watch", str(first), str(second), "--json"])
+    assert f"ordertimeout: {second}:1: not valid JSON" in outcome.stderr
+    assert [r["result"] for r in json_lines(outcome.stdout)] == ["success"]
+
+
+def test_unknown_file_is_an_error_with_exit_1():
+    outcome = invoke(["watch", "no/such/file.jsonl"])
+    assert outcome.exit_code == 1
+    assert outcome.stderr.startswith("Error: cannot open no/such/file.jsonl: No such file or directory")
+    assert outcome.stdout == ""
+
+
+@pytest.mark.parametrize("option", ["--within", "--lateness", "--interval"])
+@pytest.mark.parametrize("value", ["0", "-1s", "soon", "1.5us"])
+def test_bad_durations_are_usage_errors(option, value):
+    if option == "--lateness" and value == "0":
+        return  # zero lateness is the default and valid
+    command = "simulate" if option == "--interval" else "watch"
+    outcome = invoke([command, option, value], input=b"")
+    assert outcome.exit_code == 2
+    assert option in outcome.stderr and repr(value) in outcome.stderr
+
+
+def test_processing_time_forced_and_custom_fields():
+    data = b"\n".join([
+        b'{"order":{"user":7},"event":"created","ts":1}',
+        b'{"order":{"user":"7"},"event":"paid","ts":999999}',
+    ])
+    outcome = invoke(["watch", "--processing-time", "--key", "order.user", "--type-field", "event",
+                      "--create-type", "created", "--pay-type", "paid", "--within", "50ms", "--json"], input=data)
+    (result,) = json_lines(outcome.stdout)
+    assert result["result"] == "success" and result["key"] == "7"
+    assert "processing time" in outcome.stderr
+
+
+def test_processing_time_without_time_field_times_out_after_the_window():
+    outcome = invoke(["watch", "--within", "30ms", "--json"], input=b'{"userId":"1","type":"create"}\n')
+    (result,) = json_lines(outcome.stdout)
+    assert result["result"] == "timeout" and result["deadline"] - result["created"] == 30
+
+
+def test_time_unit_and_iso_times():
+    data = b"\n".join([event("1", "create", 10), event("1", "pay", 10.9)])
+    (result,) = json_lines(invoke(["watch", "--time-unit", "s", "--json"], input=data).stdout)
+    assert (result["created"], result["paid"]) == (10_000, 10_900)
+
+
+def test_simulate_reproduces_the_cycle_scaled_by_one_fiftieth():
+    outcome = invoke(["simulate", "--count", "30", "--interval", "20ms", "--within", "30ms", "--json"])
+    assert outcome.exit_code == 0
+    results = json_lines(outcome.stdout)
+    assert sum(r["result"] == "success" and r["key"] == "2" for r in results) == 10
+    assert sum(r["result"] == "timeout" and r["key"] == "1" for r in results) == 10
+    start = results[0]["created"]
+    expected = json_lines((EXPECTED / "a_cycle__each__within1500.jsonl").read_text())
+    for got, want in zip(results, expected, strict=True):
+        assert got["result"] == want["result"] and got["key"] == want["key"]
+        for name in ("created", "paid", "deadline"):
+            if name in want:
+                assert got[name] - start == (want[name] - 1000) // 50
+        assert got["create"] == {"userId": got["key"], "type": "create", "ts": got["created"]}
+
+
+def test_every_command_and_option_has_help_with_an_example():
+    for name, command in main.commands.items():
+        help_text = invoke([name, "--help"]).stdout
+        assert "Example" in help_text, name
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert param.help, f"{name} {param.opts}"
+                if not param.is_flag and not getattr(param.type, "choices", None):
+                    assert "Example" in param.help or "e.g." in param.help, f"{name} {param.opts}"
+    assert "ordertimeout, version" in invoke(["--version"]).stdout

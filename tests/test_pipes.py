@@ -1,0 +1,80 @@
+"""The real process behind real pipes: prompt results, quiet `| head`, timers on time."""
+
+import os
+import select
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+COMMAND = [sys.executable, "-m", "ordertimeout"]
+
+
+def read_line(stream, timeout):
+    """One line from a pipe, or None if none comes within ``timeout`` seconds."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else None
+
+
+@pytest.fixture
+def big_file(tmp_path):
+    path = tmp_path / "big.jsonl"
+    lines = []
+    for i in range(200_000):
+        kind = "create" if i % 2 == 0 else "other"
+        lines.append(b'{"userId":"%d","type":"%b","ts":%d}' % (i % 1000, kind.encode(), i))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_head_ends_the_run_quietly(big_file):
+    process = subprocess.Popen([*COMMAND, "watch", str(big_file), "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.readline()
+    process.stdout.close()  # what `| head -1` does after its line
+    _, err = process.communicate(timeout=30)
+    assert orjson.loads(first)["result"] == "timeout"
+    assert process.returncode == 0
+    assert err == b""
+
+
+def test_results_reach_a_pipe_before_the_input_ends():
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        process.stdin.write(b'{"userId":"1","type":"create","ts":1000}\n{"userId":"1","type":"pay","ts":1200}\n')
+        process.stdin.flush()
+        line = read_line(process.stdout, timeout=10)
+        assert line is not None and orjson.loads(line)["result"] == "success"
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == 0
+
+
+def test_processing_time_timeout_prints_on_time_without_more_input():
+    within_ms = 300
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", "--within", f"{within_ms}ms"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        process.stdin.write(b'{"userId":"1","type":"create"}\n')
+        process.stdin.flush()
+        line = read_line(process.stdout, timeout=10)
+        arrived_ms = time.time_ns() // 1_000_000
+        assert line is not None
+        result = orjson.loads(line)
+        assert result["result"] == "timeout"
+        assert result["deadline"] - result["created"] == within_ms
+        # Printed within a few tens of ms of its deadline (wall clock of both processes).
+        assert -5 <= arrived_ms - result["deadline"] <= 60
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -83,6 +84,7 @@ class _Run:
     stats_path: str | None
     quiet: bool
     extra_stats: dict = field(default_factory=dict)
+    stop_signal: int | None = None
 
 
 def _painter(color: str) -> Callable[[str, str], str] | None:
@@ -135,12 +137,43 @@ def _build(
     return _Run(pipeline, runtime, out, stats_path, quiet, {"within_ms": within, "match": match_mode})
 
 
+async def _until_signal(run: _Run, main: Callable[[], Any]) -> None:
+    """Run ``main``; SIGINT or SIGTERM stops it in order, a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if run.stop_signal is not None:
+            os._exit(128 + signum)  # the second Ctrl-C: the user wants out now
+        run.stop_signal = signum
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await main()
+    except asyncio.CancelledError:
+        if run.stop_signal is None:
+            raise
+        task.uncancel()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
 def _execute(run: _Run, main: Callable[[], Any]) -> None:
-    """Run ``main`` (a coroutine function) and report, turning failures into clean exits."""
+    """Run ``main`` (a coroutine function) and report, turning failures into clean exits.
+
+    Stopped by a signal, the run writes every result already decided, reports the
+    still-open orders as pending and exits with 128 + the signal number (130, 143).
+    """
     exit_code = 0
     broken_pipe = False
     try:
-        asyncio.run(main())
+        asyncio.run(_until_signal(run, main))
+        if run.stop_signal is not None:
+            exit_code = 128 + run.stop_signal
+            run.out.flush()
     except BrokenPipeError:
         broken_pipe = True
         _silence_stdout()

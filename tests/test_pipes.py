@@ -78,3 +78,19 @@ def test_processing_time_timeout_prints_on_time_without_more_input():
         process.stdout.close()
         process.stderr.close()
     assert process.returncode == 0
+
+
+@pytest.mark.parametrize("signum,code", [(2, 130), (15, 143)])
+def test_signal_stops_in_order_and_reports_pending(signum, code):
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "--within", "1h"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(b'{"userId":"1","type":"create"}\n{"userId":"2","type":"create"}\n{"userId":"2","type":"pay"}\n')
+    process.stdin.flush()
+    line = read_line(process.stdout, timeout=10)  # the success is out: the lines were read
+    assert orjson.loads(line)["result"] == "success"
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=10)
+    process.stdin.close()
+    assert process.returncode == code
+    assert out == b""
+    assert b"1 pending" in err and b"Traceback" not in err

@@ -133,7 +133,7 @@ class EventParser:
             obj = orjson.loads(raw)
         except orjson.JSONDecodeError as error:
             raise RejectedLine(_describe_decode_error(raw, error)) from None
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             raise RejectedLine(f"not a JSON object (got {_json_type(obj)})")
         return obj
 
@@ -144,37 +144,53 @@ class EventParser:
         :data:`TIME_REQUIRED` (event time: a missing or invalid time rejects the line) or
         :data:`TIME_OPTIONAL` (deciding the mode: None when the field is absent).
         """
+        # The common case (plain field names, a string key and type, integer ms) runs
+        # inline; everything else goes through the slower, fully checked helpers.
         obj = self.load(raw)
         schema = self.schema
-        key_value = _lookup(obj, schema.key_field, self._key_parts)
-        if key_value is _MISSING:
-            raise RejectedLine(f"no key field {schema.key_field!r}")
-        key = _as_text(key_value)
-        if key is None:
-            raise RejectedLine(
-                f"key field {schema.key_field!r} is {_json_type(key_value)}, not a string or number"
-            )
-        type_value = _lookup(obj, schema.type_field, self._type_parts)
-        if type_value is _MISSING:
-            raise RejectedLine(f"no type field {schema.type_field!r}")
-        type_text = _as_text(type_value)
-        if type_text is None:
-            raise RejectedLine(
-                f"type field {schema.type_field!r} is {_json_type(type_value)}, not a string"
-            )
-        kind = self._kinds.get(type_text, OTHER)
+        key = (
+            obj.get(schema.key_field, _MISSING)
+            if self._key_parts is None
+            else _lookup(obj, schema.key_field, self._key_parts)
+        )
+        if type(key) is not str:
+            key = self._text_field(key, schema.key_field, "key", "a string or number")
+        type_value = (
+            obj.get(schema.type_field, _MISSING)
+            if self._type_parts is None
+            else _lookup(obj, schema.type_field, self._type_parts)
+        )
+        if type(type_value) is not str:
+            type_value = self._text_field(type_value, schema.type_field, "type", "a string")
+        kind = self._kinds.get(type_value, OTHER)
         if time_policy == TIME_IGNORED:
             return key, kind, None, raw
-        if time_policy == TIME_OPTIONAL and (
-            _lookup(obj, schema.time_field, self._time_parts) is _MISSING
-        ):
+        time = (
+            obj.get(schema.time_field, _MISSING)
+            if self._time_parts is None
+            else _lookup(obj, schema.time_field, self._time_parts)
+        )
+        if type(time) is int and self._unit_den == self._unit_num == 1 and _MIN_TIME_MS <= time <= _MAX_TIME_MS:
+            return key, kind, time, raw
+        if time is _MISSING and time_policy == TIME_OPTIONAL:
             return key, kind, None, raw
-        return key, kind, self.time_of(obj), raw
+        return key, kind, self._time_value(time), raw
+
+    @staticmethod
+    def _text_field(value: Any, field: str, role: str, wanted: str) -> str:
+        if value is _MISSING:
+            raise RejectedLine(f"no {role} field {field!r}")
+        text = _as_text(value)
+        if text is None:
+            raise RejectedLine(f"{role} field {field!r} is {_json_type(value)}, not {wanted}")
+        return text
 
     def time_of(self, obj: dict) -> int:
         """The event time of ``obj`` in integer epoch milliseconds, or raise :class:`RejectedLine`."""
+        return self._time_value(_lookup(obj, self.schema.time_field, self._time_parts))
+
+    def _time_value(self, value: Any) -> int:
         field = self.schema.time_field
-        value = _lookup(obj, field, self._time_parts)
         if value is _MISSING:
             raise RejectedLine(f"no time field {field!r}")
         if isinstance(value, int) and not isinstance(value, bool):

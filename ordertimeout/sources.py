@@ -9,6 +9,7 @@ so a slow stdout consumer slows reading instead of filling memory (backpressure)
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import threading
 from dataclasses import dataclass
@@ -111,9 +112,18 @@ class ChunkReader:
 
     def _chunks(self, source: Input):
         if source.stream is not None:
-            stream = source.stream
-            read = getattr(stream, "read1", stream.read)
-            while chunk := read(self._chunk_bytes):
+            try:
+                fd = source.stream.fileno()
+            except (OSError, ValueError, io.UnsupportedOperation):
+                fd = None  # an in-memory stream (tests): read it through its own methods
+            if fd is None:
+                read = getattr(source.stream, "read1", source.stream.read)
+                while chunk := read(self._chunk_bytes):
+                    yield chunk
+                return
+            # A real descriptor is read directly: a daemon thread blocked inside a
+            # buffered reader would hold its lock while the interpreter shuts down.
+            while chunk := os.read(fd, self._chunk_bytes):
                 yield chunk
             return
         fd = os.open(source.path, os.O_RDONLY)

@@ -139,7 +139,7 @@ class Matcher:
         self.within = within
         self.mode = Mode(mode)
         self.now: int | float = float("-inf")
-        self._open: dict[str, list[OpenOrder]] = {}
+        self._open: dict[str, OpenOrder | list[OpenOrder]] = {}
         self._timeline: deque[OpenOrder] = deque()
         self.pending = 0
         for name in COUNTER_NAMES:
@@ -163,29 +163,25 @@ class Matcher:
             self._open_order(key, time, raw)
         elif kind == PAY:
             self.pays += 1
-            orders = self._open.get(key)
-            if not orders:
+            if key not in self._open:
                 self.unmatched_pays += 1
             elif mode is Mode.FOLLOWED_BY:
-                del self._open[key]
-                self.pending -= len(orders)
-                self.success += len(orders)
                 within = self.within
-                for order in orders:
+                for order in self._close_all(key):
+                    self.success += 1
                     out.append(
                         Success(key, order.created, time, order.created + within, order.raw, raw)
                     )
             else:
-                order = self._close_oldest(key, orders)
+                order = self._close_oldest(key)
                 self.success += 1
                 out.append(
                     Success(key, order.created, time, order.created + self.within, order.raw, raw)
                 )
         elif kind == CANCEL and mode is Mode.EACH:
             self.cancels += 1
-            orders = self._open.get(key)
-            if orders:
-                order = self._close_oldest(key, orders)
+            if key in self._open:
+                order = self._close_oldest(key)
                 self.cancelled += 1
                 out.append(
                     Cancelled(key, order.created, time, order.created + self.within, order.raw, raw)
@@ -194,8 +190,8 @@ class Matcher:
                 self.unmatched_cancels += 1
         else:
             self.other += 1
-            if mode is Mode.NEXT:
-                self._discard(key)
+            if mode is Mode.NEXT and key in self._open:
+                self.discarded += len(self._close_all(key))
         return out
 
     def advance_to(self, time: int | float) -> list[Timeout]:
@@ -203,13 +199,11 @@ class Matcher:
         out = []
         timeline = self._timeline
         within = self.within
-        open_orders = self._open
         while timeline and timeline[0].created + within <= time:
             order = timeline.popleft()
-            orders = open_orders.get(order.key)
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
-            if orders and orders[0] is order:
-                self._close_oldest(order.key, orders)
+            if self._is_oldest_open(order):
+                self._close_oldest(order.key)
                 self.timeout += 1
                 out.append(Timeout(order.key, order.created, order.created + within, order.raw))
         if time > self.now:
@@ -225,11 +219,9 @@ class Matcher:
     def next_deadline(self) -> int | None:
         """The earliest deadline of an open order, or None when nothing is open."""
         timeline = self._timeline
-        open_orders = self._open
         while timeline:
             order = timeline[0]
-            orders = open_orders.get(order.key)
-            if orders and orders[0] is order:
+            if self._is_oldest_open(order):
                 return order.created + self.within
             timeline.popleft()  # resolved earlier: drop it now rather than at its deadline
         return None
@@ -242,7 +234,7 @@ class Matcher:
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in deadline order (the order they would time out in)."""
-        live = {id(order) for orders in self._open.values() for order in orders}
+        live = {id(order) for key in self._open for order in self._orders_of(key)}
         return [order for order in self._timeline if id(order) in live]
 
     # -- saving and restoring ------------------------------------------------------
@@ -270,38 +262,60 @@ class Matcher:
 
     def _load_orders(self, orders: Iterable[OpenOrder]) -> None:
         for order in sorted(orders, key=lambda order: order.created):
-            self._open.setdefault(order.key, []).append(order)
-            self._timeline.append(order)
-            self.pending += 1
+            self._add(order)
 
     # -- the per-key state ---------------------------------------------------------
+    #
+    # ``_open[key]`` is the key's only open order itself, or a list of its open orders,
+    # oldest first, when it has several. Most keys have one open order at a time; a bare
+    # tuple costs no list (memory) and is soon untracked by the garbage collector, whose
+    # full collections would otherwise stall timers for milliseconds.
 
-    def _open_order(self, key: str, time: int, raw: bytes) -> None:
-        orders = self._open.get(key)
-        if orders is None:
-            order = OpenOrder(time, key, raw)
-            self._open[key] = [order]
-        elif self.mode is Mode.NEXT:
-            # Strict contiguity: a create after a create breaks the first one's match.
-            self.discarded += len(orders)
-            self.pending -= len(orders)
-            order = OpenOrder(time, orders[0].key, raw)
-            self._open[key] = [order]
+    def _orders_of(self, key: str) -> list[OpenOrder]:
+        current = self._open.get(key)
+        if current is None:
+            return []
+        return current if type(current) is list else [current]
+
+    def _is_oldest_open(self, order: OpenOrder) -> bool:
+        current = self._open.get(order.key)
+        return current is order or (type(current) is list and current[0] is order)
+
+    def _add(self, order: OpenOrder) -> None:
+        current = self._open.get(order.key)
+        if current is None:
+            self._open[order.key] = order
+        elif type(current) is list:
+            current.append(order)
         else:
-            order = OpenOrder(time, orders[0].key, raw)  # share one key string per key
-            orders.append(order)
+            self._open[order.key] = [current, order]
         self._timeline.append(order)
         self.pending += 1
 
-    def _close_oldest(self, key: str, orders: list[OpenOrder]) -> OpenOrder:
-        order = orders.pop(0)
-        if not orders:
-            del self._open[key]
+    def _open_order(self, key: str, time: int, raw: bytes) -> None:
+        current = self._open.get(key)
+        if current is not None:
+            if self.mode is Mode.NEXT:
+                # Strict contiguity: a create after a create breaks the first one's match.
+                self.discarded += len(self._close_all(key))
+            else:
+                # Share one key string per key rather than one per order.
+                key = (current[0] if type(current) is list else current).key
+        self._add(OpenOrder(time, key, raw))
+
+    def _close_oldest(self, key: str) -> OpenOrder:
+        current = self._open[key]
         self.pending -= 1
+        if type(current) is not list:
+            del self._open[key]
+            return current
+        order = current.pop(0)
+        if len(current) == 1:
+            self._open[key] = current[0]
         return order
 
-    def _discard(self, key: str) -> None:
-        orders = self._open.pop(key, None)
-        if orders:
-            self.discarded += len(orders)
-            self.pending -= len(orders)
+    def _close_all(self, key: str) -> list[OpenOrder]:
+        orders = self._orders_of(key)
+        del self._open[key]
+        self.pending -= len(orders)
+        return orders

@@ -1,9 +1,9 @@
-"""Sources: bytes from stdin or files, read in large chunks on a thread, handed to asyncio.
+"""Sources: bytes from stdin or files, in large chunks, without blocking the event loop.
 
-Reading happens on one daemon thread so a blocking read (a quiet pipe, a terminal) never
-stops the event loop from firing timers, and so Ctrl-C never waits for a read. A small
-number of chunks may be in flight; when the consumer falls behind, the reader waits,
-so a slow stdout consumer slows reading instead of filling memory (backpressure).
+Pipes, terminals and sockets are read through asyncio's pipe transport, so a quiet input
+never stops timers from firing. Regular files never block for long, so they are read
+directly in big chunks. Either way nothing is read ahead beyond a bounded buffer: when
+the consumer stops (a slow stdout), reading stops too, and memory stays bounded.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import threading
+import stat
 from dataclasses import dataclass
-from typing import BinaryIO, Sequence
+from typing import AsyncIterator, BinaryIO, Sequence
 
 __all__ = ["Input", "ChunkReader", "SourceError", "END", "CHUNK_BYTES"]
 
 #: Bytes per read: big enough that per-chunk overhead vanishes next to per-line work.
 CHUNK_BYTES = 1 << 20
-#: Chunks that may wait in the queue before the reader pauses.
-CHUNKS_IN_FLIGHT = 4
+#: Bytes a pipe may buffer before its transport pauses reading.
+PIPE_BUFFER_BYTES = 1 << 18
 
 
 class SourceError(Exception):
@@ -50,85 +50,91 @@ class ChunkReader:
     def __init__(self, inputs: Sequence[Input], chunk_bytes: int = CHUNK_BYTES) -> None:
         self._inputs = list(inputs)
         self._chunk_bytes = chunk_bytes
-        self._queue: asyncio.Queue | None = None
-        self._slots = threading.Semaphore(CHUNKS_IN_FLIGHT)
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._items: AsyncIterator | None = None
+        self._next: asyncio.Future | None = None
+        self._cleanup: list = []
 
     def start(self) -> None:
-        """Start the reading thread; call from inside the running loop."""
-        loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
-        self._thread = threading.Thread(
-            target=self._read_all, args=(loop,), name="ordertimeout-reader", daemon=True
-        )
-        self._thread.start()
+        """Prepare reading (call from inside the running loop)."""
+        self._items = self._read_all()
 
     def stop(self) -> None:
-        """Ask the thread to stop after its current read (it is a daemon: exit never waits)."""
-        self._stopping.set()
-        self._slots.release()
+        """Stop reading and release what reading holds."""
+        if self._next is not None and not self._next.done():
+            self._next.cancel()
+        for cleanup in reversed(self._cleanup):
+            cleanup()
+        self._cleanup.clear()
 
     async def get(self, timeout: float | None = None):
-        """The next item; raises ``TimeoutError`` if none comes within ``timeout`` seconds."""
-        queue = self._queue
-        if queue.empty():
-            if timeout is None:
-                item = await queue.get()
-            else:
-                item = await asyncio.wait_for(queue.get(), timeout)
-        else:
-            item = queue.get_nowait()
-        self._slots.release()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+        """The next item; raises ``TimeoutError`` if none comes within ``timeout`` seconds.
 
-    # -- the thread ----------------------------------------------------------------
+        A read that times out is not lost: the next call picks it up.
+        """
+        if self._next is None:
+            self._next = asyncio.ensure_future(anext(self._items, END))
+        if not self._next.done():
+            done, _ = await asyncio.wait({self._next}, timeout=timeout)
+            if not done:
+                raise TimeoutError
+        item, self._next = self._next, None
+        return item.result()
 
-    def _read_all(self, loop: asyncio.AbstractEventLoop) -> None:
-        def hand_over(item) -> bool:
-            self._slots.acquire()
-            if self._stopping.is_set():
-                return False
-            try:
-                loop.call_soon_threadsafe(self._queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                return False
-            return True
-
+    async def _read_all(self):
         for source in self._inputs:
             try:
-                for chunk in self._chunks(source):
-                    if not hand_over((source.name, chunk)):
-                        return
+                async for chunk in self._chunks(source):
+                    yield source.name, chunk
             except OSError as error:
-                reason = error.strerror or str(error)
-                hand_over(SourceError(f"cannot read {source.name}: {reason}"))
-                return
-            if not hand_over((source.name, b"")):
-                return
-        hand_over(END)
+                raise SourceError(f"cannot read {source.name}: {error.strerror or error}") from None
+            yield source.name, b""
 
-    def _chunks(self, source: Input):
-        if source.stream is not None:
+    async def _chunks(self, source: Input):
+        if source.path is not None:
+            fd = os.open(source.path, os.O_RDONLY)
             try:
-                fd = source.stream.fileno()
-            except (OSError, ValueError, io.UnsupportedOperation):
-                fd = None  # an in-memory stream (tests): read it through its own methods
-            if fd is None:
-                read = getattr(source.stream, "read1", source.stream.read)
-                while chunk := read(self._chunk_bytes):
+                while chunk := os.read(fd, self._chunk_bytes):
                     yield chunk
-                return
-            # A real descriptor is read directly: a daemon thread blocked inside a
-            # buffered reader would hold its lock while the interpreter shuts down.
-            while chunk := os.read(fd, self._chunk_bytes):
+                    await asyncio.sleep(0)  # let timers and signals in between chunks
+            finally:
+                os.close(fd)
+            return
+        stream = source.stream
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError, io.UnsupportedOperation):
+            fd = None
+        if fd is None:  # an in-memory stream (tests)
+            read = getattr(stream, "read1", stream.read)
+            while chunk := read(self._chunk_bytes):
                 yield chunk
             return
-        fd = os.open(source.path, os.O_RDONLY)
-        try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # `< file`: a regular file on stdin
             while chunk := os.read(fd, self._chunk_bytes):
                 yield chunk
-        finally:
-            os.close(fd)
+                await asyncio.sleep(0)
+            return
+        reader = await self._open_pipe(fd)
+        while chunk := await reader.read(self._chunk_bytes):
+            yield chunk
+
+    async def _open_pipe(self, fd: int) -> asyncio.StreamReader:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=PIPE_BUFFER_BYTES, loop=loop)
+        was_blocking = os.get_blocking(fd)
+        pipe = os.fdopen(fd, "rb", buffering=0, closefd=False)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe
+        )
+
+        def close() -> None:
+            transport.close()
+            # The transport made the descriptor non-blocking; a terminal shared with
+            # the shell must get its mode back.
+            try:
+                os.set_blocking(fd, was_blocking)
+            except OSError:
+                pass  # already closed by the other side: nothing to restore
+
+        self._cleanup.append(close)
+        return reader

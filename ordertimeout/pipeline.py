@@ -56,9 +56,12 @@ class Pipeline:
         *,
         time_mode: TimeMode | None = None,
         lateness: int = 0,
+        idle: int | None = None,
     ) -> None:
         if lateness < 0:
             raise ValueError("lateness must not be negative")
+        if idle is not None and idle <= 0:
+            raise ValueError("idle must be positive")
         self.parser = parser
         self.matcher = matcher
         self.time_mode = time_mode
@@ -70,6 +73,9 @@ class Pipeline:
         self._max_time: int | float = float("-inf")
         self._buffer: list[tuple[int, int, str, int, bytes]] = []
         self._sequence = 0
+        # --idle: after this much quiet wall time, event time follows the wall clock.
+        self.idle = idle
+        self._last_arrival: int | None = None
 
     # -- feeding -------------------------------------------------------------------
 
@@ -91,9 +97,10 @@ class Pipeline:
         self.events += 1
         if mode is TimeMode.PROCESSING:
             return self.matcher.on_event(key, kind, now, raw)
-        return self._feed_event_time(key, kind, time, raw)
+        return self._feed_event_time(key, kind, time, raw, now)
 
-    def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes) -> list[Result]:
+    def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes, now: int) -> list[Result]:
+        self._last_arrival = now
         if time < self.frontier:
             self.late += 1
             raise LateEvent(
@@ -132,10 +139,24 @@ class Pipeline:
         return out
 
     def advance(self, now: int) -> list[Result]:
-        """Processing time: the wall clock reached ``now``; time out what is due."""
+        """The wall clock reached ``now``: time out what is due.
+
+        In processing time that is every deadline up to ``now``. In event time it matters
+        only with ``idle``: once the input has been quiet that long, the watermark moves
+        on with the wall clock from the last event's time, so a quiet stream still times
+        orders out.
+        """
         if self.time_mode is TimeMode.PROCESSING:
             return self.matcher.advance_to(now)
-        return []
+        quiet = self._quiet_for(now)
+        if quiet is None or quiet < self.idle:
+            return []
+        return self.advance_frontier(self._max_time - self.lateness + quiet)
+
+    def _quiet_for(self, now: int) -> int | None:
+        if self.idle is None or self._last_arrival is None:
+            return None
+        return now - self._last_arrival
 
     def finish(self) -> list[Result]:
         """End of input in event time: a final watermark of +infinity settles everything."""
@@ -150,10 +171,20 @@ class Pipeline:
         return self.matcher.next_deadline()
 
     def next_timer(self) -> int | None:
-        """When the host must call ``advance`` even without input (processing time only)."""
+        """The wall-clock moment the host must call ``advance`` even without input, or None."""
         if self.time_mode is TimeMode.PROCESSING:
             return self.matcher.next_deadline()
-        return None
+        if self.idle is None or self._last_arrival is None:
+            return None
+        # Event time moving with the wall clock: when does it reach the next thing due?
+        due = [self._buffer[0][0]] if self._buffer else []
+        deadline = self.matcher.next_deadline()
+        if deadline is not None:
+            due.append(deadline)
+        if not due:
+            return None
+        base = self._max_time - self.lateness
+        return self._last_arrival + max(self.idle, min(due) - base)
 
     @property
     def pending(self) -> int:

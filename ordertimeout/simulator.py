@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import random
 from typing import Iterator
 
@@ -61,7 +60,6 @@ def generate_traffic(
     """
     if events < 0 or users <= 0 or not 0 <= pay_ratio <= 1 or within_ms <= 0 or rate_per_s <= 0:
         raise ValueError("events >= 0, users > 0, 0 <= pay_ratio <= 1, within > 0, rate > 0")
-    creates = math.ceil(events / (1 + pay_ratio))
     gap_ms = 1000.0 * (1 + pay_ratio) / rate_per_s
     pending: list[tuple[int, int, bytes]] = []  # (time, sequence, line) heap of future pays
     sequence = 0
@@ -75,7 +73,9 @@ def generate_traffic(
 
     def timed() -> Iterator[tuple[int, bytes]]:
         nonlocal sequence, emitted, clock
-        for order in range(creates):
+        for order in itertools.count():
+            if emitted >= events:
+                return
             clock += rng.expovariate(1.0 / gap_ms)
             now = int(clock)
             while pending and pending[0][0] <= now and emitted < events:
@@ -92,10 +92,6 @@ def generate_traffic(
                 paid = now + max(1, int(within_ms * rng.uniform(0.05, 1.5)))
                 heapq.heappush(pending, (paid, sequence, line("pay", user, order, amount, paid)))
                 sequence += 1
-        while pending and emitted < events:
-            time, _, raw = heapq.heappop(pending)
-            emitted += 1
-            yield time, raw
 
     if not disorder_ms:
         for _, raw in timed():

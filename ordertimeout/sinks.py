@@ -8,6 +8,7 @@ firing, so a pipe sees results promptly without one system call per line.
 from __future__ import annotations
 
 import datetime as _dt
+from array import array
 from typing import BinaryIO, Callable, Iterable, TextIO
 
 import orjson
@@ -25,6 +26,9 @@ __all__ = [
     "format_time",
 ]
 
+#: Result kinds by the name ``--only`` uses.
+RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled}
+
 #: Buffered bytes that force a write even before the next flush point.
 FLUSH_BYTES = 1 << 16
 
@@ -37,6 +41,9 @@ class OutputBuffer:
         self._parts: list[bytes] = []
         self._size = 0
         self._flush_bytes = flush_bytes
+        #: Called around each write, e.g. to lift a status line off a shared terminal.
+        self.before_write: Callable[[], None] | None = None
+        self.after_write: Callable[[], None] | None = None
 
     def write(self, data: bytes) -> None:
         """Queue ``data``; write out when the buffer is large."""
@@ -52,8 +59,12 @@ class OutputBuffer:
         data = b"".join(self._parts)
         self._parts.clear()
         self._size = 0
+        if self.before_write is not None:
+            self.before_write()
         self._stream.write(data)
         self._stream.flush()
+        if self.after_write is not None:
+            self.after_write()
 
 
 def json_line(result: Result) -> bytes:
@@ -147,19 +158,27 @@ class HumanFormatter:
 
 
 class ResultWriter:
-    """Formats results into an :class:`OutputBuffer`, keeping only the kinds asked for."""
+    """Formats results into an :class:`OutputBuffer`, keeping only the kinds asked for.
+
+    It sees every result, printed or not, so it also records pay latencies (``paid -
+    created`` of each success) for the exit summary.
+    """
 
     def __init__(self, out: OutputBuffer, formatter, only: str | None = None) -> None:
         self.out = out
         self.formatter = formatter
-        self._keep = {"success": Success, "timeout": Timeout}.get(only) if only else None
+        self._keep = RESULT_TYPES[only] if only else None
+        self.latencies = array("q")
 
     def write(self, results: Iterable[Result]) -> None:
         """Queue the lines of ``results``."""
         keep = self._keep
         fmt = self.formatter.format
         write = self.out.write
+        latencies = self.latencies
         for result in results:
+            if type(result) is Success:
+                latencies.append(result.paid - result.created)
             if keep is None or type(result) is keep:
                 write(fmt(result))
 

@@ -21,6 +21,8 @@ __all__ = ["Input", "ChunkReader", "SourceError", "END", "CHUNK_BYTES"]
 CHUNK_BYTES = 1 << 20
 #: Bytes a pipe may buffer before its transport pauses reading.
 PIPE_BUFFER_BYTES = 1 << 18
+#: How often a followed file is checked for new lines, rotation and truncation.
+FOLLOW_POLL_SECONDS = 0.05
 
 
 class SourceError(Exception):
@@ -34,6 +36,7 @@ class Input:
     name: str
     path: str | None = None
     stream: BinaryIO | None = None
+    follow: bool = False
 
 
 #: Marks the end of every input.
@@ -53,6 +56,14 @@ class ChunkReader:
         self._items: AsyncIterator | None = None
         self._next: asyncio.Future | None = None
         self._cleanup: list = []
+        self.bytes_read = 0
+        self._total_bytes = _regular_file_bytes(self._inputs)
+
+    def progress(self) -> float | None:
+        """Share of the input read so far, when every input is a finite regular file."""
+        if not self._total_bytes:
+            return None
+        return min(1.0, self.bytes_read / self._total_bytes)
 
     def start(self) -> None:
         """Prepare reading (call from inside the running loop)."""
@@ -82,8 +93,10 @@ class ChunkReader:
 
     async def _read_all(self):
         for source in self._inputs:
+            chunks = self._follow(source.path) if source.follow else self._chunks(source)
             try:
-                async for chunk in self._chunks(source):
+                async for chunk in chunks:
+                    self.bytes_read += len(chunk)
                     yield source.name, chunk
             except OSError as error:
                 raise SourceError(f"cannot read {source.name}: {error.strerror or error}") from None
@@ -118,6 +131,45 @@ class ChunkReader:
         while chunk := await reader.read(self._chunk_bytes):
             yield chunk
 
+    async def _follow(self, path: str):
+        """Lines appended to ``path`` forever, like ``tail -F``.
+
+        Survives rotation (the name now points at a new file: finish the old one, then
+        read the new one from its start) and truncation (the file got shorter than what
+        was read: read again from its start). An empty chunk marks each switch, so a last
+        line without its newline is finished rather than glued to the next file's first.
+        """
+        fd = os.open(path, os.O_RDONLY)
+        opened = [fd]
+        self._cleanup.append(lambda: os.close(opened[0]))
+        position = 0
+        while True:
+            chunk = os.read(fd, self._chunk_bytes)
+            if chunk:
+                position += len(chunk)
+                yield chunk
+                await asyncio.sleep(0)
+                continue
+            try:
+                named = os.stat(path)
+            except FileNotFoundError:
+                named = None  # between rename and re-create: keep waiting on the old file
+            current = os.fstat(fd)
+            if named is not None and (named.st_ino, named.st_dev) != (current.st_ino, current.st_dev):
+                while chunk := os.read(fd, self._chunk_bytes):  # what came before the rename
+                    yield chunk
+                yield b""
+                os.close(fd)
+                fd = opened[0] = os.open(path, os.O_RDONLY)
+                position = 0
+                continue
+            if current.st_size < position:
+                yield b""
+                os.lseek(fd, 0, os.SEEK_SET)
+                position = 0
+                continue
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
     async def _open_pipe(self, fd: int) -> asyncio.StreamReader:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=PIPE_BUFFER_BYTES, loop=loop)
@@ -138,3 +190,16 @@ class ChunkReader:
 
         self._cleanup.append(close)
         return reader
+
+
+def _regular_file_bytes(inputs: Sequence[Input]) -> int | None:
+    """Total size of the inputs if all are regular files read once, else None."""
+    total = 0
+    for source in inputs:
+        if source.path is None or source.follow:
+            return None
+        try:
+            total += os.stat(source.path).st_size
+        except OSError:
+            return None
+    return total

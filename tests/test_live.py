@@ -1,0 +1,267 @@
+"""Live operation: follow, idle watermarks, cancels, colour and the terminal, show-events."""
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
+from ordertimeout.cli import main
+from ordertimeout.clocks import LoopClock, ManualClock
+
+from .helpers import event
+from .test_runtime import EPOCH, ScriptedReader, make_runtime
+from .virtual_time import run_virtual
+
+COMMAND = [sys.executable, "-m", "ordertimeout"]
+SAMPLE = os.path.join(os.path.dirname(__file__), "..", "sample_data", "orders.jsonl")
+
+
+def invoke(args, input=None, env=None):
+    return CliRunner().invoke(main, args, input=input, env=env, catch_exceptions=False)
+
+
+# -- --idle -------------------------------------------------------------------------
+
+
+def test_idle_watermark_follows_the_wall_clock_after_quiet():
+    clock = ManualClock(50_000)
+    pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT, idle=5000)
+    pipeline.feed(event("1", "create", 1000), clock.now_ms())
+    # Quiet for 5 s of wall time, then event time moves with the wall clock from 1000:
+    # the deadline 2000 is reached 1 s of wall time later still, at most.
+    assert pipeline.next_timer() == 55_000
+    assert pipeline.advance(clock.advance(4_999)) == []
+    (timeout,) = pipeline.advance(clock.advance(1))
+    assert timeout.deadline == 2000
+    assert pipeline.next_timer() is None
+
+
+def test_idle_waits_until_event_time_reaches_the_deadline():
+    pipeline = Pipeline(EventParser(EventSchema()), Matcher(60_000), time_mode=TimeMode.EVENT, idle=1000)
+    pipeline.feed(event("1", "create", 0), now=0)
+    assert pipeline.next_timer() == 60_000  # quiet 1 s is not enough: 60 s of event time to go
+    assert pipeline.advance(59_999) == []
+    assert [r.deadline for r in pipeline.advance(60_000)] == [60_000]
+
+
+def test_without_idle_a_quiet_event_time_stream_waits():
+    pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT)
+    pipeline.feed(event("1", "create", 1000), now=0)
+    assert pipeline.next_timer() is None
+    assert pipeline.advance(10**9) == []
+
+
+def test_idle_on_the_runtime_fires_without_input():
+    clock = LoopClock(EPOCH)
+    runtime, stream = make_runtime(clock, time_mode=TimeMode.EVENT)
+    runtime.pipeline.idle = 2000
+    script = [(EPOCH + 10, ("<stdin>", event("1", "create", 500) + b"\n"))]
+    run_virtual(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 3_600_000)))
+    ((at, timeout),) = stream.lines()
+    assert timeout["deadline"] == 1500 and at == EPOCH + 10 + 2000
+
+
+# -- --cancel-type ------------------------------------------------------------------
+
+
+def test_cancel_closes_the_oldest_order_as_cancelled(tmp_path):
+    data = b"\n".join([
+        event("1", "create", 1000, orderId="a"), event("1", "create", 1100, orderId="b"),
+        event("1", "cancel", 1200, orderId="a"), event("1", "pay", 1300, orderId="b"),
+        event("2", "cancel", 1400),
+    ])
+    outcome = invoke(["watch", "--json", "--cancel-type", "cancel", "-q", "--stats", str(tmp_path / "s.json")], input=data)
+    lines = outcome.stdout.splitlines()
+    cancelled, success = orjson.loads(lines[0]), orjson.loads(lines[1])
+    assert cancelled == {"result": "cancelled", "key": "1", "created": 1000, "cancelled": 1200, "deadline": 2000,
+                         "create": orjson.loads(event("1", "create", 1000, orderId="a")),
+                         "cancel": orjson.loads(event("1", "cancel", 1200, orderId="a"))}
+    assert success["result"] == "success" and success["create"]["orderId"] == "b"
+    assert len(lines) == 2
+    stats = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert (stats["cancelled"], stats["unmatched_cancels"], stats["timeout"]) == (1, 1, 0)
+
+
+def test_cancel_type_needs_each_mode():
+    outcome = CliRunner().invoke(main, ["watch", "--cancel-type", "cancel", "--match", "next"], input=b"")
+    assert outcome.exit_code == 2 and "--cancel-type works with --match each only" in outcome.stderr
+
+
+def test_nested_key_and_time_fields():
+    data = b"\n".join([
+        b'{"order":{"user":{"id":1}},"type":"create","meta":{"ts":1000}}',
+        b'{"order":{"user":{"id":"1"}},"type":"pay","meta":{"ts":1500}}',
+    ])
+    outcome = invoke(["watch", "--json", "--key", "order.user.id", "--time-field", "meta.ts"], input=data)
+    (result,) = [orjson.loads(line) for line in outcome.stdout.splitlines()]
+    assert (result["result"], result["key"], result["paid"]) == ("success", "1", 1500)
+
+
+# -- simulate --show-events ---------------------------------------------------------
+
+
+def test_show_events_prints_the_inputs_between_results():
+    outcome = invoke(["simulate", "--count", "3", "--interval", "5ms", "--within", "8ms", "--show-events", "-q"])
+    rows = outcome.stdout.splitlines()
+    assert [row.split()[1] for row in rows] == ["event", "event", "timeout", "event", "success"]
+    assert '{"userId":"2","type":"pay"' in rows[3]
+    as_json = invoke(["simulate", "--count", "3", "--interval", "5ms", "--within", "8ms", "--show-events", "--json", "-q"])
+    kinds = [next(iter(orjson.loads(line))) for line in as_json.stdout.splitlines()]
+    assert kinds == ["event", "event", "result", "event", "result"]
+
+
+# -- colour -------------------------------------------------------------------------
+
+
+def test_color_always_and_never():
+    coloured = invoke(["watch", SAMPLE, "--within", "15m", "--color", "always", "-q"]).stdout
+    assert "\x1b[1;32msuccess" in coloured and "\x1b[1;31mtimeout" in coloured
+    assert "\x1b[" not in invoke(["watch", SAMPLE, "--within", "15m", "--color", "never", "-q"]).stdout
+    # --color always is an explicit request: it overrides NO_COLOR.
+    assert "\x1b[" in invoke(["watch", SAMPLE, "--within", "15m", "--color", "always", "-q"], env={"NO_COLOR": "1"}).stdout
+
+
+def run_on_terminal(args, env_extra=None, stdout_terminal=True):
+    """Run with stderr (and optionally stdout) on a pseudo-terminal; return (stdout, stderr)."""
+    err_master, err_slave = pty.openpty()
+    if stdout_terminal:
+        out_master, out_slave = pty.openpty()
+    else:
+        out_master, out_slave = os.pipe()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(env_extra or {})}
+    env.pop("NO_COLOR", None) if not env_extra or "NO_COLOR" not in env_extra else None
+    process = subprocess.Popen([*COMMAND, *args], stdout=out_slave, stderr=err_slave, stdin=subprocess.DEVNULL, env=env)
+    os.close(out_slave)
+    os.close(err_slave)
+    captured = {out_master: b"", err_master: b""}
+    open_fds = set(captured)
+    while open_fds:
+        ready, _, _ = select.select(list(open_fds), [], [], 10)
+        if not ready:
+            break
+        for fd in ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if data:
+                captured[fd] += data
+            else:
+                open_fds.discard(fd)
+    process.wait(timeout=10)
+    os.close(out_master)
+    os.close(err_master)
+    return captured[out_master].decode(), captured[err_master].decode()
+
+
+def test_terminal_gets_colour_unless_no_color():
+    out, _ = run_on_terminal(["watch", SAMPLE, "--within", "15m", "-q"])
+    assert "\x1b[1;32msuccess" in out
+    out, _ = run_on_terminal(["watch", SAMPLE, "--within", "15m", "-q"], {"NO_COLOR": "1"})
+    assert "\x1b[" not in out and "success" in out
+
+
+def test_status_line_and_summary_table_stay_on_stderr():
+    out, err = run_on_terminal(["simulate", "--count", "9", "--interval", "100ms", "--within", "150ms", "--json"],
+                               stdout_terminal=False)
+    results = [orjson.loads(line) for line in out.splitlines()]
+    assert len(results) == 6  # stdout is pure data: no status, no escapes
+    assert "ev/s" in err and "wm " in err  # the live status line, with the watermark
+    assert "pay latency" in err and "p99" in err and "█" in err  # the summary table
+    assert "\x1b[2K" in err
+
+
+def test_plain_summary_with_latency_when_stderr_is_not_a_terminal():
+    outcome = invoke(["watch", SAMPLE, "--within", "15m", "--json"])
+    summary = outcome.stderr.splitlines()
+    assert summary[0].startswith("ordertimeout: 13 events")
+    assert summary[1] == "ordertimeout: pay latency p50 2m, p90 14m59.999s, p99 14m59.999s, max 14m59.999s"
+    assert "\x1b[" not in outcome.stderr
+
+
+# -- --follow -----------------------------------------------------------------------
+
+
+def pair(index):
+    return event(f"k{index}", "create", 1000 + 10 * index) + b"\n" + event(f"k{index}", "pay", 1001 + 10 * index) + b"\n"
+
+
+class ResultReader:
+    """Result lines from a process's stdout, read unbuffered so select() tells the truth."""
+
+    def __init__(self, process):
+        self.fd = process.stdout.fileno()
+        self.results = []
+        self._partial = b""
+
+    def wait_for(self, count, timeout=10):
+        deadline = time.monotonic() + timeout
+        while len(self.results) < count and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                self._partial += os.read(self.fd, 65536)
+                *lines, self._partial = self._partial.split(b"\n")
+                self.results.extend(orjson.loads(line) for line in lines)
+
+
+def test_follow_survives_rotation_and_truncation_without_loss_or_repeat(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(pair(0) + pair(1))
+    process = subprocess.Popen([*COMMAND, "watch", "--follow", str(path), "--json", "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader = ResultReader(process)
+    try:
+        reader.wait_for(2)
+        with open(path, "ab") as handle:  # appended
+            handle.write(pair(2))
+            handle.write(pair(3)[:20])  # half a line...
+            handle.flush()
+            time.sleep(0.2)
+            handle.write(pair(3)[20:])  # ...completed later
+        reader.wait_for(4)
+        os.rename(path, tmp_path / "events.jsonl.1")  # rotated
+        with open(tmp_path / "events.jsonl.1", "ab") as old:
+            old.write(pair(4))  # written to the old file just after the rename
+        path.write_bytes(pair(5))
+        reader.wait_for(6)
+        path.write_bytes(b"")  # truncated
+        time.sleep(0.3)
+        with open(path, "ab") as handle:
+            handle.write(pair(6) + pair(7))
+        reader.wait_for(8)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    assert process.returncode == 130, err
+    assert sorted(result["key"] for result in reader.results) == [f"k{i}" for i in range(8)]
+    assert all(result["result"] == "success" for result in reader.results)
+    assert b"Traceback" not in err
+
+
+def test_follow_needs_one_file():
+    assert CliRunner().invoke(main, ["watch", "--follow"], input=b"").exit_code == 2
+    assert CliRunner().invoke(main, ["watch", "--follow", "a", "b"]).exit_code == 2
+
+
+def test_second_interrupt_exits_at_once_even_when_stdout_is_stalled(tmp_path):
+    big = tmp_path / "big.jsonl"
+    subprocess.run([*COMMAND, "generate", "--events", "200000", "-o", str(big)], check=True)
+    # Nobody reads stdout: the run blocks in a write once the pipe is full.
+    process = subprocess.Popen([*COMMAND, "watch", str(big), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    process.wait(timeout=5)
+    assert process.returncode == 130 and time.monotonic() - start < 2
+    process.stdout.close()
+    process.stderr.close()

@@ -24,6 +24,10 @@ class Clock(Protocol):
         """The current time in epoch milliseconds; never smaller than a previous answer."""
         ...
 
+    def seconds_until(self, moment_ms: int | float) -> float:
+        """Seconds from now until ``moment_ms`` (0 if it has passed), at full precision."""
+        ...
+
     async def sleep_until(self, moment_ms: int | float) -> None:
         """Return once ``now_ms() >= moment_ms``."""
         ...
@@ -54,13 +58,17 @@ class LoopClock:
         # The epsilon absorbs float error so a timer due at t does not read t - 1.
         return self._epoch_ms + math.floor(elapsed * 1000 + 1e-6)
 
+    def seconds_until(self, moment_ms: int | float) -> float:
+        """Seconds until ``moment_ms`` from the loop's unrounded time, so a wait never
+        overshoots by the fraction of a millisecond that ``now_ms`` floors away."""
+        start = self._anchor()
+        target = start + (moment_ms - self._epoch_ms) / 1000
+        return max(0.0, target - asyncio.get_running_loop().time())
+
     async def sleep_until(self, moment_ms: int | float) -> None:
         """Sleep until the loop's time reaches ``moment_ms``."""
-        start = self._anchor()
-        loop = asyncio.get_running_loop()
         while self.now_ms() < moment_ms:
-            target = start + (moment_ms - self._epoch_ms) / 1000
-            await asyncio.sleep(max(0.0, target - loop.time()))
+            await asyncio.sleep(self.seconds_until(moment_ms))
 
 
 class ManualClock:
@@ -79,6 +87,10 @@ class ManualClock:
             raise ValueError("time does not go backwards")
         self.now += milliseconds
         return self.now
+
+    def seconds_until(self, moment_ms: int | float) -> float:
+        """Seconds from the set time until ``moment_ms`` (0 if it has passed)."""
+        return max(0.0, (moment_ms - self.now) / 1000)
 
     async def sleep_until(self, moment_ms: int | float) -> None:
         """Jump to ``moment_ms`` (if it is later) without waiting."""

@@ -81,7 +81,7 @@ class Runtime:
         line_number = 0
         while True:
             timer = pipeline.next_timer()
-            timeout = None if timer is None else max(0.0, (timer - clock.now_ms()) / 1000)
+            timeout = None if timer is None else clock.seconds_until(timer)
             try:
                 item = await reader.get(timeout)
             except TimeoutError:
@@ -99,7 +99,10 @@ class Runtime:
                 lines, carry = [carry], b""  # the last line of an input, without newline
             else:
                 continue
-            line_number = self._feed_lines(lines, name, line_number, clock.now_ms())
+            now = clock.now_ms()
+            # Timeouts already due go out before this chunk's lines are worked through.
+            self._emit(pipeline.advance(now))
+            line_number = self._feed_lines(lines, name, line_number, now)
             self.writer.flush()
             self.reporter.flush()
 

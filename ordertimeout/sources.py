@@ -21,6 +21,9 @@ __all__ = ["Input", "ChunkReader", "SourceError", "END", "CHUNK_BYTES"]
 CHUNK_BYTES = 1 << 20
 #: Bytes a pipe may buffer before its transport pauses reading.
 PIPE_BUFFER_BYTES = 1 << 18
+#: Bytes per chunk from a pipe: live input is worked through in slices small enough
+#: (a few ms) that processing-time timers are never held up long by a burst.
+PIPE_CHUNK_BYTES = 1 << 16
 #: How often a followed file is checked for new lines, rotation and truncation.
 FOLLOW_POLL_SECONDS = 0.05
 
@@ -128,7 +131,7 @@ class ChunkReader:
                 await asyncio.sleep(0)
             return
         reader = await self._open_pipe(fd)
-        while chunk := await reader.read(self._chunk_bytes):
+        while chunk := await reader.read(min(self._chunk_bytes, PIPE_CHUNK_BYTES)):
             yield chunk
 
     async def _follow(self, path: str):

@@ -8,11 +8,13 @@ signal ends it in order with 130 (SIGINT) or 143 (SIGTERM).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import os
 import random
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -25,10 +27,11 @@ from .durations import DurationError, parse_duration
 from .events import TIME_UNITS, EventParser, EventSchema
 from .matcher import Matcher, Mode
 from .pipeline import Pipeline, TimeMode
-from .runtime import Runtime, StrictStop
+from .runtime import MAX_LINE_BYTES, Runtime, StrictStop
 from .simulator import cycle_events, generate_traffic
-from .sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
+from .sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, SinkError
 from .sources import ChunkReader, Input, SourceError
+from .state import StateError, StateStore
 from . import terminal
 
 #: How often the live status line is redrawn, in seconds.
@@ -102,10 +105,11 @@ class _Run:
     extra_stats: dict = field(default_factory=dict)
     stop_signal: int | None = None
     reader: ChunkReader | None = None
+    state: StateStore | None = None
 
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
-           strict=False, show_source=False, lateness=0, idle=None) -> _Run:
+           strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES) -> _Run:
     """The pipeline, runtime and sinks for one run, from the command's options."""
     within, color = params["within"], params["color"]
     out = OutputBuffer(sys.stdout.buffer)
@@ -116,12 +120,12 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
             rejects = open(rejects_path, "ab")
         except OSError as error:
             raise click.ClickException(f"cannot open {rejects_path}: {error.strerror}") from None
-    reporter = RejectReporter(sys.stderr, rejects, show_source=show_source)
+    reporter = RejectReporter(sys.stderr, rejects, show_source=show_source, rejects_name=rejects_path or "")
     pipeline = Pipeline(
         EventParser(schema), Matcher(within, params["match_mode"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
     writer = ResultWriter(out, formatter, params["only"])
-    runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict)
+    runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
     return _Run(
         pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
@@ -213,10 +217,13 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     except StrictStop:
         exit_code = 1
         _flush_quietly(run.out)
-    except SourceError as error:
+    except (SourceError, SinkError, StateError) as error:
         _flush_quietly(run.out)
         _finish(run, quiet=run.quiet)
         raise click.ClickException(str(error)) from None
+    finally:
+        if run.state is not None:
+            run.state.close()
     _finish(run, quiet=run.quiet or broken_pipe)
     if exit_code:
         sys.exit(exit_code)
@@ -245,7 +252,10 @@ def _finish(run: _Run, quiet: bool) -> None:
     latency = terminal.latency_figures(run.writer.latencies)
     if latency:
         stats["pay_latency"] = latency
-    run.runtime.reporter.close()
+    try:
+        run.runtime.reporter.close()
+    except SinkError as error:
+        raise click.ClickException(str(error)) from None
     if run.stats_path is not None:
         try:
             with open(run.stats_path, "wb") as handle:
@@ -293,8 +303,12 @@ def main() -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation). Example: -f shop.log")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), help="Append every unused line (malformed, late) to FILE as JSON. Example: --rejects rejects.jsonl")
 @click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded. Example: --max-line-bytes 65536")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False), help="SQLite file keeping open orders, watermark, counters and file offsets across restarts. Example: --state orders.db")
+@click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state. Example: --checkpoint-every 200ms")
 def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time_field, time_unit,
-          processing_time, lateness, idle, follow, rejects_path, strict, **params) -> None:
+          processing_time, lateness, idle, follow, rejects_path, strict, max_line_bytes, state_path,
+          checkpoint_every, **params) -> None:
     """Match order events read as JSON lines from FILES (or stdin) and print results.
 
     \b
@@ -316,10 +330,43 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     )
     run = _build(
         params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
-        strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle,
+        strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle, max_line_bytes=max_line_bytes,
     )
+    if state_path is not None:
+        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
     run.reader = ChunkReader(inputs)
     _execute(run, lambda: run.runtime.watch(run.reader))
+
+
+def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: int,
+             inputs: list[Input], checkpoint_every: int) -> list[Input]:
+    """Open ``--state``, continue from its checkpoint, and checkpoint this run into it."""
+    config = {
+        "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
+        "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": params["within"],
+        "match": params["match_mode"], "lateness_ms": lateness,
+    }
+    store = StateStore(path, config)
+    try:
+        checkpoint = store.open()
+    except StateError as error:
+        raise click.ClickException(str(error)) from None
+    run.state = store
+    runtime = run.runtime
+    runtime.checkpointer, runtime.checkpoint_every = store.save, checkpoint_every
+    if checkpoint is None:
+        return inputs
+    run.pipeline.restore(checkpoint["pipeline"])
+    runtime.positions.update(checkpoint["offsets"])
+    # Time never runs backwards across a restart, even if the system clock was stepped back.
+    restored_now = run.pipeline.matcher.now
+    if run.pipeline.time_mode is TimeMode.PROCESSING and math.isfinite(restored_now):
+        runtime.clock = LoopClock(max(time.time_ns() // 1_000_000, int(restored_now)))
+    return [
+        dataclasses.replace(source, start_offset=runtime.positions[source.name][0])
+        if source.path is not None and source.name in runtime.positions else source
+        for source in inputs
+    ]
 
 
 def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:

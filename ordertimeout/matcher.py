@@ -244,7 +244,7 @@ class Matcher:
         return {
             "within": self.within,
             "mode": self.mode.value,
-            "now": self.now if self.now != float("-inf") else None,
+            "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
             "open": [tuple(order) for order in self.open_orders()],
             "counts": self.counts(),
         }

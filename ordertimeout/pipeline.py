@@ -203,3 +203,36 @@ class Pipeline:
             "rejected": self.rejected,
             "time_mode": self.time_mode.value if self.time_mode else None,
         }
+
+    # -- saving and restoring ------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """The whole state as plain data: matcher, watermark, reorder buffer, counters."""
+        return {
+            "time_mode": self.time_mode.value if self.time_mode else None,
+            "frontier": _finite_or_none(self.frontier),
+            "max_time": _finite_or_none(self._max_time),
+            "sequence": self._sequence,
+            "events": self.events,
+            "late": self.late,
+            "rejected": self.rejected,
+            "buffer": list(self._buffer),
+            "matcher": self.matcher.snapshot(),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from ``snapshot()``: the matcher and time are replaced by the saved ones."""
+        if state["time_mode"] is not None and self.time_mode is None:
+            self.time_mode = TimeMode(state["time_mode"])
+        self.matcher = Matcher.restore(state["matcher"])
+        negative = float("-inf")
+        self.frontier = negative if state["frontier"] is None else state["frontier"]
+        self._max_time = negative if state["max_time"] is None else state["max_time"]
+        self._sequence = state["sequence"]
+        self.events, self.late, self.rejected = state["events"], state["late"], state["rejected"]
+        self._buffer = [tuple(entry) for entry in state["buffer"]]
+        heapq.heapify(self._buffer)
+
+
+def _finite_or_none(value: int | float) -> int | None:
+    return None if value in (float("inf"), float("-inf")) else int(value)

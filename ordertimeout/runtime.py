@@ -7,13 +7,19 @@ lives in the pipeline and the matcher; this module owns waiting, flushing and st
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+import asyncio
+from typing import Callable, Iterable, Protocol
 
 from .clocks import Clock
 from .events import RejectedLine
 from .pipeline import Pipeline
 from .sinks import RejectReporter, ResultWriter
-from .sources import END
+from .sources import END, ROTATED
+
+#: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
+MAX_LINE_BYTES = 1 << 20
+#: How much of an over-long line the rejects file keeps.
+_REJECT_PREFIX = 256
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -43,8 +49,20 @@ class Runtime:
         reporter: RejectReporter,
         *,
         strict: bool = False,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        checkpointer: Callable[[dict, dict], None] | None = None,
+        checkpoint_every: int = 1000,
+        positions: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.max_line_bytes = max_line_bytes
+        #: Called with (pipeline snapshot, positions) to save a checkpoint (``--state``).
+        self.checkpointer = checkpointer
+        self.checkpoint_every = checkpoint_every
+        self._last_checkpoint = float("-inf")
+        #: Per input name: (byte offset, line number) just after the last processed line.
+        self.positions: dict[str, tuple[int, int]] = dict(positions or {})
+        self._skipped_prefix = b""
         self.clock = clock
         self.writer = writer
         self.reporter = reporter
@@ -67,18 +85,31 @@ class Runtime:
         self.started_ms = self.clock.now_ms()
         reader.start()
         try:
+            self._recover()
             await self._read_until_end(reader)
             await self._settle()
+        except asyncio.CancelledError:
+            self.checkpoint(force=True)  # stopped by a signal: keep what was decided
+            raise
+        else:
+            self.checkpoint(force=True)
         finally:
             reader.stop()
             self.finished_ms = self.clock.now_ms()
+
+    def _recover(self) -> None:
+        """After a restart in processing time, orders whose deadline passed while the tool
+        was down time out at once, stamped with their deadline and marked recovered."""
+        results = self.pipeline.advance(self.clock.now_ms())
+        self._emit([result._replace(recovered=True) for result in results])
 
     async def _read_until_end(self, reader: Reader) -> None:
         pipeline = self.pipeline
         clock = self.clock
         current = None
         carry = b""
-        line_number = 0
+        offset = line_number = 0
+        skipping = 0  # bytes of an over-long line being skipped, 0 when not skipping
         while True:
             timer = pipeline.next_timer()
             timeout = None if timer is None else clock.seconds_until(timer)
@@ -86,34 +117,60 @@ class Runtime:
                 item = await reader.get(timeout)
             except TimeoutError:
                 self._emit(pipeline.advance(clock.now_ms()))
+                self.checkpoint()
                 continue
             if item is END:
                 return
             name, chunk = item
             if name != current:
-                current, carry, line_number = name, b"", 0
-            if chunk:
+                current, carry = name, b""
+                offset, line_number = self.positions.get(name, (0, 0))
+            ends_input = not chunk or chunk is ROTATED
+            if skipping:
+                newline = -1 if ends_input else chunk.find(b"\n")
+                if newline < 0 and not ends_input:
+                    skipping += len(chunk)
+                    continue
+                line_number += 1
+                skipped = skipping + max(newline, 0)
+                offset += skipped + (newline >= 0)
+                self._reject(name, line_number, f"line longer than {self.max_line_bytes} bytes ({skipped} bytes)", self._skipped_prefix)
+                skipping = 0
+                chunk = b"" if ends_input else chunk[newline + 1 :]
+            if chunk and not ends_input:
                 lines = (carry + chunk if carry else chunk).split(b"\n")
                 carry = lines.pop()
+                if len(carry) > self.max_line_bytes:
+                    # Never hold an endless line in memory: skip it up to its newline.
+                    skipping, self._skipped_prefix, carry = len(carry), carry[:_REJECT_PREFIX], b""
             elif carry:
                 lines, carry = [carry], b""  # the last line of an input, without newline
             else:
-                continue
+                lines = []
             now = clock.now_ms()
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit(pipeline.advance(now))
             line_number = self._feed_lines(lines, name, line_number, now)
+            offset += sum(map(len, lines)) + len(lines) - (1 if ends_input and lines else 0)
+            if chunk is ROTATED:  # a followed file was replaced: positions restart with it
+                offset = line_number = 0
+            self.positions[name] = (offset, line_number)
             self.writer.flush()
             self.reporter.flush()
+            self.checkpoint()
 
     def _feed_lines(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
         feed = self.pipeline.feed
         write = self.writer.write
+        limit = self.max_line_bytes
         for raw in lines:
             line_number += 1
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if not raw or raw.isspace():
+                continue
+            if len(raw) > limit:
+                self._reject(name, line_number, f"line longer than {limit} bytes ({len(raw)} bytes)", raw[:_REJECT_PREFIX])
                 continue
             if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte order mark is not part of the first event
@@ -125,6 +182,22 @@ class Runtime:
             if results:
                 write(results)
         return line_number
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Save state if a checkpointer is set and the interval has passed (or ``force``).
+
+        Results are flushed first, so a result is on its way out before the checkpoint that
+        makes its input count as processed: after a crash it may come twice, never zero times.
+        """
+        if self.checkpointer is None:
+            return
+        now = self.clock.now_ms()
+        if not force and now - self._last_checkpoint < self.checkpoint_every:
+            return
+        self.writer.flush()
+        self.reporter.flush()
+        self.checkpointer(self.pipeline.snapshot(), dict(self.positions))
+        self._last_checkpoint = now
 
     def _reject(self, name: str, line_number: int, reason: str, raw: bytes) -> None:
         self.reporter.report(name, line_number, reason, raw)

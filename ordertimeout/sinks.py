@@ -7,6 +7,7 @@ firing, so a pipe sees results promptly without one system call per line.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 from array import array
 from typing import BinaryIO, Callable, Iterable, TextIO
@@ -23,6 +24,7 @@ __all__ = [
     "HumanFormatter",
     "ResultWriter",
     "RejectReporter",
+    "SinkError",
     "format_time",
 ]
 
@@ -200,9 +202,11 @@ class RejectReporter:
         rejects: BinaryIO | None = None,
         max_warnings: int = 10,
         show_source: bool = False,
+        rejects_name: str = "rejects file",
     ) -> None:
         self._err = err
         self._rejects = rejects
+        self._rejects_name = rejects_name
         self._max_warnings = max_warnings
         self._show_source = show_source
         self.count = 0
@@ -231,17 +235,33 @@ class RejectReporter:
             }
             if self._show_source:
                 record["source"] = source
-            self._rejects.write(orjson.dumps(record) + b"\n")
+            with self._writing():
+                self._rejects.write(orjson.dumps(record) + b"\n")
 
     def flush(self) -> None:
         """Push the rejects file to disk at flush points."""
         if self._rejects is not None:
-            self._rejects.flush()
+            with self._writing():
+                self._rejects.flush()
         self._err.flush()
 
     def close(self) -> None:
         """Flush and close the rejects file."""
-        self.flush()
-        if self._rejects is not None:
-            self._rejects.close()
-            self._rejects = None
+        try:
+            self.flush()
+        finally:
+            rejects, self._rejects = self._rejects, None
+            if rejects is not None:
+                with contextlib.suppress(OSError):  # a failed flush was raised just above
+                    rejects.close()
+
+    @contextlib.contextmanager
+    def _writing(self):
+        try:
+            yield
+        except OSError as error:
+            raise SinkError(f"cannot write {self._rejects_name}: {error.strerror or error}") from None
+
+
+class SinkError(Exception):
+    """An output file (``--rejects``) cannot be written; the message names it."""

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from typing import AsyncIterator, BinaryIO, Sequence
 
-__all__ = ["Input", "ChunkReader", "SourceError", "END", "CHUNK_BYTES"]
+__all__ = ["Input", "ChunkReader", "SourceError", "END", "ROTATED", "CHUNK_BYTES"]
 
 #: Bytes per read: big enough that per-chunk overhead vanishes next to per-line work.
 CHUNK_BYTES = 1 << 20
@@ -40,10 +40,20 @@ class Input:
     path: str | None = None
     stream: BinaryIO | None = None
     follow: bool = False
+    start_offset: int = 0
 
 
 #: Marks the end of every input.
 END = None
+
+
+class _Rotated(bytes):
+    """The chunk marking that a followed file was replaced (rotated or truncated)."""
+
+
+#: Yielded as a chunk when a followed file starts over: finish the old last line and
+#: restart byte offsets and line numbers.
+ROTATED = _Rotated()
 
 
 class ChunkReader:
@@ -96,7 +106,7 @@ class ChunkReader:
 
     async def _read_all(self):
         for source in self._inputs:
-            chunks = self._follow(source.path) if source.follow else self._chunks(source)
+            chunks = self._follow(source.path, source.start_offset) if source.follow else self._chunks(source)
             try:
                 async for chunk in chunks:
                     self.bytes_read += len(chunk)
@@ -108,6 +118,8 @@ class ChunkReader:
     async def _chunks(self, source: Input):
         if source.path is not None:
             fd = os.open(source.path, os.O_RDONLY)
+            if source.start_offset:
+                os.lseek(fd, source.start_offset, os.SEEK_SET)
             try:
                 while chunk := os.read(fd, self._chunk_bytes):
                     yield chunk
@@ -134,7 +146,7 @@ class ChunkReader:
         while chunk := await reader.read(min(self._chunk_bytes, PIPE_CHUNK_BYTES)):
             yield chunk
 
-    async def _follow(self, path: str):
+    async def _follow(self, path: str, start_offset: int = 0):
         """Lines appended to ``path`` forever, like ``tail -F``.
 
         Survives rotation (the name now points at a new file: finish the old one, then
@@ -145,7 +157,8 @@ class ChunkReader:
         fd = os.open(path, os.O_RDONLY)
         opened = [fd]
         self._cleanup.append(lambda: os.close(opened[0]))
-        position = 0
+        position = start_offset if os.fstat(fd).st_size >= start_offset else 0
+        os.lseek(fd, position, os.SEEK_SET)
         while True:
             chunk = os.read(fd, self._chunk_bytes)
             if chunk:
@@ -161,13 +174,13 @@ class ChunkReader:
             if named is not None and (named.st_ino, named.st_dev) != (current.st_ino, current.st_dev):
                 while chunk := os.read(fd, self._chunk_bytes):  # what came before the rename
                     yield chunk
-                yield b""
+                yield ROTATED
                 os.close(fd)
                 fd = opened[0] = os.open(path, os.O_RDONLY)
                 position = 0
                 continue
             if current.st_size < position:
-                yield b""
+                yield ROTATED
                 os.lseek(fd, 0, os.SEEK_SET)
                 position = 0
                 continue

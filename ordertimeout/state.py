@@ -1,0 +1,173 @@
+"""Durable state: the pipeline's open orders, watermark, counters and input offsets in SQLite.
+
+One checkpoint is one transaction, so a crash at any moment leaves the previous checkpoint
+or the new one, never a mix. The database is opened with an exclusive lock (a second
+ordertimeout on the same file is refused) in WAL mode. The library raises
+:class:`StateError`; it never prints.
+
+Tables: ``meta`` (configuration, time mode, watermark, counters), ``open_orders`` (raw
+create event, key, created, deadline, in deadline order), ``buffered`` (event-time events
+still waiting in the reorder buffer) and ``offsets`` (per input file: the byte offset and
+line number just after the last fully processed line).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+
+import orjson
+
+__all__ = ["StateStore", "StateError", "FORMAT"]
+
+#: Bumped when the layout changes; an older file is refused rather than misread.
+FORMAT = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS open_orders (
+    position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
+    deadline INTEGER NOT NULL, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS buffered (
+    position INTEGER PRIMARY KEY, time INTEGER NOT NULL, sequence INTEGER NOT NULL,
+    key TEXT NOT NULL, kind INTEGER NOT NULL, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (
+    source TEXT PRIMARY KEY, offset INTEGER NOT NULL, line INTEGER NOT NULL);
+"""
+_TABLES = {"meta", "open_orders", "buffered", "offsets"}
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message says why and names the file."""
+
+
+class StateStore:
+    """Checkpoints of one run's state in the SQLite file at ``path``.
+
+    ``config`` holds the settings that give state its meaning (key, window, match mode,
+    type names); a file written under other settings is refused.
+    """
+
+    def __init__(self, path: str, config: dict[str, Any]) -> None:
+        self.path = path
+        self.config = config
+        self._connection: sqlite3.Connection | None = None
+
+    def open(self) -> dict | None:
+        """Open (creating if new) and return the last checkpoint, or None for a new file."""
+        existed = os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        try:
+            connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StateError(f"cannot open state file {self.path}: {error}") from None
+        try:
+            # Read before anything is written, so a foreign or corrupt file stays untouched.
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if existed and tables != _TABLES:
+                raise StateError(f"{self.path} is not an ordertimeout state file")
+            connection.execute("PRAGMA locking_mode = EXCLUSIVE")
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+            connection.execute("BEGIN EXCLUSIVE")  # take the lock now: one writer per file
+            if existed:
+                meta = dict(connection.execute("SELECT name, value FROM meta"))
+                self._check(meta)
+                checkpoint = self._read(connection, meta)
+            else:
+                connection.executescript(_SCHEMA)  # executescript commits the BEGIN
+                connection.execute("BEGIN EXCLUSIVE")
+                connection.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [("format", str(FORMAT)), ("config", orjson.dumps(self.config).decode())],
+                )
+                checkpoint = None
+            connection.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            connection.close()
+            raise StateError(_describe(self.path, error)) from None
+        except StateError:
+            connection.close()
+            raise
+        self._connection = connection
+        return checkpoint
+
+    def _check(self, meta: dict[str, str]) -> None:
+        if meta.get("format") != str(FORMAT):
+            raise StateError(f"{self.path} has state format {meta.get('format')}, this version reads {FORMAT}")
+        stored = orjson.loads(meta["config"])
+        differences = [
+            f"{name} {stored.get(name)!r} there, {value!r} here"
+            for name, value in self.config.items()
+            if stored.get(name) != value
+        ]
+        if differences:
+            raise StateError(
+                f"{self.path} was written by a different configuration ({'; '.join(differences)}); "
+                "refusing to mix them: use another --state file"
+            )
+
+    @staticmethod
+    def _read(connection: sqlite3.Connection, meta: dict[str, str]) -> dict | None:
+        if "pipeline" not in meta:
+            return None  # created, but no checkpoint yet
+        pipeline = orjson.loads(meta["pipeline"])
+        pipeline["matcher"]["open"] = [
+            (created, key, bytes(raw))
+            for key, created, raw in connection.execute("SELECT key, created, raw FROM open_orders ORDER BY position")
+        ]
+        pipeline["buffer"] = [
+            (time, sequence, key, kind, bytes(raw))
+            for time, sequence, key, kind, raw in connection.execute(
+                "SELECT time, sequence, key, kind, raw FROM buffered ORDER BY position"
+            )
+        ]
+        offsets = {source: (offset, line) for source, offset, line in connection.execute("SELECT * FROM offsets")}
+        return {"pipeline": pipeline, "offsets": offsets}
+
+    def save(self, pipeline_state: dict, offsets: dict[str, tuple[int, int]]) -> None:
+        """Write one checkpoint atomically: all of it, or (after a crash) none of it."""
+        within = pipeline_state["matcher"]["within"]
+        head = {
+            **pipeline_state,
+            "matcher": {name: value for name, value in pipeline_state["matcher"].items() if name != "open"},
+        }
+        head.pop("buffer")
+        connection = self._connection
+        try:
+            connection.execute("BEGIN")
+            connection.execute("DELETE FROM open_orders")
+            connection.executemany(
+                "INSERT INTO open_orders (key, created, deadline, raw) VALUES (?, ?, ?, ?)",
+                [(key, created, created + within, raw) for created, key, raw in pipeline_state["matcher"]["open"]],
+            )
+            connection.execute("DELETE FROM buffered")
+            connection.executemany(
+                "INSERT INTO buffered (time, sequence, key, kind, raw) VALUES (?, ?, ?, ?, ?)",
+                pipeline_state["buffer"],
+            )
+            connection.execute("INSERT OR REPLACE INTO meta VALUES ('pipeline', ?)", (orjson.dumps(head).decode(),))
+            connection.executemany(
+                "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
+                [(source, offset, line) for source, (offset, line) in offsets.items()],
+            )
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise StateError(f"cannot write state file {self.path}: {error}") from None
+
+    def close(self) -> None:
+        """Release the file (and its lock)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _describe(path: str, error: sqlite3.DatabaseError) -> str:
+    text = str(error)
+    if "locked" in text:
+        return f"state file {path} is in use by another process (database is locked)"
+    if "not a database" in text or "malformed" in text:
+        return f"state file {path} is corrupt ({text}); it was left untouched"
+    return f"cannot use state file {path}: {text}"

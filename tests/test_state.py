@@ -168,37 +168,42 @@ def test_processing_time_orders_overdue_after_a_restart_come_back_as_recovered(t
     assert result["deadline"] - result["created"] == 300
 
 
-def kill_at_random_points(tmp_path, seed, kills):
-    """Run over one input, SIGKILL at seeded random moments, restart until done.
-
-    Returns the results seen across all runs (with duplicates) and the clean run's.
-    """
+def kill_rounds(tmp_path, seed, kills):
+    """SIGKILL one run over one input at seeded random moments, restarting it until it
+    completes; fresh rounds until ``kills`` kills landed mid-run. Each round's results
+    (duplicates kept) are checked against an uninterrupted run of the same input."""
     source = tmp_path / "events.jsonl"
-    subprocess.run([*COMMAND, "generate", "--events", "30000", "--users", "300", "--seed", str(seed),
+    subprocess.run([*COMMAND, "generate", "--events", "60000", "--users", "500", "--seed", str(seed),
                     "--disorder", "20ms", "-o", str(source)], check=True)
-    args = [*COMMAND, "watch", str(source), "--json", "-q", "--lateness", "20ms", "--checkpoint-every", "5ms",
-            "--state", str(tmp_path / "state.db")]
-    clean = subprocess.run(args[:-2], capture_output=True, check=True).stdout.splitlines()
-    output = tmp_path / "results.jsonl"
+    base = [*COMMAND, "watch", str(source), "--json", "-q", "--lateness", "20ms"]
+    clean = subprocess.run(base, capture_output=True, check=True).stdout.splitlines()
     rng = random.Random(seed)
-    for _ in range(kills):
-        with open(output, "ab") as out:
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE)
-            time.sleep(rng.uniform(0.05, 0.6))
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            process.stderr.close()
-        data = output.read_bytes()
-        output.write_bytes(data[: data.rfind(b"\n") + 1])  # a consumer drops a torn last line
-    with open(output, "ab") as out:
-        subprocess.run(args, stdout=out, check=True)
-    return output.read_bytes().splitlines(), clean
+    landed = rounds = 0
+    while landed < kills:
+        rounds += 1
+        state, output = tmp_path / f"state{rounds}.db", tmp_path / f"results{rounds}.jsonl"
+        args = [*base, "--checkpoint-every", "5ms", "--state", str(state)]
+        while True:
+            with open(output, "ab") as out:
+                process = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL)
+                time.sleep(rng.uniform(0.05, 0.5))
+                if process.poll() is not None:
+                    assert process.returncode == 0
+                    break
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                landed += 1
+            data = output.read_bytes()
+            output.write_bytes(data[: data.rfind(b"\n") + 1])  # a consumer drops a torn last line
+        yield output.read_bytes().splitlines(), clean
 
 
 def test_kill_9_at_random_points_loses_nothing(tmp_path):
-    kills = int(os.environ.get("ORDERTIMEOUT_KILLS", "12"))
-    seen, clean = kill_at_random_points(tmp_path, seed=7, kills=kills)
-    assert set(seen) == set(clean)  # every result of the clean run, and nothing else
-    assert len(seen) >= len(clean)  # some may come twice (at-least-once), none zero times
-    creates = {orjson.loads(line)["create"]["orderId"] for line in clean}
-    assert {orjson.loads(line)["create"]["orderId"] for line in seen} == creates
+    kills = int(os.environ.get("ORDERTIMEOUT_KILLS", "10"))
+    creates = None
+    for seen, clean in kill_rounds(tmp_path, seed=7, kills=kills):
+        assert set(seen) == set(clean)  # every result of the clean run, and nothing else
+        assert len(seen) >= len(clean)  # some may come twice (at-least-once), none zero times
+        creates = creates or {orjson.loads(line)["create"]["orderId"] for line in clean}
+        assert {orjson.loads(line)["create"]["orderId"] for line in seen} == creates
+    assert creates

@@ -287,7 +287,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay. Example: --within 15m (also 250ms, 1.5s, 1h30m, 2d).")
 @_output_options
 @click.option("--key", "key_field", default="userId", show_default=True, help="Field that groups events; dotted paths reach nested fields. Example: --key order.user.id")

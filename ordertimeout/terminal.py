@@ -13,6 +13,7 @@ from array import array
 from typing import Callable, TextIO
 
 from rich.console import Console
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -88,14 +89,10 @@ class StatusLine:
             self._shown = False
 
 
-def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, progress: float | None) -> Text:
-    """The live status: rate, open orders, outcomes, and event-time watermark and lag."""
+def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, progress: float | None):
+    """The live status: a progress bar for files, rate, open orders, outcomes, and in
+    event time the watermark and its lag behind the wall clock."""
     text = Text()
-    if progress is not None:
-        filled = int(progress * 12)
-        text.append("━" * filled, style="magenta")
-        text.append("━" * (12 - filled), style="grey23")
-        text.append(f" {progress:4.0%} ")
     text.append(f"{rate:,.0f} ev/s", style="bold")
     text.append(f" open {stats['pending']:,}")
     text.append(f" ✓{stats['success']:,}", style="green")
@@ -106,7 +103,11 @@ def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, p
     if watermark is not None:
         text.append(f" wm {format_time(watermark)[11:23]}", style="cyan")
         text.append(f" lag {format_duration(max(0, wall_ms - watermark))}", style="dim")
-    return text
+    if progress is None:
+        return text
+    line = Table.grid(padding=(0, 1))
+    line.add_row(ProgressBar(total=1.0, completed=progress, width=12), Text(f"{progress:4.0%}"), text)
+    return line
 
 
 def latency_figures(latencies: array) -> dict | None:

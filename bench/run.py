@@ -15,7 +15,6 @@ import gc
 import os
 import pathlib
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -128,7 +127,7 @@ def timer_lateness(runs: int, orders: int = 100_000, spread_s: float = 2.0, with
         )
         seen: list[tuple[float, bytes]] = []
 
-        def read() -> None:
+        def read(process: subprocess.Popen, seen: list) -> None:
             buffer = b""
             while chunk := process.stdout.read(1 << 16):
                 now_ms = time.time_ns() / 1e6
@@ -148,7 +147,7 @@ def timer_lateness(runs: int, orders: int = 100_000, spread_s: float = 2.0, with
             )
             for batch in range(total_batches)
         ]
-        reader = threading.Thread(target=read)
+        reader = threading.Thread(target=read, args=(process, seen))
         gc.disable()  # the bench's own collections would delay its timestamps
         reader.start()
         start = time.perf_counter()

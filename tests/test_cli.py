@@ -95,7 +95,7 @@ def test_bad_lines_are_reported_counted_and_skipped(tmp_path):
     assert [r["result"] for r in json_lines(outcome.stdout)] == ["success", "timeout"]
     warnings = [line for line in outcome.stderr.splitlines() if line.startswith("ordertimeout: line")]
     assert len(warnings) == len(BAD_LINES)
-    for number, (warning, (_, reason)) in enumerate(zip(warnings, BAD_LINES), start=2):
+    for number, (warning, (_, reason)) in enumerate(zip(warnings, BAD_LINES, strict=True), start=2):
         assert warning.startswith(f"ordertimeout: line {number}: ") and reason in warning
     records = json_lines(rejects.read_text())
     assert [r["line"] for r in records] == list(range(2, 2 + len(BAD_LINES)))

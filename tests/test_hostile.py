@@ -94,7 +94,7 @@ def test_every_kind_of_bad_line_is_reported_with_its_reason(tmp_path):
     outcome = run([event("9", "create", 0), *kinds], "--rejects", str(rejects))
     records = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
     assert [r["line"] for r in records] == list(range(2, 2 + len(kinds)))
-    for record, reason in zip(records, kinds.values()):
+    for record, reason in zip(records, kinds.values(), strict=True):
         assert reason in record["reason"], record
     assert len(orjson.dumps(records[4])) < 1000  # an enormous line is kept as a prefix only
     assert '"result":"timeout"' in outcome.stdout

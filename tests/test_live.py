@@ -9,7 +9,6 @@ import sys
 import time
 
 import orjson
-import pytest
 from click.testing import CliRunner
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode

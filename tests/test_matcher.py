@@ -3,7 +3,7 @@
 import pytest
 
 from ordertimeout.events import CANCEL, CREATE, OTHER, PAY
-from ordertimeout.matcher import Cancelled, Matcher, Mode, OutOfOrderError, Success, Timeout
+from ordertimeout.matcher import Matcher, Mode, OutOfOrderError, Success, Timeout
 
 W = 1000
 

@@ -1,6 +1,6 @@
 """The real process behind real pipes: prompt results, quiet `| head`, timers on time."""
 
-import os
+import contextlib
 import select
 import subprocess
 import sys
@@ -40,14 +40,13 @@ def test_head_ends_the_run_quietly(big_file):
     assert err == b""
 
 
-def test_results_reach_a_pipe_before_the_input_ends():
-    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q"], stdin=subprocess.PIPE,
+@contextlib.contextmanager
+def live_watch(*args):
+    """A `watch` process fed through a pipe that stays open until the block ends."""
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", *args], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        process.stdin.write(b'{"userId":"1","type":"create","ts":1000}\n{"userId":"1","type":"pay","ts":1200}\n')
-        process.stdin.flush()
-        line = read_line(process.stdout, timeout=10)
-        assert line is not None and orjson.loads(line)["result"] == "success"
+        yield process
     finally:
         process.stdin.close()
         process.wait(timeout=10)
@@ -56,12 +55,17 @@ def test_results_reach_a_pipe_before_the_input_ends():
     assert process.returncode == 0
 
 
+def test_results_reach_a_pipe_before_the_input_ends():
+    with live_watch() as process:
+        process.stdin.write(b'{"userId":"1","type":"create","ts":1000}\n{"userId":"1","type":"pay","ts":1200}\n')
+        process.stdin.flush()
+        line = read_line(process.stdout, timeout=10)
+        assert line is not None and orjson.loads(line)["result"] == "success"
+
+
 def test_processing_time_timeout_prints_on_time_without_more_input():
     within_ms = 300
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", "--within", f"{within_ms}ms"],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    try:
+    with live_watch("--within", f"{within_ms}ms") as process:
         process.stdin.write(b'{"userId":"1","type":"create"}\n')
         process.stdin.flush()
         line = read_line(process.stdout, timeout=10)
@@ -72,12 +76,6 @@ def test_processing_time_timeout_prints_on_time_without_more_input():
         assert result["deadline"] - result["created"] == within_ms
         # Printed within a few tens of ms of its deadline (wall clock of both processes).
         assert -5 <= arrived_ms - result["deadline"] <= 60
-    finally:
-        process.stdin.close()
-        process.wait(timeout=10)
-        process.stdout.close()
-        process.stderr.close()
-    assert process.returncode == 0
 
 
 @pytest.mark.parametrize("signum,code", [(2, 130), (15, 143)])

@@ -70,9 +70,10 @@ _output_options = _apply(
             "--match", "match_mode", type=click.Choice([mode.value for mode in Mode]),
             default=Mode.EACH.value, show_default=True,
             help="each: every create gets one result; next: Flink .next() (other events discard "
-            "the open create); followed-by: Flink .followedBy() (a pay completes every open create).",
+            "the open create); followed-by: Flink .followedBy() (a pay completes every open create). "
+            "Example: --match next",
         ),
-        click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line, e.g. for jq."),
+        click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line. Example: --json | jq -c 'select(.result==\"timeout\")'"),
         click.option(
             "--only", type=click.Choice(["success", "timeout", "cancelled"]),
             help="Print one kind of result only (statistics still count all). Example: --only timeout",
@@ -81,10 +82,10 @@ _output_options = _apply(
             "--stats", "stats_path", type=click.Path(dir_okay=False),
             help="At exit, write the run's counters as a JSON object to FILE. Example: --stats stats.json",
         ),
-        click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr."),
+        click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr. Example: -q"),
         click.option(
             "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-            help="Colour for people: auto colours a terminal only, and never with NO_COLOR set.",
+            help="Colour for people: auto colours a terminal only, and never with NO_COLOR set. Example: --color never",
         ),
     ]
 )
@@ -297,12 +298,12 @@ def main() -> None:
 @click.option("--cancel-type", default=None, help="Type value of a cancellation (with --match each): it closes the oldest open order as cancelled. Example: --cancel-type cancel")
 @click.option("--time-field", default="ts", show_default=True, help="Field holding the event time; dotted paths allowed. Example: --time-field meta.ts")
 @click.option("--time-unit", type=click.Choice(list(TIME_UNITS)), default="ms", show_default=True, help="Unit of numeric times (ISO-8601 strings are read too). Example: --time-unit s")
-@click.option("--processing-time", is_flag=True, help="Use the arrival time even when events carry a time field.")
+@click.option("--processing-time", is_flag=True, help="Use the arrival time even when events carry a time field. Example: --processing-time --within 30s")
 @click.option("--lateness", type=Duration(allow_zero=True), default="0", show_default=True, help="Bounded out-of-orderness in event time. Example: --lateness 500ms")
 @click.option("--idle", type=Duration(), default=None, help="Event time: after this much quiet wall time the watermark follows the wall clock, so open orders still time out. Example: --idle 5s")
 @click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation). Example: -f shop.log")
 @click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), help="Append every unused line (malformed, late) to FILE as JSON. Example: --rejects rejects.jsonl")
-@click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1.")
+@click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1. Example: --strict")
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded. Example: --max-line-bytes 65536")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), help="SQLite file keeping open orders, watermark, counters and file offsets across restarts. Example: --state orders.db")
 @click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state. Example: --checkpoint-every 200ms")
@@ -390,7 +391,7 @@ def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
 @click.option("--within", type=Duration(), default="1.5s", show_default=True, help="The time limit to pay; --within 1s reproduces the original demo. Example: --within 1s")
 @click.option("--interval", type=Duration(), default="1s", show_default=True, help="Time between simulated events. Example: --interval 20ms")
 @click.option("--count", type=click.IntRange(min=0), default=None, help="Stop after N events (default: run forever). Example: --count 30")
-@click.option("--show-events", is_flag=True, help="Print the simulated input events, dimmed, between the results.")
+@click.option("--show-events", is_flag=True, help="Print the simulated input events, dimmed, between the results. Example: --show-events")
 @_output_options
 def simulate(interval, count, show_events, **params) -> None:
     """Run the built-in demo: user 1 creates and never pays, user 2 creates and pays.

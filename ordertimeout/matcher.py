@@ -50,7 +50,13 @@ class Mode(str, Enum):
 
 
 class OpenOrder(NamedTuple):
-    """A create waiting for its pay: plain data, so it can be saved and restored."""
+    """A create waiting for its pay: plain data, so it can be saved and restored.
+
+    Inside the matcher an open order is the plain tuple ``(created, key, raw)``, indexed
+    by :data:`CREATED`, :data:`KEY`, :data:`RAW`: exact tuples of ints, strings and bytes
+    are untracked by the garbage collector (tuple subclasses are not), so a million open
+    orders add nothing to the cost of its full collections.
+    """
 
     created: int
     key: str
@@ -106,6 +112,9 @@ class Cancelled(NamedTuple):
 
 Result = Success | Timeout | Cancelled
 
+#: Field positions of an open order inside the matcher.
+CREATED, KEY, RAW = 0, 1, 2
+
 #: The matcher's counters, in the order the statistics show them.
 COUNTER_NAMES = (
     "creates",
@@ -152,7 +161,7 @@ class Matcher:
         if time < self.now:
             raise OutOfOrderError(f"event at {time} after time {self.now}")
         timeline = self._timeline
-        if timeline and timeline[0].created + self.within <= time:
+        if timeline and timeline[0][CREATED] + self.within <= time:
             out = self.advance_to(time)
         else:
             out = []
@@ -170,13 +179,13 @@ class Matcher:
                 for order in self._close_all(key):
                     self.success += 1
                     out.append(
-                        Success(key, order.created, time, order.created + within, order.raw, raw)
+                        Success(key, order[CREATED], time, order[CREATED] + within, order[RAW], raw)
                     )
             else:
                 order = self._close_oldest(key)
                 self.success += 1
                 out.append(
-                    Success(key, order.created, time, order.created + self.within, order.raw, raw)
+                    Success(key, order[CREATED], time, order[CREATED] + self.within, order[RAW], raw)
                 )
         elif kind == CANCEL and mode is Mode.EACH:
             self.cancels += 1
@@ -184,7 +193,7 @@ class Matcher:
                 order = self._close_oldest(key)
                 self.cancelled += 1
                 out.append(
-                    Cancelled(key, order.created, time, order.created + self.within, order.raw, raw)
+                    Cancelled(key, order[CREATED], time, order[CREATED] + self.within, order[RAW], raw)
                 )
             else:
                 self.unmatched_cancels += 1
@@ -199,13 +208,13 @@ class Matcher:
         out = []
         timeline = self._timeline
         within = self.within
-        while timeline and timeline[0].created + within <= time:
+        while timeline and timeline[0][CREATED] + within <= time:
             order = timeline.popleft()
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
             if self._is_oldest_open(order):
-                self._close_oldest(order.key)
+                self._close_oldest(order[KEY])
                 self.timeout += 1
-                out.append(Timeout(order.key, order.created, order.created + within, order.raw))
+                out.append(Timeout(order[KEY], order[CREATED], order[CREATED] + within, order[RAW]))
         if time > self.now:
             self.now = time
         return out
@@ -222,7 +231,7 @@ class Matcher:
         while timeline:
             order = timeline[0]
             if self._is_oldest_open(order):
-                return order.created + self.within
+                return order[CREATED] + self.within
             timeline.popleft()  # resolved earlier: drop it now rather than at its deadline
         return None
 
@@ -235,7 +244,7 @@ class Matcher:
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in deadline order (the order they would time out in)."""
         live = {id(order) for key in self._open for order in self._orders_of(key)}
-        return [order for order in self._timeline if id(order) in live]
+        return [OpenOrder(*order) for order in self._timeline if id(order) in live]
 
     # -- saving and restoring ------------------------------------------------------
 
@@ -257,19 +266,19 @@ class Matcher:
             matcher.now = state["now"]
         for name in COUNTER_NAMES:
             setattr(matcher, name, state["counts"][name])
-        matcher._load_orders(OpenOrder(*fields) for fields in state["open"])
+        matcher._load_orders(tuple(fields) for fields in state["open"])
         return matcher
 
     def _load_orders(self, orders: Iterable[OpenOrder]) -> None:
-        for order in sorted(orders, key=lambda order: order.created):
+        for order in sorted(orders, key=lambda order: order[CREATED]):
             self._add(order)
 
     # -- the per-key state ---------------------------------------------------------
     #
     # ``_open[key]`` is the key's only open order itself, or a list of its open orders,
     # oldest first, when it has several. Most keys have one open order at a time; a bare
-    # tuple costs no list (memory) and is soon untracked by the garbage collector, whose
-    # full collections would otherwise stall timers for milliseconds.
+    # tuple costs no list (memory), and lists, unlike plain tuples, stay tracked by the
+    # garbage collector, whose full collections would otherwise stall timers for ms.
 
     def _orders_of(self, key: str) -> list[OpenOrder]:
         current = self._open.get(key)
@@ -278,17 +287,17 @@ class Matcher:
         return current if type(current) is list else [current]
 
     def _is_oldest_open(self, order: OpenOrder) -> bool:
-        current = self._open.get(order.key)
+        current = self._open.get(order[KEY])
         return current is order or (type(current) is list and current[0] is order)
 
     def _add(self, order: OpenOrder) -> None:
-        current = self._open.get(order.key)
+        current = self._open.get(order[KEY])
         if current is None:
-            self._open[order.key] = order
+            self._open[order[KEY]] = order
         elif type(current) is list:
             current.append(order)
         else:
-            self._open[order.key] = [current, order]
+            self._open[order[KEY]] = [current, order]
         self._timeline.append(order)
         self.pending += 1
 
@@ -300,8 +309,8 @@ class Matcher:
                 self.discarded += len(self._close_all(key))
             else:
                 # Share one key string per key rather than one per order.
-                key = (current[0] if type(current) is list else current).key
-        self._add(OpenOrder(time, key, raw))
+                key = (current[0] if type(current) is list else current)[KEY]
+        self._add((time, key, raw))
 
     def _close_oldest(self, key: str) -> OpenOrder:
         current = self._open[key]

@@ -74,24 +74,29 @@ def generate_traffic(
     def timed() -> Iterator[tuple[int, bytes]]:
         nonlocal sequence, emitted, clock
         for order in itertools.count():
-            if emitted >= events:
-                return
+            # New orders only while their events fit: the pays already scheduled still
+            # come, so the share of paid orders holds up to the last event.
+            budget = events - emitted - len(pending)
+            if budget <= 0:
+                break
             clock += rng.expovariate(1.0 / gap_ms)
             now = int(clock)
-            while pending and pending[0][0] <= now and emitted < events:
+            while pending and pending[0][0] <= now:
                 time, _, raw = heapq.heappop(pending)
                 emitted += 1
                 yield time, raw
-            if emitted >= events:
-                return
             user = f"u{rng.randrange(users)}"
             amount = round(rng.uniform(1, 500), 2)
             emitted += 1
             yield now, line("create", user, order, amount, now)
-            if rng.random() < pay_ratio:
+            if budget > 1 and rng.random() < pay_ratio:
                 paid = now + max(1, int(within_ms * rng.uniform(0.05, 1.5)))
                 heapq.heappush(pending, (paid, sequence, line("pay", user, order, amount, paid)))
                 sequence += 1
+        while pending:
+            time, _, raw = heapq.heappop(pending)
+            emitted += 1
+            yield time, raw
 
     if not disorder_ms:
         for _, raw in timed():

@@ -203,7 +203,5 @@ def test_every_command_and_option_has_help_with_an_example():
         assert "Example" in help_text, name
         for param in command.params:
             if param.param_type_name == "option" and param.name != "help":
-                assert param.help, f"{name} {param.opts}"
-                if not param.is_flag and not getattr(param.type, "choices", None):
-                    assert "Example" in param.help or "e.g." in param.help, f"{name} {param.opts}"
+                assert param.help and "Example: " in param.help, f"{name} {param.opts}"
     assert "ordertimeout, version" in invoke(["--version"]).stdout

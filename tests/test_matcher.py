@@ -163,3 +163,35 @@ def test_many_open_orders_of_one_key_are_fifo():
 def test_invalid_window():
     with pytest.raises(ValueError):
         Matcher(0)
+
+
+def test_open_orders_of_a_key_switch_between_bare_and_list():
+    """The per-key structure: one open order is kept bare (no list), several in a list."""
+    import gc
+
+    matcher = Matcher(W)
+    matcher.on_event("a", CREATE, 0, b"first")
+    assert type(matcher._open["a"]) is tuple
+    gc.collect()
+    assert not gc.is_tracked(matcher._open["a"])  # invisible to full collections
+    matcher.on_event("a", CREATE, 10, b"second")
+    matcher.on_event("a", CREATE, 20, b"third")
+    assert [o[2] for o in matcher._open["a"]] == [b"first", b"second", b"third"]
+    assert matcher._open["a"][1][1] is matcher._open["a"][0][1]  # one key string per key
+    matcher.on_event("a", PAY, 30, b"p")
+    matcher.on_event("a", PAY, 40, b"p")
+    assert matcher._open["a"] == (0 + 20, "a", b"third")
+    matcher.on_event("a", PAY, 50, b"p")
+    assert "a" not in matcher._open and matcher.pending == 0
+
+
+def test_timeline_skips_resolved_entries_and_keeps_deadline_order():
+    matcher = Matcher(W)
+    for time in range(0, 100, 10):
+        matcher.on_event(str(time % 3), CREATE, time, b"x")
+    for key in ("0", "1"):
+        matcher.on_event(key, PAY, 100, b"p")
+    assert [o.created for o in matcher.open_orders()] == [10, 20, 30, 40, 50, 60, 70, 80, 90][1:]
+    assert matcher.next_deadline() == 1020  # 0 (key 0) and 10 (key 1) were paid
+    deadlines = [r.deadline for r in matcher.drain()]
+    assert deadlines == sorted(deadlines) and len(deadlines) == 8

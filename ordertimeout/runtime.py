@@ -14,12 +14,10 @@ from .clocks import Clock
 from .events import RejectedLine
 from .pipeline import Pipeline
 from .sinks import RejectReporter, ResultWriter
-from .sources import END, ROTATED
+from .sources import END, ROTATED, LineSplitter, Overlong
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20
-#: How much of an over-long line the rejects file keeps.
-_REJECT_PREFIX = 256
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -62,7 +60,6 @@ class Runtime:
         self._last_checkpoint = float("-inf")
         #: Per input name: (byte offset, line number) just after the last processed line.
         self.positions: dict[str, tuple[int, int]] = dict(positions or {})
-        self._skipped_prefix = b""
         self.clock = clock
         self.writer = writer
         self.reporter = reporter
@@ -106,10 +103,8 @@ class Runtime:
     async def _read_until_end(self, reader: Reader) -> None:
         pipeline = self.pipeline
         clock = self.clock
-        current = None
-        carry = b""
-        offset = line_number = 0
-        skipping = 0  # bytes of an over-long line being skipped, 0 when not skipping
+        current = splitter = None
+        line_number = 0
         while True:
             timer = pipeline.next_timer()
             timeout = None if timer is None else clock.seconds_until(timer)
@@ -123,38 +118,17 @@ class Runtime:
                 return
             name, chunk = item
             if name != current:
-                current, carry = name, b""
+                current = name
                 offset, line_number = self.positions.get(name, (0, 0))
-            ends_input = not chunk or chunk is ROTATED
-            if skipping:
-                newline = -1 if ends_input else chunk.find(b"\n")
-                if newline < 0 and not ends_input:
-                    skipping += len(chunk)
-                    continue
-                line_number += 1
-                skipped = skipping + max(newline, 0)
-                offset += skipped + (newline >= 0)
-                self._reject(name, line_number, f"line longer than {self.max_line_bytes} bytes ({skipped} bytes)", self._skipped_prefix)
-                skipping = 0
-                chunk = b"" if ends_input else chunk[newline + 1 :]
-            if chunk and not ends_input:
-                lines = (carry + chunk if carry else chunk).split(b"\n")
-                carry = lines.pop()
-                if len(carry) > self.max_line_bytes:
-                    # Never hold an endless line in memory: skip it up to its newline.
-                    skipping, self._skipped_prefix, carry = len(carry), carry[:_REJECT_PREFIX], b""
-            elif carry:
-                lines, carry = [carry], b""  # the last line of an input, without newline
-            else:
-                lines = []
+                splitter = LineSplitter(self.max_line_bytes, offset)
+            lines = splitter.push(chunk) if chunk else splitter.finish()
             now = clock.now_ms()
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit(pipeline.advance(now))
             line_number = self._feed_lines(lines, name, line_number, now)
-            offset += sum(map(len, lines)) + len(lines) - (1 if ends_input and lines else 0)
             if chunk is ROTATED:  # a followed file was replaced: positions restart with it
-                offset = line_number = 0
-            self.positions[name] = (offset, line_number)
+                splitter, line_number = LineSplitter(self.max_line_bytes), 0
+            self.positions[name] = (splitter.offset, line_number)
             self.writer.flush()
             self.reporter.flush()
             self.checkpoint()
@@ -165,12 +139,14 @@ class Runtime:
         limit = self.max_line_bytes
         for raw in lines:
             line_number += 1
+            if len(raw) > limit or type(raw) is Overlong:
+                size = raw.size if type(raw) is Overlong else len(raw)
+                reason = f"line longer than {limit} bytes ({size} bytes)"
+                self._reject(name, line_number, reason, raw[: LineSplitter.PREFIX_BYTES])
+                continue
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if not raw or raw.isspace():
-                continue
-            if len(raw) > limit:
-                self._reject(name, line_number, f"line longer than {limit} bytes ({len(raw)} bytes)", raw[:_REJECT_PREFIX])
                 continue
             if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a UTF-8 byte order mark is not part of the first event

@@ -32,20 +32,23 @@ def random_case(rng: random.Random, within: int, lateness: int) -> list[bytes]:
     return lines
 
 
+def as_results(output: bytes, key: str, created: str, paid: str, deadline: str) -> list[tuple]:
+    """JSON result lines, under either tool's field names, as sorted comparable tuples."""
+    results = []
+    for line in output.splitlines():
+        r = orjson.loads(line)
+        last = r[paid] if r["result"] == "success" else r[deadline]
+        results.append((r["result"], r[key], r[created], last))
+    return sorted(results)
+
+
 def flink(oracle: str, path: str, within: int, lateness: int, mode: str) -> list[tuple]:
     contiguity = "strict" if mode == "next" else "relaxed"
     output = subprocess.run(
         [oracle, path, str(within), str(lateness), contiguity],
         capture_output=True, check=True, env={**os.environ, "ORACLE_WM": "per-event"},
     ).stdout
-    results = []
-    for line in output.splitlines():
-        r = orjson.loads(line)
-        if r["result"] == "success":
-            results.append(("success", r["userId"], r["create_ts"], r["pay_ts"]))
-        else:
-            results.append(("timeout", r["userId"], r["create_ts"], r["timeout_ts"]))
-    return sorted(results)
+    return as_results(output, "userId", "create_ts", "pay_ts", "timeout_ts")
 
 
 def ours(path: str, within: int, lateness: int, mode: str) -> list[tuple]:
@@ -54,14 +57,7 @@ def ours(path: str, within: int, lateness: int, mode: str) -> list[tuple]:
          "--within", f"{within}ms", "--lateness", f"{lateness}ms"],
         capture_output=True, check=True,
     ).stdout
-    results = []
-    for line in output.splitlines():
-        r = orjson.loads(line)
-        if r["result"] == "success":
-            results.append(("success", r["key"], r["created"], r["paid"]))
-        else:
-            results.append(("timeout", r["key"], r["created"], r["deadline"]))
-    return sorted(results)
+    return as_results(output, "key", "created", "paid", "deadline")
 
 
 def main() -> None:

@@ -320,8 +320,8 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     """
     if cancel_type is not None and params["match_mode"] != Mode.EACH.value:
         raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
-    if idle is not None and processing_time:
-        raise click.UsageError("--idle is for event time; processing time follows the wall clock already")
+    if processing_time and (idle is not None or lateness):
+        raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
     if follow and (len(files) != 1 or files[0] == "-"):
         raise click.UsageError("--follow needs exactly one FILE (not stdin)")
     inputs = _inputs(files, follow)

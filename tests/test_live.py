@@ -51,6 +51,12 @@ def test_idle_waits_until_event_time_reaches_the_deadline():
     assert [r.deadline for r in pipeline.advance(60_000)] == [60_000]
 
 
+def test_event_time_options_with_processing_time_are_usage_errors():
+    for option in (["--idle", "1s"], ["--lateness", "1s"]):
+        outcome = CliRunner().invoke(main, ["watch", "--processing-time", *option], input=b"")
+        assert outcome.exit_code == 2 and "are for event time" in outcome.stderr
+
+
 def test_without_idle_a_quiet_event_time_stream_waits():
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT)
     pipeline.feed(event("1", "create", 1000), now=0)

@@ -22,6 +22,7 @@ skipped when their deadline comes (lazy deletion), which keeps a pay O(1).
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from enum import Enum
 from typing import Iterable, NamedTuple
@@ -151,6 +152,13 @@ class Matcher:
         self._open: dict[str, OpenOrder | list[OpenOrder]] = {}
         self._timeline: deque[OpenOrder] = deque()
         self.pending = 0
+        # For incremental checkpoints: every timeline entry has a position (appended so
+        # far when it was added); entries before ``_popped`` are gone. ``_closed_early``
+        # collects orders closed before their deadline, when a host asks for changes.
+        self._appended = 0
+        self._popped = 0
+        self._changes_mark = 0
+        self._closed_early: list | None = None
         for name in COUNTER_NAMES:
             setattr(self, name, 0)
 
@@ -210,9 +218,10 @@ class Matcher:
         within = self.within
         while timeline and timeline[0][CREATED] + within <= time:
             order = timeline.popleft()
+            self._popped += 1
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
             if self._is_oldest_open(order):
-                self._close_oldest(order[KEY])
+                self._close_oldest(order[KEY], early=False)
                 self.timeout += 1
                 out.append(Timeout(order[KEY], order[CREATED], order[CREATED] + within, order[RAW]))
         if time > self.now:
@@ -233,6 +242,7 @@ class Matcher:
             if self._is_oldest_open(order):
                 return order[CREATED] + self.within
             timeline.popleft()  # resolved earlier: drop it now rather than at its deadline
+            self._popped += 1
         return None
 
     def counts(self) -> dict[str, int]:
@@ -248,15 +258,61 @@ class Matcher:
 
     # -- saving and restoring ------------------------------------------------------
 
-    def snapshot(self) -> dict:
-        """The whole state as plain data (ints, strings, bytes, lists)."""
-        return {
+    def take_changes(self) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
+        """What changed since the previous call, for a host that saves state incrementally.
+
+        Returns ``(head, opened, closed)``: every order at a position before ``head`` is
+        gone (timed out); ``opened`` are the (position, order) pairs added since and still
+        open; ``closed`` are orders added before the previous call and closed since before
+        their deadline (paid, cancelled, discarded). The first call starts the tracking and
+        reports every open order as opened. Costs O(changes), not O(open orders).
+        """
+        closed_early, self._closed_early = self._closed_early or [], []
+        just_closed = {id(order) for order in closed_early}
+        new_count = min(self._appended - self._changes_mark, len(self._timeline))
+        opened = []
+        position = self._popped + len(self._timeline)
+        for order in itertools.islice(reversed(self._timeline), new_count):
+            position -= 1
+            if id(order) not in just_closed and self._is_open(order):
+                opened.append((position, OpenOrder(*order)))
+        opened.reverse()
+        new_ids = {id(order) for order in itertools.islice(reversed(self._timeline), new_count)}
+        closed = [OpenOrder(*order) for order in closed_early if id(order) not in new_ids]
+        self._changes_mark = self._appended
+        return self._popped, opened, closed
+
+    def _is_open(self, order: OpenOrder) -> bool:
+        current = self._open.get(order[KEY])
+        if current is order:
+            return True
+        return type(current) is list and any(candidate is order for candidate in current)
+
+    def numbered_open_orders(self) -> tuple[int, list[tuple[int, OpenOrder]]]:
+        """``(head, [(position, order), ...])``: every open order with its timeline
+        position, as :meth:`take_changes` numbers them."""
+        live = {id(order) for key in self._open for order in self._orders_of(key)}
+        return self._popped, [
+            (self._popped + index, OpenOrder(*order))
+            for index, order in enumerate(self._timeline)
+            if id(order) in live
+        ]
+
+    def snapshot(self, with_orders: bool = True) -> dict:
+        """The whole state as plain data (ints, strings, bytes, lists).
+
+        ``with_orders=False`` leaves the open orders out, for a host that keeps them
+        itself through :meth:`take_changes`.
+        """
+        state = {
             "within": self.within,
             "mode": self.mode.value,
             "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
-            "open": [tuple(order) for order in self.open_orders()],
             "counts": self.counts(),
         }
+        if with_orders:
+            state["open"] = [tuple(order) for order in self.open_orders()]
+        return state
 
     @classmethod
     def restore(cls, state: dict) -> "Matcher":
@@ -299,6 +355,7 @@ class Matcher:
         else:
             self._open[order[KEY]] = [current, order]
         self._timeline.append(order)
+        self._appended += 1
         self.pending += 1
 
     def _open_order(self, key: str, time: int, raw: bytes) -> None:
@@ -312,19 +369,24 @@ class Matcher:
                 key = (current[0] if type(current) is list else current)[KEY]
         self._add((time, key, raw))
 
-    def _close_oldest(self, key: str) -> OpenOrder:
+    def _close_oldest(self, key: str, early: bool = True) -> OpenOrder:
         current = self._open[key]
         self.pending -= 1
         if type(current) is not list:
             del self._open[key]
-            return current
-        order = current.pop(0)
-        if len(current) == 1:
-            self._open[key] = current[0]
+            order = current
+        else:
+            order = current.pop(0)
+            if len(current) == 1:
+                self._open[key] = current[0]
+        if early and self._closed_early is not None:
+            self._closed_early.append(order)
         return order
 
     def _close_all(self, key: str) -> list[OpenOrder]:
         orders = self._orders_of(key)
         del self._open[key]
         self.pending -= len(orders)
+        if self._closed_early is not None:
+            self._closed_early.extend(orders)
         return orders

@@ -206,8 +206,9 @@ class Pipeline:
 
     # -- saving and restoring ------------------------------------------------------
 
-    def snapshot(self) -> dict:
-        """The whole state as plain data: matcher, watermark, reorder buffer, counters."""
+    def snapshot(self, with_orders: bool = True) -> dict:
+        """The whole state as plain data: matcher, watermark, reorder buffer, counters
+        (``with_orders=False``: without the matcher's open orders)."""
         return {
             "time_mode": self.time_mode.value if self.time_mode else None,
             "frontier": _finite_or_none(self.frontier),
@@ -217,7 +218,7 @@ class Pipeline:
             "late": self.late,
             "rejected": self.rejected,
             "buffer": list(self._buffer),
-            "matcher": self.matcher.snapshot(),
+            "matcher": self.matcher.snapshot(with_orders),
         }
 
     def restore(self, state: dict) -> None:

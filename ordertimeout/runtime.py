@@ -48,13 +48,13 @@ class Runtime:
         *,
         strict: bool = False,
         max_line_bytes: int = MAX_LINE_BYTES,
-        checkpointer: Callable[[dict, dict], None] | None = None,
+        checkpointer: Callable[[Pipeline, dict], None] | None = None,
         checkpoint_every: int = 1000,
         positions: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.max_line_bytes = max_line_bytes
-        #: Called with (pipeline snapshot, positions) to save a checkpoint (``--state``).
+        #: Called with (pipeline, positions) to save a checkpoint (``--state``).
         self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
         self._last_checkpoint = float("-inf")
@@ -172,7 +172,7 @@ class Runtime:
             return
         self.writer.flush()
         self.reporter.flush()
-        self.checkpointer(self.pipeline.snapshot(), dict(self.positions))
+        self.checkpointer(self.pipeline, dict(self.positions))
         self._last_checkpoint = now
 
     def _reject(self, name: str, line_number: int, reason: str, raw: bytes) -> None:

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from .pipeline import Pipeline
+
 __all__ = ["StateStore", "StateError", "FORMAT"]
 
 #: Bumped when the layout changes; an older file is refused rather than misread.
@@ -29,6 +31,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS open_orders (
     position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
     deadline INTEGER NOT NULL, raw BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS open_orders_by_key ON open_orders (key, created);
 CREATE TABLE IF NOT EXISTS buffered (
     position INTEGER PRIMARY KEY, time INTEGER NOT NULL, sequence INTEGER NOT NULL,
     key TEXT NOT NULL, kind INTEGER NOT NULL, raw BLOB NOT NULL);
@@ -53,6 +56,7 @@ class StateStore:
         self.path = path
         self.config = config
         self._connection: sqlite3.Connection | None = None
+        self._synced = False  # whether the file's open orders match the matcher's
 
     def open(self) -> dict | None:
         """Open (creating if new) and return the last checkpoint, or None for a new file."""
@@ -125,28 +129,43 @@ class StateStore:
         offsets = {source: (offset, line) for source, offset, line in connection.execute("SELECT * FROM offsets")}
         return {"pipeline": pipeline, "offsets": offsets}
 
-    def save(self, pipeline_state: dict, offsets: dict[str, tuple[int, int]]) -> None:
-        """Write one checkpoint atomically: all of it, or (after a crash) none of it."""
-        within = pipeline_state["matcher"]["within"]
-        head = {
-            **pipeline_state,
-            "matcher": {name: value for name, value in pipeline_state["matcher"].items() if name != "open"},
-        }
-        head.pop("buffer")
+    def save(self, pipeline: Pipeline, offsets: dict[str, tuple[int, int]]) -> None:
+        """Write one checkpoint atomically: all of it, or (after a crash) none of it.
+
+        The first checkpoint of a run writes every open order; later ones write only what
+        changed since (orders opened, closed early, timed out), so a checkpoint costs
+        O(changes) however many orders are open.
+        """
+        matcher = pipeline.matcher
+        within = matcher.within
+        head_state = pipeline.snapshot(with_orders=False)
+        buffer = head_state.pop("buffer")
         connection = self._connection
         try:
             connection.execute("BEGIN")
-            connection.execute("DELETE FROM open_orders")
+            if not self._synced:
+                matcher.take_changes()  # (re)start change tracking from this full picture
+                head, opened = matcher.numbered_open_orders()
+                connection.execute("DELETE FROM open_orders")
+            else:
+                head, opened, closed = matcher.take_changes()
+                # Identical orders are interchangeable; the oldest of them closes first.
+                connection.executemany(
+                    "DELETE FROM open_orders WHERE position = (SELECT position FROM open_orders"
+                    " WHERE key = ? AND created = ? AND raw = ? ORDER BY position LIMIT 1)",
+                    [(order.key, order.created, order.raw) for order in closed],
+                )
+                connection.execute("DELETE FROM open_orders WHERE position < ?", (head,))
             connection.executemany(
-                "INSERT INTO open_orders (key, created, deadline, raw) VALUES (?, ?, ?, ?)",
-                [(key, created, created + within, raw) for created, key, raw in pipeline_state["matcher"]["open"]],
+                "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?)",
+                [(position, order.key, order.created, order.created + within, order.raw)
+                 for position, order in opened],
             )
             connection.execute("DELETE FROM buffered")
             connection.executemany(
-                "INSERT INTO buffered (time, sequence, key, kind, raw) VALUES (?, ?, ?, ?, ?)",
-                pipeline_state["buffer"],
+                "INSERT INTO buffered (time, sequence, key, kind, raw) VALUES (?, ?, ?, ?, ?)", buffer
             )
-            connection.execute("INSERT OR REPLACE INTO meta VALUES ('pipeline', ?)", (orjson.dumps(head).decode(),))
+            connection.execute("INSERT OR REPLACE INTO meta VALUES ('pipeline', ?)", (orjson.dumps(head_state).decode(),))
             connection.executemany(
                 "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
                 [(source, offset, line) for source, (offset, line) in offsets.items()],
@@ -155,7 +174,9 @@ class StateStore:
         except sqlite3.Error as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
+            self._synced = False  # the changes taken are lost: the next save writes all
             raise StateError(f"cannot write state file {self.path}: {error}") from None
+        self._synced = True
 
     def close(self) -> None:
         """Release the file (and its lock)."""

@@ -240,3 +240,22 @@ def test_incremental_checkpoints_always_hold_exactly_the_open_orders(tmp_path_fa
             saved = store._connection.execute("SELECT created, key, raw FROM open_orders ORDER BY position").fetchall()
             assert [(c, k, bytes(r)) for c, k, r in saved] == [tuple(o) for o in pipeline.matcher.open_orders()]
     store.close()
+
+
+def test_cli_refuses_a_state_file_in_use_and_leaves_it_alone(tmp_path):
+    state = str(tmp_path / "state.db")
+    running = subprocess.Popen([*COMMAND, "watch", "--json", "-q", "--state", state],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        running.stdin.write(b'{"userId":"1","type":"create","ts":5}\n{"userId":"1","type":"pay","ts":6}\n')
+        running.stdin.flush()
+        running.stdout.readline()  # the first run holds the file now
+        outcome = CliRunner().invoke(main, ["watch", "--state", state, "-q"], input=b"")
+        assert outcome.exit_code == 1
+        assert outcome.stderr.startswith("Error: state file") and "in use by another process" in outcome.stderr
+    finally:
+        running.stdin.close()
+        running.wait(timeout=10)
+        running.stdout.close()
+        running.stderr.close()
+    assert running.returncode == 0

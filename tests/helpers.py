@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
+import subprocess
+import sys
 
 import orjson
 
@@ -61,3 +64,21 @@ def run_event_time(lines, within, mode="each", lateness=0, schema=None):
 def event(key, kind, ts, **extra) -> bytes:
     """One input line."""
     return orjson.dumps({"userId": key, "type": kind, "ts": ts, **extra})
+
+
+COMMAND = [sys.executable, "-m", "ordertimeout"]
+
+
+@contextlib.contextmanager
+def live_watch(*args):
+    """A `watch` process fed through a pipe that stays open until the block ends."""
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", *args], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        yield process
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+        process.stdout.close()
+        process.stderr.close()
+    assert process.returncode == 0

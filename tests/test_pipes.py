@@ -1,15 +1,13 @@
 """The real process behind real pipes: prompt results, quiet `| head`, timers on time."""
 
-import contextlib
 import select
 import subprocess
-import sys
 import time
 
 import orjson
 import pytest
 
-COMMAND = [sys.executable, "-m", "ordertimeout"]
+from .helpers import COMMAND, live_watch
 
 
 def read_line(stream, timeout):
@@ -38,21 +36,6 @@ def test_head_ends_the_run_quietly(big_file):
     assert orjson.loads(first)["result"] == "timeout"
     assert process.returncode == 0
     assert err == b""
-
-
-@contextlib.contextmanager
-def live_watch(*args):
-    """A `watch` process fed through a pipe that stays open until the block ends."""
-    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", *args], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        yield process
-    finally:
-        process.stdin.close()
-        process.wait(timeout=10)
-        process.stdout.close()
-        process.stderr.close()
-    assert process.returncode == 0
 
 
 def test_results_reach_a_pipe_before_the_input_ends():

@@ -5,7 +5,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import orjson
@@ -19,9 +18,8 @@ from ordertimeout.cli import main
 from ordertimeout.sinks import json_line
 from ordertimeout.state import StateError, StateStore
 
-from .helpers import event, run_event_time
+from .helpers import COMMAND, event, live_watch, run_event_time
 
-COMMAND = [sys.executable, "-m", "ordertimeout"]
 CONFIG = {"key": "userId", "within_ms": 1000, "match": "each"}
 
 
@@ -244,18 +242,10 @@ def test_incremental_checkpoints_always_hold_exactly_the_open_orders(tmp_path_fa
 
 def test_cli_refuses_a_state_file_in_use_and_leaves_it_alone(tmp_path):
     state = str(tmp_path / "state.db")
-    running = subprocess.Popen([*COMMAND, "watch", "--json", "-q", "--state", state],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with live_watch("--state", state) as running:
         running.stdin.write(b'{"userId":"1","type":"create","ts":5}\n{"userId":"1","type":"pay","ts":6}\n')
         running.stdin.flush()
         running.stdout.readline()  # the first run holds the file now
         outcome = CliRunner().invoke(main, ["watch", "--state", state, "-q"], input=b"")
         assert outcome.exit_code == 1
         assert outcome.stderr.startswith("Error: state file") and "in use by another process" in outcome.stderr
-    finally:
-        running.stdin.close()
-        running.wait(timeout=10)
-        running.stdout.close()
-        running.stderr.close()
-    assert running.returncode == 0

@@ -23,9 +23,10 @@ skipped when their deadline comes (lazy deletion), which keeps a pay O(1).
 from __future__ import annotations
 
 import itertools
+import struct
 from collections import deque
 from enum import Enum
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from .events import CANCEL, CREATE, PAY
 
@@ -51,13 +52,7 @@ class Mode(str, Enum):
 
 
 class OpenOrder(NamedTuple):
-    """A create waiting for its pay: plain data, so it can be saved and restored.
-
-    Inside the matcher an open order is the plain tuple ``(created, key, raw)``, indexed
-    by :data:`CREATED`, :data:`KEY`, :data:`RAW`: exact tuples of ints, strings and bytes
-    are untracked by the garbage collector (tuple subclasses are not), so a million open
-    orders add nothing to the cost of its full collections.
-    """
+    """A create waiting for its pay: plain data, so it can be saved and restored."""
 
     created: int
     key: str
@@ -113,8 +108,42 @@ class Cancelled(NamedTuple):
 
 Result = Success | Timeout | Cancelled
 
-#: Field positions of an open order inside the matcher.
-CREATED, KEY, RAW = 0, 1, 2
+
+# Inside the matcher an open order is one bytes object: its created time and key in a
+# small header, then the raw create event. One object instead of a tuple, an int and the
+# raw bytes saves about 90 bytes an order (a million open orders fit in ~270 MB, stored
+# events included), and bytes are never tracked by the garbage collector, whose full
+# collections would otherwise stall timers for milliseconds once many orders are open.
+# Two packed orders are never the same object, so identity still tells them apart.
+_HEADER = struct.Struct(">qI")  # created (ms), length of the UTF-8 key
+
+
+def _pack(created: int, key: str, raw: bytes) -> bytes:
+    try:
+        key_bytes = key.encode()
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as it is
+        key_bytes = key.encode("utf-8", "surrogatepass")
+    return b"".join((_HEADER.pack(created, len(key_bytes)), key_bytes, raw))
+
+
+def _created_of(order: bytes) -> int:
+    return _HEADER.unpack_from(order)[0]
+
+
+def _key_of(order: bytes) -> str:
+    _, length = _HEADER.unpack_from(order)
+    return order[_HEADER.size : _HEADER.size + length].decode("utf-8", "surrogatepass")
+
+
+def _unpack(order: bytes) -> OpenOrder:
+    created, length = _HEADER.unpack_from(order)
+    start = _HEADER.size + length
+    return OpenOrder(created, order[_HEADER.size : start].decode("utf-8", "surrogatepass"), order[start:])
+
+
+def _created_and_raw(order: bytes) -> tuple[int, bytes]:
+    created, length = _HEADER.unpack_from(order)
+    return created, order[_HEADER.size + length :]
 
 #: The matcher's counters, in the order the statistics show them.
 COUNTER_NAMES = (
@@ -149,8 +178,9 @@ class Matcher:
         self.within = within
         self.mode = Mode(mode)
         self.now: int | float = float("-inf")
-        self._open: dict[str, OpenOrder | list[OpenOrder]] = {}
-        self._timeline: deque[OpenOrder] = deque()
+        self._open: dict[str, bytes | list[bytes]] = {}  # packed orders, see _pack
+        self._timeline: deque[bytes] = deque()
+        self._head_deadline: int | float = float("inf")  # deadline of timeline[0]
         self.pending = 0
         # For incremental checkpoints: every timeline entry has a position (appended so
         # far when it was added); entries before ``_popped`` are gone. ``_closed_early``
@@ -168,13 +198,13 @@ class Matcher:
         """Apply one event at ``time``; return the results it decides, timeouts first."""
         if time < self.now:
             raise OutOfOrderError(f"event at {time} after time {self.now}")
-        timeline = self._timeline
-        if timeline and timeline[0][CREATED] + self.within <= time:
+        if self._head_deadline <= time:
             out = self.advance_to(time)
         else:
             out = []
             self.now = time
         mode = self.mode
+        within = self.within
         if kind == CREATE:
             self.creates += 1
             self._open_order(key, time, raw)
@@ -182,27 +212,18 @@ class Matcher:
             self.pays += 1
             if key not in self._open:
                 self.unmatched_pays += 1
-            elif mode is Mode.FOLLOWED_BY:
-                within = self.within
-                for order in self._close_all(key):
-                    self.success += 1
-                    out.append(
-                        Success(key, order[CREATED], time, order[CREATED] + within, order[RAW], raw)
-                    )
             else:
-                order = self._close_oldest(key)
-                self.success += 1
-                out.append(
-                    Success(key, order[CREATED], time, order[CREATED] + self.within, order[RAW], raw)
-                )
+                closed = self._close_all(key) if mode is Mode.FOLLOWED_BY else (self._close_oldest(key),)
+                for order in closed:
+                    created, create = _created_and_raw(order)
+                    self.success += 1
+                    out.append(Success(key, created, time, created + within, create, raw))
         elif kind == CANCEL and mode is Mode.EACH:
             self.cancels += 1
             if key in self._open:
-                order = self._close_oldest(key)
+                created, create = _created_and_raw(self._close_oldest(key))
                 self.cancelled += 1
-                out.append(
-                    Cancelled(key, order[CREATED], time, order[CREATED] + self.within, order[RAW], raw)
-                )
+                out.append(Cancelled(key, created, time, created + within, create, raw))
             else:
                 self.unmatched_cancels += 1
         else:
@@ -214,16 +235,17 @@ class Matcher:
     def advance_to(self, time: int | float) -> list[Timeout]:
         """Declare that time has reached ``time``: time out every order with deadline <= time."""
         out = []
-        timeline = self._timeline
         within = self.within
-        while timeline and timeline[0][CREATED] + within <= time:
-            order = timeline.popleft()
-            self._popped += 1
+        timeline = self._timeline
+        while timeline and self._head_deadline <= time:
+            order = self._pop_head()
+            key = _key_of(order)
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
-            if self._is_oldest_open(order):
-                self._close_oldest(order[KEY], early=False)
+            if self._is_oldest_open(key, order):
+                self._close_oldest(key, early=False)
                 self.timeout += 1
-                out.append(Timeout(order[KEY], order[CREATED], order[CREATED] + within, order[RAW]))
+                created, create = _created_and_raw(order)
+                out.append(Timeout(key, created, created + within, create))
         if time > self.now:
             self.now = time
         return out
@@ -238,11 +260,9 @@ class Matcher:
         """The earliest deadline of an open order, or None when nothing is open."""
         timeline = self._timeline
         while timeline:
-            order = timeline[0]
-            if self._is_oldest_open(order):
-                return order[CREATED] + self.within
-            timeline.popleft()  # resolved earlier: drop it now rather than at its deadline
-            self._popped += 1
+            if self._is_oldest_open(_key_of(timeline[0]), timeline[0]):
+                return self._head_deadline
+            self._pop_head()  # resolved earlier: drop it now rather than at its deadline
         return None
 
     def counts(self) -> dict[str, int]:
@@ -253,8 +273,17 @@ class Matcher:
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in deadline order (the order they would time out in)."""
+        return [order for _, order in self.numbered_open_orders()[1]]
+
+    def numbered_open_orders(self) -> tuple[int, list[tuple[int, OpenOrder]]]:
+        """``(head, [(position, order), ...])``: every open order with its timeline
+        position, as :meth:`take_changes` numbers them."""
         live = {id(order) for key in self._open for order in self._orders_of(key)}
-        return [OpenOrder(*order) for order in self._timeline if id(order) in live]
+        return self._popped, [
+            (self._popped + index, _unpack(order))
+            for index, order in enumerate(self._timeline)
+            if id(order) in live
+        ]
 
     # -- saving and restoring ------------------------------------------------------
 
@@ -270,33 +299,18 @@ class Matcher:
         closed_early, self._closed_early = self._closed_early or [], []
         just_closed = {id(order) for order in closed_early}
         new_count = min(self._appended - self._changes_mark, len(self._timeline))
-        opened = []
+        new = list(itertools.islice(reversed(self._timeline), new_count))
         position = self._popped + len(self._timeline)
-        for order in itertools.islice(reversed(self._timeline), new_count):
+        opened = []
+        for order in new:
             position -= 1
             if id(order) not in just_closed and self._is_open(order):
-                opened.append((position, OpenOrder(*order)))
+                opened.append((position, _unpack(order)))
         opened.reverse()
-        new_ids = {id(order) for order in itertools.islice(reversed(self._timeline), new_count)}
-        closed = [OpenOrder(*order) for order in closed_early if id(order) not in new_ids]
+        new_ids = {id(order) for order in new}
+        closed = [_unpack(order) for order in closed_early if id(order) not in new_ids]
         self._changes_mark = self._appended
         return self._popped, opened, closed
-
-    def _is_open(self, order: OpenOrder) -> bool:
-        current = self._open.get(order[KEY])
-        if current is order:
-            return True
-        return type(current) is list and any(candidate is order for candidate in current)
-
-    def numbered_open_orders(self) -> tuple[int, list[tuple[int, OpenOrder]]]:
-        """``(head, [(position, order), ...])``: every open order with its timeline
-        position, as :meth:`take_changes` numbers them."""
-        live = {id(order) for key in self._open for order in self._orders_of(key)}
-        return self._popped, [
-            (self._popped + index, OpenOrder(*order))
-            for index, order in enumerate(self._timeline)
-            if id(order) in live
-        ]
 
     def snapshot(self, with_orders: bool = True) -> dict:
         """The whole state as plain data (ints, strings, bytes, lists).
@@ -322,54 +336,61 @@ class Matcher:
             matcher.now = state["now"]
         for name in COUNTER_NAMES:
             setattr(matcher, name, state["counts"][name])
-        matcher._load_orders(tuple(fields) for fields in state["open"])
+        orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: order.created)
+        for created, key, raw in orders:
+            matcher._add(key, _pack(created, key, raw), created)
         return matcher
-
-    def _load_orders(self, orders: Iterable[OpenOrder]) -> None:
-        for order in sorted(orders, key=lambda order: order[CREATED]):
-            self._add(order)
 
     # -- the per-key state ---------------------------------------------------------
     #
     # ``_open[key]`` is the key's only open order itself, or a list of its open orders,
     # oldest first, when it has several. Most keys have one open order at a time; a bare
-    # tuple costs no list (memory), and lists, unlike plain tuples, stay tracked by the
-    # garbage collector, whose full collections would otherwise stall timers for ms.
+    # order costs no list (memory), and lists stay tracked by the garbage collector.
 
-    def _orders_of(self, key: str) -> list[OpenOrder]:
+    def _orders_of(self, key: str) -> list[bytes]:
         current = self._open.get(key)
         if current is None:
             return []
         return current if type(current) is list else [current]
 
-    def _is_oldest_open(self, order: OpenOrder) -> bool:
-        current = self._open.get(order[KEY])
+    def _is_oldest_open(self, key: str, order: bytes) -> bool:
+        current = self._open.get(key)
         return current is order or (type(current) is list and current[0] is order)
 
-    def _add(self, order: OpenOrder) -> None:
-        current = self._open.get(order[KEY])
+    def _is_open(self, order: bytes) -> bool:
+        current = self._open.get(_key_of(order))
+        if current is order:
+            return True
+        return type(current) is list and any(candidate is order for candidate in current)
+
+    def _add(self, key: str, order: bytes, created: int) -> None:
+        current = self._open.get(key)
         if current is None:
-            self._open[order[KEY]] = order
+            self._open[key] = order
         elif type(current) is list:
             current.append(order)
         else:
-            self._open[order[KEY]] = [current, order]
+            self._open[key] = [current, order]
+        if not self._timeline:
+            self._head_deadline = created + self.within
         self._timeline.append(order)
         self._appended += 1
         self.pending += 1
 
-    def _open_order(self, key: str, time: int, raw: bytes) -> None:
-        current = self._open.get(key)
-        if current is not None:
-            if self.mode is Mode.NEXT:
-                # Strict contiguity: a create after a create breaks the first one's match.
-                self.discarded += len(self._close_all(key))
-            else:
-                # Share one key string per key rather than one per order.
-                key = (current[0] if type(current) is list else current)[KEY]
-        self._add((time, key, raw))
+    def _pop_head(self) -> bytes:
+        timeline = self._timeline
+        order = timeline.popleft()
+        self._popped += 1
+        self._head_deadline = _created_of(timeline[0]) + self.within if timeline else float("inf")
+        return order
 
-    def _close_oldest(self, key: str, early: bool = True) -> OpenOrder:
+    def _open_order(self, key: str, time: int, raw: bytes) -> None:
+        if self.mode is Mode.NEXT and key in self._open:
+            # Strict contiguity: a create after a create breaks the first one's match.
+            self.discarded += len(self._close_all(key))
+        self._add(key, _pack(time, key, raw), time)
+
+    def _close_oldest(self, key: str, early: bool = True) -> bytes:
         current = self._open[key]
         self.pending -= 1
         if type(current) is not list:
@@ -383,7 +404,7 @@ class Matcher:
             self._closed_early.append(order)
         return order
 
-    def _close_all(self, key: str) -> list[OpenOrder]:
+    def _close_all(self, key: str) -> list[bytes]:
         orders = self._orders_of(key)
         del self._open[key]
         self.pending -= len(orders)

@@ -3,7 +3,19 @@
 import pytest
 
 from ordertimeout.events import CANCEL, CREATE, OTHER, PAY
-from ordertimeout.matcher import Matcher, Mode, OutOfOrderError, Success, Timeout
+from ordertimeout.matcher import (
+    Matcher,
+    Mode,
+    OpenOrder,
+    OutOfOrderError,
+    Success,
+    Timeout,
+    _created_and_raw,
+    _created_of,
+    _key_of,
+    _pack,
+    _unpack,
+)
 
 W = 1000
 
@@ -171,18 +183,28 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
 
     matcher = Matcher(W)
     matcher.on_event("a", CREATE, 0, b"first")
-    assert type(matcher._open["a"]) is tuple
+    assert type(matcher._open["a"]) is bytes
     gc.collect()
     assert not gc.is_tracked(matcher._open["a"])  # invisible to full collections
     matcher.on_event("a", CREATE, 10, b"second")
     matcher.on_event("a", CREATE, 20, b"third")
-    assert [o[2] for o in matcher._open["a"]] == [b"first", b"second", b"third"]
-    assert matcher._open["a"][1][1] is matcher._open["a"][0][1]  # one key string per key
+    assert [_unpack(o).raw for o in matcher._open["a"]] == [b"first", b"second", b"third"]
     matcher.on_event("a", PAY, 30, b"p")
     matcher.on_event("a", PAY, 40, b"p")
-    assert matcher._open["a"] == (0 + 20, "a", b"third")
+    assert _unpack(matcher._open["a"]) == (20, "a", b"third")
     matcher.on_event("a", PAY, 50, b"p")
     assert "a" not in matcher._open and matcher.pending == 0
+
+
+@pytest.mark.parametrize(
+    "created,key,raw",
+    [(0, "a", b"{}"), (-62135596800000, "", b"x"), (253402300799999, "ключ-🔑", b'{"k":"\xff"}'),
+     (5, "\ud800", b""), (1, "k" * 70000, b"r" * 10)],
+)
+def test_packed_orders_round_trip(created, key, raw):
+    order = _pack(created, key, raw)
+    assert _unpack(order) == OpenOrder(created, key, raw)
+    assert (_created_of(order), _key_of(order), _created_and_raw(order)) == (created, key, (created, raw))
 
 
 def test_timeline_skips_resolved_entries_and_keeps_deadline_order():

@@ -232,21 +232,42 @@ class Matcher:
                 self.discarded += len(self._close_all(key))
         return out
 
-    def advance_to(self, time: int | float) -> list[Timeout]:
-        """Declare that time has reached ``time``: time out every order with deadline <= time."""
-        out = []
-        within = self.within
+    def advance_to(self, time: int | float, limit: int | None = None) -> list[Timeout]:
+        """Declare that time has reached ``time``: time out every order with deadline <= time.
+
+        With ``limit``, stop after that many timeouts (the rest stay due, and time stays
+        where it was), so a host can write a large batch out in slices.
+        """
+        out: list[Timeout] = []
+        if self._head_deadline > time:
+            if time > self.now:
+                self.now = time
+            return out
+        # The hot loop of a burst of timeouts: helpers inlined, one header read per order.
         timeline = self._timeline
-        while timeline and self._head_deadline <= time:
-            order = self._pop_head()
-            key = _key_of(order)
+        within = self.within
+        open_orders = self._open
+        unpack, size = _HEADER.unpack_from, _HEADER.size
+        complete = True
+        while timeline:
+            order = timeline[0]
+            created, length = unpack(order)
+            if created + within > time:
+                break
+            if limit is not None and len(out) >= limit:
+                complete = False
+                break
+            timeline.popleft()
+            self._popped += 1
+            key = order[size : size + length].decode("utf-8", "surrogatepass")
+            current = open_orders.get(key)
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
-            if self._is_oldest_open(key, order):
+            if current is order or (type(current) is list and current[0] is order):
                 self._close_oldest(key, early=False)
                 self.timeout += 1
-                created, create = _created_and_raw(order)
-                out.append(Timeout(key, created, created + within, create))
-        if time > self.now:
+                out.append(Timeout(key, created, created + within, order[size + length :]))
+        self._head_deadline = unpack(timeline[0])[0] + within if timeline else float("inf")
+        if complete and time > self.now:
             self.now = time
         return out
 

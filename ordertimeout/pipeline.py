@@ -138,16 +138,17 @@ class Pipeline:
         out += self.matcher.advance_to(frontier)
         return out
 
-    def advance(self, now: int) -> list[Result]:
+    def advance(self, now: int, limit: int | None = None) -> list[Result]:
         """The wall clock reached ``now``: time out what is due.
 
         In processing time that is every deadline up to ``now``. In event time it matters
         only with ``idle``: once the input has been quiet that long, the watermark moves
         on with the wall clock from the last event's time, so a quiet stream still times
-        orders out.
+        orders out. ``limit`` caps the timeouts of one call in processing time (call
+        again while a full slice comes back).
         """
         if self.time_mode is TimeMode.PROCESSING:
-            return self.matcher.advance_to(now)
+            return self.matcher.advance_to(now, limit)
         quiet = self._quiet_for(now)
         if quiet is None or quiet < self.idle:
             return []

@@ -18,6 +18,8 @@ from .sources import END, ROTATED, LineSplitter, Overlong
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20
+#: Timeouts formatted and flushed together when many are due at once.
+EMIT_SLICE = 128
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -111,7 +113,7 @@ class Runtime:
             try:
                 item = await reader.get(timeout)
             except TimeoutError:
-                self._emit(pipeline.advance(clock.now_ms()))
+                self._emit_due(clock.now_ms())
                 self.checkpoint()
                 continue
             if item is END:
@@ -124,7 +126,7 @@ class Runtime:
             lines = splitter.push(chunk) if chunk else splitter.finish()
             now = clock.now_ms()
             # Timeouts already due go out before this chunk's lines are worked through.
-            self._emit(pipeline.advance(now))
+            self._emit_due(now)
             line_number = self._feed_lines(lines, name, line_number, now)
             if chunk is ROTATED:  # a followed file was replaced: positions restart with it
                 splitter, line_number = LineSplitter(self.max_line_bytes), 0
@@ -187,7 +189,17 @@ class Runtime:
         self._emit(self.pipeline.finish())
         while (timer := self.pipeline.next_timer()) is not None:
             await self.clock.sleep_until(timer)
-            self._emit(self.pipeline.advance(self.clock.now_ms()))
+            self._emit_due(self.clock.now_ms())
+
+    def _emit_due(self, now: int) -> None:
+        """Write the timeouts due at ``now`` in slices, each flushed, so the first of a
+        large burst (many orders created in the same millisecond) are not held back by
+        the formatting of the rest."""
+        while True:
+            results = self.pipeline.advance(now, EMIT_SLICE)
+            self._emit(results)
+            if len(results) < EMIT_SLICE:
+                return
 
     def _emit(self, results) -> None:
         if results:

@@ -217,3 +217,26 @@ def test_timeline_skips_resolved_entries_and_keeps_deadline_order():
     assert matcher.next_deadline() == 1020  # 0 (key 0) and 10 (key 1) were paid
     deadlines = [r.deadline for r in matcher.drain()]
     assert deadlines == sorted(deadlines) and len(deadlines) == 8
+
+
+def test_advance_with_a_limit_hands_out_a_burst_in_slices():
+    matcher = Matcher(W)
+    for index in range(10):
+        matcher.on_event(f"k{index}", CREATE, 0, b"x")
+    slices = []
+    while batch := matcher.advance_to(W, limit=4):
+        slices.append([r.key for r in batch])
+        if len(batch) < 4:
+            break
+    assert slices == [["k0", "k1", "k2", "k3"], ["k4", "k5", "k6", "k7"], ["k8", "k9"]]
+    assert matcher.pending == 0 and matcher.now == W
+
+
+def test_a_partial_advance_leaves_time_where_it_was():
+    matcher = Matcher(W)
+    for index in range(3):
+        matcher.on_event(f"k{index}", CREATE, index, b"x")
+    assert len(matcher.advance_to(5000, limit=1)) == 1
+    assert matcher.now == 2  # the other two are still due: events may not pass them yet
+    (success_or_timeouts) = matcher.on_event("k9", PAY, 5000, b"p")
+    assert [r.key for r in success_or_timeouts] == ["k1", "k2"]

@@ -13,7 +13,6 @@ line number just after the last fully processed line).
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from typing import Any
 
@@ -60,27 +59,28 @@ class StateStore:
 
     def open(self) -> dict | None:
         """Open (creating if new) and return the last checkpoint, or None for a new file."""
-        existed = os.path.exists(self.path) and os.path.getsize(self.path) > 0
         try:
             connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         except sqlite3.Error as error:
             raise StateError(f"cannot open state file {self.path}: {error}") from None
         try:
             # Read before anything is written, so a foreign or corrupt file stays untouched.
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if existed and tables != _TABLES:
+            if self._tables(connection) - {"sqlite_sequence"} not in (set(), _TABLES):
                 raise StateError(f"{self.path} is not an ordertimeout state file")
             connection.execute("PRAGMA locking_mode = EXCLUSIVE")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("BEGIN EXCLUSIVE")  # take the lock now: one writer per file
-            if existed:
+            if self._tables(connection) == _TABLES:
                 meta = dict(connection.execute("SELECT name, value FROM meta"))
                 self._check(meta)
                 checkpoint = self._read(connection, meta)
             else:
-                connection.executescript(_SCHEMA)  # executescript commits the BEGIN
-                connection.execute("BEGIN EXCLUSIVE")
+                # A new file: the whole layout in one transaction, so a crash while
+                # creating it leaves an empty file, never half a layout.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
                 connection.executemany(
                     "INSERT INTO meta VALUES (?, ?)",
                     [("format", str(FORMAT)), ("config", orjson.dumps(self.config).decode())],
@@ -95,6 +95,10 @@ class StateStore:
             raise
         self._connection = connection
         return checkpoint
+
+    @staticmethod
+    def _tables(connection: sqlite3.Connection) -> set[str]:
+        return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def _check(self, meta: dict[str, str]) -> None:
         if meta.get("format") != str(FORMAT):

@@ -249,3 +249,17 @@ def test_cli_refuses_a_state_file_in_use_and_leaves_it_alone(tmp_path):
         outcome = CliRunner().invoke(main, ["watch", "--state", state, "-q"], input=b"")
         assert outcome.exit_code == 1
         assert outcome.stderr.startswith("Error: state file") and "in use by another process" in outcome.stderr
+
+
+def test_an_empty_file_or_database_is_taken_as_new(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    blank = tmp_path / "blank.db"
+    sqlite3.connect(blank).close()
+    for path in (empty, blank):
+        store = StateStore(str(path), CONFIG)
+        assert store.open() is None
+        store.close()
+        reopened = StateStore(str(path), CONFIG)
+        assert reopened.open() is None  # created, no checkpoint yet: still ours
+        reopened.close()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+import operator
+from typing import Any, Callable
 
 import orjson
 
@@ -74,19 +75,29 @@ class EventSchema:
             raise ValueError(f"unknown time unit {self.time_unit!r}")
 
 
-def _lookup(obj: dict, field: str, parts: tuple[str, ...] | None) -> Any:
-    """Value at ``field`` in ``obj``, following the dotted ``parts`` if the plain name misses."""
-    value = obj.get(field, _MISSING)
-    if value is not _MISSING or parts is None:
-        return value
-    value = obj
-    for part in parts:
-        if not isinstance(value, dict):
-            return _MISSING
-        value = value.get(part, _MISSING)
-        if value is _MISSING:
-            return _MISSING
-    return value
+def _getter(field: str) -> Callable[[dict], Any]:
+    """A function giving the value at ``field`` in an object, or ``_MISSING``.
+
+    A plain name is one C-level ``dict.get``; a dotted path (``order.user.id``) is
+    followed into nested objects, after trying the whole name as one field.
+    """
+    if "." not in field:
+        return operator.methodcaller("get", field, _MISSING)
+    parts = tuple(field.split("."))
+
+    def lookup(obj: dict) -> Any:
+        value = obj.get(field, _MISSING)
+        if value is not _MISSING:
+            return value
+        for part in parts:
+            if not isinstance(obj, dict):
+                return _MISSING
+            obj = obj.get(part, _MISSING)
+            if obj is _MISSING:
+                return _MISSING
+        return obj
+
+    return lookup
 
 
 _MISSING = object()
@@ -115,17 +126,13 @@ class EventParser:
 
     def __init__(self, schema: EventSchema) -> None:
         self.schema = schema
-        self._key_parts = self._parts(schema.key_field)
-        self._type_parts = self._parts(schema.type_field)
-        self._time_parts = self._parts(schema.time_field)
+        self._get_key = _getter(schema.key_field)
+        self._get_type = _getter(schema.type_field)
+        self._get_time = _getter(schema.time_field)
         self._kinds = {schema.create_type: CREATE, schema.pay_type: PAY}
         if schema.cancel_type is not None:
             self._kinds[schema.cancel_type] = CANCEL
         self._unit_num, self._unit_den = TIME_UNITS[schema.time_unit]
-
-    @staticmethod
-    def _parts(field: str) -> tuple[str, ...] | None:
-        return tuple(field.split(".")) if "." in field else None
 
     def load(self, raw: bytes) -> dict:
         """Decode one line into its JSON object, or raise :class:`RejectedLine`."""
@@ -148,28 +155,16 @@ class EventParser:
         # inline; everything else goes through the slower, fully checked helpers.
         obj = self.load(raw)
         schema = self.schema
-        key = (
-            obj.get(schema.key_field, _MISSING)
-            if self._key_parts is None
-            else _lookup(obj, schema.key_field, self._key_parts)
-        )
+        key = self._get_key(obj)
         if type(key) is not str:
             key = self._text_field(key, schema.key_field, "key", "a string or number")
-        type_value = (
-            obj.get(schema.type_field, _MISSING)
-            if self._type_parts is None
-            else _lookup(obj, schema.type_field, self._type_parts)
-        )
+        type_value = self._get_type(obj)
         if type(type_value) is not str:
             type_value = self._text_field(type_value, schema.type_field, "type", "a string")
         kind = self._kinds.get(type_value, OTHER)
         if time_policy == TIME_IGNORED:
             return key, kind, None, raw
-        time = (
-            obj.get(schema.time_field, _MISSING)
-            if self._time_parts is None
-            else _lookup(obj, schema.time_field, self._time_parts)
-        )
+        time = self._get_time(obj)
         if type(time) is int and self._unit_den == self._unit_num == 1 and _MIN_TIME_MS <= time <= _MAX_TIME_MS:
             return key, kind, time, raw
         if time is _MISSING and time_policy == TIME_OPTIONAL:
@@ -187,7 +182,7 @@ class EventParser:
 
     def time_of(self, obj: dict) -> int:
         """The event time of ``obj`` in integer epoch milliseconds, or raise :class:`RejectedLine`."""
-        return self._time_value(_lookup(obj, self.schema.time_field, self._time_parts))
+        return self._time_value(self._get_time(obj))
 
     def _time_value(self, value: Any) -> int:
         field = self.schema.time_field

@@ -142,13 +142,20 @@ def histogram(latencies: array, within: int, buckets: int = 10, width: int = 30)
     return rows
 
 
+def _counters_shown(stats: dict) -> list[tuple[str, int]]:
+    """The summary's further counters: late, rejected and pending always, others when not 0."""
+    return [
+        (name.replace("_", " "), stats[name])
+        for name in ("cancelled", "discarded", "unmatched_pays", "late", "rejected", "pending")
+        if stats.get(name) or name in ("late", "rejected", "pending")
+    ]
+
+
 def summary_text(stats: dict, latencies: array) -> str:
     """The exit summary as plain text, for a stderr that is not a terminal."""
     mode = stats["time_mode"] or "no events"
     parts = [f"{stats['events']} events", f"{stats['success']} success", f"{stats['timeout']} timeout"]
-    for name in ("cancelled", "discarded", "unmatched_pays", "late", "rejected", "pending"):
-        if stats.get(name) or name in ("late", "rejected", "pending"):
-            parts.append(f"{stats[name]} {name.replace('_', ' ')}")
+    parts += [f"{value} {label}" for label, value in _counters_shown(stats)]
     text = f"ordertimeout: {', '.join(parts)} ({mode} time, {stats['elapsed_s']:.2f}s)"
     figures = latency_figures(latencies)
     if figures:
@@ -169,9 +176,8 @@ def summary_table(stats: dict, latencies: array, within: int) -> Table:
     table.add_row("events", f"{stats['events']:,} ({mode} time, {stats['elapsed_s']:.2f}s)")
     table.add_row("success", Text(f"{stats['success']:,}", style="bold green"))
     table.add_row("timeout", Text(f"{stats['timeout']:,}", style="bold red"))
-    for name in ("cancelled", "discarded", "unmatched_pays", "late", "rejected", "pending"):
-        if stats.get(name) or name in ("late", "rejected", "pending"):
-            table.add_row(name.replace("_", " "), f"{stats[name]:,}")
+    for label, value in _counters_shown(stats):
+        table.add_row(label, f"{value:,}")
     figures = latency_figures(latencies)
     if figures:
         table.add_row(

@@ -52,7 +52,6 @@ class Runtime:
         max_line_bytes: int = MAX_LINE_BYTES,
         checkpointer: Callable[[Pipeline, dict], None] | None = None,
         checkpoint_every: int = 1000,
-        positions: dict[str, tuple[int, int]] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.max_line_bytes = max_line_bytes
@@ -61,7 +60,7 @@ class Runtime:
         self.checkpoint_every = checkpoint_every
         self._last_checkpoint = float("-inf")
         #: Per input name: (byte offset, line number) just after the last processed line.
-        self.positions: dict[str, tuple[int, int]] = dict(positions or {})
+        self.positions: dict[str, tuple[int, int]] = {}
         self.clock = clock
         self.writer = writer
         self.reporter = reporter

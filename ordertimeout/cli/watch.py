@@ -1,0 +1,121 @@
+"""`ordertimeout watch`: order events from files or stdin."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+
+import click
+
+from ..clocks import LoopClock
+from ..events import TIME_UNITS, EventSchema
+from ..matcher import Mode
+from ..pipeline import TimeMode
+from ..runtime import MAX_LINE_BYTES
+from ..sources import ChunkReader, Input
+from ..state import StateError, StateStore
+from . import main
+from .common import Duration, _build, _execute, _Run, output_options
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
+@click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay. Example: --within 15m (also 250ms, 1.5s, 1h30m, 2d).")
+@output_options
+@click.option("--key", "key_field", default="userId", show_default=True, help="Field that groups events; dotted paths reach nested fields. Example: --key order.user.id")
+@click.option("--type-field", default="type", show_default=True, help="Field holding the event type. Example: --type-field event")
+@click.option("--create-type", default="create", show_default=True, help="Type value of an order creation. Example: --create-type order_created")
+@click.option("--pay-type", default="pay", show_default=True, help="Type value of a payment. Example: --pay-type order_paid")
+@click.option("--cancel-type", default=None, help="Type value of a cancellation (with --match each): it closes the oldest open order as cancelled. Example: --cancel-type cancel")
+@click.option("--time-field", default="ts", show_default=True, help="Field holding the event time; dotted paths allowed. Example: --time-field meta.ts")
+@click.option("--time-unit", type=click.Choice(list(TIME_UNITS)), default="ms", show_default=True, help="Unit of numeric times (ISO-8601 strings are read too). Example: --time-unit s")
+@click.option("--processing-time", is_flag=True, help="Use the arrival time even when events carry a time field. Example: --processing-time --within 30s")
+@click.option("--lateness", type=Duration(allow_zero=True), default="0", show_default=True, help="Bounded out-of-orderness in event time. Example: --lateness 500ms")
+@click.option("--idle", type=Duration(), default=None, help="Event time: after this much quiet wall time the watermark follows the wall clock, so open orders still time out. Example: --idle 5s")
+@click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation). Example: -f shop.log")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), help="Append every unused line (malformed, late) to FILE as JSON. Example: --rejects rejects.jsonl")
+@click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1. Example: --strict")
+@click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded. Example: --max-line-bytes 65536")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False), help="SQLite file keeping open orders, watermark, counters and file offsets across restarts. Example: --state orders.db")
+@click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state. Example: --checkpoint-every 200ms")
+def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time_field, time_unit,
+          processing_time, lateness, idle, follow, rejects_path, strict, max_line_bytes, state_path,
+          checkpoint_every, **params) -> None:
+    """Match order events read as JSON lines from FILES (or stdin) and print results.
+
+    \b
+    Examples:
+      cat events.jsonl | ordertimeout watch --within 1s
+      ordertimeout watch sample_data/orders.jsonl --within 15m --json | jq -c 'select(.result=="timeout")'
+      ordertimeout watch --follow /var/log/shop/events.jsonl --within 15m --idle 30s
+    """
+    if cancel_type is not None and params["match_mode"] != Mode.EACH.value:
+        raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
+    if processing_time and (idle is not None or lateness):
+        raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
+    if follow and (len(files) != 1 or files[0] == "-"):
+        raise click.UsageError("--follow needs exactly one FILE (not stdin)")
+    inputs = _inputs(files, follow)
+    schema = EventSchema(
+        key_field=key_field, type_field=type_field, time_field=time_field, create_type=create_type,
+        pay_type=pay_type, cancel_type=cancel_type, time_unit=time_unit,
+    )
+    run = _build(
+        params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
+        strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle, max_line_bytes=max_line_bytes,
+    )
+    if state_path is not None:
+        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
+    run.reader = ChunkReader(inputs)
+    _execute(run, lambda: run.runtime.watch(run.reader))
+
+
+def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: int,
+             inputs: list[Input], checkpoint_every: int) -> list[Input]:
+    """Open ``--state``, continue from its checkpoint, and checkpoint this run into it."""
+    config = {
+        "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
+        "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": params["within"],
+        "match": params["match_mode"], "lateness_ms": lateness,
+    }
+    store = StateStore(path, config)
+    try:
+        checkpoint = store.open()
+    except StateError as error:
+        raise click.ClickException(str(error)) from None
+    run.state = store
+    runtime = run.runtime
+    runtime.checkpointer, runtime.checkpoint_every = store.save, checkpoint_every
+    if checkpoint is None:
+        return inputs
+    run.pipeline.restore(checkpoint["pipeline"])
+    runtime.positions.update(checkpoint["offsets"])
+    # Time never runs backwards across a restart, even if the system clock was stepped back.
+    restored_now = run.pipeline.matcher.now
+    if run.pipeline.time_mode is TimeMode.PROCESSING and math.isfinite(restored_now):
+        runtime.clock = LoopClock(max(time.time_ns() // 1_000_000, int(restored_now)))
+    return [
+        dataclasses.replace(source, start_offset=runtime.positions[source.name][0])
+        if source.path is not None and source.name in runtime.positions else source
+        for source in inputs
+    ]
+
+
+def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
+    """The inputs to read, checked up front so a typo fails before any output."""
+    inputs = []
+    for path in files or ("-",):
+        if path == "-":
+            inputs.append(Input("<stdin>", stream=sys.stdin.buffer))
+            continue
+        try:
+            os.close(os.open(path, os.O_RDONLY))
+        except OSError as error:
+            raise click.ClickException(f"cannot open {path}: {error.strerror}") from None
+        if os.path.isdir(path):
+            raise click.ClickException(f"cannot read {path}: it is a directory")
+        inputs.append(Input(path, path=path, follow=follow))
+    return inputs
+

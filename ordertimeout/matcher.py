@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from urllib.parse import quote
 from collections import deque
 from enum import Enum
 from typing import NamedTuple
@@ -40,6 +41,7 @@ __all__ = [
     "Matcher",
     "OutOfOrderError",
     "COUNTER_NAMES",
+    "result_id",
 ]
 
 
@@ -52,11 +54,28 @@ class Mode(str, Enum):
 
 
 class OpenOrder(NamedTuple):
-    """A create waiting for its pay: plain data, so it can be saved and restored."""
+    """A create waiting for its pay: plain data, so it can be saved and restored.
+
+    ``seq`` is the create's position among its key's creates at the same millisecond
+    (0 for the first), which makes the order's result id unique.
+    """
 
     created: int
     key: str
     raw: bytes
+    seq: int = 0
+
+
+def result_id(kind: str, key: str, created: int, seq: int) -> str:
+    """The stable id of a result: ``timeout:u1:1700000000000:0``.
+
+    Derived from the result alone (kind, key, the create's time and its position among
+    the key's creates at that millisecond), so ``watch``, a rerun over the same events and
+    a Kafka worker give the same result the same id, and a consumer can drop repeats.
+    The key is percent-encoded (``:`` and anything outside ``A-Za-z0-9_.-~@``), so the id
+    is plain ASCII, fits an HTTP header, and reads back unambiguously.
+    """
+    return f"{kind}:{quote(key, safe='@')}:{created}:{seq}"
 
 
 class Success(NamedTuple):
@@ -68,11 +87,17 @@ class Success(NamedTuple):
     deadline: int
     create: bytes
     pay: bytes
+    seq: int = 0
 
     @property
     def time(self) -> int:
         """When the result happened: the pay's time."""
         return self.paid
+
+    @property
+    def id(self) -> str:
+        """The stable id (see :func:`result_id`)."""
+        return result_id("success", self.key, self.created, self.seq)
 
 
 class Timeout(NamedTuple):
@@ -83,11 +108,17 @@ class Timeout(NamedTuple):
     deadline: int
     create: bytes
     recovered: bool = False
+    seq: int = 0
 
     @property
     def time(self) -> int:
         """When the result happened: the deadline."""
         return self.deadline
+
+    @property
+    def id(self) -> str:
+        """The stable id (see :func:`result_id`)."""
+        return result_id("timeout", self.key, self.created, self.seq)
 
 
 class Cancelled(NamedTuple):
@@ -99,31 +130,38 @@ class Cancelled(NamedTuple):
     deadline: int
     create: bytes
     cancel: bytes
+    seq: int = 0
 
     @property
     def time(self) -> int:
         """When the result happened: the cancel's time."""
         return self.cancelled
 
+    @property
+    def id(self) -> str:
+        """The stable id (see :func:`result_id`)."""
+        return result_id("cancelled", self.key, self.created, self.seq)
+
 
 Result = Success | Timeout | Cancelled
 
 
-# Inside the matcher an open order is one bytes object: its created time and key in a
-# small header, then the raw create event. One object instead of a tuple, an int and the
+# Inside the matcher an open order is one bytes object: its created time, its sequence
+# number within the key's millisecond and its key in a small header, then the raw create
+# event. One object instead of a tuple, an int and the
 # raw bytes saves about 90 bytes an order (a million open orders fit in ~270 MB, stored
 # events included), and bytes are never tracked by the garbage collector, whose full
 # collections would otherwise stall timers for milliseconds once many orders are open.
 # Two packed orders are never the same object, so identity still tells them apart.
-_HEADER = struct.Struct(">qI")  # created (ms), length of the UTF-8 key
+_HEADER = struct.Struct(">qII")  # created (ms), length of the UTF-8 key, seq
 
 
-def _pack(created: int, key: str, raw: bytes) -> bytes:
+def _pack(created: int, key: str, raw: bytes, seq: int = 0) -> bytes:
     try:
         key_bytes = key.encode()
     except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as it is
         key_bytes = key.encode("utf-8", "surrogatepass")
-    return b"".join((_HEADER.pack(created, len(key_bytes)), key_bytes, raw))
+    return b"".join((_HEADER.pack(created, len(key_bytes), seq), key_bytes, raw))
 
 
 def _created_of(order: bytes) -> int:
@@ -131,19 +169,19 @@ def _created_of(order: bytes) -> int:
 
 
 def _key_of(order: bytes) -> str:
-    _, length = _HEADER.unpack_from(order)
+    _, length, _ = _HEADER.unpack_from(order)
     return order[_HEADER.size : _HEADER.size + length].decode("utf-8", "surrogatepass")
 
 
 def _unpack(order: bytes) -> OpenOrder:
-    created, length = _HEADER.unpack_from(order)
+    created, length, seq = _HEADER.unpack_from(order)
     start = _HEADER.size + length
-    return OpenOrder(created, order[_HEADER.size : start].decode("utf-8", "surrogatepass"), order[start:])
+    return OpenOrder(created, order[_HEADER.size : start].decode("utf-8", "surrogatepass"), order[start:], seq)
 
 
-def _created_and_raw(order: bytes) -> tuple[int, bytes]:
-    created, length = _HEADER.unpack_from(order)
-    return created, order[_HEADER.size + length :]
+def _created_raw_seq(order: bytes) -> tuple[int, bytes, int]:
+    created, length, seq = _HEADER.unpack_from(order)
+    return created, order[_HEADER.size + length :], seq
 
 #: The matcher's counters, in the order the statistics show them.
 COUNTER_NAMES = (
@@ -189,6 +227,10 @@ class Matcher:
         self._popped = 0
         self._changes_mark = 0
         self._closed_early: list | None = None
+        # Result ids: how many creates each key had at the millisecond ``_tick``. Input
+        # comes in time order, so only the current millisecond's counts are ever needed.
+        self._tick: int | float = float("-inf")
+        self._tick_creates: dict[str, int] = {}
         for name in COUNTER_NAMES:
             setattr(self, name, 0)
 
@@ -215,15 +257,15 @@ class Matcher:
             else:
                 closed = self._close_all(key) if mode is Mode.FOLLOWED_BY else (self._close_oldest(key),)
                 for order in closed:
-                    created, create = _created_and_raw(order)
+                    created, create, seq = _created_raw_seq(order)
                     self.success += 1
-                    out.append(Success(key, created, time, created + within, create, raw))
+                    out.append(Success(key, created, time, created + within, create, raw, seq))
         elif kind == CANCEL and mode is Mode.EACH:
             self.cancels += 1
             if key in self._open:
-                created, create = _created_and_raw(self._close_oldest(key))
+                created, create, seq = _created_raw_seq(self._close_oldest(key))
                 self.cancelled += 1
-                out.append(Cancelled(key, created, time, created + within, create, raw))
+                out.append(Cancelled(key, created, time, created + within, create, raw, seq))
             else:
                 self.unmatched_cancels += 1
         else:
@@ -251,7 +293,7 @@ class Matcher:
         complete = True
         while timeline:
             order = timeline[0]
-            created, length = unpack(order)
+            created, length, seq = unpack(order)
             if created + within > time:
                 break
             if limit is not None and len(out) >= limit:
@@ -265,7 +307,7 @@ class Matcher:
             if current is order or (type(current) is list and current[0] is order):
                 self._close_oldest(key, early=False)
                 self.timeout += 1
-                out.append(Timeout(key, created, created + within, order[size + length :]))
+                out.append(Timeout(key, created, created + within, order[size + length :], False, seq))
         self._head_deadline = unpack(timeline[0])[0] + within if timeline else float("inf")
         if complete and time > self.now:
             self.now = time
@@ -344,6 +386,7 @@ class Matcher:
             "mode": self.mode.value,
             "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
             "counts": self.counts(),
+            "tick": [self._tick, self._tick_creates] if self._tick_creates else None,
         }
         if with_orders:
             state["open"] = [tuple(order) for order in self.open_orders()]
@@ -357,9 +400,11 @@ class Matcher:
             matcher.now = state["now"]
         for name in COUNTER_NAMES:
             setattr(matcher, name, state["counts"][name])
-        orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: order.created)
-        for created, key, raw in orders:
-            matcher._add(key, _pack(created, key, raw), created)
+        if state.get("tick"):
+            matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
+        orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: (order.created, order.seq))
+        for created, key, raw, seq in orders:
+            matcher._add(key, _pack(created, key, raw, seq), created)
         return matcher
 
     # -- the per-key state ---------------------------------------------------------
@@ -409,7 +454,13 @@ class Matcher:
         if self.mode is Mode.NEXT and key in self._open:
             # Strict contiguity: a create after a create breaks the first one's match.
             self.discarded += len(self._close_all(key))
-        self._add(key, _pack(time, key, raw), time)
+        if time != self._tick:
+            self._tick = time
+            self._tick_creates.clear()
+        counts = self._tick_creates
+        seq = counts.get(key, 0)
+        counts[key] = seq + 1
+        self._add(key, _pack(time, key, raw, seq), time)
 
     def _close_oldest(self, key: str, early: bool = True) -> bytes:
         current = self._open[key]

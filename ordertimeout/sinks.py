@@ -72,8 +72,11 @@ class OutputBuffer:
 def json_line(result: Result) -> bytes:
     """One result as one JSON line; the original create/pay objects are embedded unchanged."""
     key = orjson.dumps(result.key)
+    # The id is plain ASCII without quotes or backslashes (see result_id): no escaping.
+    rid = result.id.encode()
     if type(result) is Success:
-        return b'{"result":"success","key":%b,"created":%d,"paid":%d,"deadline":%d,"create":%b,"pay":%b}\n' % (
+        return b'{"result":"success","id":"%b","key":%b,"created":%d,"paid":%d,"deadline":%d,"create":%b,"pay":%b}\n' % (
+            rid,
             key,
             result.created,
             result.paid,
@@ -83,14 +86,16 @@ def json_line(result: Result) -> bytes:
         )
     if type(result) is Timeout:
         recovered = b',"recovered":true' if result.recovered else b""
-        return b'{"result":"timeout","key":%b,"created":%d,"deadline":%d%b,"create":%b}\n' % (
+        return b'{"result":"timeout","id":"%b","key":%b,"created":%d,"deadline":%d%b,"create":%b}\n' % (
+            rid,
             key,
             result.created,
             result.deadline,
             recovered,
             result.create,
         )
-    return b'{"result":"cancelled","key":%b,"created":%d,"cancelled":%d,"deadline":%d,"create":%b,"cancel":%b}\n' % (
+    return b'{"result":"cancelled","id":"%b","key":%b,"created":%d,"cancelled":%d,"deadline":%d,"create":%b,"cancel":%b}\n' % (
+        rid,
         key,
         result.created,
         result.cancelled,

@@ -23,13 +23,13 @@ from .pipeline import Pipeline
 __all__ = ["StateStore", "StateError", "FORMAT"]
 
 #: Bumped when the layout changes; an older file is refused rather than misread.
-FORMAT = 1
+FORMAT = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS open_orders (
     position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
-    deadline INTEGER NOT NULL, raw BLOB NOT NULL);
+    deadline INTEGER NOT NULL, raw BLOB NOT NULL, seq INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS open_orders_by_key ON open_orders (key, created);
 CREATE TABLE IF NOT EXISTS buffered (
     position INTEGER PRIMARY KEY, time INTEGER NOT NULL, sequence INTEGER NOT NULL,
@@ -121,8 +121,10 @@ class StateStore:
             return None  # created, but no checkpoint yet
         pipeline = orjson.loads(meta["pipeline"])
         pipeline["matcher"]["open"] = [
-            (created, key, bytes(raw))
-            for key, created, raw in connection.execute("SELECT key, created, raw FROM open_orders ORDER BY position")
+            (created, key, bytes(raw), seq)
+            for key, created, raw, seq in connection.execute(
+                "SELECT key, created, raw, seq FROM open_orders ORDER BY position"
+            )
         ]
         pipeline["buffer"] = [
             (time, sequence, key, kind, bytes(raw))
@@ -153,16 +155,16 @@ class StateStore:
                 connection.execute("DELETE FROM open_orders")
             else:
                 head, opened, closed = matcher.take_changes()
-                # Identical orders are interchangeable; the oldest of them closes first.
+                # (key, created, seq) names one order: its result id.
                 connection.executemany(
                     "DELETE FROM open_orders WHERE position = (SELECT position FROM open_orders"
-                    " WHERE key = ? AND created = ? AND raw = ? ORDER BY position LIMIT 1)",
-                    [(order.key, order.created, order.raw) for order in closed],
+                    " WHERE key = ? AND created = ? AND seq = ? ORDER BY position LIMIT 1)",
+                    [(order.key, order.created, order.seq) for order in closed],
                 )
                 connection.execute("DELETE FROM open_orders WHERE position < ?", (head,))
             connection.executemany(
-                "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?)",
-                [(position, order.key, order.created, order.created + within, order.raw)
+                "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?, ?)",
+                [(position, order.key, order.created, order.created + within, order.raw, order.seq)
                  for position, order in opened],
             )
             connection.execute("DELETE FROM buffered")

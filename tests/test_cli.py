@@ -34,8 +34,8 @@ def test_original_fields_reach_the_consumer():
     results = json_lines(invoke(["watch", str(SAMPLE), "--within", "15m", "--json", "-q"]).stdout)
     success = results[0]
     assert success["create"]["orderId"] == "o-1002" and success["pay"]["amount"] == 29.0
-    assert list(success) == ["result", "key", "created", "paid", "deadline", "create", "pay"]
-    assert list(results[1]) == ["result", "key", "created", "deadline", "create"]
+    assert list(success) == ["result", "id", "key", "created", "paid", "deadline", "create", "pay"]
+    assert list(results[1]) == ["result", "id", "key", "created", "deadline", "create"]
 
 
 def test_stdin_is_read_when_no_file_or_dash():

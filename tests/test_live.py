@@ -86,7 +86,7 @@ def test_cancel_closes_the_oldest_order_as_cancelled(tmp_path):
     outcome = invoke(["watch", "--json", "--cancel-type", "cancel", "-q", "--stats", str(tmp_path / "s.json")], input=data)
     lines = outcome.stdout.splitlines()
     cancelled, success = orjson.loads(lines[0]), orjson.loads(lines[1])
-    assert cancelled == {"result": "cancelled", "key": "1", "created": 1000, "cancelled": 1200, "deadline": 2000,
+    assert cancelled == {"result": "cancelled", "id": "cancelled:1:1000:0", "key": "1", "created": 1000, "cancelled": 1200, "deadline": 2000,
                          "create": orjson.loads(event("1", "create", 1000, orderId="a")),
                          "cancel": orjson.loads(event("1", "cancel", 1200, orderId="a"))}
     assert success["result"] == "success" and success["create"]["orderId"] == "b"

@@ -10,7 +10,7 @@ from ordertimeout.matcher import (
     OutOfOrderError,
     Success,
     Timeout,
-    _created_and_raw,
+    _created_raw_seq,
     _created_of,
     _key_of,
     _pack,
@@ -191,7 +191,7 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
     assert [_unpack(o).raw for o in matcher._open["a"]] == [b"first", b"second", b"third"]
     matcher.on_event("a", PAY, 30, b"p")
     matcher.on_event("a", PAY, 40, b"p")
-    assert _unpack(matcher._open["a"]) == (20, "a", b"third")
+    assert _unpack(matcher._open["a"]) == (20, "a", b"third", 0)
     matcher.on_event("a", PAY, 50, b"p")
     assert "a" not in matcher._open and matcher.pending == 0
 
@@ -202,9 +202,38 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
      (5, "\ud800", b""), (1, "k" * 70000, b"r" * 10)],
 )
 def test_packed_orders_round_trip(created, key, raw):
-    order = _pack(created, key, raw)
-    assert _unpack(order) == OpenOrder(created, key, raw)
-    assert (_created_of(order), _key_of(order), _created_and_raw(order)) == (created, key, (created, raw))
+    order = _pack(created, key, raw, 7)
+    assert _unpack(order) == OpenOrder(created, key, raw, 7)
+    assert (_created_of(order), _key_of(order), _created_raw_seq(order)) == (created, key, (created, raw, 7))
+
+
+def test_result_ids_number_a_keys_creates_within_one_millisecond():
+    matcher = Matcher(W)
+    out = []
+    for key, kind, time in [("u1", CREATE, 5), ("u1", PAY, 5), ("u1", CREATE, 5), ("u2", CREATE, 5),
+                            ("u1", CREATE, 6), ("u1", PAY, 6)]:
+        out += matcher.on_event(key, kind, time, b"{}")
+    out += matcher.drain()
+    assert [result.id for result in out] == [
+        "success:u1:5:0", "success:u1:5:1", "timeout:u2:5:0", "timeout:u1:6:0",
+    ]
+    assert len({result.id for result in out}) == len(out)
+
+
+def test_result_ids_are_ascii_and_unambiguous_for_any_key():
+    matcher = Matcher(W)
+    out = matcher.on_event("a:b c/ключ", CREATE, 1, b"{}") + matcher.drain()
+    assert out[0].id == "timeout:a%3Ab%20c%2F%D0%BA%D0%BB%D1%8E%D1%87:1:0"
+    assert out[0].id.isascii() and '"' not in out[0].id
+
+
+def test_result_id_numbering_survives_a_snapshot_mid_millisecond():
+    first = Matcher(W)
+    first.on_event("u", CREATE, 3, b"{}")
+    first.on_event("u", PAY, 3, b"{}")
+    second = Matcher.restore(first.snapshot())
+    out = second.on_event("u", CREATE, 3, b"{}") + second.drain()
+    assert [result.id for result in out] == ["timeout:u:3:1"]
 
 
 def test_timeline_skips_resolved_entries_and_keeps_deadline_order():

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import click
 import orjson
+from rich.text import Text
 
 from ..clocks import LoopClock
 from ..durations import DurationError, parse_duration
@@ -103,6 +104,10 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
+    #: The signals that end the run in order (``kafka`` adds SIGHUP).
+    stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+    #: Returns a text the status line shows instead of the figures (e.g. while connecting).
+    notice: Callable[[], str | None] | None = None
 
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
@@ -146,7 +151,7 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, on_signal) for signum in run.stop_signals}
     status = None
     if not run.quiet and terminal.wants_status(sys.stderr):
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
@@ -182,6 +187,9 @@ def _status_renderer(run: _Run) -> Callable[[], object]:
     history: list[tuple[int, int]] = []
 
     def render() -> object:
+        notice = run.notice() if run.notice is not None else None
+        if notice:
+            return Text(notice, style="yellow")
         stats = run.pipeline.stats()
         now = clock.now_ms()
         history.append((now, stats["events"]))

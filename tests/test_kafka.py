@@ -87,6 +87,18 @@ class Cluster:
 
         asyncio.run(create())
 
+    def topics(self) -> set[str]:
+        """The topics of the cluster."""
+        async def topics():
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                return set(await admin.list_topics())
+            finally:
+                await admin.close()
+
+        return asyncio.run(topics())
+
     def produce(self, lines, key_field="userId", partition=None) -> None:
         """Produce lines keyed by their ``key_field`` (as a shop's producer should)."""
         async def produce():
@@ -96,7 +108,7 @@ class Cluster:
                 futures = []
                 for line in lines:
                     key = None
-                    with contextlib.suppress(orjson.JSONDecodeError, TypeError, AttributeError):
+                    with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
                         key = str(orjson.loads(line)[key_field]).encode()
                     futures.append(await producer.send(self.topic, line, key=key, partition=partition))
                 await asyncio.gather(*futures)
@@ -115,6 +127,8 @@ class Cluster:
                 if not partitions:
                     await consumer.topics()
                     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                if not partitions:
+                    return []
                 consumer.assign(partitions)
                 await consumer.seek_to_beginning(*partitions)
                 records = []
@@ -221,3 +235,138 @@ def test_workers_give_the_results_of_watch(cluster, workers):
     # Rows on stdout (no --json); each summary counts what that worker decided.
     assert sum(len(out.splitlines()) for out, _ in outcomes) >= len(expected)
     assert sum(_summary(err)["events"] for _, err in outcomes) >= len(lines)
+
+
+def _with_closing_events(lines: list[bytes]) -> list[bytes]:
+    """The traffic plus one far later event per user, so every partition's watermark
+    passes every deadline without --idle (the same events settle ``watch`` the same way)."""
+    last = max(orjson.loads(line)["ts"] for line in lines)
+    users = sorted({orjson.loads(line)["userId"] for line in lines})
+    return lines + [orjson.dumps({"userId": user, "type": "closing", "ts": last + 10_000}) for user in users]
+
+
+def test_a_killed_worker_loses_nothing_and_repeats_only_same_ids(cluster):
+    lines = _with_closing_events(_traffic(2400, seed=7))
+    expected = _watch(lines)
+    half = len(lines) // 2
+    cluster.create()
+    cluster.produce(lines[:half])
+    first, second, third = (cluster.worker("--json", "-q") for _ in range(3))
+    try:
+        cluster.wait_for(lambda results: len(results) >= len(expected) // 4, what="first results")
+        first.send_signal(signal.SIGKILL)  # mid-stream, no chance to save anything
+        first.wait()
+        cluster.produce(lines[half:])
+        fourth = cluster.worker("--json", "-q")  # joins while the others take over
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        for process in (second, third, fourth):
+            _stop(process)
+    assert _by_id(results) == _by_id(expected)  # none lost, and a repeat is the same result
+    assert _per_key(results) == _per_key(expected)
+
+
+def test_a_restarted_group_resumes_from_its_state_and_sends_nothing_twice(cluster):
+    lines = _with_closing_events(_traffic(2400, seed=11))
+    expected = _watch(lines)
+    half = len(lines) // 2
+    cluster.create()
+    cluster.produce(lines[:half])
+    workers = [cluster.worker("--json", "-q") for _ in range(2)]
+    try:
+        cluster.wait_for(lambda results: len(results) >= len(expected) // 4, what="first results")
+    finally:
+        first_out = [_stop(process, signal.SIGHUP if index else signal.SIGTERM)[0]
+                     for index, process in enumerate(workers)]
+    cluster.produce(lines[half:])
+    workers = [cluster.worker("--json", "-q") for _ in range(2)]
+    try:
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        second_out = [_stop(process, signal.SIGINT)[0] for process in workers]
+    ids = [result["id"] for result in results]
+    assert len(ids) == len(set(ids)), "a graceful stop and restart sent a result twice"
+    assert _by_id(results) == _by_id(expected)
+    # --json on stdout printed what was produced, each result once.
+    printed = [orjson.loads(line)["id"] for out in first_out + second_out for line in out.splitlines()]
+    assert sorted(printed) == sorted(ids)
+
+
+def test_a_poison_record_is_counted_rejected_and_skipped(cluster):
+    cluster.create(partitions=1, topics=None)
+    cluster.produce([
+        orjson.dumps({"userId": "u1", "type": "create", "ts": 1000}),
+        b"this is not json",
+        orjson.dumps({"type": "pay", "ts": 1100}),  # no key
+        orjson.dumps({"userId": "u1", "type": "pay", "ts": 1200}),
+    ], partition=0)
+    worker = cluster.worker("--json")
+    try:
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+    finally:
+        out, err = _stop(worker)
+    assert [(result["result"], result["key"]) for result in results] == [("success", "u1")]
+    assert f"{cluster.topic}-0 offset:1: not valid JSON" in err
+    assert f"{cluster.topic}-0 offset:2: " in err and "userId" in err
+    assert _summary(err)["rejected"] == 2
+    assert _summary(err)["success"] == 1
+
+
+def test_an_idle_partition_does_not_hold_back_the_others(cluster):
+    cluster.create(partitions=2)
+    cluster.produce([orjson.dumps({"userId": "quiet", "type": "create", "ts": 1000})], partition=1)
+    cluster.produce([
+        orjson.dumps({"userId": "busy", "type": "create", "ts": 1000}),
+        orjson.dumps({"userId": "busy", "type": "view", "ts": 5000}),
+    ], partition=0)
+    worker = cluster.worker("--json", "-q")
+    try:
+        # Partition 1 never moves on, yet partition 0's watermark alone times its order out.
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+        time.sleep(1)
+        results = cluster.results()
+    finally:
+        _stop(worker)
+    assert [(result["result"], result["key"], result["deadline"]) for result in results] == [("timeout", "busy", 2000)]
+
+
+def test_missing_topics_are_named_and_created_on_request(cluster):
+    worker = cluster.worker("-q")
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    message = err.decode()
+    assert "Traceback" not in message
+    assert message.startswith("Error: missing topics on ")
+    for name in (cluster.topic, cluster.results_topic, f"{cluster.group}-state"):
+        assert name in message
+    assert "--create-topics" in message
+
+    worker = cluster.worker("--create-topics", "3", "--json", "-q")
+    try:
+        deadline = time.monotonic() + 30
+        while not {cluster.topic, cluster.results_topic, f"{cluster.group}-state"} <= cluster.topics():
+            assert time.monotonic() < deadline, "the topics were not created"
+            time.sleep(0.2)
+        cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1}),
+                         orjson.dumps({"userId": "u", "type": "pay", "ts": 2})])
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+    finally:
+        _stop(worker)
+    assert results[0]["result"] == "success"
+
+
+def test_an_unreachable_broker_is_retried_then_given_up(tmp_path):
+    port = _free_port()  # nothing listens there
+    started = time.monotonic()
+    done = subprocess.run(
+        [*COMMAND, "kafka", "--bootstrap", f"127.0.0.1:{port}", "--topic", "t", "--group", "g",
+         "--results-topic", "r", "--connect-timeout", "2s"],
+        capture_output=True, timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert "Traceback" not in err
+    assert f"cannot reach the Kafka cluster at 127.0.0.1:{port}" in err
+    assert "retrying" in err and "--connect-timeout" in err
+    assert elapsed >= 2

@@ -35,6 +35,7 @@ SHARED_WATCH_OPTIONS = (
 @click.option("--results-topic", required=True, help="Topic the results are produced to (key: the result's key). Example: --results-topic order-results")
 @click.option("--start", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True, help="Where a partition without state or committed offset starts. Example: --start latest")
 @click.option("--create-topics", type=click.IntRange(min=1), default=None, metavar="N", help="Create missing topics with N partitions (the state topic compacted). Example: --create-topics 12")
+@click.option("--replication-factor", type=click.IntRange(min=1), default=1, show_default=True, help="Copies of each partition for topics made by --create-topics (3 on a production cluster). Example: --replication-factor 3")
 @click.option("--connect-timeout", type=Duration(), default="30s", show_default=True, help="Give up (exit 1) when the cluster cannot be reached for this long. Example: --connect-timeout 2m")
 @click.option("--session-timeout", type=Duration(), default="10s", show_default=True, help="A worker silent this long leaves the group and its partitions move. Example: --session-timeout 30s")
 @click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two state writes and commits per partition. Example: --checkpoint-every 500ms")
@@ -46,7 +47,7 @@ SHARED_WATCH_OPTIONS = (
 @click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Client certificate for mutual TLS. Example: --ssl-certfile client.pem")
 @click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Key of --ssl-certfile. Example: --ssl-keyfile client.key")
 @output_options
-def kafka(bootstrap, topic, group, results_topic, start, create_topics, connect_timeout, session_timeout,
+def kafka(bootstrap, topic, group, results_topic, start, create_topics, replication_factor, connect_timeout, session_timeout,
           checkpoint_every, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile,
           ssl_certfile, ssl_keyfile, **params) -> None:
     """Match order events from a Kafka topic as one worker of a consumer group.
@@ -99,7 +100,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, connect_
         sasl_password=sasl_password, ssl_cafile=ssl_cafile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
     )
     settings = WorkerSettings(
-        client, topic, group, results_topic, start=start, create_topics=create_topics,
+        client, topic, group, results_topic, start=start, create_topics=create_topics, replication=replication_factor,
         connect_timeout=connect_timeout, session_timeout=session_timeout, checkpoint_every=checkpoint_every,
     )
     worker = Worker(settings, make_pipeline, config, LoopClock(), writer, reporter)

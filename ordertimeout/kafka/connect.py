@@ -91,9 +91,10 @@ def _describe(error: BaseException) -> str:
 
 
 async def check_topics(admin: AIOKafkaAdminClient, bootstrap: str, topic: str, results_topic: str,
-                       state_topic: str, create_partitions: int | None) -> int:
-    """Make sure the three topics exist (creating them with ``create_partitions``); return
-    the input topic's partition count. The state topic must have as many partitions."""
+                       state_topic: str, create_partitions: int | None, replication: int = 1) -> int:
+    """Make sure the three topics exist (creating them with ``create_partitions`` and
+    ``replication`` copies); return the input topic's partition count. The state topic must
+    have as many partitions."""
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in (topic, results_topic, state_topic) if name not in existing]
@@ -105,7 +106,7 @@ async def check_topics(admin: AIOKafkaAdminClient, bootstrap: str, topic: str, r
         if missing:
             await admin.create_topics([
                 NewTopic(
-                    name, create_partitions, -1,
+                    name, create_partitions, replication,
                     # The changelog keeps the latest record per key: compaction bounds it.
                     topic_configs={"cleanup.policy": "compact"} if name == state_topic else {},
                 )

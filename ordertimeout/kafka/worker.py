@@ -43,6 +43,7 @@ class WorkerSettings:
     results_topic: str
     start: str = "earliest"
     create_topics: int | None = None
+    replication: int = 1
     connect_timeout: int = 30_000
     session_timeout: int = 10_000
     checkpoint_every: int = 1000
@@ -121,7 +122,7 @@ class Worker(ConsumerRebalanceListener):
         admin = await connect_admin(settings.client, settings.connect_timeout, retrying)
         try:
             await check_topics(admin, bootstrap, settings.topic, settings.results_topic, settings.state_topic,
-                               settings.create_topics)
+                               settings.create_topics, settings.replication)
         finally:
             await admin.close()
         client = settings.client.kwargs()

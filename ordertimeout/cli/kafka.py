@@ -38,6 +38,7 @@ SHARED_WATCH_OPTIONS = (
 @click.option("--replication-factor", type=click.IntRange(min=1), default=1, show_default=True, help="Copies of each partition for topics made by --create-topics (3 on a production cluster). Example: --replication-factor 3")
 @click.option("--connect-timeout", type=Duration(), default="30s", show_default=True, help="Give up (exit 1) when the cluster cannot be reached for this long. Example: --connect-timeout 2m")
 @click.option("--session-timeout", type=Duration(), default="10s", show_default=True, help="A worker silent this long leaves the group and its partitions move. Example: --session-timeout 30s")
+@click.option("--request-timeout", type=Duration(), default="30s", show_default=True, help="A broker request unanswered this long is given up and sent again. Example: --request-timeout 10s")
 @click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two state writes and commits per partition. Example: --checkpoint-every 500ms")
 @click.option("--security-protocol", type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]), default="PLAINTEXT", show_default=True, help="How to talk to the brokers. Example: --security-protocol SASL_SSL")
 @click.option("--sasl-mechanism", type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]), default=None, help="SASL login mechanism. Example: --sasl-mechanism SCRAM-SHA-512")
@@ -48,7 +49,7 @@ SHARED_WATCH_OPTIONS = (
 @click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Key of --ssl-certfile. Example: --ssl-keyfile client.key")
 @output_options
 def kafka(bootstrap, topic, group, results_topic, start, create_topics, replication_factor, connect_timeout, session_timeout,
-          checkpoint_every, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile,
+          request_timeout, checkpoint_every, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile,
           ssl_certfile, ssl_keyfile, **params) -> None:
     """Match order events from a Kafka topic as one worker of a consumer group.
 
@@ -101,7 +102,8 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     )
     settings = WorkerSettings(
         client, topic, group, results_topic, start=start, create_topics=create_topics, replication=replication_factor,
-        connect_timeout=connect_timeout, session_timeout=session_timeout, checkpoint_every=checkpoint_every,
+        connect_timeout=connect_timeout, session_timeout=session_timeout, request_timeout=request_timeout,
+        checkpoint_every=checkpoint_every,
     )
     worker = Worker(settings, make_pipeline, config, LoopClock(), writer, reporter)
     # The worker stands in for the pipeline and the runtime of a local run: it answers

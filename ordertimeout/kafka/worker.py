@@ -13,6 +13,7 @@ signal, checkpointing every partition first, so a restart sends nothing twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +29,9 @@ from .connect import ClientSettings, KafkaRunError, check_topics, connect_admin
 from .partition import PartitionTask
 
 __all__ = ["Worker", "WorkerSettings"]
+
+# aiokafka logs every rebalance step as a warning; the worker reports what matters itself.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 #: Counters summed over partitions for the status line and the summary.
 _SUMMED = ("events", *COUNTER_NAMES, "late", "rejected")
@@ -46,6 +50,7 @@ class WorkerSettings:
     replication: int = 1
     connect_timeout: int = 30_000
     session_timeout: int = 10_000
+    request_timeout: int = 30_000
     checkpoint_every: int = 1000
 
     @property
@@ -81,9 +86,7 @@ class Worker(ConsumerRebalanceListener):
         self._retired = dict.fromkeys(_SUMMED, 0)
         self._time_mode: TimeMode | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._restorer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._restore_lock = asyncio.Lock()
         self._failure: BaseException | None = None
 
     # -- running ---------------------------------------------------------------------
@@ -126,15 +129,14 @@ class Worker(ConsumerRebalanceListener):
         finally:
             await admin.close()
         client = settings.client.kwargs()
-        self._producer = AIOKafkaProducer(**client, acks="all", linger_ms=5)
+        self._producer = AIOKafkaProducer(**client, acks="all", linger_ms=5, request_timeout_ms=settings.request_timeout)
         self._consumer = AIOKafkaConsumer(
             **client, group_id=settings.group, enable_auto_commit=False, auto_offset_reset=settings.start,
-            session_timeout_ms=settings.session_timeout,
+            session_timeout_ms=settings.session_timeout, request_timeout_ms=settings.request_timeout,
             heartbeat_interval_ms=max(100, min(3000, settings.session_timeout // 5)),
         )
-        self._restorer = AIOKafkaConsumer(**client, enable_auto_commit=False)
         try:
-            for client_ in (self._producer, self._consumer, self._restorer):
+            for client_ in (self._producer, self._consumer):
                 await client_.start()
         except KafkaError as error:
             raise KafkaRunError(f"cannot connect to {bootstrap}: {error}") from None
@@ -145,7 +147,7 @@ class Worker(ConsumerRebalanceListener):
         try:
             await self._stop_tasks(list(self.tasks))
         finally:
-            for client in (self._consumer, self._restorer, self._producer):
+            for client in (self._consumer, self._producer):
                 if client is not None:
                     try:
                         await client.stop()
@@ -189,8 +191,11 @@ class Worker(ConsumerRebalanceListener):
     async def restore(self, partition: int) -> Restored:
         """Read partition ``partition`` of the state topic from its start to its end."""
         tp = TopicPartition(self.settings.state_topic, partition)
-        consumer = self._restorer
-        async with self._restore_lock:
+        # A consumer of its own per restore (no group): assigned the one partition, read, closed.
+        consumer = AIOKafkaConsumer(**self.settings.client.kwargs(), enable_auto_commit=False,
+                                    auto_offset_reset="earliest", request_timeout_ms=self.settings.request_timeout)
+        await consumer.start()
+        try:
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             records = []
@@ -204,7 +209,8 @@ class Worker(ConsumerRebalanceListener):
                     end = (await consumer.end_offsets([tp]))[tp]
                 if end is not None and await consumer.position(tp) >= end:
                     break
-            consumer.unsubscribe()
+        finally:
+            await consumer.stop()
         try:
             return fold(partition, records, self.config)
         except ChangelogError as error:
@@ -261,6 +267,7 @@ class Worker(ConsumerRebalanceListener):
 
     def _retire(self, task: PartitionTask) -> None:
         """Keep a partition's share of the counters once it leaves this worker."""
+        self._time_mode = self._time_mode or task.pipeline.time_mode
         for name, value in self._share(task).items():
             self._retired[name] += value
 

@@ -14,7 +14,7 @@ line number just after the last fully processed line).
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -135,8 +135,13 @@ class StateStore:
         offsets = {source: (offset, line) for source, offset, line in connection.execute("SELECT * FROM offsets")}
         return {"pipeline": pipeline, "offsets": offsets}
 
-    def save(self, pipeline: Pipeline, offsets: dict[str, tuple[int, int]]) -> None:
+    def save(self, pipeline: Pipeline, offsets: dict[str, tuple[int, int]],
+             also: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """Write one checkpoint atomically: all of it, or (after a crash) none of it.
+
+        ``also(connection)``, when given, runs inside the same transaction just before
+        its COMMIT, so a host can write its own rows (an outbox of results to deliver)
+        atomically with the state that decided them. If it raises, nothing is written.
 
         The first checkpoint of a run writes every open order; later ones write only what
         changed since (orders opened, closed early, timed out), so a checkpoint costs
@@ -176,12 +181,16 @@ class StateStore:
                 "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
                 [(source, offset, line) for source, (offset, line) in offsets.items()],
             )
+            if also is not None:
+                also(connection)
             connection.execute("COMMIT")
-        except sqlite3.Error as error:
+        except BaseException as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             self._synced = False  # the changes taken are lost: the next save writes all
-            raise StateError(f"cannot write state file {self.path}: {error}") from None
+            if isinstance(error, sqlite3.Error):
+                raise StateError(f"cannot write state file {self.path}: {error}") from None
+            raise
         self._synced = True
 
     def close(self) -> None:

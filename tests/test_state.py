@@ -263,3 +263,31 @@ def test_an_empty_file_or_database_is_taken_as_new(tmp_path):
         reopened = StateStore(str(path), CONFIG)
         assert reopened.open() is None  # created, no checkpoint yet: still ours
         reopened.close()
+
+
+def test_save_runs_also_inside_the_checkpoint_transaction(tmp_path):
+    """A host's own rows (the notify outbox) commit with the checkpoint, or not at all."""
+    path = str(tmp_path / "state.db")
+    store = StateStore(path, CONFIG)
+    store.open()
+
+    def outbox(connection):
+        connection.execute("CREATE TABLE IF NOT EXISTS outbox (id TEXT)")
+        connection.execute("INSERT INTO outbox VALUES ('timeout:1:100:0')")
+
+    pipeline = pipeline_with([event("1", "create", 100)])
+    store.save(pipeline, {}, also=outbox)
+
+    def failing(connection):
+        connection.execute("INSERT INTO outbox VALUES ('lost')")
+        raise RuntimeError("delivery bookkeeping failed")
+
+    with pytest.raises(RuntimeError):
+        pipeline.feed(event("2", "create", 200), 0)
+        store.save(pipeline, {"f": (9, 1)}, also=failing)
+    store.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT id FROM outbox").fetchall() == [("timeout:1:100:0",)]
+    assert connection.execute("SELECT count(*) FROM open_orders").fetchone() == (1,)
+    assert connection.execute("SELECT count(*) FROM offsets").fetchone() == (0,)
+    connection.close()

@@ -15,6 +15,7 @@ however the file is named and refused when the file was replaced or truncated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import os
@@ -25,7 +26,7 @@ from typing import AsyncIterator, BinaryIO, NamedTuple, Sequence
 
 __all__ = [
     "Input", "ChunkReader", "SourceError", "END", "ROTATED", "CHUNK_BYTES",
-    "FileIdentity", "SavedPosition", "resume_position",
+    "FileIdentity", "SavedPosition", "resume_position", "resume_inputs",
 ]
 
 #: Bytes per read: big enough that per-chunk overhead vanishes next to per-line work.
@@ -128,6 +129,26 @@ def resume_position(saved: dict[str, SavedPosition], path: str) -> tuple[int, in
     if current.st_size < position.offset:
         return 0, 0, f"{path} was truncated since the last run; reading it from the start"
     return position.offset, position.line, None
+
+
+def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input]):
+    """The inputs continued from a checkpoint's ``saved`` positions.
+
+    Returns ``(inputs, positions, notices)``: the inputs with their start offsets set,
+    the (offset, line) each named file resumes at, and one notice per file read from its
+    start again because it was replaced or truncated.
+    """
+    resumed, positions, notices = [], {}, []
+    for source in inputs:
+        if source.path is not None:
+            offset, line, notice = resume_position(saved, source.path)
+            if notice is not None:
+                notices.append(notice)
+            if offset:
+                positions[source.name] = (offset, line)
+                source = dataclasses.replace(source, start_offset=offset)
+        resumed.append(source)
+    return resumed, positions, notices
 
 
 def _head_matches(path: str, position: SavedPosition) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -15,7 +14,7 @@ from ..events import TIME_UNITS, EventSchema
 from ..matcher import Mode
 from ..pipeline import TimeMode
 from ..runtime import MAX_LINE_BYTES
-from ..sources import ChunkReader, Input, resume_position
+from ..sources import ChunkReader, Input, resume_inputs
 from ..state import StateError, StateStore
 from . import main
 from .common import Duration, _build, _execute, _Run, output_options
@@ -99,16 +98,10 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
     restored_now = run.pipeline.matcher.now
     if run.pipeline.time_mode is TimeMode.PROCESSING and math.isfinite(restored_now):
         runtime.clock = LoopClock(max(time.time_ns() // 1_000_000, int(restored_now)))
-    resumed = []
-    for source in inputs:
-        if source.path is not None:
-            offset, line, notice = resume_position(checkpoint["offsets"], source.path)
-            if notice is not None:
-                _notice(notice)
-            if offset:
-                runtime.positions[source.name] = (offset, line)
-                source = dataclasses.replace(source, start_offset=offset)
-        resumed.append(source)
+    resumed, positions, notices = resume_inputs(checkpoint["offsets"], inputs)
+    for notice in notices:
+        _notice(notice)
+    runtime.positions.update(positions)
     return resumed
 
 

@@ -2,7 +2,8 @@
 
 Library errors become ``click`` errors here: usage mistakes exit 2, run failures print
 ``Error: ...`` and exit 1, a reader that leaves (``| head``) ends the run quietly, and a
-signal ends it in order with 130 (SIGINT) or 143 (SIGTERM).
+signal ends it in order with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP). A closed stdout
+exits 141, as a process killed by SIGPIPE would (``yes | head``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from ..sources import ChunkReader, SourceError
 from ..state import StateError, StateStore
 from .. import terminal
 
+
+#: Signals that stop a run in order (results written, checkpoint saved, summary).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Exit status when the reader of stdout left: 128 + SIGPIPE, as the shell reports it.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 #: How often the live status line is redrawn, in seconds.
 STATUS_REFRESH_SECONDS = 0.25
@@ -70,9 +76,14 @@ output_options = _apply(
             "the open create); followed-by: Flink .followedBy() (a pay completes every open create). "
             "Example: --match next",
         ),
+        click.option(
+            "--paid-late", type=Duration(), default=None,
+            help="Remember a timed-out order this long; a pay arriving after its deadline then gives a "
+            "paid_late result (so a reminder already sent can be withdrawn). Example: --paid-late 1h",
+        ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line. Example: --json | jq -c 'select(.result==\"timeout\")'"),
         click.option(
-            "--only", type=click.Choice(["success", "timeout", "cancelled"]),
+            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
             help="Print one kind of result only (statistics still count all). Example: --only timeout",
         ),
         click.option(
@@ -104,8 +115,6 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
-    #: The signals that end the run in order (``kafka`` adds SIGHUP).
-    stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
     #: Returns a text the status line shows instead of the figures (e.g. while connecting).
     notice: Callable[[], str | None] | None = None
 
@@ -124,7 +133,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
             raise click.ClickException(f"cannot open {rejects_path}: {error.strerror}") from None
     reporter = RejectReporter(sys.stderr, rejects, show_source=show_source, rejects_name=rejects_path or "")
     pipeline = Pipeline(
-        EventParser(schema), Matcher(within, params["match_mode"]), time_mode=time_mode, lateness=lateness, idle=idle
+        EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
     writer = ResultWriter(out, formatter, params["only"])
     runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
@@ -137,7 +146,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
 async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
     """Run ``main`` with the status line beside it; a signal stops both in order.
 
-    The first SIGINT or SIGTERM cancels the run, which then writes what it decided and
+    The first SIGINT, SIGTERM or SIGHUP cancels the run, which then writes what it decided and
     reports; a second one exits at once.
     """
     loop = asyncio.get_running_loop()
@@ -151,7 +160,7 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in run.stop_signals}
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     status = None
     if not run.quiet and terminal.wants_status(sys.stderr):
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
@@ -218,6 +227,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         run.out.flush()
     except BrokenPipeError:
         broken_pipe = True
+        exit_code = EXIT_BROKEN_PIPE
         _silence_stdout()
     except StrictStop:
         exit_code = 1

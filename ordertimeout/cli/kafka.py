@@ -6,7 +6,6 @@ that command, so both always agree); aiokafka is imported only when this command
 
 from __future__ import annotations
 
-import signal
 import sys
 
 import click
@@ -24,7 +23,7 @@ from .watch import watch as _watch
 #: The options of ``watch`` that mean the same here: what to match and how time runs.
 SHARED_WATCH_OPTIONS = (
     "within", "key_field", "type_field", "create_type", "pay_type", "cancel_type", "time_field",
-    "time_unit", "processing_time", "lateness", "idle", "paid_late",
+    "time_unit", "processing_time", "lateness", "idle",
 )
 
 
@@ -83,13 +82,13 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     time_mode = TimeMode.PROCESSING if params["processing_time"] else None
 
     def make_pipeline() -> Pipeline:
-        return Pipeline(EventParser(schema), Matcher(within, params["match_mode"]), time_mode=time_mode,
+        return Pipeline(EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode,
                         lateness=lateness, idle=idle)
 
     config = {
         "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
         "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": within,
-        "match": params["match_mode"], "lateness_ms": lateness,
+        "match": params["match_mode"], "lateness_ms": lateness, "paid_late_ms": params["paid_late"],
     }
     color = params["color"]
     out = OutputBuffer(sys.stdout.buffer)
@@ -111,7 +110,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     run = _Run(
         worker, worker, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
-        stop_signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP), notice=lambda: worker.notice,
+        notice=lambda: worker.notice,
     )
     told = False
 

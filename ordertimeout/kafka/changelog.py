@@ -6,8 +6,8 @@ as Kafka Streams does), as incremental records:
 * ``p:order:<id>`` per open order (value: created, key, seq, raw create event), and a
   tombstone (no value) once the order is closed or timed out;
 * ``p:meta`` after each batch: the next input offset to read, the pipeline's watermark,
-  counters and reorder buffer (``Pipeline.snapshot(with_orders=False)``) and the settings
-  that give the state its meaning.
+  counters, reorder buffer and ``--paid-late`` memory (``Pipeline.snapshot(with_orders=False)``)
+  and the settings that give the state its meaning.
 
 Every record carries the input offset its batch covers in an ``offset`` header. A batch
 counts only once its ``meta`` record is in the log: restoring folds the records batch by
@@ -83,7 +83,12 @@ class Restored:
             return None
         state = dict(self.meta["pipeline"])
         state["buffer"] = [(time, seq, key, kind, raw.encode()) for time, seq, key, kind, raw in state["buffer"]]
-        state["matcher"] = dict(state["matcher"], open=[tuple(order) for order in self.orders.values()])
+        matcher = state["matcher"]
+        state["matcher"] = dict(
+            matcher,
+            open=[tuple(order) for order in self.orders.values()],
+            expired=[(created, key, raw.encode(), seq) for created, key, raw, seq in matcher.get("expired") or ()],
+        )
         return state
 
 
@@ -186,8 +191,13 @@ class ChangelogWriter:
         return records
 
     def _meta(self, pipeline: Pipeline, offset: int) -> Record:
+        # Raw events passed the JSON parser, so they are valid UTF-8 and travel as text.
         state = pipeline.snapshot(with_orders=False)
         state["buffer"] = [(time, seq, key, kind, raw.decode()) for time, seq, key, kind, raw in state["buffer"]]
+        # Timed-out orders still payable under --paid-late: few, rewritten whole each batch.
+        state["matcher"]["expired"] = [
+            (created, key, raw.decode(), seq) for created, key, raw, seq in state["matcher"].get("expired") or ()
+        ]
         value = {"format": FORMAT, "offset": offset, "config": self.config, "pipeline": state}
         return Record(_meta_key(self.partition), orjson.dumps(value), offset)
 

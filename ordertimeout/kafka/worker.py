@@ -199,16 +199,14 @@ class Worker(ConsumerRebalanceListener):
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             records = []
-            while True:
+            # An empty partition needs no fetch (which would wait for data that never comes).
+            end = (await consumer.end_offsets([tp]))[tp]
+            while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 records += [(record.key, record.value) for record in batch.get(tp, ())]
-                # The fetch's high watermark, not ListOffsets: some brokers report the
-                # start of the last batch there.
-                end = consumer.highwater(tp)
-                if end is None and not batch:
-                    end = (await consumer.end_offsets([tp]))[tp]
-                if end is not None and await consumer.position(tp) >= end:
-                    break
+                # The fetch's high watermark can only be later than ListOffsets' answer
+                # (which some brokers give as the start of the last batch).
+                end = max(end, consumer.highwater(tp) or 0)
         finally:
             await consumer.stop()
         try:

@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from ordertimeout.cli import main
+from ordertimeout.cli.options import option_group
 
 from .helpers import EXPECTED, event
 
@@ -27,7 +28,7 @@ def test_sample_data_gives_its_expected_output():
     outcome = invoke(["watch", str(SAMPLE), "--within", "15m", "--json"])
     assert outcome.exit_code == 0
     assert outcome.stdout == SAMPLE_EXPECTED.read_text()
-    assert "3 success, 4 timeout" in outcome.stderr
+    assert "3 successes, 4 timeouts" in outcome.stderr
 
 
 def test_original_fields_reach_the_consumer():
@@ -50,9 +51,11 @@ def test_human_rows_are_aligned_and_uncoloured_when_not_a_terminal():
     rows = outcome.stdout.splitlines()
     assert len(rows) == 7
     assert "\x1b[" not in outcome.stdout
-    assert rows[0].split() == ["2026-11-23T10:03:10.412Z", "success", "u2", "paid", "after", "1m40.412s"]
-    assert rows[1].split()[1:] == ["timeout", "u1", "no", "pay", "within", "15m"]
+    assert rows[0].split() == ["2026-11-23T10:03:10.412Z", "success", "u2", "paid", "after", "1m40.412s",
+                               "orderId=o-1002", "amount=29.0"]
+    assert rows[1].split()[1:] == ["timeout", "u1", "no", "pay", "within", "15m", "orderId=o-1001", "amount=49.9"]
     assert len({row.index(" u") for row in rows}) == 1  # the key column lines up
+    assert len({row.index("orderId=") for row in rows}) == 1  # and so do the order's fields
 
 
 def test_only_prints_one_kind_but_stats_count_both(tmp_path):
@@ -197,11 +200,14 @@ def test_simulate_reproduces_the_cycle_scaled_by_one_fiftieth():
         assert got["create"] == {"userId": got["key"], "type": "create", "ts": got["created"]}
 
 
-def test_every_command_and_option_has_help_with_an_example():
+def test_every_option_has_help_and_a_group_and_every_command_worked_examples():
     for name, command in main.commands.items():
         help_text = invoke([name, "--help"]).stdout
-        assert "Example" in help_text, name
+        assert "Examples:" in help_text, name
+        assert "Other options:\n  -h, --help" in help_text  # nothing but --help is ungrouped
         for param in command.params:
-            if param.param_type_name == "option" and param.name != "help":
-                assert param.help and "Example: " in param.help, f"{name} {param.opts}"
+            if param.param_type_name == "option":
+                assert param.help, f"{name} {param.opts}"
+                assert option_group(param) is not None, f"{name} {param.opts} belongs to no help group"
+                assert "Example:" not in param.help, f"{name} {param.opts}: examples go in the epilog"
     assert "ordertimeout, version" in invoke(["--version"]).stdout

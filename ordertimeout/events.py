@@ -8,7 +8,6 @@ can be wrong into one exception with a reason a person can act on.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 import operator
@@ -115,7 +114,12 @@ _ORJSON_INT_LIMIT = 2.0**63
 def _load_exact(raw: bytes) -> Any:
     """The line decoded keeping every integer's digits (as text): the slow path for keys
     beyond 64 bits, so ``123456789012345678901234567890`` stays that key, not ``1.23e29``."""
-    return json.loads(raw, parse_int=_IntegerText)
+    import json  # here, not at the top: rare, and start-up pays for every import
+
+    try:
+        return json.loads(raw, parse_int=_IntegerText)
+    except RecursionError:  # nested deeper than the stdlib parser goes (orjson went 1024 deep)
+        raise RejectedLine("key field is a number too large to read exactly in a line this deeply nested") from None
 
 
 class _IntegerText(str):

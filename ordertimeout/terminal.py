@@ -91,12 +91,16 @@ class StatusLine:
         self._render = render
         self._shown = False
 
+    #: Columns left free at the end of the line: one so the line never fills the last
+    #: column (some terminals wrap there, leaving a stale copy at the next redraw), and two
+    #: for the ``^C`` the terminal echoes after it, which must not wrap either, or the
+    #: final clear would erase the wrong line.
+    SPARE_COLUMNS = 3
+
     def draw(self) -> None:
-        """Redraw the line with fresh figures, cropped to the terminal's width minus one:
-        a line filling the last column would wrap on some terminals and leave a stale copy
-        behind at the next redraw."""
+        """Redraw the line with fresh figures, cropped so it never wraps."""
         console = self._console
-        width = max(1, console.size.width - 1)
+        width = max(1, console.size.width - self.SPARE_COLUMNS)
         with console.capture() as captured:
             console.print(self._render(), end="", no_wrap=True, overflow="ellipsis", crop=True, width=width)
         line = captured.get().split("\n", 1)[0]

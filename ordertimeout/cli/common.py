@@ -180,9 +180,10 @@ def stdin_hint(inputs) -> None:
     """``watch`` with nothing to read but a terminal: say how to feed it, then read it."""
     if any(source.path is None and _is_terminal(source.stream) for source in inputs):
         click.echo(
-            "ordertimeout: reading order events from the terminal: type one JSON object per line, "
-            "Ctrl-D to end.\nordertimeout: (or give a FILE, or pipe them in: "
-            "cat events.jsonl | ordertimeout watch)",
+            "ordertimeout: no FILE given, so reading order events typed here:\n"
+            "  one JSON object per line, Ctrl-D to end.\n"
+            "  Or give a FILE (ordertimeout watch events.jsonl),\n"
+            "  or pipe events in (cat events.jsonl | ordertimeout watch).",
             err=True,
         )
 

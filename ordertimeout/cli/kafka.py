@@ -17,7 +17,8 @@ from ..matcher import Matcher, Mode
 from ..pipeline import Pipeline, TimeMode
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from . import main
-from .common import Duration, _execute, _Run, output_options
+from .common import _execute, _fields, _Run, output_options
+from .options import Duration, settings_of
 from .watch import watch as _watch
 
 #: The options of ``watch`` that mean the same here: what to match and how time runs.
@@ -28,24 +29,24 @@ SHARED_WATCH_OPTIONS = (
 
 
 @click.command()
-@click.option("--bootstrap", required=True, metavar="HOST:PORT[,...]", help="Kafka brokers to start from. Example: --bootstrap kafka-1:9092,kafka-2:9092")
-@click.option("--topic", required=True, help="Input topic of order events (JSON values). Example: --topic orders")
-@click.option("--group", required=True, help="Consumer group; its state lives in the topic GROUP-state. Example: --group ordertimeout")
-@click.option("--results-topic", required=True, help="Topic the results are produced to (key: the result's key). Example: --results-topic order-results")
-@click.option("--start", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True, help="Where a partition without state or committed offset starts. Example: --start latest")
-@click.option("--create-topics", type=click.IntRange(min=1), default=None, metavar="N", help="Create missing topics with N partitions (the state topic compacted). Example: --create-topics 12")
-@click.option("--replication-factor", type=click.IntRange(min=1), default=1, show_default=True, help="Copies of each partition for topics made by --create-topics (3 on a production cluster). Example: --replication-factor 3")
-@click.option("--connect-timeout", type=Duration(), default="30s", show_default=True, help="Give up (exit 1) when the cluster cannot be reached for this long. Example: --connect-timeout 2m")
-@click.option("--session-timeout", type=Duration(), default="10s", show_default=True, help="A worker silent this long leaves the group and its partitions move. Example: --session-timeout 30s")
-@click.option("--request-timeout", type=Duration(), default="30s", show_default=True, help="A broker request unanswered this long is given up and sent again. Example: --request-timeout 10s")
-@click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two state writes and commits per partition. Example: --checkpoint-every 500ms")
-@click.option("--security-protocol", type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]), default="PLAINTEXT", show_default=True, help="How to talk to the brokers. Example: --security-protocol SASL_SSL")
-@click.option("--sasl-mechanism", type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]), default=None, help="SASL login mechanism. Example: --sasl-mechanism SCRAM-SHA-512")
-@click.option("--sasl-username", default=None, envvar="ORDERTIMEOUT_SASL_USERNAME", help="SASL user (or ORDERTIMEOUT_SASL_USERNAME). Example: --sasl-username shop")
-@click.option("--sasl-password", default=None, envvar="ORDERTIMEOUT_SASL_PASSWORD", help="SASL password; prefer the variable ORDERTIMEOUT_SASL_PASSWORD, which ps does not show. Example: ORDERTIMEOUT_SASL_PASSWORD=... ordertimeout kafka ...")
-@click.option("--ssl-cafile", type=click.Path(dir_okay=False, exists=True), default=None, help="CA bundle to verify the brokers (default: the system's). Example: --ssl-cafile ca.pem")
-@click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Client certificate for mutual TLS. Example: --ssl-certfile client.pem")
-@click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Key of --ssl-certfile. Example: --ssl-keyfile client.key")
+@click.option("--bootstrap", required=True, metavar="HOST:PORT[,...]", help="Kafka brokers to start from.")
+@click.option("--topic", required=True, help="Input topic of order events (JSON values).")
+@click.option("--group", required=True, help="Consumer group; its state lives in the topic GROUP-state.")
+@click.option("--results-topic", required=True, help="Topic the results are produced to (key: the result's key).")
+@click.option("--start", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True, help="Where a partition without state or committed offset starts.")
+@click.option("--create-topics", type=click.IntRange(min=1), default=None, metavar="N", help="Create missing topics with N partitions (the state topic compacted).")
+@click.option("--replication-factor", type=click.IntRange(min=1), default=1, show_default=True, help="Copies of each partition for topics made by --create-topics (3 on a production cluster).")
+@click.option("--connect-timeout", type=Duration(), default="30s", show_default=True, help="Give up (exit 1) when the cluster cannot be reached for this long.")
+@click.option("--session-timeout", type=Duration(), default="10s", show_default=True, help="A worker silent this long leaves the group and its partitions move.")
+@click.option("--request-timeout", type=Duration(), default="30s", show_default=True, help="A broker request unanswered this long is given up and sent again.")
+@click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two state writes and commits per partition.")
+@click.option("--security-protocol", type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]), default="PLAINTEXT", show_default=True, help="How to talk to the brokers.")
+@click.option("--sasl-mechanism", type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]), default=None, help="SASL login mechanism.")
+@click.option("--sasl-username", default=None, help="SASL user.")
+@click.option("--sasl-password", default=None, help="SASL password; prefer the variable ORDERTIMEOUT_SASL_PASSWORD, which ps does not show.")
+@click.option("--ssl-cafile", type=click.Path(dir_okay=False, exists=True), default=None, help="CA bundle to verify the brokers (default: the system's).")
+@click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Client certificate for mutual TLS.")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Key of --ssl-certfile.")
 @output_options
 def kafka(bootstrap, topic, group, results_topic, start, create_topics, replication_factor, connect_timeout, session_timeout,
           request_timeout, checkpoint_every, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile,
@@ -92,9 +93,14 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     }
     color = params["color"]
     out = OutputBuffer(sys.stdout.buffer)
-    formatter = JsonFormatter() if params["as_json"] else HumanFormatter(within, terminal.painter(sys.stdout, color))
+    if params["as_json"]:
+        formatter = JsonFormatter()
+    else:
+        formatter = HumanFormatter(within, terminal.painter(sys.stdout, color), _fields(params["fields"]),
+                                   params["local_time"])
     writer = ResultWriter(out, formatter, params["only"])
-    reporter = RejectReporter(sys.stderr, show_source=True)
+    err = terminal.AboveStatus(sys.stderr)
+    reporter = RejectReporter(err, show_source=True)
     client = ClientSettings(
         bootstrap, security_protocol=security_protocol, sasl_mechanism=sasl_mechanism, sasl_username=sasl_username,
         sasl_password=sasl_password, ssl_cafile=ssl_cafile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
@@ -111,13 +117,15 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         worker, worker, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
         notice=lambda: worker.notice,
+        progress=not params["quiet"] and terminal.wants_progress(params["progress"], sys.stderr, None), err=err,
+        settings=settings_of(click.get_current_context()) if params["verbose"] else None,
     )
     told = False
 
     def on_retry(attempt: int, reason: str) -> None:
         nonlocal told
-        if told or params["quiet"] or terminal.wants_status(sys.stderr):
-            return  # a terminal shows it on the status line
+        if told or params["quiet"] or run.progress:
+            return  # the status line shows it
         told = True
         click.echo(
             f"ordertimeout: cannot reach the Kafka cluster at {bootstrap} ({reason}); retrying for up to "

@@ -398,3 +398,19 @@ def test_an_unreachable_broker_is_retried_then_given_up(tmp_path):
     assert f"cannot reach the Kafka cluster at 127.0.0.1:{port}" in err
     assert "retrying" in err and "--connect-timeout" in err
     assert elapsed >= 2
+
+
+def test_processing_time_timeouts_fire_without_further_input(cluster):
+    cluster.create(partitions=2)
+    worker = cluster.worker("--json", "-q", "--processing-time")
+    try:
+        cluster.produce([b'{"userId":"u1","type":"create"}', b'{"userId":"u2","type":"create"}',
+                         b'{"userId":"u2","type":"pay"}'])
+        # Nothing else arrives: u1's deadline, driven by the worker's own timer, decides it.
+        results = cluster.wait_for(lambda results: len(results) >= 2)
+    finally:
+        out, _ = _stop(worker)
+    assert sorted((result["result"], result["key"]) for result in results) == [("success", "u2"), ("timeout", "u1")]
+    timeout = next(result for result in results if result["result"] == "timeout")
+    assert timeout["deadline"] - timeout["created"] == 1000
+    assert len(out.splitlines()) == 2

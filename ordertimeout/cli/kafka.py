@@ -136,8 +136,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         try:
             await worker.run(on_retry)
         finally:
-            run.extra_stats.update(partitions=sorted(worker.tasks), rebalances=worker.rebalances,
-                                   produced=worker.produced)
+            run.extra_stats.update(rebalances=worker.rebalances, produced=worker.produced)
 
     _execute(run, consume)
 

@@ -107,6 +107,8 @@ class Worker(ConsumerRebalanceListener):
                     task = self.tasks.get(tp.partition)
                     if task is not None and records:
                         await task.queue.put(records)
+        except KafkaError as error:
+            raise KafkaRunError(f"Kafka at {settings.client.bootstrap}: {error}") from None
         finally:
             try:
                 await asyncio.shield(self._shutdown())
@@ -184,6 +186,9 @@ class Worker(ConsumerRebalanceListener):
         self.writer.flush()
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
+                # Raised inside the rebalance listener, aiokafka would only log it: the
+                # main loop raises it on its next round.
+                self._failure = self._failure or outcome
                 raise outcome
 
     # -- what partition tasks ask of their host ------------------------------------------

@@ -75,6 +75,7 @@ class Cluster:
         self.bootstrap = bootstrap
         name = uuid.uuid4().hex[:8]
         self.topic, self.results_topic, self.group = f"orders-{name}", f"results-{name}", f"group-{name}"
+        self.processes: list[subprocess.Popen] = []
 
     def create(self, partitions: int = PARTITIONS, topics=None) -> None:
         async def create():
@@ -169,7 +170,17 @@ class Cluster:
             stdout=out, stderr=err, env=env,
         )
         process.output_files = (out, err)
+        self.processes.append(process)
         return process
+
+    def kill_leftovers(self) -> None:
+        """After a test, failed or not: no worker of it outlives it."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for stream in process.output_files:
+                stream.close()
 
     def wait_for(self, predicate, timeout: float = 60.0, what: str = "results") -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -183,7 +194,9 @@ class Cluster:
 
 @pytest.fixture
 def cluster(bootstrap):
-    return Cluster(bootstrap)
+    cluster = Cluster(bootstrap)
+    yield cluster
+    cluster.kill_leftovers()
 
 
 def _outputs(process: subprocess.Popen) -> tuple[str, str]:

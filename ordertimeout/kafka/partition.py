@@ -161,16 +161,12 @@ class PartitionTask:
             if offset < self.offset:
                 continue  # already applied (fetched before the seek to the restored offset)
             self.offset = offset + 1
-            raw = record.value
-            if raw is None:
-                self.pipeline.rejected += 1
-                self.host.reject(self.partition, offset, "record without a value", b"")
-                continue
-            raw = raw.rstrip(b"\r\n")
+            raw = (record.value or b"").rstrip(b"\r\n")
             try:
                 out += feed(raw, now)
             except RejectedLine as rejected:
-                self.host.reject(self.partition, offset, rejected.reason, raw)
+                reason = rejected.reason if record.value is not None else "record without a value"
+                self.host.reject(self.partition, offset, reason, raw)
         await self._emit(out)
 
     async def _emit_due(self, now: int, recovered: bool = False) -> None:
@@ -193,8 +189,11 @@ class PartitionTask:
     # -- checkpoints -----------------------------------------------------------------
 
     def _progress(self) -> tuple:
+        """What a checkpoint would save that the last one did not: unchanged, nothing is
+        written (a quiet partition costs no records)."""
         pipeline = self.pipeline
-        return (self.offset, pipeline.events, pipeline.rejected, pipeline.frontier, pipeline.matcher.now)
+        counts = tuple(pipeline.matcher.counts().values())
+        return (self.offset, pipeline.events, pipeline.rejected, pipeline.late, pipeline.frontier, counts)
 
     async def _maybe_checkpoint(self) -> None:
         if self.host.clock.now_ms() - self._last_checkpoint >= self.checkpoint_every:

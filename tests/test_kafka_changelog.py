@@ -25,6 +25,11 @@ def _snapshot(pipeline: Pipeline) -> dict:
     return orjson.loads(orjson.dumps(pipeline.snapshot(), default=lambda raw: raw.decode()))
 
 
+def _log(records) -> list[tuple[bytes, bytes | None, int]]:
+    """Records as the worker reads them back: key, value, epoch."""
+    return [(record.key, record.value, record.epoch) for record in records]
+
+
 events = st.lists(
     st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["create", "pay", "view"]), st.integers(0, 60),
               st.booleans()),
@@ -54,7 +59,7 @@ def test_folding_the_log_restores_the_state_of_the_last_complete_batch(steps, mo
     tail = writer.batch(pipeline, len(steps))
     log += tail[: min(torn, len(tail) - 1)]  # the records before the meta, cut anywhere
 
-    restored = fold(0, [(record.key, record.value) for record in log], CONFIG)
+    restored = fold(0, _log(log), CONFIG)
     if saved is None:
         assert restored.offset is None and restored.pipeline_state() is None
         return
@@ -64,8 +69,8 @@ def test_folding_the_log_restores_the_state_of_the_last_complete_batch(steps, mo
     assert _snapshot(again) == saved[1]
 
     # The next owner's first batch undoes the torn one: folding again gives the same state.
-    mended = log + ChangelogWriter(0, CONFIG).start(again, restored, restored.offset)
-    refolded = fold(0, [(record.key, record.value) for record in mended], CONFIG)
+    mended = log + ChangelogWriter(0, CONFIG, restored.epoch + 1).start(again, restored, restored.offset)
+    refolded = fold(0, _log(mended), CONFIG)
     assert refolded.orders == restored.orders and not refolded.stray
 
 
@@ -75,7 +80,7 @@ def test_every_record_is_stamped_with_the_offset_its_batch_covers():
     pipeline.feed(b'{"userId":"a","type":"create","ts":1}', now=0)
     records = writer.batch(pipeline, 17)
     assert [record.key for record in records] == [b"3:order:open:a:1:0", b"3:meta"]
-    assert {record.headers[0] for record in records} == {("offset", b"17")}
+    assert {tuple(record.headers) for record in records} == {(("offset", b"17"), ("epoch", b"1"))}
     pipeline.feed(b'{"userId":"a","type":"pay","ts":30}', now=0)
     closing = writer.batch(pipeline, 18)
     assert [(record.key, record.value) for record in closing][0] == (b"3:order:open:a:1:0", None)  # a tombstone
@@ -85,4 +90,28 @@ def test_state_written_under_other_settings_is_refused():
     pipeline = _pipeline()
     records = ChangelogWriter(0, CONFIG).batch(pipeline, 1)
     with pytest.raises(ChangelogError, match="within_ms 100 there, 200 here"):
-        fold(0, [(record.key, record.value) for record in records], {"within_ms": 200, "match": "each"})
+        fold(0, _log(records), {"within_ms": 200, "match": "each"})
+
+
+def test_a_writer_fenced_off_by_a_later_one_is_ignored():
+    """A worker that kept writing after its partition moved on (frozen past its session
+    timeout): its records come after the new owner's first batch, with a lower epoch."""
+    old = _pipeline(lateness=0)
+    old_writer = ChangelogWriter(0, CONFIG, epoch=1)
+    old.feed(b'{"userId":"a","type":"create","ts":1}', now=0)
+    log = old_writer.batch(old, 1)
+
+    restored = fold(0, _log(log), CONFIG)
+    new = _pipeline(lateness=0)
+    new.restore(restored.pipeline_state())
+    new_writer = ChangelogWriter(0, CONFIG, restored.epoch + 1)
+    log += new_writer.start(new, restored, 1)
+    new.feed(b'{"userId":"b","type":"create","ts":2}', now=0)
+
+    old.feed(b'{"userId":"a","type":"pay","ts":2}', now=0)  # the zombie goes on deciding
+    log += old_writer.batch(old, 2)
+    log += new_writer.batch(new, 2)
+
+    final = fold(0, _log(log), CONFIG)
+    assert final.epoch == 2
+    assert sorted(order.key for order in final.orders.values()) == ["a", "b"]  # a's pay never happened here

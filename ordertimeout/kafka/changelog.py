@@ -9,10 +9,13 @@ as Kafka Streams does), as incremental records:
   counters, reorder buffer and ``--paid-late`` memory (``Pipeline.snapshot(with_orders=False)``)
   and the settings that give the state its meaning.
 
-Every record carries the input offset its batch covers in an ``offset`` header. A batch
-counts only once its ``meta`` record is in the log: restoring folds the records batch by
-batch and drops what follows the last ``meta`` (a writer killed mid-batch). Pure data in
-and out: the worker does the producing and the reading.
+Every record carries the input offset its batch covers in an ``offset`` header, and its
+writer's ``epoch``: one more than the highest in the log when that writer restored the
+partition. A batch counts only once its ``meta`` record is in the log: restoring folds
+the records batch by batch and drops what follows the last ``meta`` (a writer killed
+mid-batch), and drops records of an epoch lower than one already seen (a writer that
+kept going after its partition had moved on, say one frozen past its session timeout).
+Pure data in and out: the worker does the producing and the reading.
 """
 
 from __future__ import annotations
@@ -38,16 +41,26 @@ class ChangelogError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One changelog record: key, value (None: a tombstone) and the input offset it covers."""
+    """One changelog record: key, value (None: a tombstone), the input offset it covers
+    and its writer's epoch."""
 
     key: bytes
     value: bytes | None
     offset: int
+    epoch: int = 0
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:
-        """The Kafka record headers stamping the covered input offset."""
-        return [("offset", b"%d" % self.offset)]
+        """The Kafka record headers stamping the covered input offset and the epoch."""
+        return [("offset", b"%d" % self.offset), ("epoch", b"%d" % self.epoch)]
+
+
+def epoch_of(headers) -> int:
+    """The epoch in a record's headers (0 when absent)."""
+    for name, value in headers or ():
+        if name == "epoch":
+            return int(value)
+    return 0
 
 
 def state_topic(group: str) -> str:
@@ -71,6 +84,8 @@ class Restored:
     orders: dict[bytes, OpenOrder] = field(default_factory=dict)
     #: Keys written after the last meta record: an unfinished batch, not part of the state.
     stray: set[bytes] = field(default_factory=set)
+    #: The highest writer epoch in the log (the next writer takes one more).
+    epoch: int = 0
 
     @property
     def offset(self) -> int | None:
@@ -92,8 +107,9 @@ class Restored:
         return state
 
 
-def fold(partition: int, records: Iterable[tuple[bytes, bytes | None]], config: dict) -> Restored:
-    """Rebuild a partition's state from its changelog records ``(key, value)`` in log order.
+def fold(partition: int, records: Iterable[tuple[bytes, bytes | None, int]], config: dict) -> Restored:
+    """Rebuild a partition's state from its changelog records ``(key, value, epoch)`` in
+    log order.
 
     Raises :class:`ChangelogError` if the state was written in another format or under other
     settings (key, window, match mode, ...): mixing them would give wrong results.
@@ -101,7 +117,12 @@ def fold(partition: int, records: Iterable[tuple[bytes, bytes | None]], config: 
     restored = Restored()
     batch: list[tuple[bytes, bytes | None]] = []
     meta_key = _meta_key(partition)
-    for key, value in records:
+    for key, value, epoch in records:
+        if epoch < restored.epoch:
+            continue  # a writer fenced off by a later one
+        if epoch > restored.epoch:
+            batch.clear()  # the previous writer's unfinished batch ends with it
+            restored.epoch = epoch
         if key != meta_key:
             batch.append((key, value))
             continue
@@ -141,15 +162,17 @@ class ChangelogWriter:
     ``Matcher.take_changes`` numbers them), so a batch costs O(changes), not O(open orders).
     """
 
-    def __init__(self, partition: int, config: dict) -> None:
+    def __init__(self, partition: int, config: dict, epoch: int = 1) -> None:
         self.partition = partition
         self.config = config
+        self.epoch = epoch
         self._live: OrderedDict[int, bytes] = OrderedDict()  # timeline position -> record key
         self._position_of: dict[bytes, int] = {}
 
     def start(self, pipeline: Pipeline, restored: Restored, offset: int) -> list[Record]:
         """After restoring ``pipeline`` from ``restored``: the batch that makes the log agree
-        with it (an unfinished batch of a killed writer is undone), ending in a meta record."""
+        with it (an unfinished batch of a killed writer is undone), ending in a meta record
+        that also fences off earlier writers (write it before anything else)."""
         matcher = pipeline.matcher
         matcher.take_changes()  # start change tracking from the restored picture
         _, numbered = matcher.numbered_open_orders()
@@ -159,8 +182,8 @@ class ChangelogWriter:
             self._live[position] = key
             self._position_of[key] = position
             if key in restored.stray:  # touched by the unfinished batch: write it again
-                records.append(Record(key, _order_value(order), offset))
-        records += [Record(key, None, offset) for key in restored.stray if key not in self._position_of]
+                records.append(Record(key, _order_value(order), offset, self.epoch))
+        records += [Record(key, None, offset, self.epoch) for key in restored.stray if key not in self._position_of]
         records.append(self._meta(pipeline, offset))
         return records
 
@@ -173,7 +196,7 @@ class ChangelogWriter:
             position = self._position_of.pop(key, None)
             if position is not None:
                 del self._live[position]
-                records.append(Record(key, None, offset))
+                records.append(Record(key, None, offset, self.epoch))
         live = self._live
         while live:
             position = next(iter(live))
@@ -181,12 +204,12 @@ class ChangelogWriter:
                 break
             key = live.pop(position)
             del self._position_of[key]
-            records.append(Record(key, None, offset))
+            records.append(Record(key, None, offset, self.epoch))
         for position, order in opened:
             key = _order_key(self.partition, order)
             live[position] = key
             self._position_of[key] = position
-            records.append(Record(key, _order_value(order), offset))
+            records.append(Record(key, _order_value(order), offset, self.epoch))
         records.append(self._meta(pipeline, offset))
         return records
 
@@ -199,7 +222,7 @@ class ChangelogWriter:
             (created, key, raw.decode(), seq) for created, key, raw, seq in state["matcher"].get("expired") or ()
         ]
         value = {"format": FORMAT, "offset": offset, "config": self.config, "pipeline": state}
-        return Record(_meta_key(self.partition), orjson.dumps(value), offset)
+        return Record(_meta_key(self.partition), orjson.dumps(value), offset, self.epoch)
 
 
 def _order_value(order: OpenOrder) -> bytes:

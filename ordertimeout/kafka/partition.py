@@ -134,11 +134,11 @@ class PartitionTask:
                 self._floor = now
         self.baseline = self.pipeline.stats()
         self.offset = await host.start_position(self.partition, restored.offset)
-        records = self.changelog.start(self.pipeline, restored, self.offset)
+        self.changelog.epoch = restored.epoch + 1
+        # Written before anything else: mends an unfinished batch, fences off earlier writers.
+        await host.send_state(self.partition, self.changelog.start(self.pipeline, restored, self.offset))
         self._saved = self._progress()
         self._last_checkpoint = host.clock.now_ms()
-        if restored.stray:
-            await host.send_state(self.partition, records)
         self.ready = True
         host.resume(self.partition)
         # Processing time: orders whose deadline passed while nobody owned the partition

@@ -24,7 +24,7 @@ from ..clocks import Clock
 from ..matcher import COUNTER_NAMES, Result
 from ..pipeline import Pipeline, TimeMode
 from ..sinks import RejectReporter, ResultWriter, json_line
-from .changelog import ChangelogError, Record, Restored, fold, state_topic
+from .changelog import ChangelogError, Record, Restored, epoch_of, fold, state_topic
 from .connect import ClientSettings, KafkaRunError, check_topics, connect_admin
 from .partition import PartitionTask
 
@@ -208,7 +208,7 @@ class Worker(ConsumerRebalanceListener):
             end = (await consumer.end_offsets([tp]))[tp]
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=500)
-                records += [(record.key, record.value) for record in batch.get(tp, ())]
+                records += [(record.key, record.value, epoch_of(record.headers)) for record in batch.get(tp, ())]
                 # The fetch's high watermark can only be later than ListOffsets' answer
                 # (which some brokers give as the start of the last batch).
                 end = max(end, consumer.highwater(tp) or 0)

@@ -253,7 +253,7 @@ def _value_text(param: click.Option, value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
-        return "none"
+        return "auto" if param.is_flag else "none"  # --progress/--no-progress left to its rule
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) or "none"
     return str(value)

@@ -126,7 +126,8 @@ def resume_position(saved: dict[str, SavedPosition], path: str) -> tuple[int, in
             return 0, 0, None
     if (position.device, position.inode) != (current.st_dev, current.st_ino) or not _head_matches(resolved, position):
         return 0, 0, f"{path} was replaced since the last run; reading it from the start"
-    if current.st_size < position.offset:
+    # A gzip file's offsets count decompressed bytes, so its size says nothing of them.
+    if current.st_size < position.offset and not is_gzip(resolved):
         return 0, 0, f"{path} was truncated since the last run; reading it from the start"
     return position.offset, position.line, None
 
@@ -162,9 +163,10 @@ def _head_matches(path: str, position: SavedPosition) -> bool:
 class _OpenFile:
     """A file being read: its identity, with the head filled in as reading goes."""
 
-    def __init__(self, fd: int, path: str, position: int) -> None:
+    def __init__(self, fd: int, path: str, position: int, compressed: bool = False) -> None:
         info = os.fstat(fd)
-        head = os.pread(fd, FINGERPRINT_BYTES, 0) if position else b""
+        # A compressed file's head is taken whole at once: its reads are decompressed bytes.
+        head = os.pread(fd, FINGERPRINT_BYTES, 0) if position or compressed else b""
         self.identity = FileIdentity(os.path.realpath(path), info.st_dev, info.st_ino, head)
         self.position = position
 
@@ -250,6 +252,12 @@ class ChunkReader:
     async def _chunks(self, source: Input):
         """(chunk, arrival) pairs of one input that is not followed."""
         if source.path is not None and is_gzip(source.path):
+            # Known by the compressed file's identity; its offsets count decompressed bytes.
+            fd = os.open(source.path, os.O_RDONLY)
+            try:
+                self._files[source.name] = _OpenFile(fd, source.path, source.start_offset, compressed=True)
+            finally:
+                os.close(fd)
             async for chunk in _gzip_chunks(source.path, source.start_offset, self._chunk_bytes):
                 yield chunk, None
             return

@@ -72,10 +72,10 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
     if follow and (len(files) != 1 or files[0] == "-"):
         raise click.UsageError("--follow needs exactly one FILE (not stdin)")
-    if follow and is_gzip(files[0]):
-        raise click.UsageError(f"--follow cannot follow {files[0]}: a compressed file does not grow line by line")
     if final and state_path is None:
         raise click.UsageError("--final is for runs with --state (without it every run is final)")
+    if follow and is_gzip(files[0]):
+        raise click.UsageError(f"--follow cannot follow {files[0]}: a compressed file does not grow line by line")
     inputs = _inputs(files, follow)
     stdin_hint(inputs)
     schema = EventSchema(

@@ -144,3 +144,21 @@ def test_every_group_is_a_known_group():
         for param in command.params:
             if param.param_type_name == "option":
                 assert option_group(param) in OPTION_GROUPS
+
+
+def test_a_command_built_elsewhere_with_plain_click_gets_the_same_treatment():
+    import click
+
+    from ordertimeout.cli.options import OrdertimeoutGroup
+
+    @click.command()
+    @click.option("--within", default="1s", help="The window.")
+    def other(within):
+        click.echo(within)
+
+    group = OrdertimeoutGroup()
+    group.add_command(other)
+    runner = CliRunner()
+    assert runner.invoke(group, ["other"], env={"ORDERTIMEOUT_WITHIN": "5m"}).stdout == "5m\n"
+    help_text = runner.invoke(group, ["other", "--help"]).stdout
+    assert "Matching options:" in help_text and "ORDERTIMEOUT_WITHIN" in help_text and "--config" in help_text

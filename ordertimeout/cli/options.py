@@ -233,7 +233,7 @@ def settings_of(ctx: click.Context) -> list[tuple[str, str, str]]:
         if source is ParameterSource.COMMANDLINE:
             where = "command line"
         elif source is ParameterSource.ENVIRONMENT:
-            where = f"environment {param.resolve_envvar_value(ctx) and _envvar_used(param)}"
+            where = f"environment {_envvar_used(param)}"
         elif source is ParameterSource.DEFAULT_MAP:
             where = f"config {ctx.meta.get('ordertimeout.config', '')}".rstrip()
         else:

@@ -166,6 +166,10 @@ class _Run:
     #: ``--verbose``: (option, value, source) of every option, for the summary.
     settings: list | None = None
 
+    def __post_init__(self) -> None:
+        if self.err is None:
+            self.err = terminal.AboveStatus(sys.stderr)
+
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
            strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES,

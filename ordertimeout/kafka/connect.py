@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from ..sources import SourceError
 
@@ -85,8 +85,8 @@ async def connect_admin(settings: ClientSettings, timeout_ms: int,
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "no answer"
+    if isinstance(error, (TimeoutError, KafkaConnectionError)):
+        return "no broker answered"  # aiokafka's text lists address tuples: no help to a reader
     return str(error) or type(error).__name__
 
 

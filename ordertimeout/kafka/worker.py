@@ -120,7 +120,7 @@ class Worker(ConsumerRebalanceListener):
         bootstrap = settings.client.bootstrap
 
         def retrying(attempt: int, reason: str) -> None:
-            self.notice = f"cannot reach {bootstrap} ({reason}); retrying, attempt {attempt}"
+            self.notice = f"retrying ({attempt}): cannot reach {bootstrap}: {reason}"
             on_retry(attempt, reason)
 
         self.notice = f"connecting to {bootstrap}"

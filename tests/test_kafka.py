@@ -272,7 +272,9 @@ def test_workers_give_the_results_of_watch(cluster, workers):
     assert _per_key(results) == _per_key(expected)
     # Rows on stdout (no --json); each summary counts what that worker decided.
     assert sum(len(out.splitlines()) for out, _ in outcomes) >= len(expected)
-    assert sum(_summary(err)["events"] for _, err in outcomes) >= len(lines)
+    shares = [_summary(err)["events"] for _, err in outcomes]
+    assert sum(shares) >= len(lines)
+    assert sum(1 for share in shares if share) >= 2, f"the partitions were not spread: {shares}"
 
 
 def _with_closing_events(lines: list[bytes]) -> list[bytes]:

@@ -124,10 +124,10 @@ def resume_position(saved: dict[str, SavedPosition], path: str) -> tuple[int, in
                 break
         else:
             return 0, 0, None
-    if (position.device, position.inode) != (current.st_dev, current.st_ino) or not _head_matches(resolved, position):
+    if (position.device, position.inode) != (current.st_dev, current.st_ino):
         return 0, 0, f"{path} was replaced since the last run; reading it from the start"
-    if current.st_size < position.offset:
-        return 0, 0, f"{path} was truncated since the last run; reading it from the start"
+    if current.st_size < position.offset or not _head_matches(resolved, position):
+        return 0, 0, f"{path} was truncated (or rewritten) since the last run; reading it from the start"
     return position.offset, position.line, None
 
 

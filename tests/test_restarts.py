@@ -15,6 +15,7 @@ import collections
 import io
 import os
 import random
+import select
 import signal
 import subprocess
 import time
@@ -49,6 +50,7 @@ class Options:
     within: int
     lateness: int = 0
     idle: int | None = None
+    paid_late: int | None = None
     checkpoint_every: int = 0
     chunk_bytes: int = 64
 
@@ -58,7 +60,8 @@ class Options:
 
     @property
     def config(self) -> dict:
-        return {"within_ms": self.within, "match": self.mode, "lateness_ms": self.lateness}
+        return {"within_ms": self.within, "match": self.mode, "lateness_ms": self.lateness,
+                "paid_late_ms": self.paid_late}
 
 
 class RecordingPipeline(Pipeline):
@@ -91,7 +94,7 @@ class Sink(io.RawIOBase):
 
 def build(options: Options, clock, sink: Sink, log: list, *, final: bool, checkpointer=None):
     pipeline = RecordingPipeline(
-        EventParser(options.schema), Matcher(options.within, options.mode), log=log,
+        EventParser(options.schema), Matcher(options.within, options.mode, options.paid_late), log=log,
         time_mode=None, lateness=options.lateness, idle=options.idle,
     )
     writer = ResultWriter(OutputBuffer(sink), JsonFormatter())
@@ -221,7 +224,8 @@ def cases(draw, kills: bool):
     idle = draw(st.sampled_from([None, None, 40, 200])) if event_time and not kills else None
     options = Options(
         mode=draw(st.sampled_from(["each", "next", "followed-by"])), event_time=event_time, within=within,
-        lateness=lateness, idle=idle, checkpoint_every=draw(st.sampled_from([0, 10, 60])),
+        lateness=lateness, idle=idle, paid_late=draw(st.sampled_from([None, None, 100])),
+        checkpoint_every=draw(st.sampled_from([0, 10, 60])),
         chunk_bytes=draw(st.sampled_from([16, 64, 1 << 16])),
     )
     count = draw(st.integers(min_value=4, max_value=40))
@@ -288,3 +292,142 @@ def test_graceful_cuts_give_each_result_exactly_once(tmp_path_factory, case):
 @given(cases(kills=True).filter(lambda case: case[0].event_time))
 def test_kill_9_cuts_give_the_same_results_repeats_allowed(tmp_path_factory, case):
     check(tmp_path_factory.mktemp("kills"), *case)
+
+
+# -- the numbered defects of issue 9, one regression test each --------------------------
+
+
+def cli(args, **kwargs):
+    from click.testing import CliRunner
+
+    from ordertimeout.cli import main
+
+    return CliRunner().invoke(main, ["watch", "--json", *args], **kwargs)
+
+
+def keys_of(outcome, kind=None):
+    return [r["key"] for r in map(orjson.loads, outcome.stdout.splitlines()) if kind in (None, r["result"])]
+
+
+def ev(key, kind, ts):
+    return orjson.dumps({"userId": key, "type": kind, "ts": ts}) + b"\n"
+
+
+def test_1_end_of_input_with_state_is_not_the_end_of_time(tmp_path):
+    """A cron rerun over a growing file: the pay in the next lines makes it a success."""
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    source.write_bytes(ev("u1", "create", 1000))
+    args = [str(source), "-q", "--state", state, "--within", "1s"]
+    first = cli(args)
+    assert (first.exit_code, first.stdout) == (0, "")  # pending, not a timeout
+    with open(source, "ab") as handle:
+        handle.write(ev("u1", "pay", 1500))
+    assert keys_of(cli(args), "success") == ["u1"]
+    # Without --state a run is final as before: the open order times out at the end.
+    assert keys_of(cli([str(tmp_path / "events.jsonl"), "-q", "--within", "100ms"]), "timeout") == ["u1"]
+
+
+def test_1_final_times_out_what_is_open_and_needs_state(tmp_path):
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    source.write_bytes(ev("u1", "create", 1000) + ev("u2", "create", 1200))
+    assert cli([str(source), "-q", "--state", state]).stdout == ""
+    final = cli([str(source), "-q", "--state", state, "--final"])
+    assert keys_of(final, "timeout") == ["u1", "u2"]
+    outcome = cli([str(source), "--final"])
+    assert outcome.exit_code == 2 and "--final is for runs with --state" in outcome.stderr
+
+
+@pytest.mark.parametrize("first_final", [False, True])
+def test_2_the_watermark_survives_a_restart(tmp_path, first_final):
+    """An event late before the restart is late after it, also after a --final run."""
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    source.write_bytes(ev("u1", "create", 5000))
+    args = [str(source), "-q", "--state", state, "--within", "1s"]
+    cli(args + (["--final"] if first_final else []))
+    with open(source, "ab") as handle:
+        handle.write(ev("u2", "create", 1000))  # behind the watermark 4999
+    second = cli([*args, "--final", "--stats", str(tmp_path / "stats.json")])
+    assert "late: time 1000 is at or before the watermark 4999" in second.stderr
+    assert "u2" not in keys_of(second)
+    assert orjson.loads((tmp_path / "stats.json").read_bytes())["late"] == 1
+
+
+def test_2_the_reorder_buffer_survives_a_restart(tmp_path):
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    source.write_bytes(ev("u1", "create", 1000) + ev("u2", "create", 1400))  # both still buffered
+    args = [str(source), "-q", "--state", state, "--within", "1s", "--lateness", "500ms"]
+    cli(args)
+    with open(source, "ab") as handle:
+        handle.write(ev("u1", "pay", 1200) + ev("u2", "pay", 1450))  # in time, out of order
+    assert keys_of(cli([*args, "--final"]), "success") == ["u1", "u2"]
+
+
+def test_3_a_file_is_the_same_file_however_it_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "events.jsonl").write_bytes(ev("u1", "create", 1000) + ev("u1", "pay", 1100))
+    os.symlink("events.jsonl", tmp_path / "link.jsonl")
+    state, stats = str(tmp_path / "state.db"), str(tmp_path / "stats.json")
+    for name in ("events.jsonl", "./events.jsonl", str(tmp_path / "events.jsonl"), "link.jsonl"):
+        outcome = cli([name, "-q", "--state", state, "--stats", stats])
+        assert outcome.exit_code == 0 and outcome.stderr == ""
+    counters = orjson.loads((tmp_path / "stats.json").read_bytes())
+    assert (counters["events"], counters["success"]) == (2, 1)  # read once, under four names
+
+
+def test_3_a_replaced_or_truncated_file_is_read_from_its_start_with_a_notice(tmp_path):
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    source.write_bytes(ev("u1", "create", 1000) + ev("u1", "pay", 1100))
+    args = [str(source), "-q", "--state", state, "--stats", str(tmp_path / "stats.json")]
+    cli(args)
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_bytes(ev("u2", "create", 2000) + ev("u2", "pay", 2100) + ev("u3", "create", 2200))
+    os.replace(replacement, source)  # rotated by a log shipper: a new file under the old name
+    replaced = cli(args)
+    assert f"{source} was replaced since the last run; reading it from the start" in replaced.stderr
+    assert keys_of(replaced) == ["u2"]
+    with open(source, "r+b") as handle:  # copytruncate: the same file, cut and written again
+        handle.truncate(0)
+        handle.write(ev("u3", "pay", 2300))
+    truncated = cli(args)
+    assert "was truncated (or rewritten) since the last run; reading it from the start" in truncated.stderr
+    assert keys_of(truncated) == ["u3"]
+    with open(source, "r+b") as handle:  # rewritten in place, longer than before: first bytes differ
+        handle.write(ev("u4", "pay", 2400).replace(b"pay", b"PAY") + ev("u4", "create", 2500) * 3)
+    assert "was truncated (or rewritten)" in cli(args).stderr
+
+
+def test_4_restored_orders_time_out_on_a_quiet_stream_with_idle(tmp_path):
+    """Orders restored from state time out with --idle though no line ever comes again."""
+    state = str(tmp_path / "state.db")
+    args = ["--state", state, "--idle", "200ms", "--within", "2s"]
+    now = time.time_ns() // 1_000_000
+    first = subprocess.run([*COMMAND, "watch", "--json", "-q", *args], input=ev("u1", "create", now),
+                           capture_output=True, timeout=30)
+    assert (first.returncode, first.stdout) == (0, b"")  # pending in the state file
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", *args], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 20)
+        assert ready, "the restored order never timed out"
+        result = orjson.loads(process.stdout.readline())
+    finally:
+        process.stdin.close()
+        process.wait(timeout=20)
+        process.stdout.close()
+        process.stderr.close()
+    assert (result["result"], result["key"], result["deadline"]) == ("timeout", "u1", now + 2000)
+
+
+def test_a_growing_files_unfinished_last_line_waits_for_the_run_that_sees_it_whole(tmp_path):
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    source.write_bytes(ev("u1", "create", 1000) + b'{"userId":"u2","type":"cre')  # the writer is mid-line
+    args = [str(source), "-q", "--state", state]
+    first = cli(args)
+    assert (first.stdout, first.stderr) == ("", "")  # not a broken line: a line not written yet
+    with open(source, "ab") as handle:
+        handle.write(b'ate","ts":1100}')  # complete, still without its newline
+    assert cli(args).stderr == ""
+    final = cli([*args, "--final"])  # the last run reads it as a line
+    assert keys_of(final, "timeout") == ["u1", "u2"] and final.stderr == ""
+    # Without --state every run is final: a last line without newline is a line.
+    assert keys_of(cli([str(source), "-q"]), "timeout") == ["u1", "u2"]

@@ -380,3 +380,21 @@ def test_live_writer_through_follow_with_idle(tmp_path):
     _, err = watch.communicate(timeout=30)
     assert watch.returncode == 143, err
     check_live_idle_results(lines, stats)
+
+
+def test_follow_waits_for_a_file_that_does_not_exist_yet(tmp_path):
+    """Like tail -F: a notice, then the file's lines once it appears."""
+    path = tmp_path / "later.jsonl"
+    process = subprocess.Popen([*COMMAND, "watch", "--follow", str(path), "--json", "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader = ResultReader(process)
+    try:
+        ready, _, _ = select.select([process.stderr], [], [], 20)
+        assert ready and process.stderr.readline() == f"ordertimeout: waiting for {path} to appear\n".encode()
+        path.write_bytes(pair(0))
+        reader.wait_for(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=10)
+    assert [result["key"] for result in reader.results] == ["k0"]
+    assert process.returncode == 130 and b"Traceback" not in err

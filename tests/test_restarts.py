@@ -431,3 +431,82 @@ def test_a_growing_files_unfinished_last_line_waits_for_the_run_that_sees_it_who
     assert keys_of(final, "timeout") == ["u1", "u2"] and final.stderr == ""
     # Without --state every run is final: a last line without newline is a line.
     assert keys_of(cli([str(source), "-q"]), "timeout") == ["u1", "u2"]
+
+
+# -- the same invariant through real processes and real signals (a bounded number) ------------
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL)
+
+
+def complete_lines(path):
+    """What a consumer keeps of an output: its complete lines (kill -9 may tear the last)."""
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].splitlines()
+
+
+def wait_until_catching(pid, signum, timeout=30):
+    """Wait until process ``pid`` has its own handler for ``signum`` (Linux: SigCgt in
+    /proc), so the signal finds the run going rather than Python starting up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+        if caught & (1 << (signum - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never set up its handler for signal {signum}")
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ORDERTIMEOUT_PROCESS_CUTS", "4"))))
+def test_real_processes_stopped_by_real_signals_give_the_same_results(tmp_path, seed):
+    rng = random.Random(seed)
+    whole, growing = tmp_path / "whole.jsonl", tmp_path / "events.jsonl"
+    subprocess.run([*COMMAND, "generate", "--events", "600", "--users", "40", "--rate", "150", "--disorder", "20ms",
+                    "--seed", str(seed), "-o", str(whole)], check=True)
+    options = ["--within", "1s", "--lateness", "20ms", "--match", rng.choice(["each", "next", "followed-by"]), "--json", "-q"]
+    data = whole.read_bytes()
+    cuts = sorted(rng.sample(range(1, len(data)), 7))  # anywhere, mid-line too
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    growing.write_bytes(b"")
+
+    def append():
+        if pieces:
+            with open(growing, "ab") as handle:
+                handle.write(pieces.pop(0))
+
+    state = str(tmp_path / "state.db")
+    args = [*COMMAND, "watch", str(growing), *options, "--state", state, "--checkpoint-every", "5ms"]
+    seen, killed = [], False
+    for run in range(rng.randint(3, 5)):
+        append()
+        output = tmp_path / f"run{run}.jsonl"
+        with open(output, "wb") as out:
+            if rng.random() < 0.3:  # a cron run: reads what is there, ends at its end
+                assert subprocess.run(args, stdout=out, stderr=subprocess.PIPE, timeout=60).returncode == 0
+            else:  # a service: follows the file until a signal stops it at a random moment
+                process = subprocess.Popen([*args, "--follow"], stdout=out, stderr=subprocess.PIPE)
+                wait_until_catching(process.pid, signal.SIGHUP)
+                time.sleep(rng.uniform(0.0, 0.4))
+                append()
+                time.sleep(rng.uniform(0.0, 0.4))
+                signum = rng.choice(STOP_SIGNALS)
+                process.send_signal(signum)
+                _, err = process.communicate(timeout=60)
+                assert b"Traceback" not in err
+                expected = -signum if signum == signal.SIGKILL else 128 + signum  # stopped in order
+                assert process.returncode == expected, err
+                killed |= signum == signal.SIGKILL
+        seen += complete_lines(output)
+    while pieces:
+        append()
+    final = subprocess.run([*args, "--final"], capture_output=True, timeout=60)
+    assert final.returncode == 0, final.stderr
+    seen += final.stdout.splitlines()
+    clean = subprocess.run([*COMMAND, "watch", str(whole), *options], capture_output=True, check=True).stdout.splitlines()
+    assert set(seen) == set(clean)
+    if not killed:
+        assert sorted(seen) == sorted(clean)  # each exactly once
+    else:
+        ids = {orjson.loads(line)["id"] for line in seen}
+        assert len(ids) == len(set(seen))  # a repeat is the same result, with the same id

@@ -107,9 +107,10 @@ def test_stdin_from_dev_null_ends_at_once():
     assert outcome.stderr.startswith(b"ordertimeout: 0 events")
 
 
-def test_a_closed_stdout_with_state_never_records_an_unwritten_result(tmp_path, big_file):
+def test_a_closed_stdout_with_state_never_records_an_unwritten_result(tmp_path):
     """The reader is gone before the first result: exit 141, and the next run prints them all."""
-    state = str(tmp_path / "state.db")
+    state, big_file = str(tmp_path / "state.db"), tmp_path / "events.jsonl"
+    subprocess.run([*COMMAND, "generate", "--events", "20000", "--users", "300", "-o", str(big_file)], check=True)
     read_end, write_end = os.pipe()
     os.close(read_end)  # the consumer died before reading anything
     process = subprocess.run([*COMMAND, "watch", str(big_file), "--json", "--state", state],

@@ -15,7 +15,9 @@ from .events import RejectedLine
 from .matcher import Timeout
 from .pipeline import Pipeline
 from .sinks import RejectReporter, ResultWriter
-from .sources import END, ROTATED, FileIdentity, LineSplitter, Overlong, SavedPosition
+from .files import FileIdentity, SavedPosition
+from .framing import LineSplitter, Overlong
+from .sources import END, ROTATED
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import orjson
 
 from .pipeline import Pipeline
-from .sources import SavedPosition
+from .files import SavedPosition
 
 __all__ = ["StateStore", "StateError", "FORMAT"]
 

@@ -30,7 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
+from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
 from ordertimeout.clocks import LoopClock
 from ordertimeout.runtime import Runtime
 from ordertimeout.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter

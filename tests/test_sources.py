@@ -160,3 +160,14 @@ def test_resume_position_by_identity(tmp_path, monkeypatch):
     os.rename(path, tmp_path / "moved.jsonl")  # found by device and inode under its new name
     assert resume_position(saved, "moved.jsonl") == (9, 1, None)
     assert resume_position(saved, "events.jsonl") == (0, 0, None)  # gone: nothing to resume
+
+
+def test_no_progress_fraction_for_gzip_inputs(tmp_path):
+    import gzip
+
+    plain, packed = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    plain.write_bytes(b'{"userId":1}\n' * 100)
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert ChunkReader([Input(str(plain), path=str(plain))]).progress() == 0.0
+    # Its reads count decompressed bytes, which the compressed size cannot measure.
+    assert ChunkReader([Input(str(packed), path=str(packed))]).progress() is None

@@ -330,12 +330,22 @@ IDLE_MS = 300
 
 
 def check_live_idle_results(reader, stats_path):
+    """Asserts the results and that none was late; returns how long after its deadline
+    the slowest timeout was printed (ms)."""
     stamped = [(at, orjson.loads(line)) for at, line in reader]
     assert {result["key"]: result["result"] for _, result in stamped} == EXPECTED
-    for at, result in stamped:
-        if result["result"] == "timeout":  # printed no later than --idle + 100 ms after its deadline
-            assert at - result["deadline"] <= IDLE_MS + 100, (result, at - result["deadline"])
     assert orjson.loads(stats_path.read_bytes())["late"] == 0
+    return max(at - result["deadline"] for at, result in stamped if result["result"] == "timeout")
+
+
+def within_idle_plus_100ms(attempt):
+    """Every timeout printed no later than --idle + 100 ms after its deadline. The results
+    are checked on every attempt; only this wall-clock bound gets a second chance, for a
+    machine too loaded to wake a process within 100 ms once."""
+    slowest = attempt()
+    if slowest > IDLE_MS + 100:
+        slowest = attempt()
+    assert slowest <= IDLE_MS + 100, slowest
 
 
 def stamped_lines(fd, until_count, timeout=30):
@@ -355,6 +365,14 @@ def stamped_lines(fd, until_count, timeout=30):
 
 
 def test_live_writer_through_a_pipe_with_idle(tmp_path):
+    within_idle_plus_100ms(lambda: live_writer_through_a_pipe(tmp_path))
+
+
+def test_live_writer_through_follow_with_idle(tmp_path):
+    within_idle_plus_100ms(lambda: live_writer_through_follow(tmp_path))
+
+
+def live_writer_through_a_pipe(tmp_path):
     stats = tmp_path / "stats.json"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, "-", orjson.dumps(SCHEDULE)], stdout=subprocess.PIPE)
     watch = subprocess.Popen([*COMMAND, "watch", "--json", "-q", "--within", "400ms", "--idle", f"{IDLE_MS}ms",
@@ -364,10 +382,10 @@ def test_live_writer_through_a_pipe_with_idle(tmp_path):
     writer.wait(timeout=30)
     _, err = watch.communicate(timeout=30)
     assert watch.returncode == 0, err
-    check_live_idle_results(lines, stats)
+    return check_live_idle_results(lines, stats)
 
 
-def test_live_writer_through_follow_with_idle(tmp_path):
+def live_writer_through_follow(tmp_path):
     stats, path = tmp_path / "stats.json", tmp_path / "events.jsonl"
     path.write_bytes(b"")
     watch = subprocess.Popen([*COMMAND, "watch", "--follow", str(path), "--json", "-q", "--within", "400ms",
@@ -379,7 +397,7 @@ def test_live_writer_through_follow_with_idle(tmp_path):
     watch.send_signal(signal.SIGTERM)
     _, err = watch.communicate(timeout=30)
     assert watch.returncode == 143, err
-    check_live_idle_results(lines, stats)
+    return check_live_idle_results(lines, stats)
 
 
 def test_follow_waits_for_a_file_that_does_not_exist_yet(tmp_path):

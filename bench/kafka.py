@@ -98,7 +98,7 @@ def time_workers(bootstrap: str, topic: str, ends: dict[int, int], workers: int)
     """Seconds from starting ``workers`` processes until the group has committed every record."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     argv = [*COMMAND, "kafka", "--bootstrap", bootstrap, "--topic", topic, "--group", group,
-            "--results-topic", f"{topic}-results", "--create-topics", str(PARTITIONS), "-q", "--within", "1s"]
+            "--results-topic", f"{topic}-results", "--create-topics", str(PARTITIONS), "-q", "--json", "--within", "1s"]
     started = time.perf_counter()
     processes = [subprocess.Popen(argv, stdout=subprocess.DEVNULL) for _ in range(workers)]
     try:

@@ -26,6 +26,7 @@ from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, SinkError
 from ..sources import ChunkReader, SourceError
+from ..outbox import OutboxError
 from ..state import StateError, StateStore
 from .. import terminal
 
@@ -103,11 +104,16 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
+    #: Delivery to --webhook / --exec (a :class:`~ordertimeout.notify.Notifier`), if asked for.
+    notifier: Any = None
 
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
            strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES) -> _Run:
     """The pipeline, runtime and sinks for one run, from the command's options."""
+    from .notify_options import build_notifier  # (that module builds on this one)
+
+    notifier = build_notifier(params)
     within, color = params["within"], params["color"]
     out = OutputBuffer(sys.stdout.buffer)
     formatter = JsonFormatter() if params["as_json"] else HumanFormatter(within, terminal.painter(sys.stdout, color))
@@ -122,10 +128,11 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
         EventParser(schema), Matcher(within, params["match_mode"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
     writer = ResultWriter(out, formatter, params["only"])
-    runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
+    runtime_writer = writer if notifier is None else notifier.writer(writer)
+    runtime = Runtime(pipeline, LoopClock(), runtime_writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
     return _Run(
         pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
-        {"within_ms": within, "match": params["match_mode"]},
+        {"within_ms": within, "match": params["match_mode"]}, notifier=notifier,
     )
 
 
@@ -155,13 +162,28 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
     # The refresher is owned here rather than by a TaskGroup so the run's own errors
     # (a closed stdout, --strict) reach the caller as themselves, not as a group.
     refresher = asyncio.create_task(_refresh(status)) if status is not None else None
+    notifier = run.notifier
+    drain_timeout = 0.0
     try:
-        await main()
-    except asyncio.CancelledError:
-        if run.stop_signal is None:
-            raise
-        task.uncancel()
+        if notifier is not None:
+            await notifier.start(on_error=task.cancel)
+        try:
+            await main()
+        except asyncio.CancelledError:
+            if run.stop_signal is None and (notifier is None or notifier.error is None):
+                raise
+            task.uncancel()
+        if notifier is not None and notifier.error is None:
+            drain_timeout = notifier.drain_timeout  # the end, or a signal: deliver what is pending
     finally:
+        if notifier is not None:
+            try:
+                await notifier.finish(drain_timeout)
+            except asyncio.CancelledError:  # a signal during the drain ends it
+                if run.stop_signal is None:
+                    raise
+                task.uncancel()
+                await notifier.finish(0)
         if refresher is not None:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
@@ -169,6 +191,8 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.out.before_write = run.out.after_write = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if notifier is not None and notifier.error is not None:
+        raise notifier.error
 
 
 async def _refresh(status: terminal.StatusLine) -> None:
@@ -194,7 +218,8 @@ def _status_renderer(run: _Run) -> Callable[[], object]:
         if run.pipeline.time_mode is TimeMode.EVENT and math.isfinite(run.pipeline.frontier):
             watermark = int(run.pipeline.frontier) - 1
         progress = run.reader.progress() if run.reader is not None else None
-        return terminal.status_text(stats, rate, now, watermark, progress)
+        deliveries = run.notifier.stats() if run.notifier is not None else None
+        return terminal.status_text(stats, rate, now, watermark, progress, deliveries)
 
     return render
 
@@ -203,6 +228,11 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     """Run ``main`` (a coroutine function) and report, turning failures into clean exits."""
     exit_code = 0
     broken_pipe = False
+    if run.notifier is not None:
+        if run.state is not None:
+            run.notifier.use_state(run.state, run.runtime)
+        if run.reader is not None:
+            run.reader = run.notifier.paced(run.reader)  # read at call time by the command's main
     try:
         asyncio.run(_supervise(run, main))
         if run.stop_signal is not None:
@@ -214,7 +244,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     except StrictStop:
         exit_code = 1
         _flush_quietly(run.out)
-    except (SourceError, SinkError, StateError) as error:
+    except (SourceError, SinkError, StateError, OutboxError) as error:
         _flush_quietly(run.out)
         _finish(run, quiet=run.quiet)
         raise click.ClickException(str(error)) from None
@@ -222,6 +252,10 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         if run.state is not None:
             run.state.close()
     _finish(run, quiet=run.quiet or broken_pipe)
+    problem = run.notifier.problem() if run.notifier is not None else None
+    if problem is not None:
+        click.echo(f"ordertimeout: {problem}", err=True)
+        exit_code = exit_code or 1
     if exit_code:
         sys.exit(exit_code)
 
@@ -249,6 +283,8 @@ def _finish(run: _Run, quiet: bool) -> None:
     latency = terminal.latency_figures(run.writer.latencies)
     if latency:
         stats["pay_latency"] = latency
+    if run.notifier is not None:
+        stats["deliveries"] = run.notifier.stats()
     try:
         run.runtime.reporter.close()
     except SinkError as error:

@@ -113,8 +113,7 @@ class Relay:
         #: The last failure's text, for a warning; never holds a secret (senders see to it).
         self.last_error = ""
         self.last_dead_error = ""
-        self._inflight: dict[asyncio.Task, Entry] = {}
-        self._failure: Exception | None = None
+        self._busy: set = set()  # the rows of entries being attempted
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
 
@@ -139,10 +138,16 @@ class Relay:
 
     # -- what the runtime side calls ------------------------------------------------
 
-    def add(self, entries: list[Entry]) -> None:
-        """New entries: into the outbox, and the relay looks at them."""
+    def add(self, results: list, now: int) -> None:
+        """Results decided at ``now``: into the outbox, and the relay looks at them."""
+        if results:
+            self.outbox.add(results, now)
+            self._wake.set()
+
+    def add_entries(self, entries: list[Entry]) -> None:
+        """Ready-made entries: into the outbox, and the relay looks at them."""
         if entries:
-            self.outbox.add(entries)
+            self.outbox.add_entries(entries)
             self._wake.set()
 
     def wake(self) -> None:
@@ -183,54 +188,50 @@ class Relay:
     # -- the task --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Deliver until cancelled; on cancellation, attempts in flight are cancelled too
-        (their entries stay pending)."""
+        """Deliver until cancelled, with ``concurrency`` workers each making one attempt at a
+        time; on cancellation, attempts in flight are cancelled too (their entries stay pending)."""
+        workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         try:
-            while True:
-                self._wake.clear()
-                if self._failure is not None:
-                    raise self._failure
-                now = self.clock.now_ms()
-                free = self.concurrency - len(self._inflight)
-                busy = {entry.position for entry in self._inflight.values()}
-                if free > 0:
-                    for entry in self.outbox.take_due(now, free, busy):
-                        task = asyncio.create_task(self._attempt(entry))
-                        self._inflight[task] = entry
-                timeout = None
-                if len(self._inflight) < self.concurrency:
-                    busy = {entry.position for entry in self._inflight.values()}
-                    moment = self.outbox.next_due(now, busy)
-                    if moment is not None:
-                        timeout = self.clock.seconds_until(moment)
-                        if timeout <= 0:
-                            continue
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
+            await asyncio.gather(*workers)
         finally:
-            tasks = list(self._inflight)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        outbox, clock, busy = self.outbox, self.clock, self._busy
+        while True:
+            now = clock.now_ms()
+            due = outbox.take_due(now, 1, busy)
+            if due:
+                entry = due[0]
+                busy.add(entry.position)
+                try:
+                    await self._attempt(entry)
+                finally:
+                    busy.discard(entry.position)
+                continue
+            # Nothing due: sleep until the next entry is, or until new entries come. The
+            # check above and this clear happen in one step, so no wake-up is missed.
+            moment = outbox.next_due(now, busy)
+            timeout = None if moment is None else clock.seconds_until(moment)
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
 
     async def _attempt(self, entry: Entry) -> None:
         try:
-            try:
-                async with asyncio.timeout(self.timeout_ms / 1000):
-                    outcome = await self.senders[entry.sink].send(entry)
-            except TimeoutError:
-                outcome = Outcome(False, f"no answer within {self.timeout_ms / 1000:g}s")
-            except Exception as error:  # a sender's surprise is a failed attempt, not the end
-                outcome = Outcome(False, f"attempt failed ({type(error).__name__})")
-            self._record(entry, outcome)
-        except Exception as error:  # the outbox cannot record it: delivery cannot go on
-            self._failure = error
-        finally:
-            self._inflight.pop(asyncio.current_task(), None)
-            self._wake.set()
-            self._progress.set()
+            async with asyncio.timeout(self.timeout_ms / 1000):
+                outcome = await self.senders[entry.sink].send(entry)
+        except TimeoutError:
+            outcome = Outcome(False, f"no answer within {self.timeout_ms / 1000:g}s")
+        except Exception as error:  # a sender's surprise is a failed attempt, not the end
+            outcome = Outcome(False, f"attempt failed ({type(error).__name__})")
+        self._record(entry, outcome)  # an outbox that cannot record it ends delivery (raises)
+        self._progress.set()
 
     def _record(self, entry: Entry, outcome: Outcome) -> None:
         outbox = self.outbox

@@ -19,7 +19,8 @@ from typing import Callable, Iterable
 
 from .clocks import Clock, LoopClock
 from .delivery import Relay, Sender
-from .outbox import MemoryOutbox, SqliteOutbox, entries_for
+from .outbox import MemoryOutbox, SqliteOutbox
+from .sinks import RESULT_TYPES
 
 __all__ = ["Notifier", "OutboxWriter", "PacedReader"]
 
@@ -35,7 +36,8 @@ class Notifier:
         self.clock = clock or LoopClock()
         self._settings = dict(rng=rng, concurrency=concurrency, timeout_ms=timeout_ms, max_age_ms=max_age_ms,
                               limit=limit)
-        self.outbox = MemoryOutbox()
+        self._keep = RESULT_TYPES[only] if only else None
+        self.outbox = MemoryOutbox(self.senders)
         self.relay = Relay(self.outbox, self.senders, self.clock, **self._settings)
         self.error: BaseException | None = None
         self._tasks: list[asyncio.Task] = []
@@ -63,6 +65,7 @@ class Notifier:
                 nonlocal written
                 written = outbox.write_staged(connection)
 
+            outbox.flush()  # outcomes recorded in this turn: committed before the checkpoint begins
             save(pipeline, offsets, also=also)
             outbox.committed(written)
             relay.wake()
@@ -80,8 +83,11 @@ class Notifier:
 
     def add(self, results) -> None:
         """Results just decided: into the outbox, one entry per sink."""
+        keep = self._keep
+        if keep is not None:
+            results = [result for result in results if type(result) is keep]
         if results:
-            self.relay.add(entries_for(results, self.senders, self.clock.now_ms(), self.only))
+            self.relay.add(results, self.clock.now_ms())
 
     def stats(self) -> dict:
         """Delivery counters (see :meth:`.Relay.stats`); after :meth:`finish`, as they were then."""
@@ -136,6 +142,8 @@ class Notifier:
             self._tasks.clear()
             for sender in self.senders.values():
                 await sender.close()
+            if self.outbox.durable and self.error is None:
+                self.outbox.flush()
             if self.error is None:
                 self._final_stats = self.relay.stats()  # the state file closes after this
 

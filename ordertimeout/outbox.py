@@ -20,10 +20,13 @@ Functions at the end serve ``ordertimeout outbox STATE``: list rows, retry dead 
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import sqlite3
+from collections import deque
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Iterable
 
 from .sinks import RESULT_TYPES, json_line
@@ -68,51 +71,68 @@ class Entry:
         return self.id.split(":", 1)[0]
 
 
+def entry_for(sink: str, result, now: int) -> Entry:
+    """The entry of one result for one sink, decided at ``now``."""
+    return Entry(sink, result.id, result.key, json_line(result)[:-1], now, next_attempt=now)
+
+
 def entries_for(results: Iterable, sinks: Iterable[str], now: int, only: str | None = None) -> list[Entry]:
     """One entry per result (of the kind ``only``, if given) and sink, decided at ``now``."""
     keep = RESULT_TYPES[only] if only else None
     sinks = list(sinks)
-    entries = []
-    for result in results:
-        if keep is not None and type(result) is not keep:
-            continue
-        body = json_line(result)[:-1]  # the --json object, without its newline
-        rid = result.id
-        entries += [Entry(sink, rid, result.key, body, now, next_attempt=now) for sink in sinks]
-    return entries
+    return [entry_for(sink, result, now) for result in results
+            if keep is None or type(result) is keep for sink in sinks]
 
 
 class MemoryOutbox:
-    """Entries in memory: pending ones in a heap by next attempt, dead ones in a list."""
+    """Entries in memory: fresh results in arrival order, retries in a heap by next attempt.
+
+    A fresh result becomes an :class:`Entry` (its JSON body formatted) only when the relay
+    takes it, so deciding results costs matching one append each.
+    """
 
     durable = False
 
-    def __init__(self) -> None:
+    def __init__(self, sinks: Iterable[str] = ()) -> None:
+        self._sinks = tuple(sinks)
+        self._fresh: deque[tuple[str, object, int]] = deque()  # (sink, result, decided at)
         self._due: list[tuple[int, int, Entry]] = []
         self._order = itertools.count()
-        self._pending: dict[int, Entry] = {}  # id(entry) -> entry, for the oldest pending
+        self._taken: dict[int, Entry] = {}  # id(entry) -> entry: taken, not yet delivered or dead
         self.dead: list[Entry] = []
 
-    def add(self, entries: list[Entry]) -> None:
-        """Take new entries; they are deliverable at once."""
+    def add(self, results: list, now: int) -> None:
+        """Take results decided at ``now``, one entry per sink; deliverable at once."""
+        for sink in self._sinks:
+            self._fresh.extend(zip(repeat(sink), results, repeat(now)))
+
+    def add_entries(self, entries: list[Entry]) -> None:
+        """Take ready-made entries (each due at its ``next_attempt``)."""
         for entry in entries:
-            self._pending[id(entry)] = entry
+            self._taken[id(entry)] = entry
             heapq.heappush(self._due, (entry.next_attempt, next(self._order), entry))
 
     def take_due(self, now: int, count: int, busy: set) -> list[Entry]:
-        """Up to ``count`` entries due at ``now`` (and not ``busy``), earliest first."""
+        """Up to ``count`` entries due at ``now``: retries first, then fresh results."""
         taken = []
-        while self._due and len(taken) < count and self._due[0][0] <= now:
-            taken.append(heapq.heappop(self._due)[2])
-        return taken  # popped entries are off the heap until retried: never busy here
+        due, fresh = self._due, self._fresh
+        while due and len(taken) < count and due[0][0] <= now:
+            taken.append(heapq.heappop(due)[2])  # off the heap until retried: never busy here
+        while fresh and len(taken) < count:
+            entry = entry_for(*fresh.popleft())
+            self._taken[id(entry)] = entry
+            taken.append(entry)
+        return taken
 
     def next_due(self, now: int, busy: set) -> int | None:
         """The earliest next attempt of an entry not being attempted, if any."""
+        if self._fresh:
+            return self._fresh[0][2]
         return self._due[0][0] if self._due else None
 
     def delivered(self, entry: Entry) -> None:
         """The sink accepted ``entry``: forget it."""
-        self._pending.pop(id(entry), None)
+        self._taken.pop(id(entry), None)
 
     def retry(self, entry: Entry) -> None:
         """``entry`` failed; its attempts, next attempt and last error are already set."""
@@ -121,12 +141,12 @@ class MemoryOutbox:
     def bury(self, entry: Entry) -> None:
         """``entry`` goes to the dead letters (``entry.last_error`` says why)."""
         entry.dead = True
-        self._pending.pop(id(entry), None)
+        self._taken.pop(id(entry), None)
         self.dead.append(entry)
 
     def pending_count(self) -> int:
         """Entries not yet delivered and not dead."""
-        return len(self._pending)
+        return len(self._taken) + len(self._fresh)
 
     def dead_count(self) -> int:
         """Dead letters held."""
@@ -134,8 +154,10 @@ class MemoryOutbox:
 
     def oldest_pending(self) -> int | None:
         """When the oldest pending entry was decided (epoch ms)."""
-        # Entries come in decision order and dicts keep insertion order.
-        return next(iter(self._pending.values())).enqueued if self._pending else None
+        # Taken entries were decided before fresh ones, and dicts keep insertion order.
+        if self._taken:
+            return min(entry.enqueued for entry in itertools.islice(self._taken.values(), 64))
+        return self._fresh[0][2] if self._fresh else None
 
 
 class SqliteOutbox:
@@ -143,7 +165,8 @@ class SqliteOutbox:
 
     ``sinks`` are the sinks this run delivers to: rows of other sinks (left by a run
     with other options) stay untouched. Every write outside :meth:`write_staged` is one
-    small autocommit statement: a crash loses at most the outcome of attempts in flight.
+    small statement, committed with the others of the same turn of the event loop: a crash
+    loses at most the outcomes of attempts in flight or just ended.
     """
 
     durable = True
@@ -151,22 +174,60 @@ class SqliteOutbox:
     def __init__(self, connection: sqlite3.Connection, sinks: Iterable[str]) -> None:
         self._connection = connection
         self._sinks = tuple(sinks)
-        self._staged: list[Entry] = []
+        self._staged: list[tuple[str, object, int]] = []  # (sink, result, decided at)
         self._in = "(" + ",".join("?" * len(self._sinks)) + ")"
+        self._error: OutboxError | None = None
         self._pending, self._dead = (
             self._query(f"SELECT COUNT(*) FROM outbox WHERE dead = {dead} AND sink IN {self._in}", self._sinks)[0][0]
             for dead in (0, 1)
         )
 
     def _query(self, sql: str, parameters=()) -> list[tuple]:
+        if self._error is not None:
+            raise self._error
         try:
             return self._connection.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise OutboxError(f"cannot use the outbox of the state file: {error}") from None
 
-    def add(self, entries: list[Entry]) -> None:
-        """Stage new entries for the next checkpoint; they are deliverable once it commits."""
-        self._staged += entries
+    def _write(self, sql: str, parameters) -> None:
+        """Record an attempt's outcome. Outcomes of one turn of the event loop share one
+        transaction, committed at the end of the turn (a commit per delivery would cost
+        more than the delivery); a crash loses at most the outcomes of that turn."""
+        if not self._connection.in_transaction:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # used outside a loop: each statement commits itself
+                self._query(sql, parameters)
+                return
+            self._query("BEGIN")
+            loop.call_soon(self._commit_soon)
+        self._query(sql, parameters)
+
+    def _commit_soon(self) -> None:
+        try:
+            self.flush()
+        except OutboxError as error:
+            self._error = error  # raised by the next use, in the relay
+
+    def flush(self) -> None:
+        """Commit the outcomes recorded so far (before a checkpoint, and at the end)."""
+        if self._connection.in_transaction:
+            try:
+                self._connection.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise OutboxError(f"cannot write the outbox of the state file: {error}") from None
+
+    def add(self, results: list, now: int) -> None:
+        """Stage results decided at ``now`` (one entry per sink) for the next checkpoint;
+        they are deliverable once it commits."""
+        for sink in self._sinks:
+            self._staged.extend(zip(repeat(sink), results, repeat(now)))
+        self._pending += len(results) * len(self._sinks)
+
+    def add_entries(self, entries: list[Entry]) -> None:
+        """Stage ready-made entries (the state file keeps only their result, body and time)."""
+        self._staged += [(entry.sink, entry, entry.enqueued) for entry in entries]
         self._pending += len(entries)
 
     @property
@@ -178,7 +239,8 @@ class SqliteOutbox:
         """Insert the staged entries; called inside the checkpoint's transaction."""
         connection.executemany(
             "INSERT INTO outbox (sink, id, key, body, enqueued, next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
-            [(e.sink, e.id, e.key, e.body, e.enqueued, e.next_attempt) for e in self._staged],
+            [(sink, item.id, item.key, item.body if type(item) is Entry else json_line(item)[:-1], now, now)
+             for sink, item, now in self._staged],
         )
         return len(self._staged)
 
@@ -193,7 +255,7 @@ class SqliteOutbox:
             " ORDER BY next_attempt, position LIMIT ?",
             (now, *self._sinks, count + len(busy)),
         )
-        return [entry for entry in map(_entry, rows) if entry.position not in busy][:count]
+        return [_entry(row) for row in rows if row[0] not in busy][:count]
 
     def next_due(self, now: int, busy: set) -> int | None:
         """The earliest next attempt of a committed entry not being attempted, if any."""
@@ -206,12 +268,12 @@ class SqliteOutbox:
 
     def delivered(self, entry: Entry) -> None:
         """The sink accepted ``entry``: delete its row."""
-        self._query("DELETE FROM outbox WHERE position = ?", (entry.position,))
+        self._write("DELETE FROM outbox WHERE position = ?", (entry.position,))
         self._pending -= 1
 
     def retry(self, entry: Entry) -> None:
         """Record a failed attempt (attempts, next attempt and last error set on ``entry``)."""
-        self._query(
+        self._write(
             "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE position = ?",
             (entry.attempts, entry.next_attempt, entry.last_error, entry.position),
         )
@@ -219,7 +281,7 @@ class SqliteOutbox:
     def bury(self, entry: Entry) -> None:
         """Mark the row dead with its last error."""
         entry.dead = True
-        self._query(
+        self._write(
             "UPDATE outbox SET attempts = ?, last_error = ?, dead = 1 WHERE position = ?",
             (entry.attempts, entry.last_error, entry.position),
         )
@@ -237,7 +299,7 @@ class SqliteOutbox:
     def oldest_pending(self) -> int | None:
         """When the oldest pending entry was decided (epoch ms)."""
         oldest = self._query(f"SELECT MIN(enqueued) FROM outbox WHERE dead = 0 AND sink IN {self._in}", self._sinks)
-        candidates = [moment for moment in (oldest[0][0], self._staged[0].enqueued if self._staged else None)
+        candidates = [moment for moment in (oldest[0][0], self._staged[0][2] if self._staged else None)
                       if moment is not None]
         return min(candidates) if candidates else None
 

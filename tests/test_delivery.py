@@ -103,7 +103,7 @@ def relay_run(outcome, entries, *, seconds=0.01, until=None, drain=3600.0, **set
 
     async def scenario():
         task = asyncio.create_task(relay.run())
-        relay.add(entries)
+        relay.add_entries(entries)
         relay.drained = await relay.drain(drain)
         relay.final = relay.stats()
         task.cancel()
@@ -185,7 +185,7 @@ def test_wait_for_room_returns_once_the_outbox_is_back_under_its_limit():
 
     async def scenario():
         task = asyncio.create_task(relay.run())
-        relay.add([entry(n) for n in range(6)])
+        relay.add_entries([entry(n) for n in range(6)])
         assert relay.full()
         seen["quick"] = await relay.wait_for_room(0.5)
         seen["room"] = await relay.wait_for_room(None)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
 from ordertimeout.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for, read_rows, retry_dead
+from ordertimeout.sinks import json_line
 from ordertimeout.state import StateError, StateStore
 
 from .helpers import event
@@ -40,15 +41,17 @@ def test_entries_carry_the_json_object_and_id_per_sink_and_only_filters():
 
 
 def test_memory_outbox_hands_out_due_entries_and_keeps_dead_letters():
-    outbox = MemoryOutbox()
+    outbox = MemoryOutbox(["exec"])
     _, results = decided(LINES)
-    a, b, c = entries_for(results, ["exec"], now=0)
-    outbox.add([a, b, c])
-    assert outbox.take_due(0, 2, set()) == [a, b] and outbox.next_due(0, set()) == 0
+    outbox.add(results, 0)
+    assert outbox.pending_count() == 3 and outbox.oldest_pending() == 0
+    a, b = outbox.take_due(0, 2, set())
+    assert (a.id, b.id, a.sink, a.body) == (results[0].id, results[1].id, "exec", json_line(results[0])[:-1])
     outbox.delivered(a)
     b.next_attempt = 500
     outbox.retry(b)
-    assert outbox.take_due(0, 5, set()) == [c] and outbox.next_due(0, set()) == 500
+    (c,) = outbox.take_due(0, 5, set())
+    assert c.id == results[2].id and outbox.next_due(0, set()) == 500
     outbox.bury(c)
     assert (outbox.pending_count(), outbox.dead_count(), outbox.oldest_pending()) == (1, 1, 0)
     assert outbox.take_due(499, 5, set()) == [] and outbox.take_due(500, 5, set()) == [b]
@@ -73,7 +76,7 @@ def test_state_outbox_rows_commit_with_the_checkpoint_and_leave_when_delivered(t
     store = open_store(path)
     outbox = SqliteOutbox(store.connection, ["webhook"])
     pipeline, results = decided(LINES)
-    outbox.add(entries_for(results, ["webhook"], now=7))
+    outbox.add(results, 7)
     assert outbox.pending_count() == 3 and outbox.take_due(10, 5, set()) == []  # staged: not deliverable yet
     store.save(pipeline, {"in": (10, 4)}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
     due = outbox.take_due(10, 5, set())
@@ -100,7 +103,7 @@ def test_state_outbox_rows_are_lost_with_a_checkpoint_that_fails(tmp_path):
     store = open_store(path)
     outbox = SqliteOutbox(store.connection, ["webhook"])
     pipeline, results = decided(LINES)
-    outbox.add(entries_for(results, ["webhook"], now=7))
+    outbox.add(results, 7)
 
     def also(connection):
         outbox.write_staged(connection)
@@ -135,7 +138,7 @@ def filled_state(path, dead_ids=()):
     store = open_store(path)
     outbox = SqliteOutbox(store.connection, ["webhook"])
     pipeline, results = decided(LINES)
-    outbox.add(entries_for(results, ["webhook"], now=7))
+    outbox.add(results, 7)
     store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
     for item in outbox.take_due(7, 5, set()):
         if item.id in dead_ids:

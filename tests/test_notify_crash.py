@@ -1,5 +1,6 @@
 """kill -9 during delivery, restart: every result arrives at least once, signed, with the
-same webhook-id; repeats only for attempts in flight at the crash."""
+same webhook-id; repeats only for attempts in flight at the crash or ended in the event
+loop's last turn before it (outcomes of one turn commit together): per worker, one of each."""
 
 import os
 import signal
@@ -64,7 +65,7 @@ def test_webhook_deliveries_survive_kill_9(tmp_path, orders, kill_after):
         assert receiver.delivered_ids() == expected
         assert all(r.verified and r.webhook_id == r.body["id"] for r in received)
         repeats = Counter(r.webhook_id for r in received if r.status == 200)
-        assert sum(count - 1 for count in repeats.values()) <= CONCURRENCY
+        assert sum(count - 1 for count in repeats.values()) <= 2 * CONCURRENCY
     finally:
         receiver.close()
 
@@ -94,4 +95,4 @@ def test_exec_deliveries_survive_kill_9_with_a_command_failing_first(tmp_path, o
     assert second.returncode == 0, stderr
     assert set(delivered()) == expected
     repeats = Counter(delivered())
-    assert sum(count - 1 for count in repeats.values()) <= CONCURRENCY
+    assert sum(count - 1 for count in repeats.values()) <= 2 * CONCURRENCY

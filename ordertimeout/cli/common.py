@@ -78,7 +78,7 @@ output_options = _apply(
         click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line. Example: --json | jq -c 'select(.result==\"timeout\")'"),
         click.option(
             "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
-            help="Print one kind of result only (statistics still count all). Example: --only timeout",
+            help="Print (and deliver, with --webhook/--exec) one kind of result only (statistics still count all). Example: --only timeout",
         ),
         click.option(
             "--stats", "stats_path", type=click.Path(dir_okay=False),

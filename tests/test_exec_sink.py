@@ -5,7 +5,7 @@ import subprocess
 
 import orjson
 
-from .helpers import COMMAND
+from .helpers import COMMAND, event
 from .test_webhook import traffic
 
 # Appends "id result key" and the stdin object to files in $OUT; fails the first $FAILS
@@ -65,3 +65,19 @@ def test_a_command_that_hangs_is_killed_at_the_attempt_timeout(tmp_path):
     assert b"Traceback" not in done.stderr
     subprocess.run(["sleep", "2.5"])  # had any `sleep 2` survived its kill, the marker would appear by now
     assert not marker.exists()
+
+
+def test_paid_late_results_are_delivered_like_the_others(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([event("u1", "create", 0), event("u1", "pay", 1500)]) + b"\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    script = tmp_path / "deliver.sh"
+    script.write_text(SCRIPT)
+    done = subprocess.run(
+        [*COMMAND, "watch", str(events), "-q", "--within", "1s", "--paid-late", "1h", "--only", "paid_late",
+         "--exec", f"sh {script}"],
+        capture_output=True, env=dict(os.environ, PYTHONPATH=os.getcwd(), OUT=str(out)), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (out / "env").read_text().split() == ["paid_late:u1:0:0", "paid_late", "u1", "nosecret"]
+    assert orjson.loads((out / "bodies").read_bytes())["paid"] == 1500

@@ -3,6 +3,7 @@
 
 import base64
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -165,3 +166,21 @@ def test_plain_http_warning_and_aiohttp_only_loaded_for_webhooks(tmp_path):
              "CliRunner().invoke(main, ['watch', '--exec', 'true'], input=''); print('aiohttp' in sys.modules)")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert loaded.stdout.strip() == b"False", loaded.stderr
+
+
+def test_sigterm_drains_pending_deliveries_then_exits_143(receiver):
+    receiver.answer = lambda number, body: (200, {}, 0.3)  # slow: deliveries queue up
+    receiver.accept()
+    process = subprocess.Popen(
+        [*COMMAND, "simulate", "--json", "--interval", "20ms", "--within", "30ms", "--webhook", receiver.url,
+         "--deliver-concurrency", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert receiver.wait_until(lambda r: len(r.snapshot()) >= 1)
+    at_signal = len(receiver.snapshot())
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    printed = {orjson.loads(line)["id"] for line in stdout.splitlines()}
+    assert len(printed) > at_signal  # some were still pending at the signal
+    assert receiver.delivered_ids() == printed  # everything decided before the signal was delivered
+    assert f"deliveries {len(printed)} delivered, 0 retried, 0 dead, 0 pending".encode() in stderr

@@ -2,7 +2,8 @@
 
 Library errors become ``click`` errors here: usage mistakes exit 2, run failures print
 ``Error: ...`` and exit 1, a reader that leaves (``| head``) ends the run quietly, and a
-signal ends it in order with 130 (SIGINT) or 143 (SIGTERM).
+signal ends it in order with 130 (SIGINT), 143 (SIGTERM) or 129 (SIGHUP). A closed stdout
+exits 141, as a process killed by SIGPIPE would (``yes | head``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from ..outbox import OutboxError
 from ..state import StateError, StateStore
 from .. import terminal
 
+
+#: Signals that stop a run in order (results written, checkpoint saved, summary).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Exit status when the reader of stdout left: 128 + SIGPIPE, as the shell reports it.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 #: How often the live status line is redrawn, in seconds.
 STATUS_REFRESH_SECONDS = 0.25
@@ -144,7 +150,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
 async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
     """Run ``main`` with the status line beside it; a signal stops both in order.
 
-    The first SIGINT or SIGTERM cancels the run, which then writes what it decided and
+    The first SIGINT, SIGTERM or SIGHUP cancels the run, which then writes what it decided and
     reports; a second one exits at once.
     """
     loop = asyncio.get_running_loop()
@@ -158,7 +164,7 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     status = None
     if not run.quiet and terminal.wants_status(sys.stderr):
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
@@ -245,6 +251,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         run.out.flush()
     except BrokenPipeError:
         broken_pipe = True
+        exit_code = EXIT_BROKEN_PIPE
         _silence_stdout()
     except StrictStop:
         exit_code = 1

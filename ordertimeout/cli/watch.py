@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -15,7 +14,7 @@ from ..events import TIME_UNITS, EventSchema
 from ..matcher import Mode
 from ..pipeline import TimeMode
 from ..runtime import MAX_LINE_BYTES
-from ..sources import ChunkReader, Input
+from ..sources import ChunkReader, Input, resume_inputs
 from ..state import StateError, StateStore
 from . import main
 from .notify_options import notify_options
@@ -42,9 +41,10 @@ from .common import Duration, _build, _execute, _Run, output_options
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded. Example: --max-line-bytes 65536")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), help="SQLite file keeping open orders, watermark, counters and file offsets across restarts. Example: --state orders.db")
 @click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state. Example: --checkpoint-every 200ms")
+@click.option("--final", is_flag=True, help="With --state: this run ends the input, so time out every order still open at its end (without it, they stay pending for the next run). Example: --state orders.db --final")
 def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time_field, time_unit,
           processing_time, lateness, idle, follow, rejects_path, strict, max_line_bytes, state_path,
-          checkpoint_every, **params) -> None:
+          checkpoint_every, final, **params) -> None:
     """Match order events read as JSON lines from FILES (or stdin) and print results.
 
     \b
@@ -59,6 +59,8 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
     if follow and (len(files) != 1 or files[0] == "-"):
         raise click.UsageError("--follow needs exactly one FILE (not stdin)")
+    if final and state_path is None:
+        raise click.UsageError("--final is for runs with --state (without it every run is final)")
     inputs = _inputs(files, follow)
     schema = EventSchema(
         key_field=key_field, type_field=type_field, time_field=time_field, create_type=create_type,
@@ -70,6 +72,7 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     )
     if state_path is not None:
         inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
+        run.runtime.final = final
     run.reader = ChunkReader(inputs)
     _execute(run, lambda: run.runtime.watch(run.reader))
 
@@ -93,16 +96,19 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
     if checkpoint is None:
         return inputs
     run.pipeline.restore(checkpoint["pipeline"])
-    runtime.positions.update(checkpoint["offsets"])
     # Time never runs backwards across a restart, even if the system clock was stepped back.
     restored_now = run.pipeline.matcher.now
     if run.pipeline.time_mode is TimeMode.PROCESSING and math.isfinite(restored_now):
         runtime.clock = LoopClock(max(time.time_ns() // 1_000_000, int(restored_now)))
-    return [
-        dataclasses.replace(source, start_offset=runtime.positions[source.name][0])
-        if source.path is not None and source.name in runtime.positions else source
-        for source in inputs
-    ]
+    resumed, positions, notices = resume_inputs(checkpoint["offsets"], inputs)
+    for notice in notices:
+        _notice(notice)
+    runtime.positions.update(positions)
+    return resumed
+
+
+def _notice(text: str) -> None:
+    click.echo(f"ordertimeout: {text}", err=True)
 
 
 def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
@@ -114,6 +120,10 @@ def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
             continue
         try:
             os.close(os.open(path, os.O_RDONLY))
+        except FileNotFoundError as error:
+            if not follow:
+                raise click.ClickException(f"cannot open {path}: {error.strerror}") from None
+            _notice(f"waiting for {path} to appear")  # as tail -F does
         except OSError as error:
             raise click.ClickException(f"cannot open {path}: {error.strerror}") from None
         if os.path.isdir(path):

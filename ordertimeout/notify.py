@@ -182,14 +182,8 @@ class PacedReader:
         self._relay = relay
         self.paused = False
 
-    def start(self) -> None:
-        self.reader.start()
-
-    def stop(self) -> None:
-        self.reader.stop()
-
-    def progress(self):
-        return self.reader.progress()
+    def __getattr__(self, name: str):
+        return getattr(self.reader, name)  # start, stop, progress, identity: the reader's own
 
     async def get(self, timeout: float | None = None):
         """The reader's next item, once the outbox has room."""

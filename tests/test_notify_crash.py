@@ -49,7 +49,7 @@ def test_webhook_deliveries_survive_kill_9(tmp_path, orders, kill_after):
     receiver.answer = lambda number, body: (503, {}, 0.01) if number % 5 == 4 else (200, {}, 0.01)
     receiver.accept()
     args = [str(path), "--within", f"{10 * ORDERS}ms", "--state", str(tmp_path / "state.db"), "--checkpoint-every",
-            "50ms", "--webhook", receiver.url, "--deliver-concurrency", str(CONCURRENCY), "-q"]
+            "50ms", "--final", "--webhook", receiver.url, "--deliver-concurrency", str(CONCURRENCY), "-q"]
     env = {"ORDERTIMEOUT_WEBHOOK_SECRET": SECRET}
     try:
         first = start(args, env)
@@ -78,7 +78,7 @@ def test_exec_deliveries_survive_kill_9_with_a_command_failing_first(tmp_path, o
     out.mkdir()
     log = out / "env"
     args = [str(path), "--within", f"{10 * ORDERS}ms", "--state", str(tmp_path / "state.db"), "--checkpoint-every",
-            "50ms", "--exec", f"sh {script}", "--deliver-concurrency", str(CONCURRENCY), "-q"]
+            "50ms", "--final", "--exec", f"sh {script}", "--deliver-concurrency", str(CONCURRENCY), "-q"]
     env = {"OUT": str(out), "FAILS": "1"}
 
     def delivered():

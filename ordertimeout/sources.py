@@ -26,7 +26,7 @@ from typing import AsyncIterator, BinaryIO, NamedTuple, Sequence
 
 __all__ = [
     "Input", "ChunkReader", "SourceError", "END", "ROTATED", "CHUNK_BYTES",
-    "FileIdentity", "SavedPosition", "resume_position", "resume_inputs",
+    "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip",
 ]
 
 #: Bytes per read: big enough that per-chunk overhead vanishes next to per-line work.
@@ -126,7 +126,8 @@ def resume_position(saved: dict[str, SavedPosition], path: str) -> tuple[int, in
             return 0, 0, None
     if (position.device, position.inode) != (current.st_dev, current.st_ino) or not _head_matches(resolved, position):
         return 0, 0, f"{path} was replaced since the last run; reading it from the start"
-    if current.st_size < position.offset:
+    # A gzip file's offsets count decompressed bytes, so its size says nothing of them.
+    if current.st_size < position.offset and not is_gzip(resolved):
         return 0, 0, f"{path} was truncated since the last run; reading it from the start"
     return position.offset, position.line, None
 
@@ -162,9 +163,10 @@ def _head_matches(path: str, position: SavedPosition) -> bool:
 class _OpenFile:
     """A file being read: its identity, with the head filled in as reading goes."""
 
-    def __init__(self, fd: int, path: str, position: int) -> None:
+    def __init__(self, fd: int, path: str, position: int, compressed: bool = False) -> None:
         info = os.fstat(fd)
-        head = os.pread(fd, FINGERPRINT_BYTES, 0) if position else b""
+        # A compressed file's head is taken whole at once: its reads are decompressed bytes.
+        head = os.pread(fd, FINGERPRINT_BYTES, 0) if position or compressed else b""
         self.identity = FileIdentity(os.path.realpath(path), info.st_dev, info.st_ino, head)
         self.position = position
 
@@ -249,6 +251,16 @@ class ChunkReader:
 
     async def _chunks(self, source: Input):
         """(chunk, arrival) pairs of one input that is not followed."""
+        if source.path is not None and is_gzip(source.path):
+            # Known by the compressed file's identity; its offsets count decompressed bytes.
+            fd = os.open(source.path, os.O_RDONLY)
+            try:
+                self._files[source.name] = _OpenFile(fd, source.path, source.start_offset, compressed=True)
+            finally:
+                os.close(fd)
+            async for chunk in _gzip_chunks(source.path, source.start_offset, self._chunk_bytes):
+                yield chunk, None
+            return
         if source.path is not None:
             fd = os.open(source.path, os.O_RDONLY)
             try:
@@ -467,3 +479,40 @@ class LineSplitter:
             return [line]
         line, self._carry = self._carry, b""
         return [line] if line else []
+
+
+# -- gzip-compressed files ----------------------------------------------------------------
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: str) -> bool:
+    """Whether ``path`` is a gzip file: its name ends in ``.gz`` or it starts with gzip's
+    magic bytes (a named pipe or a missing file is not)."""
+    if path.endswith(".gz"):
+        return True
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as handle:
+            return handle.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False
+
+
+async def _gzip_chunks(path: str, start_offset: int, chunk_bytes: int):
+    """The decompressed bytes of a gzip file in chunks, from ``start_offset`` (counted in
+    decompressed bytes, as line offsets are). A damaged file is an ``OSError`` (the reader
+    reports it as the input's failure)."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as stream:
+            if start_offset:
+                stream.seek(start_offset)
+            while chunk := stream.read1(chunk_bytes):
+                yield chunk
+                await asyncio.sleep(0)  # let timers and signals in between chunks
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise OSError(f"not a complete gzip file ({error})") from None

@@ -295,3 +295,21 @@ def test_save_runs_also_inside_the_checkpoint_transaction(tmp_path):
     assert connection.execute("SELECT count(*) FROM open_orders").fetchone() == (1,)
     assert connection.execute("SELECT count(*) FROM offsets").fetchone() == (0,)
     connection.close()
+
+
+def test_a_gzip_input_resumes_after_its_last_decompressed_line(tmp_path):
+    import gzip
+
+    lines = b"".join(event(f"u{i % 3}", ["create", "pay"][i % 2], 1000 * i) + b"\n" for i in range(40))
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(lines))
+    state = str(tmp_path / "state.db")
+    runner = CliRunner()
+    first = runner.invoke(main, ["watch", str(path), "--json", "-q", "--state", state, "--stats", str(tmp_path / "1.json")])
+    assert first.exit_code == 0, first.output
+    # The compressed file is shorter than the decompressed offset: that is no truncation.
+    second = runner.invoke(main, ["watch", str(path), "--json", "-q", "--state", state, "--stats", str(tmp_path / "2.json")])
+    assert second.exit_code == 0, second.output
+    assert second.stdout == "" and "truncated" not in second.stderr
+    stats = orjson.loads((tmp_path / "2.json").read_bytes())
+    assert (stats["events"], stats["late"]) == (40, 0)

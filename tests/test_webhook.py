@@ -128,12 +128,14 @@ def test_only_filters_what_the_webhook_gets_and_the_secret_never_shows(tmp_path,
     receiver.accept()
     stats = tmp_path / "stats.json"
     process, expected = run_watch(
-        tmp_path, ["--webhook", receiver.url, "--webhook-secret", SECRET, "--only", "success", "--stats", str(stats)])
+        tmp_path, ["--webhook", receiver.url, "--webhook-secret", SECRET, "--only", "success", "--stats", str(stats),
+                   "--verbose"])
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr
     wanted = {rid for rid in expected if rid.startswith("success:")}
     assert receiver.delivered_ids() == wanted and len(receiver.snapshot()) == len(wanted)
     assert "visible to other users" in stderr.decode()  # a secret on the command line earns a warning
+    assert "--webhook-secret (hidden)" in stderr.decode()  # --verbose names it, never shows it
     counters = orjson.loads(stats.read_bytes())
     assert counters["deliveries"]["delivered"] == len(wanted)
     key = SECRET.removeprefix("whsec_")

@@ -11,43 +11,39 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from .common import Duration, _apply
+from .options import Duration, apply
 
 #: The parameter names these options add to a command.
 NAMES = ("webhook", "webhook_secret", "exec_command", "deliver_timeout", "deliver_concurrency", "deliver_max_age",
          "outbox_limit", "drain_timeout")
 
-notify_options = _apply(
+notify_options = apply(
     [
         click.option(
             "--webhook", metavar="URL",
             help="POST each result's JSON object to URL (Standard Webhooks headers; webhook-id is the "
-            "result id), retried until delivered. Example: --webhook https://helpdesk.example/hooks/orders",
+            "result id), retried until delivered.",
         ),
         click.option(
             "--webhook-secret", metavar="whsec_...", envvar="ORDERTIMEOUT_WEBHOOK_SECRET", show_envvar=True,
             help="Sign webhooks (webhook-signature v1, HMAC-SHA256) with this whsec_<base64> secret; prefer the "
-            "environment variable, which other users cannot see in ps. Example: export ORDERTIMEOUT_WEBHOOK_SECRET=whsec_...",
+            "environment variable, which other users cannot see in ps.",
         ),
         click.option(
             "--exec", "exec_command", metavar="CMD",
             help="Run CMD through the shell for each result: its JSON object on stdin, ORDERTIMEOUT_ID, "
-            "ORDERTIMEOUT_RESULT and ORDERTIMEOUT_KEY in the environment; exit 0 means delivered. "
-            "Example: --exec 'notify-send \"order $ORDERTIMEOUT_KEY: $ORDERTIMEOUT_RESULT\"'",
+            "ORDERTIMEOUT_RESULT and ORDERTIMEOUT_KEY in the environment; exit 0 means delivered.",
         ),
         click.option("--deliver-timeout", type=Duration(), default="10s", show_default=True,
-                     help="Longest wait for one delivery attempt. Example: --deliver-timeout 3s"),
+                     help="Longest wait for one delivery attempt."),
         click.option("--deliver-concurrency", type=click.IntRange(min=1), default=8, show_default=True,
-                     help="Delivery attempts in flight at once. Example: --deliver-concurrency 32"),
+                     help="Delivery attempts in flight at once."),
         click.option("--deliver-max-age", type=Duration(), default="24h", show_default=True,
-                     help="Retry a result this long after it was decided, then keep it as a dead letter. "
-                     "Example: --deliver-max-age 1h"),
+                     help="Retry a result this long after it was decided, then keep it as a dead letter."),
         click.option("--outbox-limit", type=click.IntRange(min=1), default=1_000_000, show_default=True,
-                     help="Pause reading input (never drop) while more results than this await delivery. "
-                     "Example: --outbox-limit 10000"),
+                     help="Pause reading input (never drop) while more results than this await delivery."),
         click.option("--drain-timeout", type=Duration(allow_zero=True), default="30s", show_default=True,
-                     help="At the end (or Ctrl-C, SIGTERM), wait this long for pending deliveries. "
-                     "Example: --drain-timeout 2m"),
+                     help="At the end (or Ctrl-C, SIGTERM), wait this long for pending deliveries."),
     ]
 )
 

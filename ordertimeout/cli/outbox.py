@@ -13,22 +13,24 @@ from ..sinks import format_time
 from . import main
 
 
-@main.command()
+OUTBOX_EXAMPLES = """\b
+Examples:
+  ordertimeout outbox orders.db
+  ordertimeout outbox orders.db --json | jq -c 'select(.state == "dead")'
+  ordertimeout outbox orders.db --retry-dead     # after the endpoint is fixed
+"""
+
+
+@main.command(epilog=OUTBOX_EXAMPLES)
 @click.argument("state_path", metavar="STATE", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per row. Example: --json | jq -r .last_error")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per row, for jq and programs.")
 @click.option("--retry-dead", is_flag=True,
               help="Move every dead letter back to pending, to be delivered by the next run (after the "
-              "endpoint is fixed). Example: --retry-dead")
+              "endpoint is fixed).")
 def outbox(state_path, as_json, **options) -> None:
     """List the results waiting for delivery (pending) and given up (dead) in a --state file.
 
     Stop the watch using the file first: a running ordertimeout holds it locked.
-
-    \b
-    Examples:
-      ordertimeout outbox orders.db
-      ordertimeout outbox orders.db --json | jq -c 'select(.dead)'
-      ordertimeout outbox orders.db --retry-dead
     """
     try:
         if options["retry_dead"]:

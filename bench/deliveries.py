@@ -7,7 +7,9 @@ delivery. Figures, not pass/fail; medians of several runs.
 
 Deliveries per second: `watch FILE --webhook URL` with every order timing out, to an aiohttp
 server on 127.0.0.1 (in this process, answering 200 at once), timed from the first request
-to the last; without and with --state (the outbox in SQLite). Target: at least 3,000/s.
+to the last; without and with --state (the outbox in SQLite). Then the same to a minimal
+asyncio server, much cheaper than aiohttp's, which shows what the sender alone can do.
+Target: at least 3,000/s.
 
 Matching: the run's own elapsed time (`--stats` elapsed_s: reading and matching, not the
 drain that follows) of the same file with and without --webhook; the ratio shows what
@@ -77,6 +79,47 @@ class Server:
         self.count, self.first, self.last = 0, 0.0, 0.0
 
 
+class MinimalServer(Server):
+    """The same counting, with a bare asyncio protocol answering each request with an empty
+    200: about ten times cheaper than aiohttp's server, so the figure is the sender's own."""
+
+    def __init__(self) -> None:  # noqa: D107 (no aiohttp here)
+        self.count = 0
+        self.first = self.last = 0.0
+        self.loop = asyncio.new_event_loop()
+        server = self
+
+        class Answer(asyncio.Protocol):
+            def connection_made(self, transport):
+                self.transport, self.buffer = transport, b""
+
+            def data_received(self, data):
+                self.buffer += data
+                while True:
+                    head, found, rest = self.buffer.partition(b"\r\n\r\n")
+                    if not found:
+                        return
+                    length = next((int(line[15:]) for line in head.split(b"\r\n")
+                                   if line[:15].lower() == b"content-length:"), 0)
+                    if len(rest) < length:
+                        return
+                    self.buffer = rest[length:]
+                    now = time.perf_counter()
+                    if not server.count:
+                        server.first = now
+                    server.count += 1
+                    server.last = now
+                    self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        async def start():
+            listening = await self.loop.create_server(Answer, "127.0.0.1", 0)
+            self.port = listening.sockets[0].getsockname()[1]
+
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+
+
 def generate(orders: int) -> pathlib.Path:
     """`orders` creates a millisecond apart, never paid: one timeout each."""
     path = DATA / f"creates-{orders}.jsonl"
@@ -135,6 +178,10 @@ def main() -> None:
         durable = deliveries(server, path, options.runs, "--deliver-concurrency", concurrency,
                              "--state", "{scratch}/state.db")
         print(f"webhook, outbox in --state, concurrency {concurrency:>2}: {durable['per_s']:8,.0f} deliveries/s")
+    minimal = MinimalServer()
+    for concurrency in ("8", "32"):
+        alone = deliveries(minimal, path, options.runs, "--deliver-concurrency", concurrency)
+        print(f"webhook to a minimal server,  concurrency {concurrency:>2}: {alone['per_s']:8,.0f} deliveries/s")
     figures = matching(server, path, options.runs)
     print(f"matching (elapsed_s): alone {figures['plain_s']:.2f}s, delivering to a fast endpoint "
           f"{figures['fast_s']:.2f}s (x{figures['fast_s'] / figures['plain_s']:.2f}), to one answering in 1 s "

@@ -6,6 +6,9 @@ a relay task delivering them, a reader that pauses while the outbox is over its 
 and the counters of :meth:`Notifier.stats`.
 
 The runtime knows nothing of this: it writes results and saves checkpoints as before.
+A host that commits its input only once the results it covers have left the outbox
+(``ordertimeout kafka``) calls :meth:`Notifier.track` and adds results with
+:meth:`Notifier.add_tracked`, which answers a future for that moment.
 With ``--state`` the checkpointer is wrapped so the outbox's new rows are written in the
 checkpoint's transaction, and while rows wait for a checkpoint one is asked for at least
 every ``checkpoint_every`` ms (a quiet input would otherwise hold them back).
@@ -46,6 +49,9 @@ class Notifier:
         self._final_stats: dict | None = None
         #: Seconds to wait for pending deliveries at the end (``--drain-timeout``).
         self.drain_timeout = 30.0
+        #: Whether pending entries are decided again from uncommitted input by the next run.
+        self.replayed = False
+        self._tickets: dict[tuple[str, str], list[_Ticket]] = {}
 
     @property
     def durable(self) -> bool:
@@ -72,6 +78,40 @@ class Notifier:
 
         runtime.checkpointer = checkpoint_with_outbox
         self._nudge, self._nudge_every_ms = runtime.checkpoint, runtime.checkpoint_every
+
+    def track(self) -> None:
+        """Tell when results leave the outbox (:meth:`add_tracked`), for a host that commits
+        its input only after that, so pending entries are read again after a crash."""
+        self.outbox = _TrackedOutbox(self.senders, self._left)
+        self.relay = Relay(self.outbox, self.senders, self.clock, **self._settings)
+        self.replayed = True
+
+    def add_tracked(self, results) -> "asyncio.Future | None":
+        """Results into the outbox (as :meth:`add`); a future done once each of them has
+        left it for every sink (delivered or dead), or None if none is for delivery."""
+        keep = self._keep
+        if keep is not None:
+            results = [result for result in results if type(result) is keep]
+        if not results:
+            return None
+        ticket = _Ticket(asyncio.get_running_loop().create_future(), len(results) * len(self.senders))
+        tickets = self._tickets
+        for result in results:
+            for sink in self.senders:
+                tickets.setdefault((sink, result.id), []).append(ticket)
+        self.relay.add(results, self.clock.now_ms())
+        return ticket.future
+
+    def _left(self, entry) -> None:
+        waiting = self._tickets.get((entry.sink, entry.id))
+        if not waiting:
+            return
+        ticket = waiting.pop(0)
+        if not waiting:
+            del self._tickets[(entry.sink, entry.id)]
+        ticket.left += 1
+        if ticket.left == ticket.total and not ticket.future.done():
+            ticket.future.set_result(None)
 
     def writer(self, inner) -> "OutboxWriter":
         """``inner`` (the stdout writer) with every result also going to the outbox."""
@@ -101,7 +141,10 @@ class Notifier:
         if stats["dead"]:
             where = "; list them with: ordertimeout outbox STATE" if self.durable else ""
             parts.append(f"{stats['dead']:,} dead (last: {self.relay.last_dead_error}{where})")
-        if not self.durable and stats["pending"]:
+        if self.replayed and stats["pending"]:
+            parts.append(f"{stats['pending']:,} not delivered (their input was not committed: the group's next "
+                         "worker decides and delivers them again)")
+        elif not self.durable and stats["pending"]:
             parts.append(f"{stats['pending']:,} never delivered (lost: without --state the outbox is in memory)")
         return "deliveries: " + ", ".join(parts) if parts else None
 
@@ -146,6 +189,31 @@ class Notifier:
                 self.outbox.flush()
             if self.error is None:
                 self._final_stats = self.relay.stats()  # the state file closes after this
+
+
+class _Ticket:
+    """Results added together: how many entries they made and how many have left."""
+
+    __slots__ = ("future", "total", "left")
+
+    def __init__(self, future: asyncio.Future, total: int) -> None:
+        self.future, self.total, self.left = future, total, 0
+
+
+class _TrackedOutbox(MemoryOutbox):
+    """A memory outbox that tells ``on_leave`` of each entry that leaves it."""
+
+    def __init__(self, sinks, on_leave: Callable) -> None:
+        super().__init__(sinks)
+        self._on_leave = on_leave
+
+    def delivered(self, entry) -> None:
+        super().delivered(entry)
+        self._on_leave(entry)
+
+    def bury(self, entry) -> None:
+        super().bury(entry)
+        self._on_leave(entry)
 
 
 class OutboxWriter:

@@ -435,3 +435,82 @@ def test_processing_time_timeouts_fire_without_further_input(cluster):
     timeout = next(result for result in results if result["result"] == "timeout")
     assert timeout["deadline"] - timeout["created"] == 1000
     assert len(out.splitlines()) == 2
+
+
+# -- notify sinks: a partition commits only after its results left the outbox -----------------
+
+
+@pytest.fixture
+def receiver():
+    from .webhook_receiver import Receiver
+
+    receiver = Receiver()
+    yield receiver
+    receiver.close()
+
+
+def _hooked_env(receiver) -> dict:
+    from .webhook_receiver import SECRET
+
+    return {**os.environ, "ORDERTIMEOUT_WEBHOOK_SECRET": SECRET}
+
+
+def _assert_well_formed(receiver, expected: dict[str, dict]) -> None:
+    """Every request signed, its webhook-id the result's id, a repeat the same result."""
+    for request in receiver.snapshot():
+        assert request.verified, f"bad signature on {request.webhook_id}"
+        assert request.webhook_id == request.body["id"]
+        plain = {name: value for name, value in request.body.items() if name != "recovered"}
+        assert plain == expected[request.webhook_id]
+
+
+def test_two_workers_deliver_every_result_once_to_a_webhook(cluster, receiver):
+    receiver.accept()
+    lines = _with_closing_events(_traffic(800, seed=21))
+    expected = _by_id(_watch(lines))
+    cluster.create()
+    cluster.produce(lines)
+    hooked = ("--json", "-q", "--webhook", receiver.url)
+    workers = [cluster.worker(*hooked, env=_hooked_env(receiver)) for _ in range(2)]
+    try:
+        assert receiver.wait_until(lambda r: r.delivered_ids() >= set(expected), timeout=60), \
+            f"{len(receiver.delivered_ids())} of {len(expected)} delivered"
+        time.sleep(1)  # a repeat would come now
+    finally:
+        for process in workers:
+            _stop(process)
+    _assert_well_formed(receiver, expected)
+    attempts = receiver.attempts_per_id()
+    assert set(attempts) == set(expected)
+    assert max(attempts.values()) == 1, "a result was delivered twice"
+
+
+def test_a_worker_killed_with_deliveries_pending_leaves_them_to_the_next(cluster, receiver):
+    lines = _with_closing_events(_traffic(600, seed=23))
+    expected = _by_id(_watch(lines))
+    cluster.create()
+    cluster.produce(lines)
+    hooked = ("--json", "-q", "--webhook", receiver.url, "--session-timeout", "2s")
+    # The endpoint refuses connections: every result is decided, none delivered.
+    first = cluster.worker(*hooked, env=_hooked_env(receiver))
+    cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected), what="the decided results")
+    time.sleep(1)  # several checkpoints' worth: each must still wait for its results
+    # No partition's state covers its last records (closing events that decide results).
+    ends: dict[int, int] = {}
+    for record in cluster.read(cluster.topic):
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    metas = [record for record in cluster.read(f"{cluster.group}-state") if record.key.endswith(b":meta")]
+    assert metas and all(orjson.loads(record.value)["offset"] < ends[record.partition] for record in metas)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    _outputs(first)
+    assert not receiver.snapshot()
+    receiver.accept()
+    second = cluster.worker(*hooked, env=_hooked_env(receiver))
+    try:
+        assert receiver.wait_until(lambda r: r.delivered_ids() >= set(expected), timeout=60), \
+            f"{len(receiver.delivered_ids())} of {len(expected)} delivered"
+    finally:
+        _stop(second)
+    _assert_well_formed(receiver, expected)
+    assert receiver.delivered_ids() == set(expected)

@@ -18,6 +18,7 @@ from ..pipeline import Pipeline, TimeMode
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from . import main
 from .common import _execute, _fields, _Run, output_options
+from .notify_options import build_notifier, notify_options
 from .options import Duration, settings_of
 from .watch import watch as _watch
 
@@ -48,6 +49,7 @@ SHARED_WATCH_OPTIONS = (
 @click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Client certificate for mutual TLS.")
 @click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Key of --ssl-certfile.")
 @output_options
+@notify_options
 def kafka(bootstrap, topic, group, results_topic, start, create_topics, replication_factor, connect_timeout, session_timeout,
           request_timeout, checkpoint_every, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile,
           ssl_certfile, ssl_keyfile, **params) -> None:
@@ -57,7 +59,9 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     the group spreads the partitions, each partition has its own matcher and watermark,
     its state lives in the topic GROUP-state, and results go to --results-topic as the
     JSON objects --json prints. Stop with SIGTERM, SIGINT or SIGHUP: the worker saves
-    its state and commits first, so a restart sends nothing twice.
+    its state and commits first, so a restart sends nothing twice. With --webhook or
+    --exec, a partition commits only after its results are delivered (or dead), so a
+    crashed worker's undelivered results are decided and sent again by the next owner.
 
     \b
     Examples:
@@ -68,6 +72,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     from ..kafka.connect import ClientSettings
     from ..kafka.worker import Worker, WorkerSettings
 
+    notifier = build_notifier(params)
     within, lateness, idle = params["within"], params["lateness"], params["idle"]
     if params["cancel_type"] is not None and params["match_mode"] != Mode.EACH.value:
         raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
@@ -110,7 +115,11 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         connect_timeout=connect_timeout, session_timeout=session_timeout, request_timeout=request_timeout,
         checkpoint_every=checkpoint_every,
     )
-    worker = Worker(settings, make_pipeline, config, LoopClock(), writer, reporter)
+    worker = Worker(settings, make_pipeline, config, LoopClock(), writer, reporter, notifier)
+    if notifier is not None:
+        # Each leaving partition waits --drain-timeout for its own deliveries; what is still
+        # pending after that is not committed, so waiting once more at the end gains nothing.
+        notifier.drain_timeout = 0
     # The worker stands in for the pipeline and the runtime of a local run: it answers
     # stats(), time_mode, frontier, clock, elapsed_ms and reporter over its partitions.
     run = _Run(
@@ -118,7 +127,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         {"within_ms": within, "match": params["match_mode"]},
         notice=lambda: worker.notice,
         progress=not params["quiet"] and terminal.wants_progress(params["progress"], sys.stderr, None), err=err,
-        settings=settings_of(click.get_current_context()) if params["verbose"] else None,
+        settings=settings_of(click.get_current_context()) if params["verbose"] else None, notifier=notifier,
     )
     told = False
 

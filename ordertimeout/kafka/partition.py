@@ -3,9 +3,13 @@
 The Kafka Streams ``StreamTask`` in miniature. The worker hands it batches of records;
 it restores its state first (the partition stays paused meanwhile), then feeds each
 record's value to its :class:`~ordertimeout.pipeline.Pipeline`, fires processing-time and
-``--idle`` timers as the local runtime does, and checkpoints: results delivered first,
-then the changelog batch that covers them, then the group offset. Every rule stays in
-the pipeline and the matcher; this module owns ordering, waiting and writing.
+``--idle`` timers as the local runtime does, and checkpoints: results delivered first
+(to the results topic, and out of the notify outbox: delivered or dead), then the
+changelog batch that covers them, then the group offset (Kafka Streams' rule: commit only
+after the side effects the offsets cover are done). A checkpoint waits for its results
+in the background, so matching goes on while an endpoint is down; one at a time, so the
+next one covers whatever came meanwhile. Every rule stays in the pipeline and the
+matcher; this module owns ordering, waiting and writing.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ class Host(Protocol):
     """What a partition task needs from its worker (the Kafka clients and the sinks)."""
 
     clock: Clock
+    #: Seconds a revoked partition waits for its deliveries before giving up its commit
+    #: (None: no sinks; it waits for the results topic).
+    drain_timeout: float | None
 
     async def restore(self, partition: int) -> Restored: ...
 
@@ -45,6 +52,8 @@ class Host(Protocol):
     async def commit(self, partition: int, offset: int) -> None: ...
 
     def show(self, results: list[Result]) -> None: ...
+
+    def deliver(self, results: list[Result]) -> Awaitable | None: ...
 
     def reject(self, partition: int, offset: int, reason: str, raw: bytes) -> None: ...
 
@@ -66,6 +75,7 @@ class PartitionTask:
         self.baseline: dict | None = None  # the restored counters, to tell this run's share
         self._in_flight: list[Awaitable] = []
         self._saved: tuple | None = None
+        self._saving: asyncio.Task | None = None  # the checkpoint waiting for its results
         self._last_checkpoint = 0
         self._floor = float("-inf")  # processing time never runs backwards across workers
         self._task: asyncio.Task | None = None
@@ -117,7 +127,7 @@ class PartitionTask:
                 await self._maybe_checkpoint()
                 continue
             if item is _STOP:
-                await self.checkpoint()
+                await self._last_checkpoint_before_leaving()
                 return
             await self._feed(item)
             await self._maybe_checkpoint()
@@ -185,6 +195,9 @@ class PartitionTask:
         send, in_flight = self.host.send_result, self._in_flight
         for result in results:  # one at a time, so they are produced in decision order
             in_flight.append(await send(result))
+        delivered = self.host.deliver(results)
+        if delivered is not None:
+            in_flight.append(delivered)
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -200,15 +213,59 @@ class PartitionTask:
             await self.checkpoint()
 
     async def checkpoint(self) -> None:
-        """Results delivered, then the state that covers them, then the group offset:
-        after a crash a result may come twice (same id), never zero times."""
+        """Snapshot the state and save it once the results it covers are delivered: results
+        first, then the state, then the group offset, so after a crash a result may come
+        twice (same id), never zero times. While the previous checkpoint still waits, this
+        one is skipped: the next covers its results too."""
+        saving = self._saving
+        if saving is not None:
+            if not saving.done():
+                return
+            self._saving = None
+            saving.result()  # a failed write surfaces here
         self._last_checkpoint = self.host.clock.now_ms()
-        in_flight, self._in_flight = self._in_flight, []
-        if in_flight:
-            await asyncio.gather(*in_flight)
+        batch = self._batch()
+        if batch is not None:
+            self._saving = asyncio.create_task(self._save(*batch))
+
+    def _batch(self) -> tuple | None:
+        """What the next save writes: the results it waits for, its records and offset."""
         progress = self._progress()
         if progress == self._saved:
-            return
-        await self.host.send_state(self.partition, self.changelog.batch(self.pipeline, self.offset))
+            return None
+        covered, self._in_flight = self._in_flight, []
         self._saved = progress
-        await self.host.commit(self.partition, self.offset)
+        return covered, self.changelog.batch(self.pipeline, self.offset), self.offset
+
+    async def _save(self, covered: list[Awaitable], records: list, offset: int, timeout: float | None = None) -> bool:
+        """Wait for ``covered`` (up to ``timeout`` seconds), then write ``records`` and commit
+        ``offset``; False (nothing written) if the results were not all done in time."""
+        if covered:
+            _, pending = await asyncio.wait(covered, timeout=timeout)
+            if pending:
+                return False
+            for future in covered:
+                future.result()  # a failed produce surfaces here
+        await self.host.send_state(self.partition, records)
+        await self.host.commit(self.partition, offset)
+        return True
+
+    async def _last_checkpoint_before_leaving(self) -> None:
+        """Revocation or shutdown: wait up to the drain timeout for every result decided
+        here, then save and commit; if they are not all done, save nothing more: the next
+        owner reads that input again and delivers its results (with the same ids)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.host.drain_timeout  # None: no deliveries, the produces are waited for
+        end = None if timeout is None else loop.time() + timeout
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            done, _ = await asyncio.wait([saving], timeout=timeout)
+            if not done:
+                saving.cancel()
+                await asyncio.gather(saving, return_exceptions=True)
+                return
+            if not saving.result():
+                return
+        batch = self._batch()
+        if batch is not None:
+            await self._save(*batch, timeout=None if end is None else max(0.0, end - loop.time()))

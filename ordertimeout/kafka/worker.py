@@ -4,6 +4,12 @@
                         │ rebalance listener          (pipeline, timers)        └─▶ stdout
                         │   assigned: pause, restore, seek, resume        ──▶ <group>-state
                         └── revoked: flush results, write state, commit   ──▶ group offsets
+                                                                           └─▶ --webhook/--exec
+
+With sinks (a :class:`~ordertimeout.notify.Notifier`), a partition commits only once the
+results its offsets cover have left the in-memory outbox, so a crash loses none of them:
+the next owner reads that input again. While the outbox is over ``--outbox-limit`` the
+worker pauses its partitions (fetching stops, the group membership and heartbeats go on).
 
 Records are JSON lines as for ``watch`` (the record value; the record key is not used
 for grouping, the ``--key`` field is). The worker never ends on its own: it stops on a
@@ -69,13 +75,20 @@ class Worker(ConsumerRebalanceListener):
     """
 
     def __init__(self, settings: WorkerSettings, make_pipeline: Callable[[], Pipeline], config: dict,
-                 clock: Clock, writer: ResultWriter, reporter: RejectReporter) -> None:
+                 clock: Clock, writer: ResultWriter, reporter: RejectReporter, notifier=None) -> None:
         self.settings = settings
         self.make_pipeline = make_pipeline
         self.config = config
         self.clock = clock
         self.writer = writer
         self.reporter = reporter
+        self.notifier = notifier
+        #: Seconds a leaving partition waits for its deliveries (None without sinks).
+        self.drain_timeout: float | None = None
+        if notifier is not None:
+            notifier.track()
+            self.drain_timeout = notifier.drain_timeout
+        self.paused = False  # by backpressure: the outbox is over its limit
         self.tasks: dict[int, PartitionTask] = {}
         self.rebalances = 0
         self.produced = 0
@@ -100,6 +113,8 @@ class Worker(ConsumerRebalanceListener):
             consumer = self._consumer
             consumer.subscribe([settings.topic], listener=self)
             while True:
+                if self.notifier is not None:
+                    self._pace()
                 batches = await consumer.getmany(timeout_ms=200)
                 if self._failure is not None:
                     raise self._failure
@@ -114,6 +129,20 @@ class Worker(ConsumerRebalanceListener):
                 await asyncio.shield(self._shutdown())
             finally:
                 self.finished_ms = self.clock.now_ms()
+
+    def _pace(self) -> None:
+        """Pause every partition while the outbox is over its limit, resume the restored
+        ones after. getmany goes on being called (returning nothing), so the consumer
+        stays a live member of the group."""
+        full = self.notifier.relay.full()
+        if full and not self.paused:
+            self.paused = True
+            self._consumer.pause(*self._consumer.assignment())
+        elif self.paused and not full:
+            self.paused = False
+            for task in list(self.tasks.values()):
+                if task.ready:
+                    self.resume(task.partition)
 
     async def _connect(self, on_retry: Callable[[int, str], None]) -> None:
         settings = self.settings
@@ -229,8 +258,9 @@ class Worker(ConsumerRebalanceListener):
         return await self._consumer.position(tp)
 
     def resume(self, partition: int) -> None:
-        """Start fetching the partition again."""
-        self._consumer.resume(TopicPartition(self.settings.topic, partition))
+        """Start fetching the partition again (unless paused by backpressure: later)."""
+        if not self.paused:
+            self._consumer.resume(TopicPartition(self.settings.topic, partition))
 
     async def send_result(self, result: Result) -> asyncio.Future:
         """Queue one result for the results topic; returns its delivery future."""
@@ -260,6 +290,10 @@ class Worker(ConsumerRebalanceListener):
         """Results to stdout (``--json`` or rows)."""
         self.writer.write(results)
         self.writer.flush()
+
+    def deliver(self, results: list[Result]):
+        """Results to the sinks; a future done once they left the outbox (or None)."""
+        return None if self.notifier is None else self.notifier.add_tracked(results)
 
     def reject(self, partition: int, offset: int, reason: str, raw: bytes) -> None:
         """A record that is not an event: reported with its partition and offset."""

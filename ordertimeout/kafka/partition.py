@@ -217,13 +217,13 @@ class PartitionTask:
         first, then the state, then the group offset, so after a crash a result may come
         twice (same id), never zero times. While the previous checkpoint still waits, this
         one is skipped: the next covers its results too."""
+        self._last_checkpoint = self.host.clock.now_ms()  # also when skipped: the next try is due then
         saving = self._saving
         if saving is not None:
             if not saving.done():
                 return
             self._saving = None
             saving.result()  # a failed write surfaces here
-        self._last_checkpoint = self.host.clock.now_ms()
         batch = self._batch()
         if batch is not None:
             self._saving = asyncio.create_task(self._save(*batch))

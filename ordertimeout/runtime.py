@@ -12,7 +12,9 @@ from typing import Callable, Iterable, Protocol
 
 from .clocks import Clock
 from .events import RejectedLine
-from .pipeline import Pipeline
+from .histogram import TIMER_LATENESS_BOUNDS_MS, Buckets
+from .matcher import Timeout
+from .pipeline import Pipeline, TimeMode
 from .sinks import RejectReporter, ResultWriter
 from .sources import END, ROTATED, LineSplitter, Overlong
 
@@ -67,6 +69,10 @@ class Runtime:
         self.strict = strict
         self.started_ms: int | None = None
         self.finished_ms: int | None = None
+        # Observability (--stats, /metrics): lines read, and how late timer-driven
+        # timeouts went out after their deadline.
+        self.lines_read = 0
+        self.timer_lateness = Buckets(TIMER_LATENESS_BOUNDS_MS)
 
     @property
     def elapsed_ms(self) -> int:
@@ -123,6 +129,7 @@ class Runtime:
                 offset, line_number = self.positions.get(name, (0, 0))
                 splitter = LineSplitter(self.max_line_bytes, offset)
             lines = splitter.push(chunk) if chunk else splitter.finish()
+            self.lines_read += len(lines)
             now = clock.now_ms()
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit_due(now)
@@ -194,8 +201,11 @@ class Runtime:
         """Write the timeouts due at ``now`` in slices, each flushed, so the first of a
         large burst (many orders created in the same millisecond) are not held back by
         the formatting of the rest."""
+        by_wall_clock = self.pipeline.time_mode is TimeMode.PROCESSING
         while True:
             results = self.pipeline.advance(now, EMIT_SLICE)
+            if by_wall_clock:
+                self._record_lateness(results)
             self._emit(results)
             if len(results) < EMIT_SLICE:
                 return
@@ -229,4 +239,14 @@ class Runtime:
         pipeline = self.pipeline
         while (deadline := pipeline.next_deadline()) is not None and deadline <= limit:
             await self.clock.sleep_until(deadline)
-            self._emit(pipeline.advance_frontier(deadline))
+            results = pipeline.advance_frontier(deadline)
+            self._record_lateness(results)
+            self._emit(results)
+
+    def _record_lateness(self, timeouts) -> None:
+        """Timeouts fired by a timer: how long after their deadline they went out."""
+        if timeouts:
+            now = self.clock.now_ms()
+            for result in timeouts:
+                if type(result) is Timeout:
+                    self.timer_lateness.observe(now - result.deadline)

@@ -15,6 +15,7 @@ from typing import BinaryIO, Callable, Iterable, TextIO
 import orjson
 
 from .durations import format_duration
+from .logs import Log
 from .matcher import Cancelled, Result, Success, Timeout
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "RejectReporter",
     "SinkError",
     "format_time",
+    "reason_class",
 ]
 
 #: Result kinds by the name ``--only`` uses.
@@ -194,6 +196,31 @@ class ResultWriter:
         self.out.flush()
 
 
+#: Reason classes of rejected lines, by the start of the reason text (the words of
+#: events.py, pipeline.py and runtime.py): a short, fixed set for counting and labels.
+_REASON_CLASSES = (
+    ("late:", "late"),
+    ("line longer than", "too_long"),
+    ("not valid UTF-8", "not_utf8"),
+    ("not valid JSON", "not_json"),
+    ("not a JSON object", "not_object"),
+    ("no key field", "bad_key"),
+    ("key field", "bad_key"),
+    ("no type field", "bad_type"),
+    ("type field", "bad_type"),
+    ("no time field", "bad_time"),
+    ("time field", "bad_time"),
+)
+
+
+def reason_class(reason: str) -> str:
+    """The class of a rejection reason: ``late``, ``not_json``, ``bad_key``... or ``other``."""
+    for start, name in _REASON_CLASSES:
+        if reason.startswith(start):
+            return name
+    return "other"
+
+
 class RejectReporter:
     """Reports unused lines: a warning on stderr (the first few), a line in ``--rejects``.
 
@@ -208,8 +235,12 @@ class RejectReporter:
         max_warnings: int = 10,
         show_source: bool = False,
         rejects_name: str = "rejects file",
+        log: Log | None = None,
     ) -> None:
         self._err = err
+        self._log = log or Log(err)
+        #: Rejected lines per reason class (see :func:`reason_class`), for --stats and /metrics.
+        self.by_reason: dict[str, int] = {}
         self._rejects = rejects
         self._rejects_name = rejects_name
         self._max_warnings = max_warnings
@@ -224,13 +255,16 @@ class RejectReporter:
     def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
         """Record one unused line."""
         self.count += 1
+        kind = reason_class(reason)
+        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
         if self.count <= self._max_warnings:
-            self._err.write(self.warning_text(source, line, reason) + "\n")
+            where = f"{source}:{line}" if self._show_source else f"line {line}"
+            self._log.warning(f"{where}: {reason}", source=source, line=line, reason=reason, reason_class=kind)
         elif self.count == self._max_warnings + 1:
-            self._err.write(
-                "ordertimeout: further rejected lines are only counted"
-                + (" (all are in the --rejects file)" if self._rejects else "")
-                + "\n"
+            self._log.warning(
+                "further rejected lines are only counted"
+                + (" (all are in the --rejects file)" if self._rejects else ""),
+                rejected=self.count,
             )
         if self._rejects is not None:
             record = {

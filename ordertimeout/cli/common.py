@@ -21,7 +21,9 @@ import orjson
 from ..clocks import LoopClock
 from ..durations import DurationError, parse_duration
 from ..events import EventParser, EventSchema
+from ..health import MonitorError
 from ..matcher import Matcher, Mode
+from ..monitor import Monitor, run_counters
 from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, SinkError
@@ -103,12 +105,16 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
+    monitor: Monitor | None = None  # health, log and --metrics-addr (see metrics_options)
 
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
            strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES) -> _Run:
     """The pipeline, runtime and sinks for one run, from the command's options."""
+    from .metrics_options import monitor_from  # (that module builds on this one)
+
     within, color = params["within"], params["color"]
+    monitor = monitor_from(params)
     out = OutputBuffer(sys.stdout.buffer)
     formatter = JsonFormatter() if params["as_json"] else HumanFormatter(within, terminal.painter(sys.stdout, color))
     rejects = None
@@ -117,7 +123,8 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
             rejects = open(rejects_path, "ab")
         except OSError as error:
             raise click.ClickException(f"cannot open {rejects_path}: {error.strerror}") from None
-    reporter = RejectReporter(sys.stderr, rejects, show_source=show_source, rejects_name=rejects_path or "")
+    reporter = RejectReporter(sys.stderr, rejects, show_source=show_source, rejects_name=rejects_path or "",
+                              log=monitor.log)
     pipeline = Pipeline(
         EventParser(schema), Matcher(within, params["match_mode"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
@@ -125,7 +132,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
     runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
     return _Run(
         pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
-        {"within_ms": within, "match": params["match_mode"]},
+        {"within_ms": within, "match": params["match_mode"]}, monitor=monitor,
     )
 
 
@@ -146,9 +153,11 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
+    # Listening before any input is read: a taken address fails the run at once.
+    await run.monitor.start(run, run.runtime.clock.now_ms)
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     status = None
-    if not run.quiet and terminal.wants_status(sys.stderr):
+    if not run.quiet and not run.monitor.log.is_json and terminal.wants_status(sys.stderr):
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
         if sys.stdout.isatty():
             run.out.before_write, run.out.after_write = status.clear, status.draw
@@ -161,6 +170,9 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         if run.stop_signal is None:
             raise
         task.uncancel()
+    except SourceError as error:
+        run.monitor.input_failed(str(error))  # /healthz says so while the run winds down
+        raise
     finally:
         if refresher is not None:
             refresher.cancel()
@@ -169,6 +181,7 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.out.before_write = run.out.after_write = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        await run.monitor.stop()
 
 
 async def _refresh(status: terminal.StatusLine) -> None:
@@ -203,17 +216,24 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     """Run ``main`` (a coroutine function) and report, turning failures into clean exits."""
     exit_code = 0
     broken_pipe = False
+    if run.runtime.checkpointer is not None:
+        run.runtime.checkpointer = run.monitor.guard_checkpoints(run.runtime.checkpointer)
     try:
         asyncio.run(_supervise(run, main))
         if run.stop_signal is not None:
             exit_code = 128 + run.stop_signal
         run.out.flush()
+        if run.monitor.state_failure() is not None:  # the last checkpoint was not written
+            _finish(run, quiet=run.quiet)
+            raise click.ClickException(run.monitor.state_failure())
     except BrokenPipeError:
         broken_pipe = True
         _silence_stdout()
     except StrictStop:
         exit_code = 1
         _flush_quietly(run.out)
+    except MonitorError as error:  # before any input was read: nothing to report
+        raise click.ClickException(str(error)) from None
     except (SourceError, SinkError, StateError) as error:
         _flush_quietly(run.out)
         _finish(run, quiet=run.quiet)
@@ -243,9 +263,7 @@ def _silence_stdout() -> None:
 
 
 def _finish(run: _Run, quiet: bool) -> None:
-    stats = run.pipeline.stats()
-    stats["elapsed_s"] = round(run.runtime.elapsed_ms / 1000, 3)
-    stats.update(run.extra_stats)
+    stats = run_counters(run)  # the figures /metrics reads, so the two always agree
     latency = terminal.latency_figures(run.writer.latencies)
     if latency:
         stats["pay_latency"] = latency
@@ -261,7 +279,9 @@ def _finish(run: _Run, quiet: bool) -> None:
             raise click.ClickException(f"cannot write {run.stats_path}: {error.strerror}") from None
     if quiet:
         return
-    if terminal.wants_status(sys.stderr):
+    if run.monitor.log.is_json:
+        run.monitor.log.info("summary", **stats)
+    elif terminal.wants_status(sys.stderr):
         console = terminal.stderr_console(sys.stderr, run.color)
         console.print(terminal.summary_table(stats, run.writer.latencies, run.within))
     else:

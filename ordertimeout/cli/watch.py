@@ -18,12 +18,14 @@ from ..runtime import MAX_LINE_BYTES
 from ..sources import ChunkReader, Input
 from ..state import StateError, StateStore
 from . import main
+from .metrics_options import metrics_options
 from .common import Duration, _build, _execute, _Run, output_options
 
 @main.command()
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay. Example: --within 15m (also 250ms, 1.5s, 1h30m, 2d).")
 @output_options
+@metrics_options
 @click.option("--key", "key_field", default="userId", show_default=True, help="Field that groups events; dotted paths reach nested fields. Example: --key order.user.id")
 @click.option("--type-field", default="type", show_default=True, help="Field holding the event type. Example: --type-field event")
 @click.option("--create-type", default="create", show_default=True, help="Type value of an order creation. Example: --create-type order_created")

@@ -1,0 +1,107 @@
+"""What a run tells about itself: its counters, its health, its diagnostics, and (with an
+address) the ``/metrics`` and ``/healthz`` endpoint.
+
+:func:`run_counters` is the one place the run's figures are gathered: ``--stats`` writes
+them at exit and the metrics collector reads them at every scrape. :class:`Monitor` ties
+the run to its :class:`~.health.Health` and :class:`~.logs.Log`, keeps a failed
+checkpoint from ending a run that can go on, and starts the HTTP server, whose modules
+(and aiohttp and prometheus-client) are imported only then.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from .health import Health
+from .logs import Log
+from .pipeline import TimeMode
+from .state import StateError
+
+__all__ = ["Monitor", "run_counters"]
+
+
+def run_counters(run: Any) -> dict:
+    """The run's counters as plain data, cheap enough to read on every scrape.
+
+    ``run`` has ``pipeline``, ``runtime`` (with its ``reporter``), ``reader`` (or None),
+    ``extra_stats``, and optionally ``sinks_stats`` (a function adding the figures of
+    further sinks). Pay latency percentiles, which sort, are added by ``--stats`` only.
+    """
+    pipeline, runtime = run.pipeline, run.runtime
+    stats = pipeline.stats()
+    stats["elapsed_s"] = round(runtime.elapsed_ms / 1000, 3)
+    stats.update(run.extra_stats)
+    if pipeline.time_mode is TimeMode.EVENT and math.isfinite(pipeline.frontier):
+        stats["watermark"] = int(pipeline.frontier) - 1
+    if run.reader is not None:
+        stats["input"] = {"bytes": run.reader.bytes_read, "lines": runtime.lines_read}
+    if runtime.reporter.by_reason:
+        stats["rejected_by_reason"] = dict(runtime.reporter.by_reason)
+    lateness = runtime.timer_lateness.figures()
+    if lateness:
+        stats["timer_lateness"] = lateness
+    return stats
+
+
+class Monitor:
+    """A run's health, log and optional metrics endpoint at ``address`` (host, port)."""
+
+    def __init__(self, log: Log, health: Health, address: tuple[str, int] | None = None) -> None:
+        self.log = log
+        self.health = health
+        self.address = address
+        self._server = None
+
+    def guard_checkpoints(self, save: Callable[..., None]) -> Callable[..., None]:
+        """``save`` that does not end the run when the state file cannot be written.
+
+        A failure makes the run unhealthy and is warned about once; the run goes on and the
+        next checkpoint tries again (writing everything, so nothing decided meanwhile is
+        lost from state). The host checks :meth:`state_failure` at the end: a run whose last
+        checkpoint failed must not exit as if its state were saved.
+        """
+
+        def guarded(*args, **kwargs) -> None:
+            try:
+                save(*args, **kwargs)
+            except StateError as error:
+                if self.health.failure("state") is None:
+                    self.log.warning(f"{error}; matching goes on, the next checkpoint tries again",
+                                     component="state", error=str(error))
+                self.health.fail("state", str(error))
+                return
+            if self.health.failure("state") is not None:
+                self.log.info("state file written again", component="state")
+            self.health.recover("state")
+
+        return guarded
+
+    def state_failure(self) -> str | None:
+        """Why the last checkpoint failed, or None if it was written."""
+        return self.health.failure("state")
+
+    def input_failed(self, reason: str) -> None:
+        """The input cannot be read any more."""
+        self.health.fail("input", reason)
+
+    async def start(self, run: Any, now_ms: Callable[[], int]) -> None:
+        """Serve ``/metrics`` and ``/healthz`` for ``run`` (if an address was given)."""
+        if self.address is None:
+            return
+        from . import metrics
+        from .metrics_server import MetricsServer
+
+        collector = metrics.RunCollector(
+            lambda: run_counters(run), run.writer.latencies, run.within, run.runtime.timer_lateness,
+            self.health, now_ms,
+        )
+        server = MetricsServer(*self.address, metrics.registry(collector), self.health, now_ms)
+        await server.start()
+        self._server = server
+
+    async def stop(self) -> None:
+        """Stop serving (after the run's last figures could still be scraped)."""
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.stop()

@@ -16,9 +16,10 @@ from typing import Any, Callable
 from .health import Health
 from .logs import Log
 from .pipeline import TimeMode
+from .sources import SourceError
 from .state import StateError
 
-__all__ = ["Monitor", "run_counters"]
+__all__ = ["Monitor", "WatchedReader", "run_counters"]
 
 
 def run_counters(run: Any) -> dict:
@@ -81,9 +82,9 @@ class Monitor:
         """Why the last checkpoint failed, or None if it was written."""
         return self.health.failure("state")
 
-    def input_failed(self, reason: str) -> None:
-        """The input cannot be read any more."""
-        self.health.fail("input", reason)
+    def watch_input(self, reader: Any) -> "WatchedReader":
+        """``reader`` reporting to health: failing when a read fails, well when one works."""
+        return WatchedReader(reader, self.health)
 
     async def start(self, run: Any, now_ms: Callable[[], int]) -> None:
         """Serve ``/metrics`` and ``/healthz`` for ``run`` (if an address was given)."""
@@ -105,3 +106,27 @@ class Monitor:
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop()
+
+
+class WatchedReader:
+    """A reader (see :class:`~.runtime.Reader`) whose failures make the run unhealthy.
+
+    Everything else (``bytes_read``, ``progress``...) is the wrapped reader's own.
+    """
+
+    def __init__(self, reader: Any, health: Health) -> None:
+        self._reader = reader
+        self._health = health
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    async def get(self, timeout: float | None = None):
+        """The wrapped reader's next item; a :class:`SourceError` is recorded, then raised."""
+        try:
+            item = await self._reader.get(timeout)
+        except SourceError as error:
+            self._health.fail("input", str(error))
+            raise
+        self._health.recover("input")
+        return item

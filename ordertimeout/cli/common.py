@@ -170,9 +170,6 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         if run.stop_signal is None:
             raise
         task.uncancel()
-    except SourceError as error:
-        run.monitor.input_failed(str(error))  # /healthz says so while the run winds down
-        raise
     finally:
         if refresher is not None:
             refresher.cancel()
@@ -218,6 +215,8 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     broken_pipe = False
     if run.runtime.checkpointer is not None:
         run.runtime.checkpointer = run.monitor.guard_checkpoints(run.runtime.checkpointer)
+    if run.reader is not None:
+        run.reader = run.monitor.watch_input(run.reader)
     try:
         asyncio.run(_supervise(run, main))
         if run.stop_signal is not None:

@@ -15,7 +15,7 @@
 __version__ = "0.1.0"
 
 from .events import EventParser, EventSchema, RejectedLine  # noqa: E402
-from .matcher import Cancelled, Matcher, Mode, OpenOrder, Success, Timeout  # noqa: E402
+from .matcher import Cancelled, Matcher, Mode, OpenOrder, PaidLate, Success, Timeout  # noqa: E402
 from .pipeline import Pipeline, TimeMode  # noqa: E402
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Success",
     "Timeout",
     "Cancelled",
+    "PaidLate",
     "Pipeline",
     "TimeMode",
     "EventParser",

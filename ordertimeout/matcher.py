@@ -9,6 +9,11 @@ Boundary rules, decided here once:
 
 * A pay matches a create only if ``paid - created < within``; at exactly
   ``created + within`` the order has timed out (deadline is exclusive for pays).
+* With ``paid_late`` (``--paid-late D``), a timed-out order is remembered until
+  ``deadline + D`` (exclusive). A pay that finds no open order of its key, and would
+  otherwise be an unmatched pay, closes the oldest remembered one of its key (every one
+  in ``followed-by``) as ``paid_late``. So ``paid_late`` never changes another result:
+  it only turns unmatched pays into results. Flink CEP cannot express this.
 * ``advance_to(t)`` times out every open order with ``deadline <= t``, and
   ``on_event`` at time ``t`` does that first, so expired windows are settled before an
   event is applied and results come out in canonical order: by time (paid for a success,
@@ -37,6 +42,7 @@ __all__ = [
     "Success",
     "Timeout",
     "Cancelled",
+    "PaidLate",
     "Result",
     "Matcher",
     "OutOfOrderError",
@@ -143,7 +149,29 @@ class Cancelled(NamedTuple):
         return result_id("cancelled", self.key, self.created, self.seq)
 
 
-Result = Success | Timeout | Cancelled
+class PaidLate(NamedTuple):
+    """A timed-out order whose pay came after its deadline, within ``--paid-late``."""
+
+    key: str
+    created: int
+    deadline: int
+    paid: int
+    create: bytes
+    pay: bytes
+    seq: int = 0
+
+    @property
+    def time(self) -> int:
+        """When the result happened: the late pay's time."""
+        return self.paid
+
+    @property
+    def id(self) -> str:
+        """The stable id (see :func:`result_id`)."""
+        return result_id("paid_late", self.key, self.created, self.seq)
+
+
+Result = Success | Timeout | Cancelled | PaidLate
 
 
 # Inside the matcher an open order is one bytes object: its created time, its sequence
@@ -195,6 +223,7 @@ COUNTER_NAMES = (
     "unmatched_pays",
     "unmatched_cancels",
     "discarded",
+    "paid_late",
 )
 
 
@@ -210,11 +239,19 @@ class Matcher:
     unmatched pays and, in ``next`` mode, creates discarded the way Flink discards them.
     """
 
-    def __init__(self, within: int, mode: Mode | str = Mode.EACH) -> None:
+    def __init__(self, within: int, mode: Mode | str = Mode.EACH, paid_late: int | None = None) -> None:
         if within <= 0:
             raise ValueError("within must be a positive number of milliseconds")
+        if paid_late is not None and paid_late <= 0:
+            raise ValueError("paid_late must be a positive number of milliseconds")
         self.within = within
         self.mode = Mode(mode)
+        self.paid_late_ms = paid_late
+        # --paid-late: timed-out orders still payable, per key (oldest first) and in one
+        # deque in deadline order, which is the order they time out and are forgotten in.
+        self._expired: dict[str, list[bytes]] = {}
+        self._expired_line: deque[bytes] = deque()
+        self._forget_at: int | float = float("inf")  # when the oldest remembered is forgotten
         self.now: int | float = float("-inf")
         self._open: dict[str, bytes | list[bytes]] = {}  # packed orders, see _pack
         self._timeline: deque[bytes] = deque()
@@ -245,6 +282,8 @@ class Matcher:
         else:
             out = []
             self.now = time
+        if self._forget_at <= time:
+            self._forget_expired(time)
         mode = self.mode
         within = self.within
         if kind == CREATE:
@@ -253,7 +292,10 @@ class Matcher:
         elif kind == PAY:
             self.pays += 1
             if key not in self._open:
-                self.unmatched_pays += 1
+                if key in self._expired:
+                    out += self._pay_late(key, time, raw)
+                else:
+                    self.unmatched_pays += 1
             else:
                 closed = self._close_all(key) if mode is Mode.FOLLOWED_BY else (self._close_oldest(key),)
                 for order in closed:
@@ -308,10 +350,57 @@ class Matcher:
                 self._close_oldest(key, early=False)
                 self.timeout += 1
                 out.append(Timeout(key, created, created + within, order[size + length :], False, seq))
+                if self.paid_late_ms is not None:
+                    self._remember_expired(key, order, created + within)
         self._head_deadline = unpack(timeline[0])[0] + within if timeline else float("inf")
         if complete and time > self.now:
             self.now = time
         return out
+
+    # -- --paid-late -----------------------------------------------------------------
+
+    def _remember_expired(self, key: str, order: bytes, deadline: int) -> None:
+        self._expired.setdefault(key, []).append(order)
+        if not self._expired_line:
+            self._forget_at = deadline + self.paid_late_ms
+        self._expired_line.append(order)
+
+    def _pay_late(self, key: str, time: int, pay: bytes) -> list[PaidLate]:
+        """A pay with no open order: it pays the oldest remembered timed-out order(s)."""
+        remembered = self._expired[key]
+        count = len(remembered) if self.mode is Mode.FOLLOWED_BY else 1
+        paid, remembered[:count] = remembered[:count], []
+        if not remembered:
+            del self._expired[key]
+        out = []
+        for order in paid:
+            created, create, seq = _created_raw_seq(order)
+            self.paid_late += 1
+            out.append(PaidLate(key, created, created + self.within, time, create, pay, seq))
+        return out
+
+    def _forget_expired(self, time: int | float) -> None:
+        """Forget timed-out orders whose pay can no longer count: ``deadline + D <= time``."""
+        line, expired, horizon = self._expired_line, self._expired, self.within + self.paid_late_ms
+        while line:
+            order = line[0]
+            created = _created_of(order)
+            if created + horizon > time:
+                self._forget_at = created + horizon
+                return
+            line.popleft()
+            key = _key_of(order)
+            remembered = expired.get(key)
+            if remembered and remembered[0] is order:  # not paid late in the meantime
+                del remembered[0]
+                if not remembered:
+                    del expired[key]
+        self._forget_at = float("inf")
+
+    def expired_orders(self) -> list[OpenOrder]:
+        """Timed-out orders still payable under ``paid_late``, in deadline order."""
+        live = {id(order) for orders in self._expired.values() for order in orders}
+        return [_unpack(order) for order in self._expired_line if id(order) in live]
 
     def drain(self) -> list[Timeout]:
         """End of input: every open order times out at its deadline; nothing stays pending."""
@@ -384,6 +473,8 @@ class Matcher:
         state = {
             "within": self.within,
             "mode": self.mode.value,
+            "paid_late": self.paid_late_ms,
+            "expired": [tuple(order) for order in self.expired_orders()],
             "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
             "counts": self.counts(),
             "tick": [self._tick, self._tick_creates] if self._tick_creates else None,
@@ -395,11 +486,13 @@ class Matcher:
     @classmethod
     def restore(cls, state: dict) -> "Matcher":
         """A matcher continuing exactly where ``snapshot()`` left off."""
-        matcher = cls(state["within"], state["mode"])
+        matcher = cls(state["within"], state["mode"], state.get("paid_late"))
         if state["now"] is not None:
             matcher.now = state["now"]
         for name in COUNTER_NAMES:
-            setattr(matcher, name, state["counts"][name])
+            setattr(matcher, name, state["counts"].get(name, 0))
+        for created, key, raw, seq in state.get("expired") or ():
+            matcher._remember_expired(key, _pack(created, key, raw, seq), created + matcher.within)
         if state.get("tick"):
             matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
         orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: (order.created, order.seq))

@@ -16,7 +16,7 @@ import orjson
 
 from .durations import format_duration
 from .logs import Log
-from .matcher import Cancelled, Result, Success, Timeout
+from .matcher import Cancelled, PaidLate, Result, Success, Timeout
 
 __all__ = [
     "OutputBuffer",
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 #: Result kinds by the name ``--only`` uses.
-RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled}
+RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled, "paid_late": PaidLate}
 
 #: Buffered bytes that force a write even before the next flush point.
 FLUSH_BYTES = 1 << 16
@@ -96,6 +96,16 @@ def json_line(result: Result) -> bytes:
             recovered,
             result.create,
         )
+    if type(result) is PaidLate:
+        return b'{"result":"paid_late","id":"%b","key":%b,"created":%d,"deadline":%d,"paid":%d,"create":%b,"pay":%b}\n' % (
+            rid,
+            key,
+            result.created,
+            result.deadline,
+            result.paid,
+            result.create,
+            result.pay,
+        )
     return b'{"result":"cancelled","id":"%b","key":%b,"created":%d,"cancelled":%d,"deadline":%d,"create":%b,"cancel":%b}\n' % (
         rid,
         key,
@@ -146,6 +156,9 @@ class HumanFormatter:
             detail = f"no pay within {self._within_text}"
             if result.recovered:
                 detail += " (recovered after restart)"
+        elif type(result) is PaidLate:
+            word, style = "paid_late", "cancelled"
+            detail = f"paid {format_duration(result.paid - result.deadline)} after its deadline"
         else:
             word, style = "cancelled", "cancelled"
             detail = f"cancelled after {format_duration(result.cancelled - result.created)}"

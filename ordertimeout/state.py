@@ -7,7 +7,8 @@ ordertimeout on the same file is refused) in WAL mode. The library raises
 
 Tables: ``meta`` (configuration, time mode, watermark, counters), ``open_orders`` (raw
 create event, key, created, deadline, in deadline order), ``buffered`` (event-time events
-still waiting in the reorder buffer) and ``offsets`` (per input file: the byte offset and
+still waiting in the reorder buffer), ``expired_orders`` (timed-out orders still payable
+under ``--paid-late``, rewritten whole at each checkpoint) and ``offsets`` (per input file: the byte offset and
 line number just after the last fully processed line).
 """
 
@@ -34,10 +35,13 @@ CREATE INDEX IF NOT EXISTS open_orders_by_key ON open_orders (key, created);
 CREATE TABLE IF NOT EXISTS buffered (
     position INTEGER PRIMARY KEY, time INTEGER NOT NULL, sequence INTEGER NOT NULL,
     key TEXT NOT NULL, kind INTEGER NOT NULL, raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS expired_orders (
+    position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
+    raw BLOB NOT NULL, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
     source TEXT PRIMARY KEY, offset INTEGER NOT NULL, line INTEGER NOT NULL);
 """
-_TABLES = {"meta", "open_orders", "buffered", "offsets"}
+_TABLES = {"meta", "open_orders", "buffered", "expired_orders", "offsets"}
 
 
 class StateError(Exception):
@@ -132,6 +136,12 @@ class StateStore:
                 "SELECT time, sequence, key, kind, raw FROM buffered ORDER BY position"
             )
         ]
+        pipeline["matcher"]["expired"] = [
+            (created, key, bytes(raw), seq)
+            for key, created, raw, seq in connection.execute(
+                "SELECT key, created, raw, seq FROM expired_orders ORDER BY position"
+            )
+        ]
         offsets = {source: (offset, line) for source, offset, line in connection.execute("SELECT * FROM offsets")}
         return {"pipeline": pipeline, "offsets": offsets}
 
@@ -146,6 +156,7 @@ class StateStore:
         within = matcher.within
         head_state = pipeline.snapshot(with_orders=False)
         buffer = head_state.pop("buffer")
+        expired = head_state["matcher"].pop("expired")
         connection = self._connection
         try:
             connection.execute("BEGIN")
@@ -166,6 +177,10 @@ class StateStore:
                 "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?, ?)",
                 [(position, order.key, order.created, order.created + within, order.raw, order.seq)
                  for position, order in opened],
+            )
+            connection.execute("DELETE FROM expired_orders")
+            connection.executemany(
+                "INSERT INTO expired_orders (created, key, raw, seq) VALUES (?, ?, ?, ?)", expired
             )
             connection.execute("DELETE FROM buffered")
             connection.executemany(

@@ -99,6 +99,8 @@ def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, p
     text.append(f" ✗{stats['timeout']:,}", style="red")
     if stats.get("cancelled"):
         text.append(f" cancelled {stats['cancelled']:,}", style="yellow")
+    if stats.get("paid_late"):
+        text.append(f" paid late {stats['paid_late']:,}", style="yellow")
     text.append(f" late {stats['late']:,} rejected {stats['rejected']:,}", style="dim")
     if watermark is not None:
         text.append(f" wm {format_time(watermark)[11:23]}", style="cyan")
@@ -146,7 +148,7 @@ def _counters_shown(stats: dict) -> list[tuple[str, int]]:
     """The summary's further counters: late, rejected and pending always, others when not 0."""
     return [
         (name.replace("_", " "), stats[name])
-        for name in ("cancelled", "discarded", "unmatched_pays", "late", "rejected", "pending")
+        for name in ("cancelled", "paid_late", "discarded", "unmatched_pays", "late", "rejected", "pending")
         if stats.get(name) or name in ("late", "rejected", "pending")
     ]
 

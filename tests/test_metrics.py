@@ -24,6 +24,7 @@ LINES = [
     event("d", "create", 5000),  # the watermark passes b's deadline: timeout
     event("e", "create", 3000),  # late
     event("d", "pay", 5200),  # waits in the reorder buffer, then success after 200 ms
+    event("b", "pay", 5100),  # after b's deadline: paid_late
     b"",
     event("f", "create", 6000),
     orjson.dumps({"userId": "g", "type": "create", "ts": "soon"}),  # no valid time
@@ -35,7 +36,8 @@ FED = b"".join(line + b"\n" for line in LINES)
 def test_metrics_equal_stats_of_the_same_moment(tmp_path):
     port, stats_path = free_port(), tmp_path / "stats.json"
     process = start_monitored(
-        ["--within", "1s", "--lateness", "500ms", "--cancel-type", "cancel", "--stats", str(stats_path)], port
+        ["--within", "1s", "--lateness", "500ms", "--cancel-type", "cancel", "--paid-late", "1h",
+         "--stats", str(stats_path)], port
     )
     process.stdin.write(FED)
     process.stdin.flush()
@@ -51,7 +53,7 @@ def test_metrics_equal_stats_of_the_same_moment(tmp_path):
     # The same numbers, name by name.
     assert metrics['ordertimeout_events_total{outcome="used"}'] == stats["events"] - stats["late"]
     assert metrics['ordertimeout_events_total{outcome="late"}'] == stats["late"]
-    for kind in ("success", "timeout", "cancelled"):
+    for kind in ("success", "timeout", "cancelled", "paid_late"):
         assert metrics[f'ordertimeout_results_total{{kind="{kind}"}}'] == stats[kind]
     for name, label in (("creates", "create"), ("pays", "pay"), ("cancels", "cancel"), ("other", "other")):
         assert metrics[f'ordertimeout_events_by_type_total{{type="{label}"}}'] == stats[name]
@@ -70,7 +72,7 @@ def test_metrics_equal_stats_of_the_same_moment(tmp_path):
     assert metrics["ordertimeout_healthy"] == 1
 
     # And they are the right numbers (so the comparison above can fail).
-    assert (stats["success"], stats["timeout"], stats["cancelled"], stats["late"]) == (2, 1, 1, 1)
+    assert (stats["success"], stats["timeout"], stats["cancelled"], stats["paid_late"], stats["late"]) == (2, 1, 1, 1, 1)
     assert (stats["pending"], stats["rejected"], stats["watermark"]) == (2, 3, 5599)
     assert stats["rejected_by_reason"] == {"not_json": 1, "bad_key": 1, "bad_time": 1, "late": 1}
 

@@ -71,9 +71,14 @@ output_options = _apply(
             "the open create); followed-by: Flink .followedBy() (a pay completes every open create). "
             "Example: --match next",
         ),
+        click.option(
+            "--paid-late", type=Duration(), default=None,
+            help="Remember a timed-out order this long; a pay arriving after its deadline then gives a "
+            "paid_late result (so a reminder already sent can be withdrawn). Example: --paid-late 1h",
+        ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line. Example: --json | jq -c 'select(.result==\"timeout\")'"),
         click.option(
-            "--only", type=click.Choice(["success", "timeout", "cancelled"]),
+            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
             help="Print one kind of result only (statistics still count all). Example: --only timeout",
         ),
         click.option(
@@ -126,7 +131,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
     reporter = RejectReporter(sys.stderr, rejects, show_source=show_source, rejects_name=rejects_path or "",
                               log=monitor.log)
     pipeline = Pipeline(
-        EventParser(schema), Matcher(within, params["match_mode"]), time_mode=time_mode, lateness=lateness, idle=idle
+        EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
     writer = ResultWriter(out, formatter, params["only"])
     runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict, max_line_bytes=max_line_bytes)

@@ -80,7 +80,7 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
     config = {
         "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
         "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": params["within"],
-        "match": params["match_mode"], "lateness_ms": lateness,
+        "match": params["match_mode"], "lateness_ms": lateness, "paid_late_ms": params["paid_late"],
     }
     store = StateStore(path, config)
     try:

@@ -158,7 +158,10 @@ def _deliveries(stats: dict | None) -> Iterator[Metric]:
         "ordertimeout_outbox_oldest_pending_age_seconds", "Age of the oldest result waiting to be delivered.",
         value=stats.get("oldest_pending_age_ms", 0) / 1000,
     )
-    yield GaugeMetricFamily("ordertimeout_dead_letters", "Results given up on, kept as dead letters.", value=stats.get("dead", 0))
+    yield GaugeMetricFamily(
+        "ordertimeout_dead_letters", "Results given up on, kept as dead letters (in the outbox now).",
+        value=stats.get("dead_letters", 0),
+    )
     yield GaugeMetricFamily(
         "ordertimeout_delivery_failures_in_row", "Delivery attempts failed since the last success.",
         value=stats.get("failures_in_row", 0),

@@ -40,7 +40,7 @@ class RunCollector(Collector):
         counters: Callable[[], dict],
         pay_latencies: array,
         within: int,
-        timer_lateness: Buckets,
+        timer_lateness: Buckets | None,
         health: Health,
         now_ms: Callable[[], int],
     ) -> None:
@@ -129,6 +129,8 @@ class RunCollector(Collector):
         yield _histogram(
             "ordertimeout_pay_latency_seconds", "Time from create to pay of each success.", self._pay_buckets
         )
+        if self._timer_lateness is None:
+            return  # a host without wall-clock timers of its own
         yield _histogram(
             "ordertimeout_timer_lateness_seconds",
             "How long after its deadline a timeout fired by the wall clock went out.",

@@ -25,9 +25,10 @@ __all__ = ["Monitor", "WatchedReader", "run_counters"]
 def run_counters(run: Any) -> dict:
     """The run's counters as plain data, cheap enough to read on every scrape.
 
-    ``run`` has ``pipeline``, ``runtime`` (with its ``reporter``), ``reader`` (or None),
-    ``extra_stats``, and optionally ``sinks_stats`` (a function adding the figures of
-    further sinks). Pay latency percentiles, which sort, are added by ``--stats`` only.
+    ``run`` has ``pipeline`` (``stats()``, ``time_mode``, ``frontier``), ``runtime``
+    (``elapsed_ms``, ``reporter``, and ``lines_read`` and ``timer_lateness`` when it is the
+    local runtime), ``reader`` (or None) and ``extra_stats``. Pay latency percentiles,
+    which sort, are added by ``--stats`` only.
     """
     pipeline, runtime = run.pipeline, run.runtime
     stats = pipeline.stats()
@@ -37,9 +38,9 @@ def run_counters(run: Any) -> dict:
         stats["watermark"] = int(pipeline.frontier) - 1
     if run.reader is not None:
         stats["input"] = {"bytes": run.reader.bytes_read, "lines": runtime.lines_read}
-    if runtime.reporter.by_reason:
+    if getattr(runtime.reporter, "by_reason", None):
         stats["rejected_by_reason"] = dict(runtime.reporter.by_reason)
-    lateness = runtime.timer_lateness.figures()
+    lateness = runtime.timer_lateness.figures() if hasattr(runtime, "timer_lateness") else None
     if lateness:
         stats["timer_lateness"] = lateness
     return stats
@@ -94,7 +95,7 @@ class Monitor:
         from .metrics_server import MetricsServer
 
         collector = metrics.RunCollector(
-            lambda: run_counters(run), run.writer.latencies, run.within, run.runtime.timer_lateness,
+            lambda: run_counters(run), run.writer.latencies, run.within, getattr(run.runtime, "timer_lateness", None),
             self.health, now_ms,
         )
         server = MetricsServer(*self.address, metrics.registry(collector), self.health, now_ms)

@@ -21,7 +21,8 @@ import orjson
 from ..clocks import LoopClock
 from ..durations import DurationError, parse_duration
 from ..events import EventParser, EventSchema
-from ..health import MonitorError
+from ..health import Health, MonitorError
+from ..logs import Log
 from ..matcher import Matcher, Mode
 from ..monitor import Monitor, run_counters
 from ..pipeline import Pipeline, TimeMode
@@ -110,7 +111,8 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
-    monitor: Monitor | None = None  # health, log and --metrics-addr (see metrics_options)
+    #: Health, log and --metrics-addr (see metrics_options); plain text logs by default.
+    monitor: Monitor = field(default_factory=lambda: Monitor(Log(sys.stderr), Health()))
 
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,

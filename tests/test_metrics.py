@@ -196,3 +196,13 @@ def test_every_kind_of_rejected_line_is_counted_under_its_own_reason(tmp_path):
     for reason in kinds.values():
         expected[reason] = expected.get(reason, 0) + 1
     assert by_reason == expected  # no "other": each reason text has its class
+
+
+@pytest.mark.parametrize(
+    "text, address",
+    [("127.0.0.1:9108", ("127.0.0.1", 9108)), (":9108", ("0.0.0.0", 9108)), ("[::1]:9108", ("::1", 9108))],
+)
+def test_addresses(text, address):
+    from ordertimeout.cli.metrics_options import Address
+
+    assert Address().convert(text, None, None) == address

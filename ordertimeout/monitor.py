@@ -10,6 +10,8 @@ checkpoint from ending a run that can go on, and starts the HTTP server, whose m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from typing import Any, Callable
 
@@ -20,6 +22,9 @@ from .sources import SourceError
 from .state import StateError
 
 __all__ = ["Monitor", "WatchedReader", "run_counters"]
+
+#: How often a failed checkpoint is tried again while no input comes, in seconds.
+STATE_RETRY_SECONDS = 1.0
 
 
 def run_counters(run: Any) -> dict:
@@ -54,6 +59,7 @@ class Monitor:
         self.health = health
         self.address = address
         self._server = None
+        self._retrier: asyncio.Task | None = None
 
     def guard_checkpoints(self, save: Callable[..., None]) -> Callable[..., None]:
         """``save`` that does not end the run when the state file cannot be written.
@@ -88,9 +94,14 @@ class Monitor:
         return WatchedReader(reader, self.health)
 
     async def start(self, run: Any, now_ms: Callable[[], int]) -> None:
-        """Serve ``/metrics`` and ``/healthz`` for ``run`` (if an address was given)."""
-        if self.address is None:
-            return
+        """Serve ``/metrics`` and ``/healthz`` for ``run`` (if an address was given), and
+        retry failed checkpoints even while the input is quiet."""
+        if self.address is not None:
+            await self._serve(run, now_ms)
+        if getattr(run.runtime, "checkpointer", None) is not None:
+            self._retrier = asyncio.create_task(self._retry_checkpoints(run.runtime))
+
+    async def _serve(self, run: Any, now_ms: Callable[[], int]) -> None:
         from . import metrics
         from .metrics_server import MetricsServer
 
@@ -102,8 +113,21 @@ class Monitor:
         await server.start()
         self._server = server
 
+    async def _retry_checkpoints(self, runtime: Any) -> None:
+        # Checkpoints follow input; without input a failed one would wait for the next
+        # line, and the run would stay unhealthy after the disk got space again.
+        while True:
+            await asyncio.sleep(STATE_RETRY_SECONDS)
+            if self.health.failure("state") is not None:
+                runtime.checkpoint()
+
     async def stop(self) -> None:
         """Stop serving (after the run's last figures could still be scraped)."""
+        if self._retrier is not None:
+            self._retrier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retrier
+            self._retrier = None
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop()

@@ -262,8 +262,10 @@ class RejectReporter:
 
     def warning_text(self, source: str, line: int, reason: str) -> str:
         """The one-line message for a rejected line."""
-        where = f"{source}:{line}" if self._show_source else f"line {line}"
-        return f"ordertimeout: {where}: {reason}"
+        return f"ordertimeout: {self._where(source, line)}: {reason}"
+
+    def _where(self, source: str, line: int) -> str:
+        return f"{source}:{line}" if self._show_source else f"line {line}"
 
     def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
         """Record one unused line."""
@@ -271,8 +273,8 @@ class RejectReporter:
         kind = reason_class(reason)
         self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
         if self.count <= self._max_warnings:
-            where = f"{source}:{line}" if self._show_source else f"line {line}"
-            self._log.warning(f"{where}: {reason}", source=source, line=line, reason=reason, reason_class=kind)
+            self._log.warning(f"{self._where(source, line)}: {reason}",
+                              source=source, line=line, reason=reason, reason_class=kind)
         elif self.count == self._max_warnings + 1:
             self._log.warning(
                 "further rejected lines are only counted"

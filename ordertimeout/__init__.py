@@ -8,6 +8,8 @@
 #                            │                                                    terminal: status
 #                            └──▶ state (SQLite: open orders, watermark, offsets)   line, summary
 #
+# monitor gathers the counters of all of it (--stats at exit; metrics + metrics_server
+# serve them and health on /metrics and /healthz); logs writes diagnostics as text or JSON.
 # clocks inject "now" into the runtime; durations parse --within and friends; cli only
 # validates options, builds this pipeline and runs it.
 """ordertimeout: Flink CEP's create-then-pay timeout job as a Unix tool."""

@@ -46,7 +46,10 @@ def test_after_ten_warnings_the_notice_is_json_too():
     logged = records(outcome.stderr)
     assert [r["fields"]["line"] for r in logged[:10]] == list(range(1, 11))
     assert logged[10]["message"] == "further rejected lines are only counted"
-    assert logged[10]["fields"] == {"rejected": 11} and len(logged) == 11
+    assert logged[10]["fields"] == {"rejected": 11}
+    (error,) = logged[11:]  # no line was usable: the run fails, and says so as JSON too
+    assert error["level"] == "error" and error["message"].startswith("12 lines, none usable")
+    assert outcome.exit_code == 1
 
 
 def test_errors_are_json_lines_with_the_exit_status(tmp_path):

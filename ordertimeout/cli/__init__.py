@@ -12,9 +12,10 @@ import click
 
 from .. import __version__
 from ..logs import Log
+from .options import EXIT_STATUS_HELP, OrdertimeoutGroup
 
 
-class _Main(click.Group):
+class _Main(OrdertimeoutGroup):
     """The command group; with ``--log-format json`` its errors are JSON lines too."""
 
     def invoke(self, ctx: click.Context):
@@ -27,7 +28,8 @@ class _Main(click.Group):
             raise click.exceptions.Exit(error.exit_code) from None
 
 
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_STATUS_HELP)
 @click.version_option(__version__, prog_name="ordertimeout")
 def main() -> None:
     """Find orders that were created and not paid within a time limit.
@@ -38,6 +40,10 @@ def main() -> None:
       cat events.jsonl | ordertimeout watch --within 1s
       ordertimeout watch events.jsonl --json | jq 'select(.result == "timeout")'
 
+    Every option can also come from the environment (ORDERTIMEOUT_WITHIN=15m) or from a
+    TOML file given with --config; the command line beats the environment beats the file.
+
+    \b
     Shell completion (bash): eval "$(_ORDERTIMEOUT_COMPLETE=bash_source ordertimeout)"
     """
 

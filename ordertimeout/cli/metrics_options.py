@@ -5,14 +5,14 @@ configure."""
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from ..health import Health
 from ..logs import FORMATS, Log
 from ..monitor import Monitor
-from .common import Duration, _apply
+from .options import Duration, apply
 
 #: Where ``ctx.meta`` keeps the chosen log format, for errors raised outside a run.
 LOG_FORMAT_KEY = "ordertimeout.log_format"
@@ -39,30 +39,30 @@ def _remember_log_format(ctx: click.Context, param, value: str) -> str:
     return value
 
 
-metrics_options = _apply(
+metrics_options = apply(
     [
         click.option(
             "--metrics-addr", type=Address(), default=None,
-            help="Serve Prometheus metrics on GET /metrics and a health check on GET /healthz at HOST:PORT. "
-            "Example: --metrics-addr 127.0.0.1:9108",
+            help="Serve Prometheus metrics on GET /metrics and a health check on GET /healthz at "
+            "HOST:PORT, e.g. 127.0.0.1:9108.",
         ),
         click.option(
             "--unhealthy-after", type=Duration(), default="5m", show_default=True,
-            help="/healthz answers 503 once deliveries have failed without a success this long. "
-            "Example: --unhealthy-after 10m",
+            help="/healthz answers 503 once deliveries have failed without a success this long.",
         ),
         click.option(
             "--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
             callback=_remember_log_format, expose_value=True,
-            help="Diagnostics on stderr as text, or as one JSON object per line (time, level, message, fields) "
-            "for log collectors. Example: --log-format json",
+            help="Diagnostics on stderr as text, or as one JSON object per line (time, level, message, "
+            "fields) for log collectors.",
         ),
     ]
 )
 
 
-def monitor_from(params: dict) -> Monitor:
-    """The monitor of a run, from its command's options (defaults when it has none)."""
-    log = Log(sys.stderr, params.get("log_format") or "text")
+def monitor_from(params: dict, err: TextIO = sys.stderr) -> Monitor:
+    """The monitor of a run, from its command's options (defaults when it has none);
+    diagnostics go to ``err``."""
+    log = Log(err, params.get("log_format") or "text")
     health = Health(params.get("unhealthy_after") or 300_000)
     return Monitor(log, health, params.get("metrics_addr"))

@@ -406,10 +406,13 @@ class ChunkReader:
 
 
 def _regular_file_bytes(inputs: Sequence[Input]) -> int | None:
-    """Total size of the inputs if all are regular files read once, else None."""
+    """Total size of the inputs if all are regular files read once, else None.
+
+    A gzip input gives None too: what is read of it is counted in decompressed bytes,
+    which its size on disk cannot measure."""
     total = 0
     for source in inputs:
-        if source.path is None or source.follow:
+        if source.path is None or source.follow or is_gzip(source.path):
             return None
         try:
             total += os.stat(source.path).st_size

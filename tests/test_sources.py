@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ordertimeout.sources import LineSplitter, Overlong
+from ordertimeout.sources import ChunkReader, Input, LineSplitter, Overlong
 
 
 def split_all(chunks, limit=100, offset=0):
@@ -65,3 +65,14 @@ def test_memory_held_never_exceeds_the_limit(limit):
     for _ in range(100):
         splitter.push(b"y" * 7)
         assert len(splitter._carry) <= limit
+
+
+def test_no_progress_fraction_for_gzip_inputs(tmp_path):
+    import gzip
+
+    plain, packed = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    plain.write_bytes(b'{"userId":1}\n' * 100)
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert ChunkReader([Input(str(plain), path=str(plain))]).progress() == 0.0
+    # Its reads count decompressed bytes, which the compressed size cannot measure.
+    assert ChunkReader([Input(str(packed), path=str(packed))]).progress() is None

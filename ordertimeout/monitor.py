@@ -19,7 +19,7 @@ from .health import Health
 from .logs import Log
 from .pipeline import TimeMode
 from .sources import SourceError
-from .state import StateError
+from .state import StateWriteError
 
 __all__ = ["Monitor", "WatchedReader", "run_counters"]
 
@@ -62,18 +62,19 @@ class Monitor:
         self._retrier: asyncio.Task | None = None
 
     def guard_checkpoints(self, save: Callable[..., None]) -> Callable[..., None]:
-        """``save`` that does not end the run when the state file cannot be written.
+        """``save`` that does not end the run when a checkpoint cannot be written.
 
-        A failure makes the run unhealthy and is warned about once; the run goes on and the
-        next checkpoint tries again (writing everything, so nothing decided meanwhile is
-        lost from state). The host checks :meth:`state_failure` at the end: a run whose last
+        A write failure (:class:`~.state.StateWriteError`, e.g. a full disk) makes the run
+        unhealthy and is warned about once; the run goes on and the next checkpoint tries
+        again (writing everything, so nothing decided meanwhile is lost from state). Other
+        state errors (the file was removed: no retry can help) end the run as before. The host checks :meth:`state_failure` at the end: a run whose last
         checkpoint failed must not exit as if its state were saved.
         """
 
         def guarded(*args, **kwargs) -> None:
             try:
                 save(*args, **kwargs)
-            except StateError as error:
+            except StateWriteError as error:
                 if self.health.failure("state") is None:
                     self.log.warning(f"{error}; matching goes on, the next checkpoint tries again",
                                      component="state", error=str(error))

@@ -25,7 +25,7 @@ import orjson
 from .pipeline import Pipeline
 from .files import SavedPosition
 
-__all__ = ["StateStore", "StateError", "FORMAT"]
+__all__ = ["StateStore", "StateError", "StateWriteError", "FORMAT"]
 
 #: Bumped when the layout changes; an older file is refused rather than misread.
 FORMAT = 3
@@ -52,6 +52,11 @@ _TABLES = {"meta", "open_orders", "buffered", "expired_orders", "offsets"}
 
 class StateError(Exception):
     """The state file cannot be used; the message says why and names the file."""
+
+
+class StateWriteError(StateError):
+    """A checkpoint could not be written (a full disk, an I/O error): the file keeps its
+    last checkpoint, and a later save may succeed (it writes everything again)."""
 
 
 class StateStore:
@@ -222,7 +227,7 @@ class StateStore:
                 connection.execute("ROLLBACK")
             self._synced = False  # the changes taken are lost: the next save writes all
             if isinstance(error, sqlite3.Error):
-                raise StateError(f"cannot write state file {self.path}: {_why(error)}; its last checkpoint is kept") from None
+                raise StateWriteError(f"cannot write state file {self.path}: {_why(error)}; its last checkpoint is kept") from None
             raise
         self._synced = True
 

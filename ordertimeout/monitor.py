@@ -32,7 +32,8 @@ def run_counters(run: Any) -> dict:
 
     ``run`` has ``pipeline`` (``stats()``, ``time_mode``, ``frontier``), ``runtime``
     (``elapsed_ms``, ``reporter``, and ``lines_read`` and ``timer_lateness`` when it is the
-    local runtime), ``reader`` (or None) and ``extra_stats``. Pay latency percentiles,
+    local runtime), ``reader`` (or None), ``extra_stats`` and ``notifier`` (the delivery
+    sinks, or None: their ``stats()`` become ``deliveries``). Pay latency percentiles,
     which sort, are added by ``--stats`` only.
     """
     pipeline, runtime = run.pipeline, run.runtime
@@ -45,6 +46,9 @@ def run_counters(run: Any) -> dict:
         stats["input"] = {"bytes": run.reader.bytes_read, "lines": runtime.lines_read}
     if getattr(runtime.reporter, "by_reason", None):
         stats["rejected_by_reason"] = dict(runtime.reporter.by_reason)
+    notifier = getattr(run, "notifier", None)
+    if notifier is not None:
+        stats["deliveries"] = notifier.stats()
     lateness = runtime.timer_lateness.figures() if hasattr(runtime, "timer_lateness") else None
     if lateness:
         stats["timer_lateness"] = lateness

@@ -14,7 +14,7 @@ from ordertimeout.logs import Log
 from ordertimeout.sources import ChunkReader, Input, SourceError
 
 from .helpers import COMMAND, event
-from .monitoring import free_port, get, start_monitored, wait_for
+from .monitoring import free_port, get, scrape, start_monitored, wait_for
 
 
 class Deliveries:
@@ -160,3 +160,40 @@ def test_a_failed_input_with_metrics_on_is_a_clean_error(tmp_path):
     _, err = process.communicate(timeout=30)
     assert process.returncode == 1
     assert err.decode().splitlines()[-1] == f"Error: cannot read {followed}: Is a directory"
+
+
+def test_healthz_is_503_while_deliveries_fail_longer_than_unhealthy_after(tmp_path):
+    """A real webhook receiver answers 503, then recovers; /metrics' delivery figures
+    equal --stats' at the end."""
+    from .webhook_receiver import Receiver
+
+    receiver = Receiver(secret=None)
+    down = [True]
+    receiver.answer = lambda number, body: (503, {}, 0.0) if down[0] else (200, {}, 0.0)
+    receiver.accept()
+    port, stats_path = free_port(), tmp_path / "stats.json"
+    try:
+        process = start_monitored(
+            ["--within", "1s", "--webhook", receiver.url, "--unhealthy-after", "1s", "--stats", str(stats_path)], port
+        )
+        process.stdin.write(event("a", "create", 1000) + b"\n" + event("b", "create", 5000) + b"\n")
+        process.stdin.flush()  # a times out: its delivery fails, again and again
+        _, body = wait_for(lambda: (answer := get(port, "/healthz"))[0] == 503 and answer,
+                           what="/healthz to turn 503", process=process)
+        reason = orjson.loads(body)["reasons"]["deliveries"]
+        assert reason.startswith("deliveries failing for ") and "failed attempts in a row" in reason
+        assert scrape(port)["ordertimeout_delivery_failures_in_row"] >= 1
+        down[0] = False  # the endpoint is back: the next retry succeeds
+        wait_for(lambda: get(port, "/healthz")[0] == 200, what="/healthz to recover", process=process)
+        metrics = scrape(port)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        receiver.close()
+    deliveries = orjson.loads(stats_path.read_bytes())["deliveries"]
+    assert deliveries["delivered"] == 1 and deliveries["retried"] >= 1
+    for outcome in ("delivered", "retried", "dead"):
+        assert metrics[f'ordertimeout_deliveries_total{{outcome="{outcome}"}}'] == deliveries[outcome]
+    assert metrics["ordertimeout_outbox_pending"] == deliveries["pending"] == 0
+    assert metrics["ordertimeout_dead_letters"] == deliveries["dead_letters"] == 0
+    assert metrics["ordertimeout_delivery_failures_in_row"] == deliveries["failures_in_row"] == 0

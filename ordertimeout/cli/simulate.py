@@ -13,6 +13,7 @@ from ..simulator import cycle_events
 from ..sinks import HumanFormatter
 from . import main
 from .metrics_options import metrics_options
+from .notify_options import notify_options
 from .common import Duration, _build, _execute, output_options
 from .options import EXIT_STATUS_HELP
 
@@ -32,6 +33,7 @@ Examples:
 @click.option("--show-events", is_flag=True, help="Print the simulated input events, dimmed, between the results.")
 @output_options
 @metrics_options
+@notify_options
 def simulate(interval, count, show_events, **params) -> None:
     """Run the built-in demo: user 1 creates and never pays, user 2 creates and pays.
 

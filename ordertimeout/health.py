@@ -29,6 +29,9 @@ class Health:
     def __init__(self, unhealthy_after: int = 300_000) -> None:
         self.unhealthy_after = unhealthy_after
         self.deliveries: Callable[[], dict] | None = None
+        #: Components judged when health is checked: name -> function returning the
+        #: reason it fails, or None (e.g. a Kafka cluster that cannot be reached).
+        self.probes: dict[str, Callable[[], str | None]] = {}
         self._failures: dict[str, str] = {}
         self._failing_since: int | None = None  # deliveries, as first seen failing
 
@@ -47,6 +50,10 @@ class Health:
     def check(self, now: int) -> tuple[bool, dict]:
         """``(healthy, body)``: body is a small JSON-able dict saying why."""
         reasons = dict(self._failures)
+        for component, probe in self.probes.items():
+            reason = probe()
+            if reason is not None:
+                reasons[component] = reason
         deliveries = self._delivery_failure(now)
         if deliveries is not None:
             reasons["deliveries"] = deliveries

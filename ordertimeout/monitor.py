@@ -49,6 +49,8 @@ def run_counters(run: Any) -> dict:
     notifier = getattr(run, "notifier", None)
     if notifier is not None:
         stats["deliveries"] = notifier.stats()
+    if hasattr(pipeline, "partition_figures"):  # the kafka worker stands in for the pipeline
+        stats["kafka"] = {"partitions": pipeline.partition_figures()}
     lateness = runtime.timer_lateness.figures() if hasattr(runtime, "timer_lateness") else None
     if lateness:
         stats["timer_lateness"] = lateness

@@ -68,6 +68,16 @@ def wait_for(condition, what: str, timeout: float = 30.0, process: subprocess.Po
         if value:
             return value
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"the process ended ({process.returncode}) before {what}: {process.stderr.read()!r}")
+            err = process.stderr.read() if process.stderr is not None else _output_file(process)
+            raise AssertionError(f"the process ended ({process.returncode}) before {what}: {err!r}")
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _output_file(process: subprocess.Popen) -> bytes:
+    """What a process whose stderr went to a file (see test_kafka's workers) wrote there."""
+    files = getattr(process, "output_files", None)
+    if not files:
+        return b""
+    files[1].seek(0)
+    return files[1].read()

@@ -41,6 +41,14 @@ def test_components_fail_and_recover_with_their_reason():
     assert health.check(0) == (True, {"status": "ok"})
 
 
+def test_probes_are_judged_at_each_check():
+    health, unreachable = Health(), ["cannot reach kafka:9092"]
+    health.probes["input"] = lambda: unreachable[0]
+    assert health.check(0) == (False, {"status": "unhealthy", "reasons": {"input": "cannot reach kafka:9092"}})
+    unreachable[0] = None  # connected
+    assert health.check(1) == (True, {"status": "ok"})
+
+
 def test_deliveries_are_unhealthy_only_after_failing_longer_than_the_limit():
     health, sink = Health(unhealthy_after=60_000), Deliveries()
     health.deliveries = sink.stats

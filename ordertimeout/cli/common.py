@@ -355,7 +355,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         if run.reader is not None:
             run.reader = run.notifier.paced(run.reader)  # read at call time by the command's main
         run.monitor.health.deliveries = run.notifier.stats
-    if run.runtime.checkpointer is not None:
+    if getattr(run.runtime, "checkpointer", None) is not None:  # (a kafka worker keeps state its own way)
         run.runtime.checkpointer = run.monitor.guard_checkpoints(run.runtime.checkpointer)
     if run.reader is not None:
         run.reader = run.monitor.watch_input(run.reader)

@@ -85,3 +85,10 @@ def tmp_path_like():
     import pathlib
 
     return pathlib.PurePosixPath("/tmp/x")  # not JSON by itself: written as its text
+
+
+def test_warnings_given_before_the_run_starts_are_json_too():
+    outcome = invoke(["watch", "--log-format", "json", "--webhook", "http://shop.invalid/hook", "-q"], b"")
+    (warning,) = records(outcome.stderr)
+    assert warning["level"] == "warning" and "plain http://" in warning["message"]
+    assert outcome.exit_code == 0

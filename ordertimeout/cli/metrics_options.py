@@ -66,3 +66,10 @@ def monitor_from(params: dict, err: TextIO = sys.stderr) -> Monitor:
     log = Log(err, params.get("log_format") or "text")
     health = Health(params.get("unhealthy_after") or 300_000)
     return Monitor(log, health, params.get("metrics_addr"))
+
+
+def context_log() -> Log:
+    """A log for diagnostics written before a run is built (e.g. while options are checked),
+    in the format the current command was given."""
+    ctx = click.get_current_context(silent=True)
+    return Log(sys.stderr, ctx.meta.get(LOG_FORMAT_KEY, "text") if ctx is not None else "text")

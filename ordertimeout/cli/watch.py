@@ -18,7 +18,7 @@ from ..sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state import StateError, StateStore
 from . import main
 from .common import Duration, WritableFile, _build, _execute, _Run, output_options, stdin_hint
-from .metrics_options import metrics_options
+from .metrics_options import context_log, metrics_options
 from .options import EXIT_STATUS_HELP
 from .notify_options import notify_options
 
@@ -129,7 +129,7 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
 
 
 def _notice(text: str) -> None:
-    click.echo(f"ordertimeout: {text}", err=True)
+    context_log().info(text)
 
 
 def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:

@@ -121,3 +121,40 @@ def test_a_closed_stdout_with_state_never_records_an_unwritten_result(tmp_path):
                            capture_output=True, timeout=60)
     clean = subprocess.run([*COMMAND, "watch", str(big_file), "--json", "-q"], capture_output=True, timeout=60)
     assert again.stdout == clean.stdout and clean.stdout
+
+
+def test_a_named_pipe_whose_writer_came_first_is_read_whole(tmp_path):
+    """`watch FIFO` used to open the pipe once to check it and close it again: a writer
+    already waiting wrote into that first opening, its lines were thrown away, and the
+    run then waited for ever for a writer that had left."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    lines = b'{"userId":"1","type":"create","ts":1000}\n{"userId":"1","type":"pay","ts":1200}\n'
+    writer = subprocess.Popen(["sh", "-c", f"printf '%s' '{lines.decode()}' > '{fifo}'"])
+    try:
+        process = subprocess.run([*COMMAND, "watch", str(fifo), "--json", "-q"], capture_output=True, timeout=30)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert process.returncode == 0, process.stderr
+    assert [orjson.loads(line)["result"] for line in process.stdout.splitlines()] == ["success"]
+
+
+def test_follow_reads_a_named_pipe_writer_after_writer_without_blocking_timers(tmp_path):
+    """`--follow FIFO` used to open the pipe in the event loop (blocking it until a writer
+    came) and then fail with "Illegal seek". A pipe is read by the reader thread; each
+    writer's lines are read in turn, and timeouts fire while no writer is there."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.Popen([*COMMAND, "watch", "--follow", str(fifo), "--json", "-q", "--processing-time",
+                                "--within", "300ms"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for key in ("first", "second"):  # two writers, one after the other
+            with open(fifo, "wb") as writer:
+                writer.write(b'{"userId":"%b","type":"create"}\n' % key.encode())
+            line = read_line(process.stdout, timeout=20)  # its timeout, with no writer attached
+            assert line is not None and orjson.loads(line)["key"] == key
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    assert process.returncode == 143 and b"Traceback" not in err and b"Error" not in err, err

@@ -12,7 +12,36 @@
 # validates options, builds this pipeline and runs it.
 """ordertimeout: Flink CEP's create-then-pay timeout job as a Unix tool."""
 
+import os as _os
+import signal as _signal
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _started_as_the_command() -> bool:
+    """Whether this process is the ``ordertimeout`` command: its installed script, or
+    ``python -m ordertimeout`` (while the package is imported, argv[0] is ``-m``). A
+    program importing the library keeps its own signal handling."""
+    program = _os.path.basename(_sys.argv[0]) if _sys.argv else ""
+    if program == "-m":
+        argv = getattr(_sys, "orig_argv", [])
+        return "-m" in argv and argv[argv.index("-m") + 1 : argv.index("-m") + 2] == ["ordertimeout"]
+    return _os.path.splitext(program)[0] in ("ordertimeout", "ordertimeout-script")
+
+
+def _stopped_before_the_run(signum: int, frame) -> None:
+    # Ctrl-C before a run's own handlers are in place (while the command starts, or in a
+    # command without a run, like generate): nothing was decided that must still be
+    # written, so end at once, quietly, with the status a stopped run has.
+    raise SystemExit(128 + signum)
+
+
+# The first thing the command does, before the imports that take most of its start-up:
+# without it, a Ctrl-C in that time prints a KeyboardInterrupt traceback. (An ignored
+# SIGINT, as in a background job of a script, stays ignored.)
+if _started_as_the_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    _signal.signal(_signal.SIGINT, _stopped_before_the_run)
 
 from .events import EventParser, EventSchema, RejectedLine  # noqa: E402
 from .matcher import Cancelled, Matcher, Mode, OpenOrder, PaidLate, Success, Timeout  # noqa: E402

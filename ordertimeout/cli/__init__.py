@@ -32,6 +32,6 @@ def main() -> None:
     """
 
 
-from . import generate, simulate, watch  # noqa: E402,F401  (the commands register on main)
+from . import generate, outbox, simulate, watch  # noqa: E402,F401  (the commands register on main)
 
 __all__ = ["main"]

@@ -21,6 +21,7 @@ from ..state import StateError, StateStore
 from . import main
 from .common import Duration, WritableFile, _build, _execute, _Run, output_options, stdin_hint
 from .options import EXIT_STATUS_HELP
+from .notify_options import notify_options
 
 WATCH_EXAMPLES = """\b
 Examples:
@@ -43,6 +44,7 @@ Examples:
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay: 250ms, 1.5s, 15m, 1h30m, 2d.")
 @output_options
+@notify_options
 @click.option("--key", "key_field", default="userId", show_default=True, help="Field that groups events (the customer); dotted paths reach nested fields.")
 @click.option("--type-field", default="type", show_default=True, help="Field holding the event type.")
 @click.option("--create-type", default="create", show_default=True, help="Type value of an order creation.")

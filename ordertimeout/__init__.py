@@ -1,15 +1,19 @@
 # ordertimeout: find orders created and not paid within a time limit.
 #
 #   sources ──chunks──▶ runtime ──lines──▶ pipeline ──events──▶ matcher ──results──▶ sinks
-#   (files, stdin,      (asyncio: reads,   (parse, time mode,   (pure rules:         (JSON lines,
-#    follow, simulator)  sleeps to the      watermark, reorder,  open orders,          rows, rejects)
-#                        next deadline,     late + rejected)     deadlines)
-#                        checkpoints)
-#                            │                                                    terminal: status
-#                            └──▶ state (SQLite: open orders, watermark, offsets)   line, summary
+#   (files, stdin,      (asyncio: cuts     (parse, time mode,   (pure rules:         (rows or JSON
+#    follow, simulator;  lines (framing),   watermark, reorder,  open orders,          lines to stdout;
+#    a reader thread     works each chunk   late + rejected)     deadlines)            rejects)
+#    stamps each pipe    at its arrival,                                                   │ --webhook,
+#    chunk's arrival)    sleeps to the next                                                ▼ --exec
+#       │                timer, checkpoints)                                 notify ──▶ outbox ──▶ delivery
+#    files (identity,        │                                               (memory, or SQLite    (relay: webhook,
+#    resume points)          └──▶ state (SQLite: open orders, watermark,      rows in the           exec_sink;
+#                                 reorder buffer, file offsets, outbox)       checkpoint)           retries)
 #
-# clocks inject "now" into the runtime; durations parse --within and friends; cli only
-# validates options, builds this pipeline and runs it.
+# clocks inject "now" into the runtime; durations parse --within and friends; terminal
+# draws the status line and the summary; cli only validates options, builds this
+# pipeline and runs it.
 """ordertimeout: Flink CEP's create-then-pay timeout job as a Unix tool."""
 
 import os as _os

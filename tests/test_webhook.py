@@ -3,6 +3,7 @@
 
 import base64
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -134,7 +135,8 @@ def test_only_filters_what_the_webhook_gets_and_the_secret_never_shows(tmp_path,
     assert process.returncode == 0, stderr
     wanted = {rid for rid in expected if rid.startswith("success:")}
     assert receiver.delivered_ids() == wanted and len(receiver.snapshot()) == len(wanted)
-    assert "visible to other users" in stderr.decode()  # a secret on the command line earns a warning
+    # The typed secret was moved out of the process title before anything else: no warning due.
+    assert "visible to other users" not in stderr.decode()
     assert "--webhook-secret (hidden)" in stderr.decode()  # --verbose names it, never shows it
     counters = orjson.loads(stats.read_bytes())
     assert counters["deliveries"]["delivered"] == len(wanted)
@@ -186,3 +188,30 @@ def test_sigterm_drains_pending_deliveries_then_exits_143(receiver):
     assert len(printed) > at_signal  # some were still pending at the signal
     assert receiver.delivered_ids() == printed  # everything decided before the signal was delivered
     assert f"deliveries {len(printed)} delivered, 0 retried, 0 dead, 0 pending".encode() in stderr
+
+
+def test_a_typed_secret_leaves_the_process_title_at_once(tmp_path, receiver):
+    """Other users read /proc/PID/cmdline (ps); the process restarts itself with the secret
+    in its environment, readable by its owner only, and signs with it all the same."""
+    receiver.accept()
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", "--webhook", receiver.url,
+                                "--webhook-secret=" + SECRET], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env)
+    key = SECRET.removeprefix("whsec_").encode()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            title = pathlib.Path(f"/proc/{process.pid}/cmdline").read_bytes()
+            if key not in title and b"ordertimeout" in title:
+                break
+            assert time.monotonic() < deadline, "the secret stayed in the process title"
+            time.sleep(0.02)
+        assert b"--webhook" in title and process.poll() is None
+        process.stdin.write(event("u1", "create", 0) + b"\n")
+    finally:
+        stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert key not in stdout + stderr
+    (delivered,) = receiver.snapshot()
+    assert delivered.verified and delivered.body["id"] == "timeout:u1:0:0"

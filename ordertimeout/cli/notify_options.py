@@ -8,6 +8,8 @@ itself is never printed, nor kept anywhere but in the webhook sender.
 
 from __future__ import annotations
 
+import os
+
 import click
 from click.core import ParameterSource
 
@@ -53,8 +55,10 @@ def build_notifier(params: dict):
     values = {name: params.pop(name, None) for name in NAMES}
     url, command = values["webhook"], values["exec_command"]
     secret_text = values["webhook_secret"]
+    # Set by cli.entry when it moved a typed secret out of the process title.
+    moved_from_command_line = os.environ.pop(MOVED_MARKER, None) == "1"
     if url is None and command is None:
-        if secret_text is not None and _given_on_command_line("webhook_secret"):
+        if secret_text is not None and (moved_from_command_line or _given_on_command_line("webhook_secret")):
             raise click.UsageError("--webhook-secret needs --webhook")
         return None
     from ..clocks import LoopClock
@@ -91,6 +95,35 @@ def build_notifier(params: dict):
     )
     notifier.drain_timeout = values["drain_timeout"] / 1000
     return notifier
+
+
+SECRET_OPTION = "--webhook-secret"
+SECRET_ENVIRONMENT = "ORDERTIMEOUT_WEBHOOK_SECRET"
+MOVED_MARKER = "ORDERTIMEOUT_SECRET_FROM_COMMAND_LINE"
+
+
+def secret_out_of_argv(argv: list[str]) -> tuple[list[str], str] | None:
+    """``(argv without --webhook-secret, the secret)``, or None when no secret is given.
+
+    Both ``--webhook-secret S`` and ``--webhook-secret=S`` are taken out; nothing after a
+    ``--`` is an option, so it stays.
+    """
+    rest, secret = [], None
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            rest.append(word)
+            rest.extend(words)
+            break
+        if word == SECRET_OPTION:
+            secret = next(words, None)
+            if secret is None:
+                return None  # a missing value: let click say so
+        elif word.startswith(SECRET_OPTION + "="):
+            secret = word[len(SECRET_OPTION) + 1 :]
+        else:
+            rest.append(word)
+    return None if secret is None else (rest, secret)
 
 
 def _given_on_command_line(name: str) -> bool:

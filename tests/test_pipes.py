@@ -156,7 +156,10 @@ def test_follow_reads_a_named_pipe_writer_after_writer_without_blocking_timers(t
             assert line is not None and orjson.loads(line)["key"] == key
     finally:
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=20)
+        try:
+            _, err = process.communicate(timeout=20)
+        finally:
+            process.kill()  # never left behind by a failing test
     assert process.returncode == 143 and b"Traceback" not in err and b"Error" not in err, err
 
 

@@ -259,7 +259,10 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    # A signal the command was started with ignored stays ignored (nohup ignores SIGHUP,
+    # so closing the terminal must not stop the run).
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     if run.progress:
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
         run.err.status = status

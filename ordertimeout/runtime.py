@@ -135,6 +135,24 @@ class Runtime:
             self.checkpoint()
 
     def _feed_lines(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
+        """Feed a chunk's lines: runs of plain lines through the pipeline's batch path,
+        each line it stops at (to reject, late, blank, over-long...) through _feed_each."""
+        if not lines or type(lines[0]) is Overlong or max(map(len, lines)) > self.max_line_bytes:
+            return self._feed_each(lines, name, line_number, now)
+        feed_lines, write = self.pipeline.feed_lines, self.writer.write
+        index, count = 0, len(lines)
+        while index < count:
+            results, stop = feed_lines(lines, now, index)
+            if results:
+                write(results)
+            line_number += stop - index
+            if stop == count:
+                break
+            line_number = self._feed_each(lines[stop : stop + 1], name, line_number, now)
+            index = stop + 1
+        return line_number
+
+    def _feed_each(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
         feed = self.pipeline.feed
         write = self.writer.write
         limit = self.max_line_bytes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 from array import array
 from typing import BinaryIO, Callable, Iterable, TextIO
 
@@ -54,6 +55,13 @@ class OutputBuffer:
         if self._size >= self._flush_bytes:
             self.flush()
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Queue several pieces at once; write out when the buffer is large."""
+        self._parts += lines
+        self._size += sum(map(len, lines))
+        if self._size >= self._flush_bytes:
+            self.flush()
+
     def flush(self) -> None:
         """Write everything queued so far (raises ``BrokenPipeError`` if the reader left)."""
         if not self._parts:
@@ -69,8 +77,33 @@ class OutputBuffer:
             self.after_write()
 
 
+#: Characters a key may hold and still appear as it is both in a JSON string and in the
+#: result id (see matcher.result_id, which percent-encodes everything else).
+_PLAIN_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~@"
+
+# The JSON lines of results whose key is plain, one %-format each: the same bytes as
+# _json_line_any_key (a property test holds them to it), without escaping the key twice.
+_PLAIN_SUCCESS = b'{"result":"success","id":"success:%b:%d:%d","key":"%b","created":%d,"paid":%d,"deadline":%d,"create":%b,"pay":%b}\n'
+_PLAIN_TIMEOUT = b'{"result":"timeout","id":"timeout:%b:%d:%d","key":"%b","created":%d,"deadline":%d,"create":%b}\n'
+
+
 def json_line(result: Result) -> bytes:
     """One result as one JSON line; the original create/pay objects are embedded unchanged."""
+    kind = type(result)
+    key = result[0]
+    if (kind is Success or kind is Timeout) and not key.strip(_PLAIN_KEY_CHARS):
+        key_bytes = key.encode()
+        if kind is Success:
+            _, created, paid, deadline, create, pay, seq = result
+            return _PLAIN_SUCCESS % (key_bytes, created, seq, key_bytes, created, paid, deadline, create, pay)
+        _, created, deadline, create, recovered, seq = result
+        if not recovered:
+            return _PLAIN_TIMEOUT % (key_bytes, created, seq, key_bytes, created, deadline, create)
+    return _json_line_any_key(result)
+
+
+def _json_line_any_key(result: Result) -> bytes:
+    """json_line for any key: JSON-escaped, percent-encoded in the id."""
     key = orjson.dumps(result.key)
     # The id is plain ASCII without quotes or backslashes (see result_id): no escaping.
     rid = result.id.encode()
@@ -125,8 +158,15 @@ class JsonFormatter:
 
 def format_time(epoch_ms: int) -> str:
     """Epoch milliseconds as UTC ISO-8601 with milliseconds: ``2026-11-23T10:00:02.500Z``."""
-    moment = _dt.datetime(1970, 1, 1) + _dt.timedelta(milliseconds=epoch_ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    second, millisecond = divmod(epoch_ms, 1000)
+    return f"{_second_text(second)}{millisecond:03d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _second_text(second: int) -> str:
+    # Results come in time order, so rows share their second: strftime once per second.
+    moment = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=second)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 class HumanFormatter:
@@ -141,7 +181,7 @@ class HumanFormatter:
 
     def __init__(self, within: int, paint: Callable[[str, str], str] | None = None) -> None:
         self._within_text = format_duration(within)
-        self._paint = paint or (lambda style, text: text)
+        self._paint = paint
 
     def format(self, result: Result) -> bytes:
         """One result as one row."""
@@ -161,20 +201,16 @@ class HumanFormatter:
             word, style = "cancelled", "cancelled"
             detail = f"cancelled after {format_duration(result.cancelled - result.created)}"
         key = result.key if result.key.isprintable() else ascii(result.key)
-        row = "  ".join(
-            (
-                paint("dim", format_time(result.time)),
-                paint(style, f"{word:<9}"),
-                f"{key:<{self.KEY_WIDTH}}",
-                detail,
-            )
-        )
-        return row.encode("utf-8", "backslashreplace") + b"\n"
+        moment, word = format_time(result.time), f"{word:<9}"
+        if paint is not None:
+            moment, word = paint("dim", moment), paint(style, word)
+        row = f"{moment}  {word}  {key:<{self.KEY_WIDTH}}  {detail}\n"
+        return row.encode("utf-8", "backslashreplace")
 
     def format_event(self, time: int, raw: bytes) -> bytes:
         """A dimmed input event row (``simulate --show-events``)."""
-        text = raw.decode("utf-8", "backslashreplace")
-        return (self._paint("dim", f"{format_time(time)}  {'event':<9}  {text}") + "\n").encode()
+        text = f"{format_time(time)}  {'event':<9}  {raw.decode('utf-8', 'backslashreplace')}"
+        return ((self._paint("dim", text) if self._paint else text) + "\n").encode()
 
 
 class ResultWriter:
@@ -192,15 +228,14 @@ class ResultWriter:
 
     def write(self, results: Iterable[Result]) -> None:
         """Queue the lines of ``results``."""
+        results = results if isinstance(results, list) else list(results)
         keep = self._keep
         fmt = self.formatter.format
-        write = self.out.write
-        latencies = self.latencies
-        for result in results:
-            if type(result) is Success:
-                latencies.append(result.paid - result.created)
-            if keep is None or type(result) is keep:
-                write(fmt(result))
+        self.latencies.extend([result[2] - result[1] for result in results if type(result) is Success])
+        if keep is None:
+            self.out.write_lines([fmt(result) for result in results])
+        else:
+            self.out.write_lines([fmt(result) for result in results if type(result) is keep])
 
     def flush(self) -> None:
         """Send queued lines on."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 import operator
 from typing import Any, Callable
 
@@ -251,6 +250,8 @@ class EventParser:
             ms = value * self._unit_num // self._unit_den
         elif isinstance(value, float):
             # Via the shortest decimal text, so 1.001 s is 1001 ms and not 1000.999...
+            from decimal import Decimal, InvalidOperation  # only for float times: lean start-up
+
             try:
                 exact = Decimal(repr(value)) * self._unit_num / self._unit_den
                 ms = int(exact.to_integral_value(rounding="ROUND_FLOOR"))

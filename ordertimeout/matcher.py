@@ -357,9 +357,15 @@ class Matcher:
                         else:
                             unmatched_pays += 1
                         continue
-                    if type(current) is not list:
-                        paid = (current,)
-                    elif followed_by:
+                    if type(current) is not list:  # the common case: one open order
+                        closed += 1
+                        if closed_early is not None:
+                            closed_early.append(current)
+                        created, length, seq = unpack(current)
+                        success += 1
+                        append(_new(Success, (key, created, time, created + within, current[size + length :], raw, seq)))
+                        continue
+                    if followed_by:
                         paid = current
                     else:
                         paid = (current.pop(0),)

@@ -128,6 +128,14 @@ class Pipeline:
         buffer, sequence = self._buffer, self._sequence
         ready: list[tuple[str, int, int, bytes]] = []
         used = 0
+        if not lateness and not buffer:
+            # Without lateness an event is late exactly when it is older than the one
+            # before it (or than the frontier): a batch in time order is applied as it is.
+            times = [event[2] for event in events]
+            if times[0] >= frontier and times == sorted(times):
+                ready, used = events, len(events)
+                frontier = max_time = max(max_time, times[-1])
+                events = ()
         for event in events:
             time = event[2]
             if time < frontier:

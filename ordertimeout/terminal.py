@@ -8,17 +8,17 @@ result is written to a shared terminal, so it never mixes into the data.
 from __future__ import annotations
 
 import os
-import statistics
 from array import array
-from typing import Callable, TextIO
-
-from rich.console import Console
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Callable, TextIO
 
 from .durations import format_duration
 from .sinks import format_time
+
+# rich is imported inside the functions that draw: a run whose output goes to a pipe or a
+# file (--json, -q, no terminal on stderr) never loads it, which is a tenth of start-up.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 __all__ = ["painter", "StatusLine", "latency_figures", "summary_text", "summary_table", "stderr_console"]
 
@@ -26,6 +26,8 @@ _STYLES = {"success": "bold green", "timeout": "bold red", "cancelled": "yellow"
 
 
 def _console(file: TextIO, color: str) -> Console:
+    from rich.console import Console
+
     return Console(
         file=file,
         force_terminal=True if color == "always" else None,
@@ -47,6 +49,8 @@ def painter(file: TextIO, color: str) -> Callable[[str, str], str] | None:
         return None
     if color == "auto" and not console.is_terminal:
         return None
+    from rich.text import Text
+
     codes = {}
     for name, style in _STYLES.items():
         with console.capture() as captured:
@@ -92,6 +96,10 @@ class StatusLine:
 def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, progress: float | None):
     """The live status: a progress bar for files, rate, open orders, outcomes, and in
     event time the watermark and its lag behind the wall clock."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
     text = Text()
     text.append(f"{rate:,.0f} ev/s", style="bold")
     text.append(f" open {stats['pending']:,}")
@@ -116,6 +124,8 @@ def latency_figures(latencies: array) -> dict | None:
     """p50/p90/p99/max of pay latency in ms, or None without successes."""
     if not latencies:
         return None
+    from statistics import fmean  # statistics loads fractions and decimal: not at start-up
+
     ordered = sorted(latencies)
 
     def percentile(share: float) -> int:
@@ -126,7 +136,7 @@ def latency_figures(latencies: array) -> dict | None:
         "p90_ms": percentile(0.90),
         "p99_ms": percentile(0.99),
         "max_ms": ordered[-1],
-        "mean_ms": round(statistics.fmean(ordered), 1),
+        "mean_ms": round(fmean(ordered), 1),
     }
 
 
@@ -171,6 +181,9 @@ def summary_text(stats: dict, latencies: array) -> str:
 
 def summary_table(stats: dict, latencies: array, within: int) -> Table:
     """The exit summary as a small rich table, with pay latency and its histogram."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="ordertimeout", title_style="bold", show_header=False, box=None, padding=(0, 2))
     table.add_column(style="dim", justify="right")
     table.add_column()

@@ -3,7 +3,9 @@
 Every clock speaks integer epoch milliseconds. :class:`LoopClock` follows the running
 asyncio loop's monotonic time from a wall-clock anchor taken once, so it never goes
 backwards when the system clock is stepped, and under a virtual-time loop (the tests'
-:mod:`ordertimeout.testing`) hour-long waits take no real time at all.
+``virtual_time``) hour-long waits take no real time at all. Once anchored inside the
+loop, its ``now_ms`` may also be read from other threads (a reader thread stamping the
+arrival of what it reads) on the same time base.
 :class:`ManualClock` is set by hand, for the synchronous parts.
 """
 
@@ -43,18 +45,20 @@ class LoopClock:
     def __init__(self, epoch_ms: int | None = None) -> None:
         self._epoch_ms = epoch_ms
         self._loop_start: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _anchor(self) -> float:
         if self._loop_start is None:
-            self._loop_start = asyncio.get_running_loop().time()
+            self._loop = asyncio.get_running_loop()
+            self._loop_start = self._loop.time()
             if self._epoch_ms is None:
                 self._epoch_ms = _time.time_ns() // 1_000_000
         return self._loop_start
 
     def now_ms(self) -> int:
         """Epoch milliseconds now (floored), from the loop's monotonic clock."""
-        start = self._anchor()
-        elapsed = asyncio.get_running_loop().time() - start
+        start = self._anchor() if self._loop is None else self._loop_start
+        elapsed = self._loop.time() - start
         # The epsilon absorbs float error so a timer due at t does not read t - 1.
         return self._epoch_ms + math.floor(elapsed * 1000 + 1e-6)
 
@@ -63,7 +67,7 @@ class LoopClock:
         overshoots by the fraction of a millisecond that ``now_ms`` floors away."""
         start = self._anchor()
         target = start + (moment_ms - self._epoch_ms) / 1000
-        return max(0.0, target - asyncio.get_running_loop().time())
+        return max(0.0, target - self._loop.time())
 
     async def sleep_until(self, moment_ms: int | float) -> None:
         """Sleep until the loop's time reaches ``moment_ms``."""

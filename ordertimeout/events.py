@@ -28,6 +28,9 @@ __all__ = [
     "EventSchema",
     "EventParser",
     "RejectedLine",
+    "field_getter",
+    "MISSING",
+    "describe_unusable",
 ]
 
 # How ``parse`` treats the time field.
@@ -75,8 +78,8 @@ class EventSchema:
             raise ValueError(f"unknown time unit {self.time_unit!r}")
 
 
-def _getter(field: str) -> Callable[[dict], Any]:
-    """A function giving the value at ``field`` in an object, or ``_MISSING``.
+def field_getter(field: str) -> Callable[[dict], Any]:
+    """A function giving the value at ``field`` in an object, or :data:`MISSING`.
 
     A plain name is one C-level ``dict.get``; a dotted path (``order.user.id``) is
     followed into nested objects, after trying the whole name as one field.
@@ -101,12 +104,32 @@ def _getter(field: str) -> Callable[[dict], Any]:
 
 
 _MISSING = object()
+#: What :func:`field_getter` gives for a field the object does not have.
+MISSING = _MISSING
+
+#: orjson reads integers beyond 64 bits as floats; from this size a float key may be one.
+_ORJSON_INT_LIMIT = 2.0**63
+
+
+def _load_exact(raw: bytes) -> Any:
+    """The line decoded keeping every integer's digits (as text): the slow path for keys
+    beyond 64 bits, so ``123456789012345678901234567890`` stays that key, not ``1.23e29``."""
+    import json  # here, not at the top: rare, and start-up pays for every import
+
+    try:
+        return json.loads(raw, parse_int=_IntegerText)
+    except RecursionError:  # nested deeper than the stdlib parser goes (orjson went 1024 deep)
+        raise RejectedLine("key field is a number too large to read exactly in a line this deeply nested") from None
+
+
+class _IntegerText(str):
+    """An integer literal's digits as written (``parse_int`` hook); a key of type text."""
 
 
 def _as_text(value: Any) -> str | None:
     """A key or type as text: ``42`` and ``"42"`` are the same; other types give None."""
-    if isinstance(value, str):
-        return value
+    if isinstance(value, str):  # also an exact big integer (_IntegerText)
+        return str(value)
     if isinstance(value, bool):  # bool is an int subclass; true is not a key
         return None
     if isinstance(value, int):
@@ -126,9 +149,9 @@ class EventParser:
 
     def __init__(self, schema: EventSchema) -> None:
         self.schema = schema
-        self._get_key = _getter(schema.key_field)
-        self._get_type = _getter(schema.type_field)
-        self._get_time = _getter(schema.time_field)
+        self._get_key = field_getter(schema.key_field)
+        self._get_type = field_getter(schema.type_field)
+        self._get_time = field_getter(schema.time_field)
         self._kinds = {schema.create_type: CREATE, schema.pay_type: PAY}
         if schema.cancel_type is not None:
             self._kinds[schema.cancel_type] = CANCEL
@@ -157,6 +180,8 @@ class EventParser:
         schema = self.schema
         key = self._get_key(obj)
         if type(key) is not str:
+            if type(key) is float and key.is_integer() and abs(key) >= _ORJSON_INT_LIMIT:
+                key = self._get_key(_load_exact(raw))  # an integer orjson could only give as a float
             key = self._text_field(key, schema.key_field, "key", "a string or number")
         type_value = self._get_type(obj)
         if type(type_value) is not str:
@@ -263,8 +288,10 @@ class EventParser:
             raise RejectedLine(
                 f"time field {field!r} is {_json_type(value)}, not a number or ISO-8601 string"
             )
-        if not _MIN_TIME_MS <= ms <= _MAX_TIME_MS:
-            raise RejectedLine(f"time field {field!r} is out of range ({value!r})")
+        if ms < _MIN_TIME_MS:
+            raise RejectedLine(f"time field {field!r} is before the year 1 ({value!r})")
+        if ms > _MAX_TIME_MS:
+            raise RejectedLine(f"time field {field!r} is after the year 9999 ({value!r})")
         return ms
 
 
@@ -301,3 +328,96 @@ def _describe_decode_error(raw: bytes, error: orjson.JSONDecodeError) -> str:
         return f"not valid UTF-8 (byte {bad.start + 1})"
     message = str(error).split(":", 1)[0]
     return f"not valid JSON ({message}, column {error.colno})"
+
+
+# -- when no line is usable ---------------------------------------------------------------
+
+#: Field names (lower case, without ``_`` and ``-``) that usually hold each role.
+_ROLE_NAMES = {
+    "key": ("userid", "user", "customerid", "customer", "accountid", "account", "clientid", "buyerid", "memberid", "key"),
+    "type": ("type", "kind", "eventtype", "event", "action", "eventname", "status"),
+    "time": ("ts", "timestamp", "time", "at", "eventtime", "datetime", "date", "createdat", "when"),
+}
+
+
+def describe_unusable(count: int, reason: str, samples: list[bytes], schema: EventSchema) -> str:
+    """Why a run had no usable line, and what to try: the fields the lines do have, and
+    the ``--key``/``--type-field``/``--time-field`` that would probably fit, e.g.
+    ``13 lines, none usable: no key field 'userId' (the lines have: user_id, kind, at);
+    try --key user_id --type-field kind --time-field at``.
+
+    ``reason`` is the most common rejection, ``samples`` some of the rejected lines.
+    """
+    text = f"{count:,} line{'' if count == 1 else 's'}, none usable: {reason}"
+    objects = []
+    for raw in samples:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if type(obj) is dict:
+            objects.append(obj)
+    if not objects:
+        return text
+    names = list(dict.fromkeys(name for obj in objects for name in obj))
+    if not names:
+        return text
+    shown = names[:12] + (["..."] if len(names) > 12 else [])
+    text += f" (the lines have: {', '.join(shown)})"
+    tries = []
+    for role, option, wanted in (("key", "--key", schema.key_field), ("type", "--type-field", schema.type_field),
+                                 ("time", "--time-field", schema.time_field)):
+        if any(field_getter(wanted)(obj) is not _MISSING for obj in objects):
+            continue  # the configured field is there: nothing to suggest
+        guess = _guess_field(role, names, objects, schema, taken={*tries})
+        if guess is not None:
+            tries.append(f"{option} {guess}")
+    if tries:
+        text += "; try " + " ".join(tries)
+    return text
+
+
+def _guess_field(role: str, names: list[str], objects: list[dict], schema: EventSchema, taken: set) -> str | None:
+    """The field most likely to hold ``role`` (key, type or time), by its values, then its name."""
+    def values(name: str) -> list:
+        return [obj[name] for obj in objects if name in obj]
+
+    candidates = [name for name in names if not any(option.endswith(" " + name) for option in taken)]
+    if role == "type":
+        wanted = {schema.create_type, schema.pay_type}
+        for name in candidates:
+            if wanted & {value for value in values(name) if isinstance(value, str)}:
+                return name
+    if role == "time":
+        for name in candidates:
+            found = values(name)
+            if found and all(_looks_like_time(value) for value in found):
+                if _normal(name) in _ROLE_NAMES["time"] or len(candidates) == 1:
+                    return name
+    by_name = {_normal(name): name for name in candidates}
+    for known in _ROLE_NAMES[role]:
+        if known in by_name:
+            return by_name[known]
+    if role == "key":
+        for name in candidates:
+            if "user" in name.lower() or "customer" in name.lower():
+                return name
+    return None
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def _looks_like_time(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    if isinstance(value, str):
+        try:
+            _dt.datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    return False

@@ -73,9 +73,9 @@ class Pipeline:
         self._max_time: int | float = float("-inf")
         self._buffer: list[tuple[int, int, str, int, bytes]] = []
         self._sequence = 0
-        # --idle: after this much quiet wall time, event time follows the wall clock.
+        # --idle: event time also moves with the wall clock, ``idle`` behind (see advance).
         self.idle = idle
-        self._last_arrival: int | None = None
+        self._max_arrival: int | None = None  # wall-clock arrival of the event at _max_time
 
     # -- feeding -------------------------------------------------------------------
 
@@ -168,7 +168,6 @@ class Pipeline:
         return out, stop
 
     def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes, now: int) -> list[Result]:
-        self._last_arrival = now
         if time < self.frontier:
             self.late += 1
             raise LateEvent(
@@ -176,6 +175,7 @@ class Pipeline:
             )
         if time > self._max_time:
             self._max_time = time
+            self._max_arrival = now
         frontier = self._max_time - self.lateness
         if not self._buffer and time <= frontier:
             # In-order input (always so with lateness 0): no need for the reorder buffer.
@@ -210,28 +210,39 @@ class Pipeline:
         """The wall clock reached ``now``: time out what is due.
 
         In processing time that is every deadline up to ``now``. In event time it matters
-        only with ``idle``: once the input has been quiet that long, the watermark moves
-        on with the wall clock from the last event's time, so a quiet stream still times
-        orders out. ``limit`` caps the timeouts of one call in processing time (call
-        again while a full slice comes back).
+        only with ``idle`` (Bytewax's wall-clock watermark): the watermark is also the
+        largest event time (minus ``lateness``) plus the wall time elapsed since that event
+        arrived, minus ``idle``. So a quiet stream still times orders out, ``idle`` after
+        their deadline, and an event whose time is no more than ``idle`` behind the wall
+        clock is never late. ``limit`` caps the timeouts of one call in processing time
+        (call again while a full slice comes back).
         """
         if self.time_mode is TimeMode.PROCESSING:
             return self.matcher.advance_to(now, limit)
-        quiet = self._quiet_for(now)
-        if quiet is None or quiet < self.idle:
+        frontier = self._idle_frontier(now)
+        if frontier is None:
             return []
-        return self.advance_frontier(self._max_time - self.lateness + quiet)
+        return self.advance_frontier(frontier)  # never backwards: advance_frontier ignores a lower one
 
-    def _quiet_for(self, now: int) -> int | None:
-        if self.idle is None or self._last_arrival is None:
+    def _idle_frontier(self, now: int) -> int | None:
+        if self.idle is None or self._max_arrival is None:
             return None
-        return now - self._last_arrival
+        # A clock stepped back (or a restart on another host) must not pull time back.
+        elapsed = max(0, now - self._max_arrival)
+        return self._max_time - self.lateness + elapsed - self.idle
 
     def finish(self) -> list[Result]:
-        """End of input in event time: a final watermark of +infinity settles everything."""
+        """End of input in event time: a final watermark of +infinity settles everything.
+
+        Afterwards the watermark reads as it was before (what the events showed), so a
+        checkpoint taken after a final run keeps a watermark a later run can go on from.
+        """
         if self.time_mode is TimeMode.PROCESSING:
             return []
-        return self.advance_frontier(float("inf"))
+        before = self.frontier
+        out = self.advance_frontier(float("inf"))
+        self.frontier = before
+        return out
 
     # -- inspecting ----------------------------------------------------------------
 
@@ -243,7 +254,7 @@ class Pipeline:
         """The wall-clock moment the host must call ``advance`` even without input, or None."""
         if self.time_mode is TimeMode.PROCESSING:
             return self.matcher.next_deadline()
-        if self.idle is None or self._last_arrival is None:
+        if self.idle is None or self._max_arrival is None:
             return None
         # Event time moving with the wall clock: when does it reach the next thing due?
         due = [self._buffer[0][0]] if self._buffer else []
@@ -252,8 +263,8 @@ class Pipeline:
             due.append(deadline)
         if not due:
             return None
-        base = self._max_time - self.lateness
-        return self._last_arrival + max(self.idle, min(due) - base)
+        # _idle_frontier(now) >= min(due)  <=>  now >= this moment
+        return self._max_arrival + max(0, min(due) - (self._max_time - self.lateness) + self.idle)
 
     @property
     def pending(self) -> int:
@@ -287,6 +298,7 @@ class Pipeline:
             "late": self.late,
             "rejected": self.rejected,
             "buffer": list(self._buffer),
+            "max_arrival": self._max_arrival,
             "matcher": self.matcher.snapshot(with_orders),
         }
 
@@ -302,6 +314,9 @@ class Pipeline:
         self.events, self.late, self.rejected = state["events"], state["late"], state["rejected"]
         self._buffer = [tuple(entry) for entry in state["buffer"]]
         heapq.heapify(self._buffer)
+        # The wall-clock arrival of the largest event: with --idle, restored orders time
+        # out on a stream that stays quiet after the restart.
+        self._max_arrival = state.get("max_arrival")
 
 
 def _finite_or_none(value: int | float) -> int | None:

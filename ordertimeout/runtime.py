@@ -12,9 +12,10 @@ from typing import Callable, Iterable, Protocol
 
 from .clocks import Clock
 from .events import RejectedLine
+from .matcher import Timeout
 from .pipeline import Pipeline
 from .sinks import RejectReporter, ResultWriter
-from .sources import END, ROTATED, LineSplitter, Overlong
+from .sources import END, ROTATED, FileIdentity, LineSplitter, Overlong, SavedPosition
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20
@@ -27,13 +28,20 @@ class StrictStop(Exception):
 
 
 class Reader(Protocol):
-    """What the runtime needs from a source of chunks (see :class:`~.sources.ChunkReader`)."""
+    """What the runtime needs from a source of chunks (see :class:`~.sources.ChunkReader`).
 
-    def start(self) -> None: ...
+    ``get`` gives ``(name, chunk, arrival)``: ``arrival`` is the epoch-ms moment the chunk
+    was read on the runtime's clock (None: now). ``identity(name)`` is the file an input
+    is reading, or None when it is no file that a later run could resume.
+    """
+
+    def start(self, clock: Clock) -> None: ...
 
     def stop(self) -> None: ...
 
     async def get(self, timeout: float | None = None): ...
+
+    def identity(self, name: str) -> FileIdentity | None: ...
 
 
 class Runtime:
@@ -48,23 +56,32 @@ class Runtime:
         *,
         strict: bool = False,
         max_line_bytes: int = MAX_LINE_BYTES,
-        checkpointer: Callable[[Pipeline, dict], None] | None = None,
+        checkpointer: Callable[[Pipeline, dict[str, SavedPosition]], None] | None = None,
         checkpoint_every: int = 1000,
+        final: bool = True,
     ) -> None:
         self.pipeline = pipeline
         self.max_line_bytes = max_line_bytes
-        #: Called with (pipeline, positions) to save a checkpoint (``--state``).
+        #: Called with (pipeline, resume points by file path) to save a checkpoint (``--state``).
         self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
         self._last_checkpoint = float("-inf")
         #: Per input name: (byte offset, line number) just after the last processed line.
         self.positions: dict[str, tuple[int, int]] = {}
+        #: Per input name: the file it was reading (inputs a later run can resume).
+        self.files: dict[str, FileIdentity] = {}
+        #: End of input is the end of time: open orders are settled and a last line
+        #: without its newline is read. False (``--state`` without ``--final``): the input
+        #: goes on in a later run, so open orders stay pending in the checkpoint and a
+        #: file's unfinished last line is left for the run that sees it whole.
+        self.final = final
         self.clock = clock
         self.writer = writer
         self.reporter = reporter
         self.strict = strict
         self.started_ms: int | None = None
         self.finished_ms: int | None = None
+        self._handled_ms: int | float = float("-inf")  # the latest moment worked at
 
     @property
     def elapsed_ms(self) -> int:
@@ -77,13 +94,15 @@ class Runtime:
     # -- watch ---------------------------------------------------------------------
 
     async def watch(self, reader: Reader) -> None:
-        """Run every line of ``reader`` through the pipeline, then settle what is open."""
+        """Run every line of ``reader`` through the pipeline, then settle what is open
+        (or, not ``final``, leave it pending in the last checkpoint)."""
         self.started_ms = self.clock.now_ms()
-        reader.start()
+        reader.start(self.clock)
         try:
             self._recover()
             await self._read_until_end(reader)
-            await self._settle()
+            if self.final:
+                await self._settle()
         except asyncio.CancelledError:
             self.checkpoint(force=True)  # stopped by a signal: keep what was decided
             raise
@@ -94,14 +113,25 @@ class Runtime:
             self.finished_ms = self.clock.now_ms()
 
     def _recover(self) -> None:
-        """After a restart in processing time, orders whose deadline passed while the tool
-        was down time out at once, stamped with their deadline and marked recovered."""
-        results = self.pipeline.advance(self.clock.now_ms())
-        self._emit([result._replace(recovered=True) for result in results])
+        """After a restart, orders whose deadline passed while the tool was down (in
+        processing time, or in event time moved by ``--idle``) time out at once, stamped
+        with their deadline and marked recovered."""
+        results = self.pipeline.advance(self._moment(None))
+        self._emit([result._replace(recovered=True) if type(result) is Timeout else result for result in results])
+
+    def _moment(self, arrival: int | None) -> int:
+        """The time to work at: a chunk's arrival stamp, or now; never before a moment
+        already worked at (a timer that fired while the chunk waited in the queue)."""
+        now = self.clock.now_ms() if arrival is None else arrival
+        if now < self._handled_ms:
+            return self._handled_ms
+        self._handled_ms = now
+        return now
 
     async def _read_until_end(self, reader: Reader) -> None:
         pipeline = self.pipeline
         clock = self.clock
+        identity_of = getattr(reader, "identity", lambda name: None)
         current = splitter = None
         line_number = 0
         while True:
@@ -110,27 +140,45 @@ class Runtime:
             try:
                 item = await reader.get(timeout)
             except TimeoutError:
-                self._emit_due(clock.now_ms())
+                self._emit_due(self._moment(None))
                 self.checkpoint()
                 continue
             if item is END:
                 return
-            name, chunk = item
+            name, chunk, arrival = item
             if name != current:
                 current = name
                 offset, line_number = self.positions.get(name, (0, 0))
                 splitter = LineSplitter(self.max_line_bytes, offset)
-            lines = splitter.push(chunk) if chunk else splitter.finish()
-            now = clock.now_ms()
+            identity = identity_of(name)
+            if chunk:
+                lines = splitter.push(chunk)
+            elif chunk is ROTATED or self.final or identity is None:
+                lines = splitter.finish()
+            else:
+                lines = []  # the file may still be growing: its unfinished line waits
+            now = self._moment(arrival)
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit_due(now)
             line_number = self._feed_lines(lines, name, line_number, now)
             if chunk is ROTATED:  # a followed file was replaced: positions restart with it
                 splitter, line_number = LineSplitter(self.max_line_bytes), 0
             self.positions[name] = (splitter.offset, line_number)
+            if identity is not None:
+                self.files[name] = identity
             self.writer.flush()
             self.reporter.flush()
             self.checkpoint()
+
+    def resume_points(self) -> dict[str, SavedPosition]:
+        """Where a later run resumes each file read so far, keyed by its resolved path."""
+        points = {}
+        for name, (offset, line) in self.positions.items():
+            identity = self.files.get(name)
+            if identity is not None:
+                size, digest = identity.fingerprint(offset)
+                points[identity.path] = SavedPosition(identity.device, identity.inode, size, digest, offset, line)
+        return points
 
     def _feed_lines(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
         """Feed a chunk's lines: runs of plain lines through the pipeline's batch path,
@@ -189,7 +237,7 @@ class Runtime:
             return
         self.writer.flush()
         self.reporter.flush()
-        self.checkpointer(self.pipeline, dict(self.positions))
+        self.checkpointer(self.pipeline, self.resume_points())
         self._last_checkpoint = now
 
     def _reject(self, name: str, line_number: int, reason: str, raw: bytes) -> None:
@@ -204,7 +252,7 @@ class Runtime:
         self._emit(self.pipeline.finish())
         while (timer := self.pipeline.next_timer()) is not None:
             await self.clock.sleep_until(timer)
-            self._emit_due(self.clock.now_ms())
+            self._emit_due(self._moment(None))
 
     def _emit_due(self, now: int) -> None:
         """Write every timeout due at ``now`` in one pass and one write: in a burst (many

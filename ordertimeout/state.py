@@ -8,23 +8,27 @@ ordertimeout on the same file is refused) in WAL mode. The library raises
 Tables: ``meta`` (configuration, time mode, watermark, counters), ``open_orders`` (raw
 create event, key, created, deadline, in deadline order), ``buffered`` (event-time events
 still waiting in the reorder buffer), ``expired_orders`` (timed-out orders still payable
-under ``--paid-late``, rewritten whole at each checkpoint) and ``offsets`` (per input file: the byte offset and
-line number just after the last fully processed line).
+under ``--paid-late``, rewritten whole at each checkpoint) and ``offsets`` (per input file:
+the byte offset and line number just after the last fully processed line, keyed by its
+resolved path, with its device, inode and a fingerprint of its first bytes so a replaced
+or truncated file is recognised).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 from .pipeline import Pipeline
+from .sources import SavedPosition
 
 __all__ = ["StateStore", "StateError", "FORMAT"]
 
 #: Bumped when the layout changes; an older file is refused rather than misread.
-FORMAT = 2
+FORMAT = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,7 +43,9 @@ CREATE TABLE IF NOT EXISTS expired_orders (
     position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
     raw BLOB NOT NULL, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (
-    source TEXT PRIMARY KEY, offset INTEGER NOT NULL, line INTEGER NOT NULL);
+    source TEXT PRIMARY KEY, device INTEGER NOT NULL, inode INTEGER NOT NULL,
+    head_size INTEGER NOT NULL, head_digest TEXT NOT NULL,
+    offset INTEGER NOT NULL, line INTEGER NOT NULL);
 """
 _TABLES = {"meta", "open_orders", "buffered", "expired_orders", "offsets"}
 
@@ -60,6 +66,7 @@ class StateStore:
         self.config = config
         self._connection: sqlite3.Connection | None = None
         self._synced = False  # whether the file's open orders match the matcher's
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     def open(self) -> dict | None:
         """Open (creating if new) and return the last checkpoint, or None for a new file."""
@@ -98,6 +105,7 @@ class StateStore:
             connection.close()
             raise
         self._connection = connection
+        self._identity = _file_identity(self.path)
         return checkpoint
 
     @staticmethod
@@ -142,16 +150,31 @@ class StateStore:
                 "SELECT key, created, raw, seq FROM expired_orders ORDER BY position"
             )
         ]
-        offsets = {source: (offset, line) for source, offset, line in connection.execute("SELECT * FROM offsets")}
+        offsets = {
+            source: SavedPosition(*fields)
+            for source, *fields in connection.execute(
+                "SELECT source, device, inode, head_size, head_digest, offset, line FROM offsets"
+            )
+        }
         return {"pipeline": pipeline, "offsets": offsets}
 
-    def save(self, pipeline: Pipeline, offsets: dict[str, tuple[int, int]]) -> None:
+    def save(self, pipeline: Pipeline, offsets: dict[str, SavedPosition],
+             also: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """Write one checkpoint atomically: all of it, or (after a crash) none of it.
+
+        ``offsets`` are the resume points of the files read, by resolved path.
+
+        ``also(connection)``, when given, runs inside the same transaction just before
+        its COMMIT, so a host can write its own rows (an outbox of results to deliver)
+        atomically with the state that decided them. If it raises, nothing is written.
 
         The first checkpoint of a run writes every open order; later ones write only what
         changed since (orders opened, closed early, timed out), so a checkpoint costs
         O(changes) however many orders are open.
         """
+        if _file_identity(self.path) != self._identity:
+            # SQLite would go on writing to the unlinked file: every checkpoint lost.
+            raise StateError(f"state file {self.path} was removed or replaced while this run used it")
         matcher = pipeline.matcher
         within = matcher.within
         head_state = pipeline.snapshot(with_orders=False)
@@ -188,15 +211,21 @@ class StateStore:
             )
             connection.execute("INSERT OR REPLACE INTO meta VALUES ('pipeline', ?)", (orjson.dumps(head_state).decode(),))
             connection.executemany(
-                "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
-                [(source, offset, line) for source, (offset, line) in offsets.items()],
+                "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(source, *position) for source, position in offsets.items()],
             )
+            if also is not None:
+                also(connection)
             connection.execute("COMMIT")
-        except sqlite3.Error as error:
+        except BaseException as error:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             self._synced = False  # the changes taken are lost: the next save writes all
-            raise StateError(f"cannot write state file {self.path}: {error}") from None
+            if isinstance(error, sqlite3.Error):
+                raise StateError(
+                    f"cannot write state file {self.path}: {error}; its last checkpoint is kept"
+                ) from None
+            raise
         self._synced = True
 
     def close(self) -> None:
@@ -204,6 +233,14 @@ class StateStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _describe(path: str, error: sqlite3.DatabaseError) -> str:

@@ -1,8 +1,12 @@
 """The terminal: colours, the live status line and the exit summary, drawn with rich.
 
 Everything here writes to stderr (or returns escape codes for stdout rows); nothing
-touches the results. The status line is one line, redrawn in place, erased before any
-result is written to a shared terminal, so it never mixes into the data.
+touches the results. The status line is one line, cropped to one column less than the
+terminal (so it never wraps), redrawn in place, and lifted off before anything else is
+written to the same terminal (a result row, a warning), so it never mixes into them.
+
+rich is imported only by the functions that draw for a person: a run whose stdout and
+stderr are not terminals (``--json | jq``, a service) never loads it.
 """
 
 from __future__ import annotations
@@ -14,18 +18,18 @@ from typing import TYPE_CHECKING, Callable, TextIO
 from .durations import format_duration
 from .sinks import format_time
 
-# rich is imported inside the functions that draw: a run whose output goes to a pipe or a
-# file (--json, -q, no terminal on stderr) never loads it, which is a tenth of start-up.
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
-__all__ = ["painter", "StatusLine", "latency_figures", "summary_text", "summary_table", "stderr_console"]
+__all__ = [
+    "painter", "StatusLine", "AboveStatus", "latency_figures", "summary_text", "summary_table",
+    "stderr_console", "wants_status", "wants_progress", "plural",
+]
 
 _STYLES = {"success": "bold green", "timeout": "bold red", "cancelled": "yellow", "dim": "dim"}
 
 
-def _console(file: TextIO, color: str) -> Console:
+def _console(file: TextIO, color: str) -> "Console":
     from rich.console import Console
 
     return Console(
@@ -44,13 +48,15 @@ def painter(file: TextIO, color: str) -> Callable[[str, str], str] | None:
     ``color`` is auto (colour only on a terminal, and never with NO_COLOR set), always
     or never; rich makes the decision and renders the codes.
     """
+    if color == "never" or (color == "auto" and not _is_terminal(file)):
+        return None  # decided without rich, so plain output never loads it
+    from rich.text import Text
+
     console = _console(file, color)
-    if color == "never" or console.no_color or console.color_system is None:
+    if console.no_color or console.color_system is None:
         return None
     if color == "auto" and not console.is_terminal:
         return None
-    from rich.text import Text
-
     codes = {}
     for name, style in _STYLES.items():
         with console.capture() as captured:
@@ -59,7 +65,14 @@ def painter(file: TextIO, color: str) -> Callable[[str, str], str] | None:
     return lambda style, text: codes[style][0] + text + codes[style][1]
 
 
-def stderr_console(file: TextIO, color: str) -> Console:
+def _is_terminal(file: TextIO) -> bool:
+    try:
+        return file.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stderr_console(file: TextIO, color: str) -> "Console":
     """The console for diagnostics on stderr."""
     return _console(file, color)
 
@@ -68,21 +81,30 @@ class StatusLine:
     """A one-line live status on a terminal's stderr, redrawn in place.
 
     ``render()`` returns the rich renderable to show; ``draw()`` shows it, ``clear()``
-    erases it (call before writing results to the same terminal).
+    erases it (call before writing results to the same terminal), ``write_above(text)``
+    prints a line of its own above it.
     """
 
-    def __init__(self, console: Console, render: Callable[[], object]) -> None:
+    def __init__(self, console: "Console", render: Callable[[], object]) -> None:
         self._console = console
         self._render = render
         self._shown = False
 
+    #: Columns left free at the end of the line: one so the line never fills the last
+    #: column (some terminals wrap there, leaving a stale copy at the next redraw), and two
+    #: for the ``^C`` the terminal echoes after it, which must not wrap either, or the
+    #: final clear would erase the wrong line.
+    SPARE_COLUMNS = 3
+
     def draw(self) -> None:
-        """Redraw the line with fresh figures."""
-        with self._console.capture() as captured:
-            self._console.print(self._render(), end="", no_wrap=True, overflow="ellipsis", crop=True)
+        """Redraw the line with fresh figures, cropped so it never wraps."""
+        console = self._console
+        width = max(1, console.size.width - self.SPARE_COLUMNS)
+        with console.capture() as captured:
+            console.print(self._render(), end="", no_wrap=True, overflow="ellipsis", crop=True, width=width)
         line = captured.get().split("\n", 1)[0]
-        self._console.file.write("\r\x1b[2K" + line)
-        self._console.file.flush()
+        console.file.write("\r\x1b[2K" + line)
+        console.file.flush()
         self._shown = True
 
     def clear(self) -> None:
@@ -92,12 +114,52 @@ class StatusLine:
             self._console.file.flush()
             self._shown = False
 
+    def write_above(self, text: str) -> None:
+        """Write ``text`` (whole lines) to the terminal on lines of its own above the status."""
+        shown = self._shown
+        self.clear()
+        self._console.file.write(text)
+        if shown:
+            self.draw()
+        else:
+            self._console.file.flush()
+
+
+class AboveStatus:
+    """A text stream for diagnostics that lifts the status line off while it writes.
+
+    Stands in for stderr where warnings are written; ``status`` is set once a status
+    line is drawn. Partial lines are held until their newline, so a warning is never
+    glued to the status line.
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self.file = file
+        self.status: StatusLine | None = None
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        if self.status is None:
+            return self.file.write(text)
+        self._pending += text
+        if "\n" in self._pending:
+            complete, _, self._pending = self._pending.rpartition("\n")
+            self.status.write_above(complete + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending and self.status is None:
+            self.file.write(self._pending)
+            self._pending = ""
+        self.file.flush()
+
+    def isatty(self) -> bool:
+        return _is_terminal(self.file)
+
 
 def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, progress: float | None):
     """The live status: a progress bar for files, rate, open orders, outcomes, and in
     event time the watermark and its lag behind the wall clock."""
-    from rich.progress_bar import ProgressBar
-    from rich.table import Table
     from rich.text import Text
 
     text = Text()
@@ -115,6 +177,9 @@ def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, p
         text.append(f" lag {format_duration(max(0, wall_ms - watermark))}", style="dim")
     if progress is None:
         return text
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
     line = Table.grid(padding=(0, 1))
     line.add_row(ProgressBar(total=1.0, completed=progress, width=12), Text(f"{progress:4.0%}"), text)
     return line
@@ -154,45 +219,78 @@ def histogram(latencies: array, within: int, buckets: int = 10, width: int = 30)
     return rows
 
 
+#: Counter names and how one and several of them read in the summary.
+_COUNTER_WORDS = {
+    "cancelled": ("cancelled", "cancelled"),
+    "paid_late": ("paid late", "paid late"),
+    "discarded": ("discarded", "discarded"),
+    "unmatched_pays": ("unmatched pay", "unmatched pays"),
+    "unmatched_cancels": ("unmatched cancel", "unmatched cancels"),
+    "late": ("late", "late"),
+    "rejected": ("rejected", "rejected"),
+    "pending": ("pending", "pending"),
+}
+
+
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``1 event``, ``2 events``, with thousands separators."""
+    return f"{count:,} {one if count == 1 else (many or one + 's')}"
+
+
 def _counters_shown(stats: dict) -> list[tuple[str, int]]:
     """The summary's further counters: late, rejected and pending always, others when not 0."""
     return [
-        (name.replace("_", " "), stats[name])
-        for name in ("cancelled", "paid_late", "discarded", "unmatched_pays", "late", "rejected", "pending")
+        (name, stats[name])
+        for name in _COUNTER_WORDS
         if stats.get(name) or name in ("late", "rejected", "pending")
     ]
 
 
-def summary_text(stats: dict, latencies: array) -> str:
-    """The exit summary as plain text, for a stderr that is not a terminal."""
-    mode = stats["time_mode"] or "no events"
-    parts = [f"{stats['events']} events", f"{stats['success']} success", f"{stats['timeout']} timeout"]
-    parts += [f"{value} {label}" for label, value in _counters_shown(stats)]
-    text = f"ordertimeout: {', '.join(parts)} ({mode} time, {stats['elapsed_s']:.2f}s)"
+def _run_facts(stats: dict) -> str:
+    """What kind of run it was: time mode (once known), the window, how long it took."""
+    facts = [f"{stats['time_mode']} time"] if stats.get("time_mode") else []
+    if stats.get("within_ms"):
+        facts.append(f"within {format_duration(stats['within_ms'])}")
+    facts.append(f"{stats['elapsed_s']:.2f}s")
+    return ", ".join(facts)
+
+
+def summary_text(stats: dict, latencies: array, settings: list[tuple[str, str, str]] | None = None) -> str:
+    """The exit summary as plain text, for a stderr that is not a terminal.
+
+    ``settings`` (``--verbose``): (option, value, where it came from) of each option.
+    """
+    parts = [plural(stats["events"], "event"), plural(stats["success"], "success", "successes"),
+             plural(stats["timeout"], "timeout")]
+    parts += [plural(value, *_COUNTER_WORDS[name]) for name, value in _counters_shown(stats)]
+    lines = [f"ordertimeout: {', '.join(parts)} ({_run_facts(stats)})"]
     figures = latency_figures(latencies)
     if figures:
-        text += (
-            f"\nordertimeout: pay latency p50 {format_duration(figures['p50_ms'])}, "
+        lines.append(
+            f"ordertimeout: pay latency p50 {format_duration(figures['p50_ms'])}, "
             f"p90 {format_duration(figures['p90_ms'])}, p99 {format_duration(figures['p99_ms'])}, "
             f"max {format_duration(figures['max_ms'])}"
         )
-    return text
+    width = max((len(option) + len(value) for option, value, _ in settings or ()), default=0)
+    for option, value, source in settings or ():
+        lines.append(f"ordertimeout: {option} {value}".ljust(width + 15) + f"  ({source})")
+    return "\n".join(lines)
 
 
-def summary_table(stats: dict, latencies: array, within: int) -> Table:
-    """The exit summary as a small rich table, with pay latency and its histogram."""
+def summary_table(stats: dict, latencies: array, within: int, settings: list[tuple[str, str, str]] | None = None):
+    """The exit summary as a small rich table, with pay latency and its histogram
+    (and with ``settings``, where each option's value came from)."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title="ordertimeout", title_style="bold", show_header=False, box=None, padding=(0, 2))
     table.add_column(style="dim", justify="right")
     table.add_column()
-    mode = stats["time_mode"] or "no events"
-    table.add_row("events", f"{stats['events']:,} ({mode} time, {stats['elapsed_s']:.2f}s)")
+    table.add_row("events", f"{stats['events']:,} ({_run_facts(stats)})")
     table.add_row("success", Text(f"{stats['success']:,}", style="bold green"))
     table.add_row("timeout", Text(f"{stats['timeout']:,}", style="bold red"))
-    for label, value in _counters_shown(stats):
-        table.add_row(label, f"{value:,}")
+    for name, value in _counters_shown(stats):
+        table.add_row(_COUNTER_WORDS[name][1], f"{value:,}")
     figures = latency_figures(latencies)
     if figures:
         table.add_row(
@@ -204,12 +302,23 @@ def summary_table(stats: dict, latencies: array, within: int) -> Table:
         )
         for label, count, bar in histogram(latencies, within):
             table.add_row(label, Text.assemble((bar, "green"), f" {count:,}" if count else ""))
+    for option, value, source in settings or ():
+        table.add_row(option, Text.assemble(value, (f"  ({source})", "dim")))
     return table
 
 
 def wants_status(file: TextIO) -> bool:
-    """Whether to draw a live status line: stderr is a terminal and TERM is not dumb."""
-    try:
-        return file.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):
-        return False
+    """Whether stderr can carry a live status line: a terminal, and TERM is not dumb."""
+    return _is_terminal(file) and os.environ.get("TERM") != "dumb"
+
+
+def wants_progress(choice: bool | None, stderr: TextIO, stdin: TextIO | None) -> bool:
+    """Whether to draw the status line (``--progress/--no-progress``, None for auto).
+
+    Auto: on when stderr is a terminal and stdin is not one. With stdin on the terminal
+    the user may be typing events, or a ``| jq`` shares the screen: a redrawn line would
+    garble both.
+    """
+    if choice is not None:
+        return choice and wants_status(stderr)
+    return wants_status(stderr) and (stdin is None or not _is_terminal(stdin))

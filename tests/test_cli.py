@@ -1,12 +1,17 @@
 """The command line through CliRunner: stdout and stderr checked apart."""
 
+import gzip
+import os
 import pathlib
+import subprocess
+import sys
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
 from ordertimeout.cli import main
+from ordertimeout.cli.options import option_group
 
 from .helpers import EXPECTED, event
 
@@ -27,7 +32,7 @@ def test_sample_data_gives_its_expected_output():
     outcome = invoke(["watch", str(SAMPLE), "--within", "15m", "--json"])
     assert outcome.exit_code == 0
     assert outcome.stdout == SAMPLE_EXPECTED.read_text()
-    assert "3 success, 4 timeout" in outcome.stderr
+    assert "3 successes, 4 timeouts" in outcome.stderr
 
 
 def test_original_fields_reach_the_consumer():
@@ -50,9 +55,11 @@ def test_human_rows_are_aligned_and_uncoloured_when_not_a_terminal():
     rows = outcome.stdout.splitlines()
     assert len(rows) == 7
     assert "\x1b[" not in outcome.stdout
-    assert rows[0].split() == ["2026-11-23T10:03:10.412Z", "success", "u2", "paid", "after", "1m40.412s"]
-    assert rows[1].split()[1:] == ["timeout", "u1", "no", "pay", "within", "15m"]
+    assert rows[0].split() == ["2026-11-23T10:03:10.412Z", "success", "u2", "paid", "after", "1m40.412s",
+                               "orderId=o-1002", "amount=29.0"]
+    assert rows[1].split()[1:] == ["timeout", "u1", "no", "pay", "within", "15m", "orderId=o-1001", "amount=49.9"]
     assert len({row.index(" u") for row in rows}) == 1  # the key column lines up
+    assert len({row.index("orderId=") for row in rows}) == 1  # and so do the order's fields
 
 
 def test_only_prints_one_kind_but_stats_count_both(tmp_path):
@@ -197,11 +204,233 @@ def test_simulate_reproduces_the_cycle_scaled_by_one_fiftieth():
         assert got["create"] == {"userId": got["key"], "type": "create", "ts": got["created"]}
 
 
-def test_every_command_and_option_has_help_with_an_example():
+def test_every_option_has_help_and_a_group_and_every_command_worked_examples():
     for name, command in main.commands.items():
         help_text = invoke([name, "--help"]).stdout
-        assert "Example" in help_text, name
+        assert "Examples:" in help_text, name
+        assert "Other options:\n  -h, --help" in help_text  # nothing but --help is ungrouped
         for param in command.params:
-            if param.param_type_name == "option" and param.name != "help":
-                assert param.help and "Example: " in param.help, f"{name} {param.opts}"
+            if param.param_type_name == "option":
+                assert param.help, f"{name} {param.opts}"
+                assert option_group(param) is not None, f"{name} {param.opts} belongs to no help group"
+                assert "Example:" not in param.help, f"{name} {param.opts}: examples go in the epilog"
     assert "ordertimeout, version" in invoke(["--version"]).stdout
+
+
+# -- honest exits and errors --------------------------------------------------------
+
+
+def test_a_missing_and_an_unreadable_input_exit_the_same_way(tmp_path):
+    unreadable = tmp_path / "locked.jsonl"
+    unreadable.write_bytes(event("1", "create", 1) + b"\n")
+    unreadable.chmod(0)
+    outcomes = {
+        "missing": invoke(["watch", str(tmp_path / "missing.jsonl")]),
+        "a directory": invoke(["watch", str(tmp_path)]),
+        "unreadable": invoke(["watch", str(unreadable)]),
+    }
+    if os.geteuid() == 0:
+        del outcomes["unreadable"]  # root reads it anyway
+    for name, outcome in outcomes.items():
+        assert outcome.exit_code == 1, name
+        assert outcome.stdout == "", name
+        (line,) = outcome.stderr.splitlines()
+        assert line.startswith("Error: cannot "), name
+
+
+def test_no_usable_line_exits_1_and_suggests_the_fields_it_found():
+    lines = [
+        orjson.dumps({"user_id": f"u{n}", "kind": kind, "at": f"2026-11-23T10:00:0{n}.{offset}Z"})
+        for n in range(6) for kind, offset in (("create", 0), ("pay", 5))
+    ] + [b"{oops"]
+    outcome = invoke(["watch", "--json"], input=b"\n".join(lines) + b"\n")
+    assert outcome.exit_code == 1 and outcome.stdout == ""
+    assert outcome.stderr.splitlines()[-1] == (
+        "Error: 13 lines, none usable: no key field 'userId' (the lines have: user_id, kind, at); "
+        "try --key user_id --type-field kind --time-field at"
+    )
+    # and the suggestion works
+    fixed = invoke(["watch", "--json", "--key", "user_id", "--type-field", "kind", "--time-field", "at"],
+                   input=b"\n".join(lines) + b"\n")
+    assert fixed.exit_code == 0 and [r["result"] for r in json_lines(fixed.stdout)] == ["success"] * 6
+
+
+def test_some_usable_lines_or_no_lines_at_all_exit_0():
+    assert invoke(["watch", "--json"], input=b"nope\n" + event("1", "create", 1) + b"\n").exit_code == 0
+    assert invoke(["watch", "--json"], input=b"").exit_code == 0
+    assert invoke(["watch", "--json"], input=b"\n  \n").exit_code == 0
+
+
+@pytest.mark.parametrize("option", ["--stats", "--rejects"])
+def test_unwritable_stats_and_rejects_paths_are_usage_errors_before_input_is_read(tmp_path, option):
+    for path in (tmp_path / "no" / "such" / "dir" / "x.json", tmp_path):
+        # stdin stays open and empty: a run that started reading would wait for ever
+        process = subprocess.Popen([*COMMAND, "watch", option, str(path)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+        try:
+            out, err = process.communicate(timeout=30)
+        finally:
+            process.kill()
+        assert process.returncode == 2, err
+        assert out == b"" and f"cannot write {path}".encode() in err and b"Traceback" not in err
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERTIMEOUT_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return {**env, **extra}
+
+
+COMMAND = [sys.executable, "-m", "ordertimeout"]
+
+
+def test_a_full_disk_for_stdout_is_one_line_and_exit_1():
+    with open("/dev/full", "wb") as full:
+        process = subprocess.run([*COMMAND, "watch", str(SAMPLE), "--within", "15m"], stdout=full,
+                                 stderr=subprocess.PIPE, env=_env(), timeout=60)
+    assert process.returncode == 1
+    assert process.stderr.decode().splitlines() == [
+        "Error: cannot write the results to stdout: No space left on device"
+    ]
+
+
+def test_a_full_disk_for_rejects_is_one_line_and_exit_1():
+    process = subprocess.run([*COMMAND, "watch", "--json", "--rejects", "/dev/full"], input=b"bad\n" * 3,
+                             capture_output=True, env=_env(), timeout=60)
+    assert process.returncode == 1
+    assert b"Traceback" not in process.stderr
+    assert process.stderr.decode().splitlines()[-1] == "Error: cannot write /dev/full: No space left on device"
+
+
+@pytest.mark.parametrize("ts, reason", [
+    (253402300800000, "after the year 9999"),
+    (-62135596800001, "before the year 1"),
+    ("10000-01-01T00:00:00Z", "not ISO-8601"),
+    ("0001-01-01T00:00:00+01:00", "before the year 1"),
+])
+def test_times_outside_years_1_to_9999_are_rejected_with_a_reason(ts, reason):
+    data = orjson.dumps({"userId": "1", "type": "create", "ts": ts}) + b"\n" + event("2", "create", 5) + b"\n"
+    outcome = invoke(["watch"], input=data)
+    assert outcome.exit_code == 0
+    assert f"line 1: time field 'ts' is {reason}" in outcome.stderr or reason in outcome.stderr
+
+
+def test_a_deadline_past_the_year_9999_is_still_printed():
+    last = 253402300799999  # the last millisecond of 9999
+    outcome = invoke(["watch", "--within", "1s"], input=event("1", "create", last) + b"\n")
+    assert outcome.exit_code == 0
+    assert outcome.stdout.startswith("+10000-01-01T00:00:00.999Z  timeout")
+
+
+# -- summary wording ------------------------------------------------------------------
+
+
+def test_summary_counts_read_as_english():
+    one = invoke(["watch", "--json", "--within", "2s"], input=event("1", "create", 1000) + b"\n")
+    assert one.stderr.splitlines()[0].startswith("ordertimeout: 1 event, 0 successes, 1 timeout, ")
+    assert "(event time, within 2s, " in one.stderr
+    nothing = invoke(["watch", "--json"], input=b"")
+    assert "no events time" not in nothing.stderr and "(within 1s, " in nothing.stderr
+    data = b"\n".join([event("1", "create", 1), event("1", "pay", 2), event("2", "cancel", 3)])
+    cancels = invoke(["watch", "--json", "--cancel-type", "cancel"], input=data)
+    assert "1 success, 0 timeouts, 1 unmatched cancel, " in cancels.stderr
+
+
+# -- rows for people ------------------------------------------------------------------
+
+
+def test_fields_choose_what_rows_show_with_dotted_paths():
+    data = b"\n".join([
+        orjson.dumps({"userId": "u1", "type": "create", "ts": 1, "order": {"id": "A-7"}, "amount": 3.5}),
+        orjson.dumps({"userId": "u2", "type": "create", "ts": 2}),
+    ])
+    rows = invoke(["watch", "-q", "--fields", "order.id,amount,missing"], input=data).stdout.splitlines()
+    assert rows[0].split()[-2:] == ["order.id=A-7", "amount=3.5"]
+    assert rows[1].split()[-1] == "1s"  # u2 has none of them: nothing added
+    assert "orderId" not in invoke(["watch", "-q", "--fields", ""], input=SAMPLE.read_bytes()).stdout
+
+
+def test_local_time_shows_the_offset_and_utc_is_the_default():
+    data = event("1", "create", 1_764_000_000_000) + b"\n"
+    env = {"TZ": "Asia/Kolkata"}
+    local = subprocess.run([*COMMAND, "watch", "-q", "--local-time"], input=data, capture_output=True,
+                           env=_env(**env), timeout=60)
+    assert local.stdout.decode().startswith("2025-11-24T21:30:01.000+05:30  timeout")
+    utc = subprocess.run([*COMMAND, "watch", "-q"], input=data, capture_output=True, env=_env(**env), timeout=60)
+    assert utc.stdout.decode().startswith("2025-11-24T16:00:01.000Z  timeout")
+
+
+# -- input conveniences ---------------------------------------------------------------
+
+
+def test_gzip_files_are_read_as_their_lines(tmp_path):
+    packed = tmp_path / "orders.jsonl.gz"
+    packed.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    unnamed = tmp_path / "orders.archive"  # known by its magic bytes too
+    unnamed.write_bytes(packed.read_bytes())
+    for path in (packed, unnamed):
+        outcome = invoke(["watch", str(path), "--within", "15m", "--json", "-q"])
+        assert outcome.stdout == SAMPLE_EXPECTED.read_text()
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(packed.read_bytes()[:-20])
+    outcome = invoke(["watch", str(broken), "--within", "15m", "--json", "-q"])
+    assert outcome.exit_code == 1 and outcome.stderr.startswith(f"Error: cannot read {broken}: ")
+
+
+def test_follow_refuses_a_gzip_file(tmp_path):
+    packed = tmp_path / "orders.jsonl.gz"
+    packed.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    outcome = invoke(["watch", "--follow", str(packed)])
+    assert outcome.exit_code == 2
+    assert "--follow cannot follow" in outcome.stderr and "compressed" in outcome.stderr
+
+
+def test_big_integer_keys_keep_their_digits_and_42_is_still_42():
+    big = 123456789012345678901234567890
+    data = b"\n".join([
+        b'{"userId":%d,"type":"create","ts":1}' % big,
+        b'{"userId":%d,"type":"create","ts":2}' % (big + 1),
+        b'{"userId":"%d","type":"pay","ts":3}' % (big + 1),
+        b'{"userId":42,"type":"create","ts":4}',
+        b'{"userId":"42","type":"pay","ts":5}',
+    ])
+    out = invoke(["watch", "--json", "-q"], input=data).stdout
+    results = json_lines(out)
+    assert [(r["result"], r["key"]) for r in results] == [
+        ("success", str(big + 1)), ("success", "42"), ("timeout", str(big))]
+    assert out.splitlines()[2].endswith('"create":{"userId":%d,"type":"create","ts":1}}' % big)  # as it came
+
+
+# -- the terminal, without one --------------------------------------------------------
+
+
+def test_rich_stays_unimported_on_the_json_path(tmp_path):
+    process = subprocess.run([sys.executable, "-X", "importtime", "-m", "ordertimeout", "watch", str(SAMPLE), "--json"],
+                             capture_output=True, env=_env(), timeout=60)
+    assert process.returncode == 0
+    imported = [line.rsplit("|", 1)[-1].strip() for line in process.stderr.decode().splitlines() if "|" in line]
+    assert "ordertimeout.cli.watch" in imported
+    assert not [name for name in imported if name.split(".")[0] in ("rich", "tomllib", "gzip")]
+
+
+@pytest.mark.parametrize("choice, stderr_tty, stdin_tty, shown", [
+    (None, True, False, True),    # auto: piped input, a person watching stderr
+    (None, True, True, False),    # auto: typing events, or `watch FILE | jq` on one terminal
+    (None, False, False, False),  # auto: stderr is a file
+    (True, True, True, True),     # --progress
+    (True, False, False, False),  # --progress cannot draw on a file
+    (False, True, False, False),  # --no-progress
+])
+def test_progress_rule(choice, stderr_tty, stdin_tty, shown):
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    from ordertimeout.terminal import wants_progress
+    env = dict(os.environ, TERM="xterm")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "environ", env)
+        assert wants_progress(choice, Stream(stderr_tty), Stream(stdin_tty)) is shown

@@ -1,10 +1,12 @@
 """The parser: what is accepted, what is rejected, and with which reason."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ordertimeout.events import (
     CANCEL, CREATE, OTHER, PAY, TIME_IGNORED, TIME_OPTIONAL, TIME_REQUIRED,
-    EventParser, EventSchema, RejectedLine,
+    EventParser, EventSchema, RejectedLine, describe_unusable,
 )
 from ordertimeout.durations import DurationError, format_duration, parse_duration
 
@@ -43,7 +45,7 @@ def test_accepted(raw, expected):
         (b'{"userId":"1","type":"create"}', "no time field 'ts'"),
         (b'{"userId":"1","type":"create","ts":"yesterday"}', "not ISO-8601"),
         (b'{"userId":"1","type":"create","ts":true}', "is a boolean"),
-        (b'{"userId":"1","type":"create","ts":1e300}', "out of range"),
+        (b'{"userId":"1","type":"create","ts":1e300}', "after the year 9999"),
     ],
 )
 def test_rejected_with_reason(raw, reason):
@@ -106,3 +108,43 @@ def test_zero_allowed_where_asked():
 def test_format_duration(ms, text):
     assert format_duration(ms) == text
     assert parse_duration(text) == ms
+
+
+@given(st.integers(min_value=-(10**60), max_value=10**60))
+def test_integer_keys_of_any_size_keep_their_digits_and_equal_their_text(number):
+    parser = EventParser(EventSchema())
+    as_number = parser.parse(b'{"userId":%d,"type":"create","ts":1}' % number, TIME_REQUIRED)
+    as_text = parser.parse(b'{"userId":"%d","type":"create","ts":1}' % number, TIME_REQUIRED)
+    nested = EventParser(EventSchema(key_field="a.b")).parse(b'{"a":{"b":%d},"type":"x"}' % number, TIME_IGNORED)
+    assert as_number[0] == as_text[0] == nested[0] == str(number)
+
+
+def test_float_keys_keep_their_meaning():
+    parser = EventParser(EventSchema())
+    for raw, key in ((b"42.0", "42"), (b"1e20", "100000000000000000000"), (b"2.5", "2.5")):
+        assert parser.parse(b'{"userId":%b,"type":"create"}' % raw, TIME_IGNORED)[0] == key
+
+
+@pytest.mark.parametrize("ts, reason", [
+    (253402300800000, "after the year 9999"),
+    (-62135596800001, "before the year 1"),
+    ('"0001-01-01T00:00:00+00:01"', "before the year 1"),
+    (10**30, "after the year 9999"),
+])
+def test_times_outside_years_1_to_9999_are_rejected(ts, reason):
+    parser = EventParser(EventSchema())
+    with pytest.raises(RejectedLine, match=reason):
+        parser.parse(b'{"userId":"1","type":"create","ts":%b}' % str(ts).encode(), TIME_REQUIRED)
+    for edge in (253402300799999, -62135596800000):
+        assert parser.parse(b'{"userId":"1","type":"create","ts":%d}' % edge, TIME_REQUIRED)[2] == edge
+
+
+def test_describe_unusable_names_fields_and_suggests_options():
+    lines = [b'{"customer":"c1","event":"create","when":1700000000000,"n":1}', b"not json"]
+    text = describe_unusable(2, "no key field 'userId'", lines, EventSchema())
+    assert text == ("2 lines, none usable: no key field 'userId' (the lines have: customer, event, when, n); "
+                    "try --key customer --type-field event --time-field when")
+    assert describe_unusable(1, "not valid JSON", [b"{"], EventSchema()) == "1 line, none usable: not valid JSON"
+    # a field that is there is not suggested again
+    present = [b'{"userId":"1","kind":"create","ts":"soon"}']
+    assert describe_unusable(1, "x", present, EventSchema()).endswith("try --type-field kind")

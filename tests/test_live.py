@@ -30,14 +30,14 @@ def invoke(args, input=None, env=None):
 # -- --idle -------------------------------------------------------------------------
 
 
-def test_idle_watermark_follows_the_wall_clock_after_quiet():
+def test_idle_watermark_follows_the_wall_clock_idle_behind():
     clock = ManualClock(50_000)
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT, idle=5000)
     pipeline.feed(event("1", "create", 1000), clock.now_ms())
-    # Quiet for 5 s of wall time, then event time moves with the wall clock from 1000:
-    # the deadline 2000 is reached 1 s of wall time later still, at most.
-    assert pipeline.next_timer() == 55_000
-    assert pipeline.advance(clock.advance(4_999)) == []
+    # Event time moves with the wall clock from the event's time, 5 s behind: the
+    # deadline 2000 is reached 1 s (to the deadline) + 5 s (idle) of wall time later.
+    assert pipeline.next_timer() == 56_000
+    assert pipeline.advance(clock.advance(5_999)) == []
     (timeout,) = pipeline.advance(clock.advance(1))
     assert timeout.deadline == 2000
     assert pipeline.next_timer() is None
@@ -46,9 +46,9 @@ def test_idle_watermark_follows_the_wall_clock_after_quiet():
 def test_idle_waits_until_event_time_reaches_the_deadline():
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(60_000), time_mode=TimeMode.EVENT, idle=1000)
     pipeline.feed(event("1", "create", 0), now=0)
-    assert pipeline.next_timer() == 60_000  # quiet 1 s is not enough: 60 s of event time to go
-    assert pipeline.advance(59_999) == []
-    assert [r.deadline for r in pipeline.advance(60_000)] == [60_000]
+    assert pipeline.next_timer() == 61_000  # 60 s of event time to go, then the idle delay
+    assert pipeline.advance(60_999) == []
+    assert [r.deadline for r in pipeline.advance(61_000)] == [60_000]
 
 
 def test_event_time_options_with_processing_time_are_usage_errors():
@@ -71,7 +71,7 @@ def test_idle_on_the_runtime_fires_without_input():
     script = [(EPOCH + 10, ("<stdin>", event("1", "create", 500) + b"\n"))]
     run_virtual(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 3_600_000)))
     ((at, timeout),) = stream.lines()
-    assert timeout["deadline"] == 1500 and at == EPOCH + 10 + 2000
+    assert timeout["deadline"] == 1500 and at == EPOCH + 10 + 1000 + 2000
 
 
 # -- --cancel-type ------------------------------------------------------------------

@@ -37,18 +37,23 @@ class RecordingStream(io.RawIOBase):
 
 
 class ScriptedReader:
-    """Chunks that arrive at given clock times; the input stays open until ``end_at``."""
+    """Chunks that arrive at given clock times (and are stamped so); the input stays open
+    until ``end_at``. ``files`` names the inputs that are files a later run could resume."""
 
-    def __init__(self, clock, script, end_at):
+    def __init__(self, clock, script, end_at, files=None):
         self.clock = clock
-        self.script = list(script)
+        self.script = [(at, item if item is None or len(item) == 3 else (*item, at)) for at, item in script]
         self.end_at = end_at
+        self.files = files or {}
 
-    def start(self):
+    def start(self, clock=None):
         pass
 
     def stop(self):
         pass
+
+    def identity(self, name):
+        return self.files.get(name)
 
     async def get(self, timeout=None):
         at, item = self.script[0] if self.script else (self.end_at, END)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
 from ordertimeout.sinks import json_line
+from ordertimeout.sources import SavedPosition
 from ordertimeout.state import StateError, StateStore
 
 from .helpers import COMMAND, event, live_watch, run_event_time
@@ -36,12 +37,12 @@ def test_checkpoint_round_trip(tmp_path):
                               event("4", "create", 120)], lateness=50)
     store = StateStore(path, CONFIG)
     assert store.open() is None
-    store.save(pipeline, {"a.jsonl": (1234, 7)})
+    store.save(pipeline, {"/data/a.jsonl": SavedPosition(1, 2, 3, "abc", 1234, 7)})
     store.close()
     reopened = StateStore(path, CONFIG)
     checkpoint = reopened.open()
     reopened.close()
-    assert checkpoint["offsets"] == {"a.jsonl": (1234, 7)}
+    assert checkpoint["offsets"] == {"/data/a.jsonl": (1, 2, 3, "abc", 1234, 7)}
     restored = Pipeline(EventParser(EventSchema()), Matcher(1000), lateness=50)
     restored.restore(checkpoint["pipeline"])
     assert restored.stats() == pipeline.stats()
@@ -135,12 +136,14 @@ def test_cli_resumes_a_named_file_after_its_last_line(tmp_path):
     source.write_bytes(event("1", "create", 1000) + b"\n" + event("2", "create", 1100) + b"\n")
     args = ["watch", str(source), "--json", "-q", "--state", state, "--within", "1s"]
     first = CliRunner().invoke(main, args)
-    assert [orjson.loads(l)["key"] for l in first.stdout.splitlines()] == ["1", "2"]
+    assert first.stdout == ""  # the input goes on in a later run: both orders stay pending
     with open(source, "ab") as handle:
         handle.write(event("3", "create", 5000) + b"\n" + b"oops\n")
     second = CliRunner().invoke(main, args)
-    assert [orjson.loads(l)["key"] for l in second.stdout.splitlines()] == ["3"]
+    assert [orjson.loads(l)["key"] for l in second.stdout.splitlines()] == ["1", "2"]
     assert "line 4: not valid JSON" in second.stderr  # line numbers continue too
+    final = CliRunner().invoke(main, [*args, "--final"])
+    assert [orjson.loads(l)["key"] for l in final.stdout.splitlines()] == ["3"]
 
 
 def test_cli_refuses_mixed_configuration_with_exit_1(tmp_path):
@@ -263,3 +266,49 @@ def test_an_empty_file_or_database_is_taken_as_new(tmp_path):
         reopened = StateStore(str(path), CONFIG)
         assert reopened.open() is None  # created, no checkpoint yet: still ours
         reopened.close()
+
+
+def test_save_runs_also_inside_the_checkpoint_transaction(tmp_path):
+    """A host's own rows (the notify outbox) commit with the checkpoint, or not at all."""
+    path = str(tmp_path / "state.db")
+    store = StateStore(path, CONFIG)
+    store.open()
+
+    def outbox(connection):
+        connection.execute("CREATE TABLE IF NOT EXISTS outbox (id TEXT)")
+        connection.execute("INSERT INTO outbox VALUES ('timeout:1:100:0')")
+
+    pipeline = pipeline_with([event("1", "create", 100)])
+    store.save(pipeline, {}, also=outbox)
+
+    def failing(connection):
+        connection.execute("INSERT INTO outbox VALUES ('lost')")
+        raise RuntimeError("delivery bookkeeping failed")
+
+    with pytest.raises(RuntimeError):
+        pipeline.feed(event("2", "create", 200), 0)
+        store.save(pipeline, {"/f": SavedPosition(1, 2, 0, "", 9, 1)}, also=failing)
+    store.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT id FROM outbox").fetchall() == [("timeout:1:100:0",)]
+    assert connection.execute("SELECT count(*) FROM open_orders").fetchone() == (1,)
+    assert connection.execute("SELECT count(*) FROM offsets").fetchone() == (0,)
+    connection.close()
+
+
+def test_a_gzip_input_resumes_after_its_last_decompressed_line(tmp_path):
+    import gzip
+
+    lines = b"".join(event(f"u{i % 3}", ["create", "pay"][i % 2], 1000 * i) + b"\n" for i in range(40))
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(lines))
+    state = str(tmp_path / "state.db")
+    runner = CliRunner()
+    first = runner.invoke(main, ["watch", str(path), "--json", "-q", "--state", state, "--stats", str(tmp_path / "1.json")])
+    assert first.exit_code == 0, first.output
+    # The compressed file is shorter than the decompressed offset: that is no truncation.
+    second = runner.invoke(main, ["watch", str(path), "--json", "-q", "--state", state, "--stats", str(tmp_path / "2.json")])
+    assert second.exit_code == 0, second.output
+    assert second.stdout == "" and "truncated" not in second.stderr
+    stats = orjson.loads((tmp_path / "2.json").read_bytes())
+    assert (stats["events"], stats["late"]) == (40, 0)

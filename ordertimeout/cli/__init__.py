@@ -9,9 +9,11 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .options import EXIT_STATUS_HELP, OrdertimeoutGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OrdertimeoutGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_STATUS_HELP)
 @click.version_option(__version__, prog_name="ordertimeout")
 def main() -> None:
     """Find orders that were created and not paid within a time limit.
@@ -22,6 +24,10 @@ def main() -> None:
       cat events.jsonl | ordertimeout watch --within 1s
       ordertimeout watch events.jsonl --json | jq 'select(.result == "timeout")'
 
+    Every option can also come from the environment (ORDERTIMEOUT_WITHIN=15m) or from a
+    TOML file given with --config; the command line beats the environment beats the file.
+
+    \b
     Shell completion (bash): eval "$(_ORDERTIMEOUT_COMPLETE=bash_source ordertimeout)"
     """
 

@@ -1,8 +1,11 @@
-"""Shared parts of the commands: option types and groups, building a run, running it, reporting.
+"""Shared parts of the commands: the options every command shares, building a run, running
+it, reporting.
 
-Library errors become ``click`` errors here: usage mistakes exit 2, run failures print
-``Error: ...`` and exit 1, a reader that leaves (``| head``) ends the run quietly, and a
-signal ends it in order with 130 (SIGINT) or 143 (SIGTERM).
+Library errors become ``click`` errors here, with one table of exit statuses
+(:data:`.options.EXIT_STATUS_HELP`, also in ``--help`` and the README): usage mistakes exit
+2, run failures print one ``Error: ...`` line and exit 1, a reader that leaves
+(``| head``) ends the run with 141, and a signal ends it in order with 129 (SIGHUP), 130
+(SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import math
 import os
 import signal
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,8 +24,7 @@ import click
 import orjson
 
 from ..clocks import LoopClock
-from ..durations import DurationError, parse_duration
-from ..events import EventParser, EventSchema
+from ..events import EventParser, EventSchema, describe_unusable
 from ..matcher import Matcher, Mode
 from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
@@ -29,68 +32,87 @@ from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter,
 from ..sources import ChunkReader, SourceError
 from ..state import StateError, StateStore
 from .. import terminal
+from .options import Duration, WritableFile, apply, settings_of
 
+__all__ = ["Duration", "WritableFile", "output_options", "_build", "_execute", "_Run"]
+
+#: Signals that stop a run in order (results written, checkpoint saved, summary).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Exit status when the reader of stdout left: 128 + SIGPIPE, as the shell reports it.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 #: How often the live status line is redrawn, in seconds.
 STATUS_REFRESH_SECONDS = 0.25
 
 
-class Duration(click.ParamType):
-    """A click parameter for durations like ``1s``, ``250ms``, ``1h30m`` (milliseconds)."""
-
-    name = "duration"
-
-    def __init__(self, allow_zero: bool = False) -> None:
-        self.allow_zero = allow_zero
-
-    def convert(self, value: Any, param, ctx) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_duration(str(value), allow_zero=self.allow_zero)
-        except DurationError as error:
-            self.fail(str(error), param, ctx)
+def _fields(value: Any) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    return tuple(name.strip() for name in str(value).split(",") if name.strip())
 
 
-def _apply(options: list[Callable]) -> Callable[[Callable], Callable]:
-    def decorate(function: Callable) -> Callable:
-        for option in reversed(options):
-            function = option(function)
-        return function
-
-    return decorate
-
-
-output_options = _apply(
+output_options = apply(
     [
         click.option(
             "--match", "match_mode", type=click.Choice([mode.value for mode in Mode]),
             default=Mode.EACH.value, show_default=True,
             help="each: every create gets one result; next: Flink .next() (other events discard "
-            "the open create); followed-by: Flink .followedBy() (a pay completes every open create). "
-            "Example: --match next",
+            "the open create); followed-by: Flink .followedBy() (a pay completes every open create).",
         ),
         click.option(
             "--paid-late", type=Duration(), default=None,
             help="Remember a timed-out order this long; a pay arriving after its deadline then gives a "
-            "paid_late result (so a reminder already sent can be withdrawn). Example: --paid-late 1h",
+            "paid_late result (so a reminder already sent can be withdrawn).",
         ),
-        click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line. Example: --json | jq -c 'select(.result==\"timeout\")'"),
+        click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line, for jq and programs."),
         click.option(
             "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
-            help="Print one kind of result only (statistics still count all). Example: --only timeout",
+            help="Print one kind of result only (statistics still count all).",
         ),
         click.option(
-            "--stats", "stats_path", type=click.Path(dir_okay=False),
-            help="At exit, write the run's counters as a JSON object to FILE. Example: --stats stats.json",
+            "--fields", default=",".join(HumanFormatter.DEFAULT_FIELDS), show_default=True, metavar="NAMES",
+            help="Fields of the order shown in each row when its events have them, comma-separated; "
+            "dotted paths reach nested fields; empty for none.",
         ),
-        click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr. Example: -q"),
+        click.option("--local-time", is_flag=True, help="Rows in this machine's time zone instead of UTC."),
+        click.option(
+            "--stats", "stats_path", type=WritableFile(),
+            help="At exit, write the run's counters as a JSON object to FILE.",
+        ),
+        click.option(
+            "--progress/--no-progress", default=None,
+            help="The live status line on stderr. Default: on when stderr is a terminal and stdin is not.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr."),
+        click.option(
+            "--verbose", "-v", is_flag=True,
+            help="The summary also lists every option's value and where it came from "
+            "(command line, environment, config file or default).",
+        ),
         click.option(
             "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-            help="Colour for people: auto colours a terminal only, and never with NO_COLOR set. Example: --color never",
+            help="Colour for people: auto colours a terminal only, and never with NO_COLOR set.",
         ),
     ]
 )
+
+
+class _DiagnosingReporter(RejectReporter):
+    """The reject reporter, also keeping what it takes to say why no line was usable:
+    the count of each reason and the first few rejected lines."""
+
+    SAMPLES = 20
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reasons: Counter = Counter()
+        self.samples: list[bytes] = []
+
+    def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
+        self.reasons[reason] += 1
+        if len(self.samples) < self.SAMPLES:
+            self.samples.append(bytes(raw))
+        super().report(source, line, reason, raw)
 
 
 @dataclass
@@ -109,53 +131,96 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
+    #: Draw the live status line (``--progress``, or its auto rule).
+    progress: bool = False
+    #: stderr for warnings: lifts the status line off while it writes.
+    err: Any = None
+    #: ``--verbose``: (option, value, source) of every option, for the summary.
+    settings: list | None = None
 
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
-           strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES) -> _Run:
-    """The pipeline, runtime and sinks for one run, from the command's options."""
+           strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES,
+           stdin=None) -> _Run:
+    """The pipeline, runtime and sinks for one run, from the command's options.
+
+    ``stdin``: the stream the run reads, if it reads one (it decides ``--progress`` auto).
+    """
     within, color = params["within"], params["color"]
     out = OutputBuffer(sys.stdout.buffer)
-    formatter = JsonFormatter() if params["as_json"] else HumanFormatter(within, terminal.painter(sys.stdout, color))
+    if params["as_json"]:
+        formatter = JsonFormatter()
+    else:
+        formatter = HumanFormatter(within, terminal.painter(sys.stdout, color), _fields(params["fields"]),
+                                   params["local_time"])
     rejects = None
     if rejects_path is not None:
         try:
             rejects = open(rejects_path, "ab")
         except OSError as error:
-            raise click.ClickException(f"cannot open {rejects_path}: {error.strerror}") from None
-    reporter = RejectReporter(sys.stderr, rejects, show_source=show_source, rejects_name=rejects_path or "")
+            raise click.BadParameter(f"cannot write {rejects_path}: {error.strerror}",
+                                     param_hint="'--rejects'") from None
+    err = terminal.AboveStatus(sys.stderr)
+    reporter = _DiagnosingReporter(err, rejects, show_source=show_source, rejects_name=rejects_path or "")
     pipeline = Pipeline(
         EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
     writer = ResultWriter(out, formatter, params["only"])
     runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
+    ctx = click.get_current_context(silent=True)
     return _Run(
         pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
+        progress=not params["quiet"] and terminal.wants_progress(params["progress"], sys.stderr, stdin),
+        err=err,
+        settings=settings_of(ctx) if params["verbose"] and ctx is not None else None,
     )
+
+
+def stdin_hint(inputs) -> None:
+    """``watch`` with nothing to read but a terminal: say how to feed it, then read it."""
+    if any(source.path is None and _is_terminal(source.stream) for source in inputs):
+        click.echo(
+            "ordertimeout: no FILE given, so reading order events typed here:\n"
+            "  one JSON object per line, Ctrl-D to end.\n"
+            "  Or give a FILE (ordertimeout watch events.jsonl),\n"
+            "  or pipe events in (cat events.jsonl | ordertimeout watch).",
+            err=True,
+        )
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
     """Run ``main`` with the status line beside it; a signal stops both in order.
 
-    The first SIGINT or SIGTERM cancels the run, which then writes what it decided and
-    reports; a second one exits at once.
+    The first SIGINT, SIGTERM or SIGHUP cancels the run, which then writes what it decided
+    and reports; a second one exits at once.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
+    status = None
 
     # A plain signal handler rather than loop.add_signal_handler: it also runs while the
     # loop is stuck in a blocking write to a stalled stdout, so a second Ctrl-C always works.
     def on_signal(signum: int, frame) -> None:
         if run.stop_signal is not None:
+            if status is not None:
+                os.write(sys.stderr.fileno(), b"\r\x1b[2K")  # leave no stale status behind
             os._exit(128 + signum)  # the second Ctrl-C: the user wants out now
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
     status = None
-    if not run.quiet and terminal.wants_status(sys.stderr):
+    if run.progress:
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
+        run.err.status = status
         if sys.stdout.isatty():
             run.out.before_write, run.out.after_write = status.clear, status.draw
     # The refresher is owned here rather than by a TaskGroup so the run's own errors
@@ -172,6 +237,8 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
             status.clear()
+        run.err.status = None
+        run.err.flush()
         run.out.before_write = run.out.after_write = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -206,7 +273,8 @@ def _status_renderer(run: _Run) -> Callable[[], object]:
 
 
 def _execute(run: _Run, main: Callable[[], Any]) -> None:
-    """Run ``main`` (a coroutine function) and report, turning failures into clean exits."""
+    """Run ``main`` (a coroutine function) and report, turning failures into clean exits
+    (see the exit statuses in :data:`.options.EXIT_STATUS_HELP`)."""
     exit_code = 0
     broken_pipe = False
     # Start-up is over: what was imported and built so far lives as long as the process.
@@ -220,6 +288,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         run.out.flush()
     except BrokenPipeError:
         broken_pipe = True
+        exit_code = EXIT_BROKEN_PIPE
         _silence_stdout()
     except StrictStop:
         exit_code = 1
@@ -228,12 +297,30 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         _flush_quietly(run.out)
         _finish(run, quiet=run.quiet)
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # stdout itself failed: a full disk (> /dev/full), an I/O error
+        _silence_stdout()
+        raise click.ClickException(f"cannot write the results to stdout: {error.strerror or error}") from None
     finally:
         if run.state is not None:
             run.state.close()
+    # The reader of stdout left (| head): exit 141 says so, as it does for `yes | head`;
+    # a summary nobody asked for would only be noise under the output head showed.
     _finish(run, quiet=run.quiet or broken_pipe)
     if exit_code:
         sys.exit(exit_code)
+    _fail_if_nothing_usable(run)
+
+
+def _fail_if_nothing_usable(run: _Run) -> None:
+    """A run that read lines and could use none of them failed (exit 1), and says why."""
+    reporter = run.runtime.reporter
+    stats = run.pipeline.stats()
+    if stats["events"] or not isinstance(reporter, _DiagnosingReporter) or not reporter.count:
+        return
+    reason = reporter.reasons.most_common(1)[0][0]
+    raise click.ClickException(
+        describe_unusable(reporter.count, reason, reporter.samples, run.pipeline.parser.schema)
+    )
 
 
 def _flush_quietly(out: OutputBuffer) -> None:
@@ -241,10 +328,13 @@ def _flush_quietly(out: OutputBuffer) -> None:
         out.flush()
     except BrokenPipeError:
         _silence_stdout()
+    except OSError:
+        _silence_stdout()  # a full disk: the error being raised already says so
 
 
 def _silence_stdout() -> None:
-    """After the reader of stdout left, point fd 1 at /dev/null so exit flushes stay quiet."""
+    """After stdout failed (its reader left, its disk is full), point fd 1 at /dev/null so
+    the interpreter's exit flush stays quiet."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -273,6 +363,6 @@ def _finish(run: _Run, quiet: bool) -> None:
         return
     if terminal.wants_status(sys.stderr):
         console = terminal.stderr_console(sys.stderr, run.color)
-        console.print(terminal.summary_table(stats, run.writer.latencies, run.within))
+        console.print(terminal.summary_table(stats, run.writer.latencies, run.within, run.settings))
     else:
-        click.echo(terminal.summary_text(stats, run.writer.latencies), err=True)
+        click.echo(terminal.summary_text(stats, run.writer.latencies, run.settings), err=True)

@@ -13,28 +13,33 @@ from ..simulator import cycle_events
 from ..sinks import HumanFormatter
 from . import main
 from .common import Duration, _build, _execute, output_options
+from .options import EXIT_STATUS_HELP
 
-@main.command()
-@click.option("--within", type=Duration(), default="1.5s", show_default=True, help="The time limit to pay; --within 1s reproduces the original demo. Example: --within 1s")
-@click.option("--interval", type=Duration(), default="1s", show_default=True, help="Time between simulated events. Example: --interval 20ms")
-@click.option("--count", type=click.IntRange(min=0), default=None, help="Stop after N events (default: run forever). Example: --count 30")
-@click.option("--show-events", is_flag=True, help="Print the simulated input events, dimmed, between the results. Example: --show-events")
+SIMULATE_EXAMPLES = """\b
+Examples:
+  ordertimeout simulate --show-events
+  ordertimeout simulate --within 1s          # the original demo: every pay is too late
+  ordertimeout simulate --count 30 --interval 20ms --within 30ms --json
+
+"""
+
+
+@main.command(epilog=SIMULATE_EXAMPLES + EXIT_STATUS_HELP)
+@click.option("--within", type=Duration(), default="1.5s", show_default=True, help="The time limit to pay; --within 1s reproduces the original demo.")
+@click.option("--interval", type=Duration(), default="1s", show_default=True, help="Time between simulated events.")
+@click.option("--count", type=click.IntRange(min=0), default=None, help="Stop after N events (default: run forever).")
+@click.option("--show-events", is_flag=True, help="Print the simulated input events, dimmed, between the results.")
 @output_options
 def simulate(interval, count, show_events, **params) -> None:
     """Run the built-in demo: user 1 creates and never pays, user 2 creates and pays.
 
     One event every --interval, matched in event time as it happens.
-
-    \b
-    Examples:
-      ordertimeout simulate --show-events
-      ordertimeout simulate --within 1s          # the original demo: every pay is too late
-      ordertimeout simulate --count 30 --interval 20ms --within 30ms --json
     """
     run = _build(params, EventSchema(), TimeMode.EVENT)
     show_event = None
     if show_events:
-        formatter = HumanFormatter(params["within"], terminal.painter(sys.stdout, params["color"]))
+        formatter = HumanFormatter(params["within"], terminal.painter(sys.stdout, params["color"]),
+                                   local_time=params["local_time"])
         show_event = lambda time, raw: run.out.write(  # noqa: E731
             b'{"event":%b}\n' % raw if params["as_json"] else formatter.format_event(time, raw)
         )

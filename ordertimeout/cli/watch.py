@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -15,41 +14,57 @@ from ..events import TIME_UNITS, EventSchema
 from ..matcher import Mode
 from ..pipeline import TimeMode
 from ..runtime import MAX_LINE_BYTES
-from ..sources import ChunkReader, Input
+from ..sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state import StateError, StateStore
 from . import main
-from .common import Duration, _build, _execute, _Run, output_options
+from .common import Duration, WritableFile, _build, _execute, _Run, output_options, stdin_hint
+from .options import EXIT_STATUS_HELP
 
-@main.command()
+WATCH_EXAMPLES = """\b
+Examples:
+  # the walk-through: a finished file, rows for people
+  ordertimeout watch sample_data/orders.jsonl --within 15m
+  # timeouts only, as JSON for jq
+  ordertimeout watch events.jsonl.gz --within 15m --json --only timeout | jq -c .
+  # other field names, found in the events themselves
+  ordertimeout watch events.jsonl --key user_id --type-field kind --time-field at
+  # a service: follow a log, keep state across restarts, settings from a file
+  ordertimeout watch --follow /var/log/shop/events.jsonl --config /etc/ordertimeout.toml \\
+      --state /var/lib/ordertimeout/orders.db --idle 30s
+  # live input without event times: each timeout printed when its deadline comes
+  producer | ordertimeout watch --processing-time --within 30s
+
+"""
+
+
+@main.command(epilog=WATCH_EXAMPLES + EXIT_STATUS_HELP)
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
-@click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay. Example: --within 15m (also 250ms, 1.5s, 1h30m, 2d).")
+@click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay: 250ms, 1.5s, 15m, 1h30m, 2d.")
 @output_options
-@click.option("--key", "key_field", default="userId", show_default=True, help="Field that groups events; dotted paths reach nested fields. Example: --key order.user.id")
-@click.option("--type-field", default="type", show_default=True, help="Field holding the event type. Example: --type-field event")
-@click.option("--create-type", default="create", show_default=True, help="Type value of an order creation. Example: --create-type order_created")
-@click.option("--pay-type", default="pay", show_default=True, help="Type value of a payment. Example: --pay-type order_paid")
-@click.option("--cancel-type", default=None, help="Type value of a cancellation (with --match each): it closes the oldest open order as cancelled. Example: --cancel-type cancel")
-@click.option("--time-field", default="ts", show_default=True, help="Field holding the event time; dotted paths allowed. Example: --time-field meta.ts")
-@click.option("--time-unit", type=click.Choice(list(TIME_UNITS)), default="ms", show_default=True, help="Unit of numeric times (ISO-8601 strings are read too). Example: --time-unit s")
-@click.option("--processing-time", is_flag=True, help="Use the arrival time even when events carry a time field. Example: --processing-time --within 30s")
-@click.option("--lateness", type=Duration(allow_zero=True), default="0", show_default=True, help="Bounded out-of-orderness in event time. Example: --lateness 500ms")
-@click.option("--idle", type=Duration(), default=None, help="Event time: after this much quiet wall time the watermark follows the wall clock, so open orders still time out. Example: --idle 5s")
-@click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation). Example: -f shop.log")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), help="Append every unused line (malformed, late) to FILE as JSON. Example: --rejects rejects.jsonl")
-@click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1. Example: --strict")
-@click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded. Example: --max-line-bytes 65536")
-@click.option("--state", "state_path", type=click.Path(dir_okay=False), help="SQLite file keeping open orders, watermark, counters and file offsets across restarts. Example: --state orders.db")
-@click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state. Example: --checkpoint-every 200ms")
+@click.option("--key", "key_field", default="userId", show_default=True, help="Field that groups events (the customer); dotted paths reach nested fields.")
+@click.option("--type-field", default="type", show_default=True, help="Field holding the event type.")
+@click.option("--create-type", default="create", show_default=True, help="Type value of an order creation.")
+@click.option("--pay-type", default="pay", show_default=True, help="Type value of a payment.")
+@click.option("--cancel-type", default=None, help="Type value of a cancellation (with --match each): it closes the oldest open order as cancelled.")
+@click.option("--time-field", default="ts", show_default=True, help="Field holding the event time; dotted paths allowed.")
+@click.option("--time-unit", type=click.Choice(list(TIME_UNITS)), default="ms", show_default=True, help="Unit of numeric times (ISO-8601 strings are read too).")
+@click.option("--processing-time", is_flag=True, help="Use the arrival time even when events carry a time field.")
+@click.option("--lateness", type=Duration(allow_zero=True), default="0", show_default=True, help="Bounded out-of-orderness in event time.")
+@click.option("--idle", type=Duration(), default=None, help="Event time: after this much quiet wall time the watermark follows the wall clock, so open orders still time out.")
+@click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation; not for .gz).")
+@click.option("--rejects", "rejects_path", type=WritableFile(), help="Append every unused line (malformed, late) to FILE as JSON.")
+@click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1.")
+@click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded.")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False), help="SQLite file keeping open orders, watermark, counters and file offsets across restarts.")
+@click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state.")
+@click.option("--final", is_flag=True, help="With --state: this run ends the input, so time out every order still open at its end (without it, they stay pending for the next run).")
 def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time_field, time_unit,
           processing_time, lateness, idle, follow, rejects_path, strict, max_line_bytes, state_path,
-          checkpoint_every, **params) -> None:
+          checkpoint_every, final, **params) -> None:
     """Match order events read as JSON lines from FILES (or stdin) and print results.
 
-    \b
-    Examples:
-      cat events.jsonl | ordertimeout watch --within 1s
-      ordertimeout watch sample_data/orders.jsonl --within 15m --json | jq -c 'select(.result=="timeout")'
-      ordertimeout watch --follow /var/log/shop/events.jsonl --within 15m --idle 30s
+    FILES may be gzip-compressed (.gz). Each result is one row (or one JSON line with
+    --json) on stdout; warnings, the live status line and the summary go to stderr.
     """
     if cancel_type is not None and params["match_mode"] != Mode.EACH.value:
         raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
@@ -57,7 +72,12 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
     if follow and (len(files) != 1 or files[0] == "-"):
         raise click.UsageError("--follow needs exactly one FILE (not stdin)")
+    if final and state_path is None:
+        raise click.UsageError("--final is for runs with --state (without it every run is final)")
+    if follow and is_gzip(files[0]):
+        raise click.UsageError(f"--follow cannot follow {files[0]}: a compressed file does not grow line by line")
     inputs = _inputs(files, follow)
+    stdin_hint(inputs)
     schema = EventSchema(
         key_field=key_field, type_field=type_field, time_field=time_field, create_type=create_type,
         pay_type=pay_type, cancel_type=cancel_type, time_unit=time_unit,
@@ -65,9 +85,11 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     run = _build(
         params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
         strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle, max_line_bytes=max_line_bytes,
+        stdin=sys.stdin,
     )
     if state_path is not None:
         inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
+        run.runtime.final = final
     run.reader = ChunkReader(inputs)
     _execute(run, lambda: run.runtime.watch(run.reader))
 
@@ -91,16 +113,19 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
     if checkpoint is None:
         return inputs
     run.pipeline.restore(checkpoint["pipeline"])
-    runtime.positions.update(checkpoint["offsets"])
     # Time never runs backwards across a restart, even if the system clock was stepped back.
     restored_now = run.pipeline.matcher.now
     if run.pipeline.time_mode is TimeMode.PROCESSING and math.isfinite(restored_now):
         runtime.clock = LoopClock(max(time.time_ns() // 1_000_000, int(restored_now)))
-    return [
-        dataclasses.replace(source, start_offset=runtime.positions[source.name][0])
-        if source.path is not None and source.name in runtime.positions else source
-        for source in inputs
-    ]
+    resumed, positions, notices = resume_inputs(checkpoint["offsets"], inputs)
+    for notice in notices:
+        _notice(notice)
+    runtime.positions.update(positions)
+    return resumed
+
+
+def _notice(text: str) -> None:
+    click.echo(f"ordertimeout: {text}", err=True)
 
 
 def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
@@ -112,6 +137,10 @@ def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
             continue
         try:
             os.close(os.open(path, os.O_RDONLY))
+        except FileNotFoundError as error:
+            if not follow:
+                raise click.ClickException(f"cannot open {path}: {error.strerror}") from None
+            _notice(f"waiting for {path} to appear")  # as tail -F does
         except OSError as error:
             raise click.ClickException(f"cannot open {path}: {error.strerror}") from None
         if os.path.isdir(path):

@@ -1,0 +1,269 @@
+"""Options as a reader meets them: types, help in groups, values from the environment and
+from a ``--config`` file, and where each value came from.
+
+Every option of every command can also come from ``ORDERTIMEOUT_<OPTION>`` (``--type-field``
+is ``ORDERTIMEOUT_TYPE_FIELD``) and from a TOML file given with ``--config`` (or
+``ORDERTIMEOUT_CONFIG``) holding the same names (``type-field = "kind"``). The command line
+beats the environment, which beats the file, which beats the default: click's own order
+of parameter sources, with the file loaded as the context's ``default_map``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import click
+from click.core import ParameterSource
+
+from ..durations import DurationError, format_duration, parse_duration
+
+__all__ = [
+    "Duration", "WritableFile", "OrdertimeoutGroup", "OrdertimeoutCommand", "OPTION_GROUPS",
+    "EXIT_STATUS_HELP", "ENV_PREFIX", "option_group", "settings_of",
+]
+
+#: Environment variables for options: ENV_PREFIX + the long name in capitals.
+ENV_PREFIX = "ORDERTIMEOUT_"
+
+#: Help shows options in these groups, in this order; every option is in one (a test
+#: checks), so an option added anywhere must be listed here.
+OPTION_GROUPS: dict[str, tuple[str, ...]] = {
+    "Input": (
+        "--follow", "--rejects", "--strict", "--max-line-bytes", "--config",
+        # simulate's and generate's input
+        "--interval", "--count", "--events", "--users", "--pay-ratio", "--rate", "--disorder", "--seed",
+        # kafka's input
+        "--bootstrap", "--topic", "--group", "--start", "--create-topics", "--replication-factor",
+        "--connect-timeout", "--session-timeout", "--security-protocol", "--sasl-mechanism",
+        "--sasl-username", "--sasl-password", "--ssl-cafile", "--ssl-certfile", "--ssl-keyfile",
+    ),
+    "Matching": (
+        "--within", "--match", "--key", "--type-field", "--create-type", "--pay-type", "--cancel-type",
+        "--paid-late",
+    ),
+    "Time": ("--time-field", "--time-unit", "--processing-time", "--lateness", "--idle"),
+    "Output": (
+        "--json", "--only", "--fields", "--local-time", "--color", "--progress", "--quiet", "--verbose",
+        "--stats", "--show-events", "--output", "--results-topic", "--log-format", "--metrics-addr",
+        "--unhealthy-after",
+    ),
+    "State and delivery": (
+        "--state", "--checkpoint-every", "--final", "--webhook", "--webhook-secret", "--exec",
+        "--deliver-concurrency", "--deliver-timeout", "--deliver-max-age", "--drain-timeout",
+        "--outbox-limit", "--retry-dead",
+    ),
+}
+
+_GROUP_OF = {name: group for group, names in OPTION_GROUPS.items() for name in names}
+
+EXIT_STATUS_HELP = """\b
+Exit status:
+  0    done
+  1    the input or a sink failed: a missing or unreadable file, no usable
+       line at all, a --strict stop, a full disk, dead deliveries
+  2    usage error (a bad option, an unwritable --stats or --rejects path)
+  129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM
+  141  stdout was closed by its reader (| head)"""
+
+
+def long_name(param: click.Parameter) -> str:
+    """An option's long name (``--type-field``), or its first name."""
+    names = [name for name in param.opts if name.startswith("--")]
+    return names[0] if names else param.opts[0]
+
+
+def option_group(param: click.Parameter) -> str | None:
+    """The help group an option belongs to, or None if it was never given one."""
+    return _GROUP_OF.get(long_name(param))
+
+
+class Duration(click.ParamType):
+    """A click parameter for durations like ``1s``, ``250ms``, ``1h30m`` (milliseconds)."""
+
+    name = "duration"
+
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(self, value: Any, param, ctx) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            return parse_duration(str(value), allow_zero=self.allow_zero)
+        except DurationError as error:
+            self.fail(str(error), param, ctx)
+
+
+class WritableFile(click.ParamType):
+    """A file the run will write at its end (``--stats``) or as it goes (``--rejects``),
+    checked when options are read: a path that cannot be written is a usage error before
+    any input is read, not a failure after hours of work."""
+
+    name = "file"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        path = os.fspath(value)
+        problem = _unwritable(path)
+        if problem is not None:
+            self.fail(f"cannot write {path}: {problem}", param, ctx)
+        return path
+
+
+def _unwritable(path: str) -> str | None:
+    if os.path.isdir(path):
+        return "it is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "permission denied"
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return f"no directory {folder}"
+    return None if os.access(folder, os.W_OK | os.X_OK) else f"the directory {folder} is not writable"
+
+
+# -- --config --------------------------------------------------------------------------
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
+    """Read the ``--config`` TOML file into the context's defaults (eager: before the
+    other options, so they find the file's values where a default would be)."""
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            table = tomllib.load(handle)
+    except OSError as error:
+        raise click.BadParameter(f"cannot read {path}: {error.strerror}", ctx, param) from None
+    except tomllib.TOMLDecodeError as error:
+        raise click.BadParameter(f"{path} is not valid TOML: {error}", ctx, param) from None
+    options = {long_name(p)[2:]: p for p in ctx.command.params if isinstance(p, click.Option)}
+    defaults = {}
+    for name, value in table.items():
+        option = options.get(name.replace("_", "-"))
+        if option is None or option is param:
+            known = ", ".join(sorted(options))
+            raise click.BadParameter(f"{path}: no option {name!r} for this command (known: {known})", ctx, param)
+        defaults[option.name] = _config_value(value, option, path, name, ctx, param)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta["ordertimeout.config"] = path
+    return path
+
+
+def _config_value(value: Any, option: click.Option, path: str, name: str, ctx, param) -> Any:
+    """A TOML value as the option takes it: numbers as their text (``within = 15`` is 15 s,
+    as ``--within 15`` is), lists joined with commas (``fields = ["orderId", "amount"]``)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float, str)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(item, (str, int, float)) for item in value):
+        return ",".join(str(item) for item in value)
+    raise click.BadParameter(f"{path}: {name} = {value!r} is not a string, number, boolean or list", ctx, param)
+
+
+def config_option() -> click.Option:
+    """``--config FILE``: option values from a TOML file."""
+    return click.Option(
+        ["--config"], type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+        callback=_load_config, envvar=ENV_PREFIX + "CONFIG", show_envvar=True,
+        help="Read option values from a TOML file of the same names (within = \"15m\", "
+        "type-field = \"kind\"). The command line beats the environment beats the file.",
+    )
+
+
+# -- commands with grouped help ----------------------------------------------------------
+
+
+class OrdertimeoutCommand(click.Command):
+    """A command whose help lists options in :data:`OPTION_GROUPS`, each with its
+    environment variable, and which takes ``--config``."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            group = option_group(param) if isinstance(param, click.Option) else None
+            if long_name(param) == "--help":
+                group = "Other"
+            rows.setdefault(group or "Other", []).append(record)
+        for group in [*OPTION_GROUPS, "Other"]:
+            if rows.get(group):
+                with formatter.section(f"{group} options" if group != "Other" else "Other options"):
+                    formatter.write_dl(rows[group])
+
+
+def prepare_command(command: click.Command) -> click.Command:
+    """Give a command grouped help, ``--config`` and an ``ORDERTIMEOUT_<OPTION>`` variable
+    for every option (a command built with plain ``click.command`` too)."""
+    if type(command) is click.Command:
+        command.__class__ = OrdertimeoutCommand  # same fields, only the help differs
+    for param in command.params:
+        if isinstance(param, click.Option) and param.envvar is None:
+            param.envvar = ENV_PREFIX + long_name(param)[2:].upper().replace("-", "_")
+            param.show_envvar = True
+    if not any(long_name(param) == "--config" for param in command.params if isinstance(param, click.Option)):
+        command.params.append(config_option())
+    return command
+
+
+class OrdertimeoutGroup(click.Group):
+    """The ``ordertimeout`` group: each command added is prepared by :func:`prepare_command`."""
+
+    command_class = OrdertimeoutCommand
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(prepare_command(cmd), name)
+
+
+# -- where values came from (--verbose) ---------------------------------------------------
+
+
+def settings_of(ctx: click.Context) -> list[tuple[str, str, str]]:
+    """Every option's effective value and its source: (``--within``, ``15m``, ``config
+    shop.toml``), (``--key``, ``user_id``, ``ORDERTIMEOUT_KEY``), ..."""
+    settings = []
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name not in ctx.params:
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is ParameterSource.COMMANDLINE:
+            where = "command line"
+        elif source is ParameterSource.ENVIRONMENT:
+            where = f"environment {param.resolve_envvar_value(ctx) and _envvar_used(param)}"
+        elif source is ParameterSource.DEFAULT_MAP:
+            where = f"config {ctx.meta.get('ordertimeout.config', '')}".rstrip()
+        else:
+            where = "default"
+        settings.append((long_name(param), _value_text(param, ctx.params[param.name]), where))
+    return settings
+
+
+def _envvar_used(param: click.Option) -> str:
+    names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
+    return next((name for name in names if os.environ.get(name)), names[0] if names else "")
+
+
+def _value_text(param: click.Option, value: Any) -> str:
+    if isinstance(param.type, Duration) and isinstance(value, int):
+        return format_duration(value) if value else "0"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
+def apply(options: list[Callable]) -> Callable[[Callable], Callable]:
+    """One decorator applying ``options`` in the order listed."""
+    def decorate(function: Callable) -> Callable:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate

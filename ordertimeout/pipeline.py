@@ -134,7 +134,9 @@ class Pipeline:
             times = [event[2] for event in events]
             if times[0] >= frontier and times == sorted(times):
                 ready, used = events, len(events)
-                frontier = max_time = max(max_time, times[-1])
+                if times[-1] > max_time:
+                    max_time, self._max_arrival = times[-1], now
+                frontier = max_time
                 events = ()
         for event in events:
             time = event[2]
@@ -143,7 +145,7 @@ class Pipeline:
                 break
             used += 1
             if time > max_time:
-                max_time = time
+                max_time, self._max_arrival = time, now
             candidate = max_time - lateness
             if not buffer and time <= candidate:
                 frontier = candidate
@@ -158,8 +160,6 @@ class Pipeline:
                     time, _, key, kind, raw = heapq.heappop(buffer)
                     ready.append((key, kind, time, raw))
         self.events += used
-        if used:
-            self._last_arrival = now
         self._max_time, self._sequence = max_time, sequence
         out = self.matcher.on_events(ready)
         if frontier > self.frontier:

@@ -60,11 +60,12 @@ def as_lines(items):
     return lines
 
 
-def run(lines, cuts, batch, *, time_mode, within, lateness, mode, paid_late, cancel):
+def run(lines, cuts, batch, *, time_mode, within, lateness, mode, paid_late, cancel, idle):
     """Feed ``lines`` in chunks cut at ``cuts`` through a runtime; return what came out."""
     schema = EventSchema(cancel_type="cancel" if cancel and mode == "each" else None)
+    event_time = time_mode is not TimeMode.PROCESSING
     pipeline = Pipeline(EventParser(schema), Matcher(within, mode, paid_late), time_mode=time_mode,
-                        lateness=0 if time_mode is TimeMode.PROCESSING else lateness)
+                        lateness=lateness if event_time else 0, idle=idle if event_time else None)
     stdout, stderr = io.BytesIO(), io.StringIO()
     writer = ResultWriter(OutputBuffer(stdout), JsonFormatter())
     clock = ManualClock(1_000)
@@ -92,10 +93,12 @@ def run(lines, cuts, batch, *, time_mode, within, lateness, mode, paid_late, can
     st.sampled_from(["each", "next", "followed-by"]),
     st.one_of(st.none(), st.integers(1, 40)),
     st.booleans(),
+    st.one_of(st.none(), st.integers(1, 20)),
 )
-def test_batches_equal_line_by_line(items, cuts, time_mode, within, lateness, mode, paid_late, cancel):
+def test_batches_equal_line_by_line(items, cuts, time_mode, within, lateness, mode, paid_late, cancel, idle):
     lines = as_lines(items)
-    options = dict(time_mode=time_mode, within=within, lateness=lateness, mode=mode, paid_late=paid_late, cancel=cancel)
+    options = dict(time_mode=time_mode, within=within, lateness=lateness, mode=mode, paid_late=paid_late,
+                   cancel=cancel, idle=idle)
     cuts = sorted(cuts)
     assert run(lines, cuts, True, **options) == run(lines, cuts, False, **options)
 

@@ -198,6 +198,10 @@ def _second_text(second: int, local: bool) -> tuple[str, str]:
     return text, offset[:3] + ":" + offset[3:]
 
 
+#: Rows repeat the same durations (pay latencies in whole milliseconds): formatted once each.
+_duration_text = functools.lru_cache(maxsize=4096)(format_duration)
+
+
 class HumanFormatter:
     """Aligned rows for people: time, result, key, detail, and the chosen ``fields`` of the
     order (``orderId=o-1 amount=29.0``) when its events have them; coloured when
@@ -224,33 +228,31 @@ class HumanFormatter:
 
     def format(self, result: Result) -> bytes:
         """One result as one row."""
-        paint = self._paint
-        second = None
-        if type(result) is Success:
-            word, style, second = "success", "success", result.pay
-            detail = f"paid after {format_duration(result.paid - result.created)}"
-        elif type(result) is Timeout:
-            word, style = "timeout", "timeout"
+        kind, second = type(result), None
+        if kind is Success:
+            word, style, second = "success  ", "success", result.pay
+            detail = f"paid after {_duration_text(result.paid - result.created)}"
+        elif kind is Timeout:
+            word, style = "timeout  ", "timeout"
             detail = f"no pay within {self._within_text}"
             if result.recovered:
                 detail += " (recovered after restart)"
-        elif type(result) is PaidLate:
+        elif kind is PaidLate:
             word, style, second = "paid_late", "cancelled", result.pay
-            detail = f"paid {format_duration(result.paid - result.deadline)} after its deadline"
+            detail = f"paid {_duration_text(result.paid - result.deadline)} after its deadline"
         else:
             word, style, second = "cancelled", "cancelled", result.cancel
-            detail = f"cancelled after {format_duration(result.cancelled - result.created)}"
+            detail = f"cancelled after {_duration_text(result.cancelled - result.created)}"
         key = result.key if result.key.isprintable() else ascii(result.key)
-        moment, word = format_time(result.time, self._local_time), f"{word:<9}"
-        if paint is not None:
-            moment, word = paint("dim", moment), paint(style, word)
-        columns = [moment, word, f"{key:<{self.KEY_WIDTH}}", detail]
-        if self._fields:
-            shown = self._field_texts(result.create, second)
-            if shown:
-                columns[-1] = f"{detail:<{self.DETAIL_WIDTH}}"
-                columns.append(" ".join(shown))
-        return "  ".join(columns).encode("utf-8", "backslashreplace") + b"\n"
+        moment = format_time(result.time, self._local_time)
+        if self._paint is not None:
+            moment, word = self._paint("dim", moment), self._paint(style, word)
+        shown = self._field_texts(result.create, second) if self._fields else None
+        if shown:
+            row = f"{moment}  {word}  {key:<{self.KEY_WIDTH}}  {detail:<{self.DETAIL_WIDTH}}  {' '.join(shown)}\n"
+        else:
+            row = f"{moment}  {word}  {key:<{self.KEY_WIDTH}}  {detail}\n"
+        return row.encode("utf-8", "backslashreplace")
 
     def _field_texts(self, create: bytes, second: bytes | None) -> list[str]:
         """``name=value`` of each chosen field, from the create event or else the second one."""

@@ -152,9 +152,8 @@ def _json_line_any_key(result: Result) -> bytes:
 class JsonFormatter:
     """Results as JSON lines, for jq and other programs."""
 
-    def format(self, result: Result) -> bytes:
-        """The JSON line of one result."""
-        return json_line(result)
+    #: The JSON line of one result (json_line itself: no second call per result).
+    format = staticmethod(json_line)
 
 
 #: The Gregorian calendar repeats every 400 years, to the millisecond.

@@ -1,8 +1,12 @@
 """The runtime: the asyncio shell around the pipeline. It only reads, feeds and sleeps.
 
-One loop takes chunks from the reader and waits, at most, until the matcher's next
-deadline (processing time) so timeouts fire on time with no other input. Every rule
-lives in the pipeline and the matcher; this module owns waiting, flushing and stopping.
+One loop takes chunks from the reader and waits, at most, until the pipeline's next
+timer (a deadline in processing time, the --idle watermark in event time) so timeouts
+fire on time with no other input. A chunk's lines are worked at the moment the chunk
+arrived (the reader's stamp), never before a moment already worked at. Every rule lives
+in the pipeline and the matcher; this module owns waiting, flushing, checkpointing and
+stopping. Results are always flushed before the checkpoint that counts their input as
+done, so a crash repeats a result rather than losing it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from .events import RejectedLine
 from .matcher import Timeout
 from .pipeline import Pipeline
 from .sinks import RejectReporter, ResultWriter
-from .sources import END, ROTATED, FileIdentity, LineSplitter, Overlong, SavedPosition
+from .files import FileIdentity, SavedPosition
+from .framing import LineSplitter, Overlong
+from .sources import END, ROTATED
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20

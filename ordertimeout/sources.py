@@ -7,26 +7,29 @@ clock, so a line's processing time is when it came, not when the loop got to it.
 Either way nothing is read ahead beyond a bounded buffer: when the consumer stops (a
 slow stdout), reading stops too, and memory stays bounded.
 
-Files are also known by identity (:class:`FileIdentity`: resolved path, device, inode
-and a fingerprint of the first bytes, as log shippers do), so a resume offset is found
-however the file is named and refused when the file was replaced or truncated.
+The reader notes which file each input is reading (:mod:`.files`: identity and resume
+points); chunks become lines in :mod:`.framing`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 import io
 import os
 import stat
 import threading
 from dataclasses import dataclass
-from typing import AsyncIterator, BinaryIO, NamedTuple, Sequence
+from typing import AsyncIterator, BinaryIO, Sequence
+
+# Re-exported: what a file is (identity, resume points) and how chunks become lines.
+from .files import (  # noqa: F401
+    FINGERPRINT_BYTES, FileIdentity, OpenFile, SavedPosition, is_gzip, resume_inputs, resume_position,
+)
+from .framing import LineSplitter, Overlong  # noqa: F401
 
 __all__ = [
     "Input", "ChunkReader", "SourceError", "END", "ROTATED", "CHUNK_BYTES",
-    "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip",
+    "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "LineSplitter", "Overlong",
 ]
 
 #: Bytes per read: big enough that per-chunk overhead vanishes next to per-line work.
@@ -38,8 +41,6 @@ PIPE_CHUNK_BYTES = 1 << 16
 READ_AHEAD_CHUNKS = 4
 #: How often a followed file is checked for new lines, rotation and truncation.
 FOLLOW_POLL_SECONDS = 0.05
-#: Leading bytes of a file that fingerprint it.
-FINGERPRINT_BYTES = 1024
 
 
 class SourceError(Exception):
@@ -70,116 +71,6 @@ class _Rotated(bytes):
 ROTATED = _Rotated()
 
 
-# -- file identity ----------------------------------------------------------------------
-
-
-class FileIdentity(NamedTuple):
-    """Which file an input is: resolved ``path``, ``device``, ``inode`` and its first
-    bytes as far as they were read (``head``, at most :data:`FINGERPRINT_BYTES`)."""
-
-    path: str
-    device: int
-    inode: int
-    head: bytes
-
-    def fingerprint(self, upto: int) -> tuple[int, str]:
-        """(size, digest) of the first ``min(upto, len(head))`` bytes."""
-        size = min(upto, len(self.head))
-        return size, _digest(self.head[:size])
-
-
-class SavedPosition(NamedTuple):
-    """A file's resume point as a checkpoint keeps it."""
-
-    device: int
-    inode: int
-    head_size: int
-    head_digest: str
-    offset: int
-    line: int
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def resume_position(saved: dict[str, SavedPosition], path: str) -> tuple[int, int, str | None]:
-    """Where to start reading ``path``: ``(offset, line, notice)``.
-
-    The saved position is found by the resolved path, or else by device and inode (the
-    file was moved). It is used only if it is still the same file: same device and inode,
-    at least as long as the offset, and the same first bytes. Otherwise the file is read
-    from its start and ``notice`` says why.
-    """
-    resolved = os.path.realpath(path)
-    try:
-        current = os.stat(resolved)
-    except OSError:
-        return 0, 0, None  # not there (yet): nothing to resume
-    position = saved.get(resolved)
-    if position is None:
-        for candidate in saved.values():
-            if (candidate.device, candidate.inode) == (current.st_dev, current.st_ino) and _head_matches(resolved, candidate):
-                position = candidate
-                break
-        else:
-            return 0, 0, None
-    if (position.device, position.inode) != (current.st_dev, current.st_ino) or not _head_matches(resolved, position):
-        return 0, 0, f"{path} was replaced since the last run; reading it from the start"
-    # A gzip file's offsets count decompressed bytes, so its size says nothing of them.
-    if current.st_size < position.offset and not is_gzip(resolved):
-        return 0, 0, f"{path} was truncated since the last run; reading it from the start"
-    return position.offset, position.line, None
-
-
-def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input]):
-    """The inputs continued from a checkpoint's ``saved`` positions.
-
-    Returns ``(inputs, positions, notices)``: the inputs with their start offsets set,
-    the (offset, line) each named file resumes at, and one notice per file read from its
-    start again because it was replaced or truncated.
-    """
-    resumed, positions, notices = [], {}, []
-    for source in inputs:
-        if source.path is not None:
-            offset, line, notice = resume_position(saved, source.path)
-            if notice is not None:
-                notices.append(notice)
-            if offset:
-                positions[source.name] = (offset, line)
-                source = dataclasses.replace(source, start_offset=offset)
-        resumed.append(source)
-    return resumed, positions, notices
-
-
-def _head_matches(path: str, position: SavedPosition) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return _digest(handle.read(position.head_size)) == position.head_digest
-    except OSError:
-        return False
-
-
-class _OpenFile:
-    """A file being read: its identity, with the head filled in as reading goes."""
-
-    def __init__(self, fd: int, path: str, position: int, compressed: bool = False) -> None:
-        info = os.fstat(fd)
-        # A compressed file's head is taken whole at once: its reads are decompressed bytes.
-        head = os.pread(fd, FINGERPRINT_BYTES, 0) if position or compressed else b""
-        self.identity = FileIdentity(os.path.realpath(path), info.st_dev, info.st_ino, head)
-        self.position = position
-
-    def read(self, chunk: bytes) -> None:
-        head = self.identity.head
-        if len(head) < FINGERPRINT_BYTES and self.position == len(head):
-            self.identity = self.identity._replace(head=head + chunk[: FINGERPRINT_BYTES - len(head)])
-        self.position += len(chunk)
-
-
-# -- reading ------------------------------------------------------------------------------
-
-
 class ChunkReader:
     """Reads ``inputs`` one after another; ``get()`` returns ``(name, chunk, arrival)``.
 
@@ -195,7 +86,7 @@ class ChunkReader:
         self._items: AsyncIterator | None = None
         self._next: asyncio.Future | None = None
         self._cleanup: list = []
-        self._files: dict[str, _OpenFile] = {}
+        self._files: dict[str, OpenFile] = {}
         self._clock = None
         self.bytes_read = 0
         self._total_bytes = _regular_file_bytes(self._inputs)
@@ -255,7 +146,7 @@ class ChunkReader:
             # Known by the compressed file's identity; its offsets count decompressed bytes.
             fd = os.open(source.path, os.O_RDONLY)
             try:
-                self._files[source.name] = _OpenFile(fd, source.path, source.start_offset, compressed=True)
+                self._files[source.name] = OpenFile(fd, source.path, source.start_offset, compressed=True)
             finally:
                 os.close(fd)
             async for chunk in _gzip_chunks(source.path, source.start_offset, self._chunk_bytes):
@@ -268,7 +159,7 @@ class ChunkReader:
                     async for item in self._thread_chunks(fd, source.name):
                         yield item
                     return
-                opened = self._files[source.name] = _OpenFile(fd, source.path, source.start_offset)
+                opened = self._files[source.name] = OpenFile(fd, source.path, source.start_offset)
                 if source.start_offset:
                     os.lseek(fd, source.start_offset, os.SEEK_SET)
                 async for item in self._file_chunks(fd, opened):
@@ -293,7 +184,7 @@ class ChunkReader:
         async for item in self._thread_chunks(fd, source.name):
             yield item
 
-    async def _file_chunks(self, fd: int, opened: _OpenFile | None):
+    async def _file_chunks(self, fd: int, opened: OpenFile | None):
         """A regular file, read directly to its current end in big chunks."""
         while chunk := os.read(fd, self._chunk_bytes):
             if opened is not None:
@@ -364,7 +255,7 @@ class ChunkReader:
         self._cleanup.append(lambda: os.close(opened[0]))
         position = source.start_offset if os.fstat(fd).st_size >= source.start_offset else 0
         os.lseek(fd, position, os.SEEK_SET)
-        current_file = self._files[name] = _OpenFile(fd, path, position)
+        current_file = self._files[name] = OpenFile(fd, path, position)
         while True:
             chunk = os.read(fd, self._chunk_bytes)
             if chunk:
@@ -385,13 +276,13 @@ class ChunkReader:
                 os.close(fd)
                 fd = opened[0] = os.open(path, os.O_RDONLY)
                 position = 0
-                current_file = self._files[name] = _OpenFile(fd, path, 0)
+                current_file = self._files[name] = OpenFile(fd, path, 0)
                 continue
             if current.st_size < position:
                 yield ROTATED, None
                 os.lseek(fd, 0, os.SEEK_SET)
                 position = 0
-                current_file = self._files[name] = _OpenFile(fd, path, 0)
+                current_file = self._files[name] = OpenFile(fd, path, 0)
                 continue
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
@@ -406,10 +297,13 @@ class ChunkReader:
 
 
 def _regular_file_bytes(inputs: Sequence[Input]) -> int | None:
-    """Total size of the inputs if all are regular files read once, else None."""
+    """Total size of the inputs if all are regular files read once, else None.
+
+    A gzip input gives None too: what is read of it is counted in decompressed bytes,
+    which its size on disk cannot measure."""
     total = 0
     for source in inputs:
-        if source.path is None or source.follow:
+        if source.path is None or source.follow or is_gzip(source.path):
             return None
         try:
             total += os.stat(source.path).st_size
@@ -418,86 +312,7 @@ def _regular_file_bytes(inputs: Sequence[Input]) -> int | None:
     return total
 
 
-class Overlong(bytes):
-    """A line longer than the limit, in place of the line: its first bytes, and ``size``."""
-
-    size: int
-
-    def __new__(cls, prefix: bytes, size: int) -> "Overlong":
-        line = super().__new__(cls, prefix)
-        line.size = size
-        return line
-
-
-class LineSplitter:
-    """Cuts chunks into lines, never holding more than ``max_line_bytes`` of one line.
-
-    ``push`` returns the complete lines of a chunk (without newlines), ``finish`` the last
-    one of an input that ends without a newline. A line that outgrows the limit is
-    skipped up to its newline without being kept, and comes out as an :class:`Overlong`
-    carrying only its first bytes. ``offset`` is the byte position just after the last
-    complete line handed out, counted from ``offset`` given at the start.
-    """
-
-    PREFIX_BYTES = 256
-
-    def __init__(self, max_line_bytes: int, offset: int = 0) -> None:
-        self.max_line_bytes = max_line_bytes
-        self._received = offset
-        self._carry = b""
-        self._skipping = 0  # bytes of an over-long line skipped so far (0: not skipping)
-        self._prefix = b""
-
-    @property
-    def offset(self) -> int:
-        """Byte position just after the last complete line."""
-        return self._received - len(self._carry) - self._skipping
-
-    def push(self, chunk: bytes) -> list[bytes]:
-        """The lines completed by ``chunk``."""
-        self._received += len(chunk)
-        head = []
-        if self._skipping:
-            newline = chunk.find(b"\n")
-            if newline < 0:
-                self._skipping += len(chunk)
-                return []
-            head.append(Overlong(self._prefix, self._skipping + newline))
-            self._skipping = 0
-            chunk = chunk[newline + 1 :]
-        lines = (self._carry + chunk if self._carry else chunk).split(b"\n")
-        self._carry = lines.pop()
-        if len(self._carry) > self.max_line_bytes:
-            self._skipping, self._prefix = len(self._carry), self._carry[: self.PREFIX_BYTES]
-            self._carry = b""
-        return head + lines if head else lines
-
-    def finish(self) -> list[bytes]:
-        """End of input: the last line if it had no newline."""
-        if self._skipping:
-            line, self._skipping = Overlong(self._prefix, self._skipping), 0
-            return [line]
-        line, self._carry = self._carry, b""
-        return [line] if line else []
-
-
 # -- gzip-compressed files ----------------------------------------------------------------
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def is_gzip(path: str) -> bool:
-    """Whether ``path`` is a gzip file: its name ends in ``.gz`` or it starts with gzip's
-    magic bytes (a named pipe or a missing file is not)."""
-    if path.endswith(".gz"):
-        return True
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
-        with open(path, "rb") as handle:
-            return handle.read(2) == _GZIP_MAGIC
-    except OSError:
-        return False
 
 
 async def _gzip_chunks(path: str, start_offset: int, chunk_bytes: int):

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import orjson
 
 from .pipeline import Pipeline
-from .sources import SavedPosition
+from .files import SavedPosition
 
 __all__ = ["StateStore", "StateError", "FORMAT"]
 
@@ -222,9 +222,7 @@ class StateStore:
                 connection.execute("ROLLBACK")
             self._synced = False  # the changes taken are lost: the next save writes all
             if isinstance(error, sqlite3.Error):
-                raise StateError(
-                    f"cannot write state file {self.path}: {error}; its last checkpoint is kept"
-                ) from None
+                raise StateError(f"cannot write state file {self.path}: {_why(error)}; its last checkpoint is kept") from None
             raise
         self._synced = True
 
@@ -241,6 +239,14 @@ def _file_identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+def _why(error: sqlite3.Error) -> str:
+    """SQLite's words, with a hint where they hide the usual cause."""
+    name = getattr(error, "sqlite_errorname", "")
+    if name.startswith("SQLITE_IOERR_WRITE") or name.startswith("SQLITE_IOERR_FSYNC"):
+        return f"{error} (is the disk full, or the file over its size limit?)"
+    return str(error)
 
 
 def _describe(path: str, error: sqlite3.DatabaseError) -> str:

@@ -130,7 +130,8 @@ class AboveStatus:
 
     Stands in for stderr where warnings are written; ``status`` is set once a status
     line is drawn. Partial lines are held until their newline, so a warning is never
-    glued to the status line.
+    glued to the status line. Diagnostics are best effort: a stderr that cannot be written
+    (``2>/dev/full``) loses them but never stops the results.
     """
 
     def __init__(self, file: TextIO) -> None:
@@ -139,19 +140,25 @@ class AboveStatus:
         self._pending = ""
 
     def write(self, text: str) -> int:
-        if self.status is None:
-            return self.file.write(text)
-        self._pending += text
-        if "\n" in self._pending:
-            complete, _, self._pending = self._pending.rpartition("\n")
-            self.status.write_above(complete + "\n")
+        try:
+            if self.status is None:
+                return self.file.write(text)
+            self._pending += text
+            if "\n" in self._pending:
+                complete, _, self._pending = self._pending.rpartition("\n")
+                self.status.write_above(complete + "\n")
+        except OSError:
+            pass  # nowhere left to say so
         return len(text)
 
     def flush(self) -> None:
-        if self._pending and self.status is None:
-            self.file.write(self._pending)
-            self._pending = ""
-        self.file.flush()
+        try:
+            if self._pending and self.status is None:
+                self.file.write(self._pending)
+                self._pending = ""
+            self.file.flush()
+        except OSError:
+            pass  # nowhere left to say so
 
     def isatty(self) -> bool:
         return _is_terminal(self.file)

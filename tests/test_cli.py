@@ -434,3 +434,18 @@ def test_progress_rule(choice, stderr_tty, stdin_tty, shown):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "environ", env)
         assert wants_progress(choice, Stream(stderr_tty), Stream(stdin_tty)) is shown
+
+
+def test_a_full_stderr_loses_only_diagnostics():
+    with open("/dev/full", "w") as full:
+        process = subprocess.run([*COMMAND, "watch", "--json"], input=b"bad\n" + event("1", "create", 1) + b"\n",
+                                 stdout=subprocess.PIPE, stderr=full, env=_env(), timeout=60)
+    assert process.returncode == 0
+    assert [r["result"] for r in json_lines(process.stdout.decode())] == ["timeout"]
+
+
+def test_a_closed_stdout_is_one_line_and_exit_1():
+    process = subprocess.run(["sh", "-c", f'"$@" >&-', "sh", *COMMAND, "watch", str(SAMPLE)], capture_output=True,
+                             env=_env(), timeout=60)
+    assert process.returncode == 1
+    assert process.stderr.decode().splitlines() == ["Error: cannot write: stdout or stderr is closed"]

@@ -1,5 +1,6 @@
 """`ordertimeout generate`: deterministic synthetic traffic with the promised shape."""
 
+import pathlib
 import random
 
 import orjson
@@ -54,3 +55,22 @@ def test_disordered_traffic_within_lateness_has_no_late_events(tmp_path):
     figures = orjson.loads(stats.read_bytes())
     assert figures["late"] == 0 and figures["events"] == 3000
     assert figures["creates"] == figures["success"] + figures["timeout"]
+
+
+def test_generate_to_a_full_disk_or_a_closed_pipe_ends_cleanly():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parent.parent)}
+    command = [sys.executable, "-m", "ordertimeout", "generate", "--events", "200000"]
+    for args, name in (([], "stdout"), (["-o", "/dev/full"], "/dev/full")):
+        with open("/dev/full", "wb") as full:
+            process = subprocess.run([*command, *args], stdout=full, stderr=subprocess.PIPE, env=env, timeout=60)
+        assert process.returncode == 1
+        assert process.stderr.decode().splitlines() == [f"Error: cannot write {name}: No space left on device"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.readline()
+    process.stdout.close()  # what `| head -1` does
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 141 and err == b""

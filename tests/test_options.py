@@ -144,3 +144,33 @@ def test_every_group_is_a_known_group():
         for param in command.params:
             if param.param_type_name == "option":
                 assert option_group(param) in OPTION_GROUPS
+
+
+def test_a_command_built_elsewhere_with_plain_click_gets_the_same_treatment():
+    import click
+
+    from ordertimeout.cli.options import OrdertimeoutGroup
+
+    @click.command()
+    @click.option("--within", default="1s", help="The window.")
+    def other(within):
+        click.echo(within)
+
+    group = OrdertimeoutGroup()
+    group.add_command(other)
+    runner = CliRunner()
+    assert runner.invoke(group, ["other"], env={"ORDERTIMEOUT_WITHIN": "5m"}).stdout == "5m\n"
+    help_text = runner.invoke(group, ["other", "--help"]).stdout
+    assert "Matching options:" in help_text and "ORDERTIMEOUT_WITHIN" in help_text and "--config" in help_text
+
+
+def test_one_config_file_serves_every_command(tmp_path):
+    config = tmp_path / "shared.toml"
+    config.write_text('within = "15m"\nkey = "userId"\nstate = "x.db"\ninterval = "5ms"\ncount = 4\njson = true\n')
+    # simulate has no --key or --state: those are watch's, and left to it
+    simulated = invoke(["simulate", "--config", str(config), "--within", "8ms", "-q"])
+    assert simulated.exit_code == 0, simulated.stderr
+    results = [orjson.loads(line) for line in simulated.stdout.splitlines()]  # json = true was applied
+    assert results and all(r["deadline"] - r["created"] == 8 for r in results)  # the command line won
+    config.write_text('keyy = "userId"\n')
+    assert invoke(["simulate", "--config", str(config), "--count", "0"]).exit_code == 2

@@ -1,10 +1,15 @@
 """Line framing on its own: chunks in, lines out, offsets exact, long lines never held."""
 
+import asyncio
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ordertimeout.sources import LineSplitter, Overlong
+from ordertimeout.sources import (
+    END, FINGERPRINT_BYTES, ChunkReader, FileIdentity, Input, LineSplitter, Overlong, SavedPosition, resume_position,
+)
 
 
 def split_all(chunks, limit=100, offset=0):
@@ -65,3 +70,104 @@ def test_memory_held_never_exceeds_the_limit(limit):
     for _ in range(100):
         splitter.push(b"y" * 7)
         assert len(splitter._carry) <= limit
+
+
+# -- the reader: arrival stamps, devices, file identity ----------------------------------------
+
+
+class CountingClock:
+    """A clock whose every reading is the next integer: shows which reads were stamped."""
+
+    def __init__(self):
+        self.readings = 0
+
+    def now_ms(self):
+        self.readings += 1
+        return 1000 + self.readings
+
+
+async def read_everything(reader, clock=None):
+    reader.start(clock)
+    items = []
+    try:
+        while (item := await reader.get(10)) is not END:
+            items.append(item)
+    finally:
+        reader.stop()
+    return items
+
+
+def test_a_pipe_is_read_by_a_thread_that_stamps_each_chunk_on_arrival():
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"one\n")
+    clock = CountingClock()
+    with os.fdopen(read_fd, "rb", buffering=0) as stream:
+        async def scenario():
+            reader = ChunkReader([Input("<stdin>", stream=stream)])
+            reader.start(clock)
+            first = await reader.get(10)
+            os.write(write_fd, b"two\n")
+            os.close(write_fd)
+            second = await reader.get(10)
+            end_of_input = await reader.get(10)
+            reader.stop()
+            return first, second, end_of_input, await reader.get(10)
+
+        first, second, end_of_input, end = asyncio.run(scenario())
+    assert first == ("<stdin>", b"one\n", 1001) and second == ("<stdin>", b"two\n", 1002)
+    assert end_of_input == ("<stdin>", b"", None) and end is END
+
+
+def test_dev_null_and_a_named_pipe_end_instead_of_hanging(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as writer:
+            writer.write(b"from the fifo\n")
+
+    import threading
+
+    threading.Thread(target=feed).start()
+    with open(os.devnull, "rb") as devnull:
+        inputs = [Input("<stdin>", stream=devnull), Input(str(fifo), path=str(fifo))]
+        items = asyncio.run(asyncio.wait_for(read_everything(ChunkReader(inputs), CountingClock()), 20))
+    assert [(name, chunk) for name, chunk, _ in items] == [
+        ("<stdin>", b""), (str(fifo), b"from the fifo\n"), (str(fifo), b"")]
+
+
+def test_regular_files_are_read_directly_and_known_by_identity(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"x" * 3000)
+    reader = ChunkReader([Input("events", path=str(path))], chunk_bytes=1000)
+    items = asyncio.run(read_everything(reader, CountingClock()))
+    assert [len(chunk) for _, chunk, _ in items] == [1000, 1000, 1000, 0]
+    assert all(arrival is None for _, _, arrival in items)  # read when used: no stamp needed
+    identity = reader.identity("events")
+    info = os.stat(path)
+    assert identity == (str(path.resolve()), info.st_dev, info.st_ino, b"x" * FINGERPRINT_BYTES)
+    assert reader.identity("<stdin>") is None
+
+
+def test_resume_position_by_identity(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"line one\nline two\n")
+    info = os.stat(path)
+    size, digest = FileIdentity(str(path), info.st_dev, info.st_ino, b"line one\nline two\n").fingerprint(9)
+    saved = {str(path): SavedPosition(info.st_dev, info.st_ino, size, digest, 9, 1)}
+    assert resume_position(saved, "./events.jsonl") == (9, 1, None)
+    os.rename(path, tmp_path / "moved.jsonl")  # found by device and inode under its new name
+    assert resume_position(saved, "moved.jsonl") == (9, 1, None)
+    assert resume_position(saved, "events.jsonl") == (0, 0, None)  # gone: nothing to resume
+
+
+def test_no_progress_fraction_for_gzip_inputs(tmp_path):
+    import gzip
+
+    plain, packed = tmp_path / "a.jsonl", tmp_path / "b.jsonl.gz"
+    plain.write_bytes(b'{"userId":1}\n' * 100)
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    assert ChunkReader([Input(str(plain), path=str(plain))]).progress() == 0.0
+    # Its reads count decompressed bytes, which the compressed size cannot measure.
+    assert ChunkReader([Input(str(packed), path=str(packed))]).progress() is None

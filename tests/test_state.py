@@ -296,6 +296,49 @@ def test_save_runs_also_inside_the_checkpoint_transaction(tmp_path):
     connection.close()
 
 
+def limit_file_size(limit):
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_full_disk_mid_run_is_a_clear_error_and_the_next_run_loses_nothing(tmp_path):
+    """The state file cannot grow (a small filesystem, here a file size limit): exit 1 with
+    one clear line, the last good checkpoint intact, and a rerun completes every result."""
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    subprocess.run([*COMMAND, "generate", "--events", "20000", "--users", "5000", "-o", str(source)], check=True)
+    args = [*COMMAND, "watch", str(source), "--json", "--within", "1h", "--state", state]
+    full = subprocess.run([*args, "--checkpoint-every", "1ms"], capture_output=True, timeout=120,
+                          preexec_fn=limit_file_size(256 * 1024))
+    assert full.returncode == 1 and b"Traceback" not in full.stderr
+    (error,) = [line for line in full.stderr.decode().splitlines() if line.startswith("Error:")]
+    assert error.startswith(f"Error: cannot write state file {state}: ") and "its last checkpoint is kept" in error
+    assert "disk full" in error
+    rerun = subprocess.run([*args, "--final", "-q"], capture_output=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    clean = subprocess.run([*COMMAND, "watch", str(source), "--json", "--within", "1h", "-q"],
+                           capture_output=True, check=True).stdout.splitlines()
+    seen = full.stdout.splitlines() + rerun.stdout.splitlines()
+    assert set(seen) == set(clean)  # nothing lost, nothing invented (repeats allowed)
+
+
+def test_a_state_file_removed_mid_run_is_a_clear_error(tmp_path):
+    """SQLite would go on writing to the deleted file, and every later checkpoint be lost."""
+    state = tmp_path / "state.db"
+    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q", "--state", str(state), "--checkpoint-every", "10ms"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdin.write(b'{"userId":"1","type":"create","ts":5}\n{"userId":"1","type":"pay","ts":6}\n')
+    process.stdin.flush()
+    assert orjson.loads(process.stdout.readline())["result"] == "success"
+    state.unlink()
+    process.stdin.write(b'{"userId":"2","type":"create","ts":7}\n')
+    process.stdin.flush()
+    _, err = process.communicate(timeout=20)
+    process.stdin.close()
+    assert process.returncode == 1
+    assert err.decode().strip() == f"Error: state file {state} was removed or replaced while this run used it"
+
+
 def test_a_gzip_input_resumes_after_its_last_decompressed_line(tmp_path):
     import gzip
 

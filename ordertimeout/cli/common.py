@@ -97,6 +97,35 @@ output_options = apply(
 )
 
 
+class StdoutError(SinkError):
+    """stdout cannot be written for a reason other than its reader leaving (a full disk)."""
+
+
+class _Stdout:
+    """stdout for the results, telling its own failures apart from those of other files
+    (stderr, --rejects): a full disk here is named as stdout's. A reader that left stays a
+    ``BrokenPipeError``, which ends the run with 141."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise StdoutError(f"cannot write the results to stdout: {error.strerror or error}") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise StdoutError(f"cannot write the results to stdout: {error.strerror or error}") from None
+
+
 class _DiagnosingReporter(RejectReporter):
     """The reject reporter, also keeping what it takes to say why no line was usable:
     the count of each reason and the first few rejected lines."""
@@ -138,6 +167,10 @@ class _Run:
     #: ``--verbose``: (option, value, source) of every option, for the summary.
     settings: list | None = None
 
+    def __post_init__(self) -> None:
+        if self.err is None:
+            self.err = terminal.AboveStatus(sys.stderr)
+
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
            strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES,
@@ -147,7 +180,9 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
     ``stdin``: the stream the run reads, if it reads one (it decides ``--progress`` auto).
     """
     within, color = params["within"], params["color"]
-    out = OutputBuffer(sys.stdout.buffer)
+    if sys.stdout is None or sys.stderr is None:  # started with `>&-` or `2>&-`
+        raise click.ClickException("cannot write: stdout or stderr is closed")
+    out = OutputBuffer(_Stdout(sys.stdout.buffer))
     if params["as_json"]:
         formatter = JsonFormatter()
     else:
@@ -217,7 +252,6 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         loop.call_soon_threadsafe(task.cancel)
 
     previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
-    status = None
     if run.progress:
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
         run.err.status = status
@@ -293,13 +327,13 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     except StrictStop:
         exit_code = 1
         _flush_quietly(run.out)
+    except StdoutError as error:  # a full disk (> /dev/full): one line, the summary would only repeat it
+        _silence_stdout()
+        raise click.ClickException(str(error)) from None
     except (SourceError, SinkError, StateError) as error:
         _flush_quietly(run.out)
         _finish(run, quiet=run.quiet)
         raise click.ClickException(str(error)) from None
-    except OSError as error:  # stdout itself failed: a full disk (> /dev/full), an I/O error
-        _silence_stdout()
-        raise click.ClickException(f"cannot write the results to stdout: {error.strerror or error}") from None
     finally:
         if run.state is not None:
             run.state.close()
@@ -326,9 +360,7 @@ def _fail_if_nothing_usable(run: _Run) -> None:
 def _flush_quietly(out: OutputBuffer) -> None:
     try:
         out.flush()
-    except BrokenPipeError:
-        _silence_stdout()
-    except OSError:
+    except (BrokenPipeError, StdoutError):
         _silence_stdout()  # a full disk: the error being raised already says so
 
 
@@ -361,8 +393,11 @@ def _finish(run: _Run, quiet: bool) -> None:
             raise click.ClickException(f"cannot write {run.stats_path}: {error.strerror}") from None
     if quiet:
         return
-    if terminal.wants_status(sys.stderr):
-        console = terminal.stderr_console(sys.stderr, run.color)
-        console.print(terminal.summary_table(stats, run.writer.latencies, run.within, run.settings))
-    else:
-        click.echo(terminal.summary_text(stats, run.writer.latencies, run.settings), err=True)
+    try:
+        if terminal.wants_status(sys.stderr):
+            console = terminal.stderr_console(sys.stderr, run.color)
+            console.print(terminal.summary_table(stats, run.writer.latencies, run.within, run.settings))
+        else:
+            click.echo(terminal.summary_text(stats, run.writer.latencies, run.settings), err=True)
+    except OSError:
+        pass  # stderr cannot be written (2>/dev/full): the results and the exit status still are

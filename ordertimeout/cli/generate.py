@@ -10,7 +10,7 @@ import click
 from ..simulator import generate_traffic
 from ..sinks import OutputBuffer
 from . import main
-from .common import Duration, _silence_stdout
+from .common import EXIT_BROKEN_PIPE, Duration, _silence_stdout
 
 GENERATE_EXAMPLES = """\b
 Examples:
@@ -43,12 +43,20 @@ def generate(event_count, users, pay_ratio, within, rate, disorder, seed, output
     except OSError as error:
         raise click.ClickException(f"cannot write {output}: {error.strerror}") from None
     out = OutputBuffer(target)
+    name = "stdout" if output == "-" else output
     try:
         for line in lines:
             out.write(line + b"\n")
         out.flush()
     except BrokenPipeError:
         _silence_stdout()
+        sys.exit(EXIT_BROKEN_PIPE)  # the reader left (| head), as for watch
+    except OSError as error:  # a full disk
+        _silence_stdout()
+        raise click.ClickException(f"cannot write {name}: {error.strerror or error}") from None
     finally:
         if target is not sys.stdout.buffer:
-            target.close()
+            try:
+                target.close()
+            except OSError:
+                pass  # the write that failed was reported

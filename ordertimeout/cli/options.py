@@ -139,16 +139,30 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
     except tomllib.TOMLDecodeError as error:
         raise click.BadParameter(f"{path} is not valid TOML: {error}", ctx, param) from None
     options = {long_name(p)[2:]: p for p in ctx.command.params if isinstance(p, click.Option)}
+    # One file may serve several commands (watch, kafka, simulate): a name another command
+    # takes is left to it; a name no command takes is a typo.
+    others = _other_commands_options(ctx)
     defaults = {}
     for name, value in table.items():
         option = options.get(name.replace("_", "-"))
-        if option is None or option is param:
+        if option is param or (option is None and name.replace("_", "-") not in others):
             known = ", ".join(sorted(options))
             raise click.BadParameter(f"{path}: no option {name!r} for this command (known: {known})", ctx, param)
+        if option is None:
+            continue
         defaults[option.name] = _config_value(value, option, path, name, ctx, param)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["ordertimeout.config"] = path
     return path
+
+
+def _other_commands_options(ctx: click.Context) -> set[str]:
+    """Long option names (without ``--``) of every command beside this one."""
+    group = ctx.parent.command if ctx.parent is not None else None
+    names = set()
+    for command in getattr(group, "commands", {}).values():
+        names.update(long_name(p)[2:] for p in command.params if isinstance(p, click.Option))
+    return names
 
 
 def _config_value(value: Any, option: click.Option, path: str, name: str, ctx, param) -> Any:
@@ -233,7 +247,7 @@ def settings_of(ctx: click.Context) -> list[tuple[str, str, str]]:
         if source is ParameterSource.COMMANDLINE:
             where = "command line"
         elif source is ParameterSource.ENVIRONMENT:
-            where = f"environment {param.resolve_envvar_value(ctx) and _envvar_used(param)}"
+            where = f"environment {_envvar_used(param)}"
         elif source is ParameterSource.DEFAULT_MAP:
             where = f"config {ctx.meta.get('ordertimeout.config', '')}".rstrip()
         else:
@@ -253,7 +267,7 @@ def _value_text(param: click.Option, value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
-        return "none"
+        return "auto" if param.is_flag else "none"  # --progress/--no-progress left to its rule
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) or "none"
     return str(value)

@@ -8,10 +8,14 @@ ordertimeout on the same file is refused) in WAL mode. The library raises
 Tables: ``meta`` (configuration, time mode, watermark, counters), ``open_orders`` (raw
 create event, key, created, deadline, in deadline order), ``buffered`` (event-time events
 still waiting in the reorder buffer), ``expired_orders`` (timed-out orders still payable
-under ``--paid-late``, rewritten whole at each checkpoint) and ``offsets`` (per input file:
+under ``--paid-late``, rewritten whole at each checkpoint), ``offsets`` (per input file:
 the byte offset and line number just after the last fully processed line, keyed by its
 resolved path, with its device, inode and a fingerprint of its first bytes so a replaced
-or truncated file is recognised).
+or truncated file is recognised) and ``outbox`` (results waiting for delivery, see
+:mod:`.outbox`; written through the ``also`` hook of :meth:`StateStore.save`).
+
+A new file is created readable and writable by its owner only: it holds customers' raw
+events.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Callable
 
 import orjson
 
+from .outbox import OUTBOX_SCHEMA
 from .pipeline import Pipeline
 from .files import SavedPosition
 
@@ -46,8 +51,10 @@ CREATE TABLE IF NOT EXISTS offsets (
     source TEXT PRIMARY KEY, device INTEGER NOT NULL, inode INTEGER NOT NULL,
     head_size INTEGER NOT NULL, head_digest TEXT NOT NULL,
     offset INTEGER NOT NULL, line INTEGER NOT NULL);
-"""
-_TABLES = {"meta", "open_orders", "buffered", "expired_orders", "offsets"}
+""" + OUTBOX_SCHEMA
+_TABLES = {"meta", "open_orders", "buffered", "expired_orders", "offsets", "outbox"}
+#: Files written before the outbox existed lack only that table; it is added on open.
+_TABLES_BEFORE_OUTBOX = _TABLES - {"outbox"}
 
 
 class StateError(Exception):
@@ -71,17 +78,22 @@ class StateStore:
     def open(self) -> dict | None:
         """Open (creating if new) and return the last checkpoint, or None for a new file."""
         try:
+            _create_owner_only(self.path)
             connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         except sqlite3.Error as error:
             raise StateError(f"cannot open state file {self.path}: {error}") from None
         try:
             # Read before anything is written, so a foreign or corrupt file stays untouched.
-            if self._tables(connection) - {"sqlite_sequence"} not in (set(), _TABLES):
+            if self._tables(connection) - {"sqlite_sequence"} not in (set(), _TABLES, _TABLES_BEFORE_OUTBOX):
                 raise StateError(f"{self.path} is not an ordertimeout state file")
             connection.execute("PRAGMA locking_mode = EXCLUSIVE")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("BEGIN EXCLUSIVE")  # take the lock now: one writer per file
+            if self._tables(connection) == _TABLES_BEFORE_OUTBOX:
+                for statement in OUTBOX_SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
             if self._tables(connection) == _TABLES:
                 meta = dict(connection.execute("SELECT name, value FROM meta"))
                 self._check(meta)
@@ -158,6 +170,11 @@ class StateStore:
         }
         return {"pipeline": pipeline, "offsets": offsets}
 
+    @property
+    def connection(self) -> sqlite3.Connection | None:
+        """The open connection (the file's only one: it is locked), for the outbox."""
+        return self._connection
+
     def save(self, pipeline: Pipeline, offsets: dict[str, SavedPosition],
              also: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """Write one checkpoint atomically: all of it, or (after a crash) none of it.
@@ -231,6 +248,17 @@ class StateStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _create_owner_only(path: str) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist (SQLite gives its WAL
+    file the same mode); an existing file keeps the mode its owner chose."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise StateError(f"cannot create state file {path}: {error.strerror}") from None
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

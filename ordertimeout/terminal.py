@@ -164,9 +164,10 @@ class AboveStatus:
         return _is_terminal(self.file)
 
 
-def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, progress: float | None):
-    """The live status: a progress bar for files, rate, open orders, outcomes, and in
-    event time the watermark and its lag behind the wall clock."""
+def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, progress: float | None,
+                deliveries: dict | None = None):
+    """The live status: a progress bar for files, rate, open orders, outcomes, in event
+    time the watermark and its lag behind the wall clock, and deliveries when notifying."""
     from rich.text import Text
 
     text = Text()
@@ -182,6 +183,8 @@ def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, p
     if watermark is not None:
         text.append(f" wm {format_time(watermark)[11:23]}", style="cyan")
         text.append(f" lag {format_duration(max(0, wall_ms - watermark))}", style="dim")
+    if deliveries is not None:
+        text.append(delivery_status(deliveries))
     if progress is None:
         return text
     from rich.progress_bar import ProgressBar
@@ -190,6 +193,28 @@ def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, p
     line = Table.grid(padding=(0, 1))
     line.add_row(ProgressBar(total=1.0, completed=progress, width=12), Text(f"{progress:4.0%}"), text)
     return line
+
+
+def delivery_status(deliveries: dict):
+    """Deliveries on the status line: pending (and the oldest's age), failures in a row, dead."""
+    from rich.text import Text
+
+    text = Text(f" ↗{deliveries['delivered']:,}")
+    pending = deliveries["pending"]
+    text.append(f" pending {pending:,}", style="bold yellow" if pending else None)
+    if pending and deliveries["oldest_pending_age_ms"] >= 1000:
+        text.append(f" (oldest {format_duration(deliveries['oldest_pending_age_ms'] // 1000 * 1000)})")
+    if deliveries["failures_in_row"]:
+        text.append(f" failing {deliveries['failures_in_row']:,}x", style="bold red")
+    if deliveries["dead_letters"]:
+        text.append(f" dead {deliveries['dead_letters']:,}", style="bold red")
+    return text
+
+
+def delivery_summary(deliveries: dict) -> str:
+    """The summary's deliveries figures."""
+    return (f"{deliveries['delivered']:,} delivered, {deliveries['retried']:,} retried, "
+            f"{deliveries['dead']:,} dead, {deliveries['pending']:,} pending")
 
 
 def latency_figures(latencies: array) -> dict | None:
@@ -271,6 +296,8 @@ def summary_text(stats: dict, latencies: array, settings: list[tuple[str, str, s
              plural(stats["timeout"], "timeout")]
     parts += [plural(value, *_COUNTER_WORDS[name]) for name, value in _counters_shown(stats)]
     lines = [f"ordertimeout: {', '.join(parts)} ({_run_facts(stats)})"]
+    if "deliveries" in stats:
+        lines.append(f"ordertimeout: deliveries {delivery_summary(stats['deliveries'])}")
     figures = latency_figures(latencies)
     if figures:
         lines.append(
@@ -298,6 +325,8 @@ def summary_table(stats: dict, latencies: array, within: int, settings: list[tup
     table.add_row("timeout", Text(f"{stats['timeout']:,}", style="bold red"))
     for name, value in _counters_shown(stats):
         table.add_row(_COUNTER_WORDS[name][1], f"{value:,}")
+    if "deliveries" in stats:
+        table.add_row("deliveries", delivery_summary(stats["deliveries"]))
     figures = latency_figures(latencies)
     if figures:
         table.add_row(

@@ -274,15 +274,16 @@ def test_save_runs_also_inside_the_checkpoint_transaction(tmp_path):
     store = StateStore(path, CONFIG)
     store.open()
 
-    def outbox(connection):
-        connection.execute("CREATE TABLE IF NOT EXISTS outbox (id TEXT)")
-        connection.execute("INSERT INTO outbox VALUES ('timeout:1:100:0')")
+    def outbox(connection):  # the state file's own outbox table (see ordertimeout.outbox)
+        connection.execute("INSERT INTO outbox (sink, id, key, body, enqueued, next_attempt)"
+                           " VALUES ('webhook', 'timeout:1:100:0', '1', x'7b7d', 0, 0)")
 
     pipeline = pipeline_with([event("1", "create", 100)])
     store.save(pipeline, {}, also=outbox)
 
     def failing(connection):
-        connection.execute("INSERT INTO outbox VALUES ('lost')")
+        connection.execute("INSERT INTO outbox (sink, id, key, body, enqueued, next_attempt)"
+                           " VALUES ('webhook', 'lost', '2', x'7b7d', 0, 0)")
         raise RuntimeError("delivery bookkeeping failed")
 
     with pytest.raises(RuntimeError):

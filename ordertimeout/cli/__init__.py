@@ -6,6 +6,9 @@ One module per command; the shared option groups and the run/report machinery ar
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from .. import __version__
@@ -32,6 +35,25 @@ def main() -> None:
     """
 
 
-from . import generate, simulate, watch  # noqa: E402,F401  (the commands register on main)
+from . import generate, kafka, outbox, simulate, watch  # noqa: E402,F401  (the commands register on main)
 
-__all__ = ["main"]
+__all__ = ["main", "entry"]
+
+
+def entry() -> None:
+    """The console script and ``python -m ordertimeout``: :func:`main`, after one precaution.
+
+    A ``--webhook-secret`` typed on the command line would stay readable by every user of
+    the machine in the process title (``/proc/PID/cmdline``, ``ps``). So the process first
+    starts itself again with the secret moved into its environment, which only its owner
+    can read; the command line still wins over an environment value, as it always does.
+    """
+    from .notify_options import MOVED_MARKER, SECRET_ENVIRONMENT, secret_out_of_argv
+
+    moved = secret_out_of_argv(sys.argv[1:])
+    if moved is not None:
+        rest, secret = moved
+        os.environ[SECRET_ENVIRONMENT] = secret
+        os.environ[MOVED_MARKER] = "1"
+        os.execv(sys.executable, [sys.executable, "-m", "ordertimeout", *rest])
+    main()

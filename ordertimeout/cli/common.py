@@ -30,6 +30,7 @@ from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, SinkError
 from ..sources import ChunkReader, SourceError
+from ..outbox import OutboxError
 from ..state import StateError, StateStore
 from .. import terminal
 from .options import Duration, WritableFile, apply, settings_of
@@ -67,7 +68,7 @@ output_options = apply(
         click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line, for jq and programs."),
         click.option(
             "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
-            help="Print one kind of result only (statistics still count all).",
+            help="Print (and deliver, with --webhook/--exec) one kind of result only (statistics still count all).",
         ),
         click.option(
             "--fields", default=",".join(HumanFormatter.DEFAULT_FIELDS), show_default=True, metavar="NAMES",
@@ -160,12 +161,16 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
+    #: Returns a text the status line shows instead of the figures (e.g. while connecting).
+    notice: Callable[[], str | None] | None = None
     #: Draw the live status line (``--progress``, or its auto rule).
     progress: bool = False
     #: stderr for warnings: lifts the status line off while it writes.
     err: Any = None
     #: ``--verbose``: (option, value, source) of every option, for the summary.
     settings: list | None = None
+    #: Delivery to --webhook / --exec (a :class:`~ordertimeout.notify.Notifier`), if asked for.
+    notifier: Any = None
 
     def __post_init__(self) -> None:
         if self.err is None:
@@ -179,6 +184,9 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
 
     ``stdin``: the stream the run reads, if it reads one (it decides ``--progress`` auto).
     """
+    from .notify_options import build_notifier  # (that module builds on this one)
+
+    notifier = build_notifier(params)
     within, color = params["within"], params["color"]
     if sys.stdout is None or sys.stderr is None:  # started with `>&-` or `2>&-`
         raise click.ClickException("cannot write: stdout or stderr is closed")
@@ -201,13 +209,14 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
         EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
     writer = ResultWriter(out, formatter, params["only"])
-    runtime = Runtime(pipeline, LoopClock(), writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
+    runtime_writer = writer if notifier is None else notifier.writer(writer)
+    runtime = Runtime(pipeline, LoopClock(), runtime_writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
     ctx = click.get_current_context(silent=True)
     return _Run(
         pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
         progress=not params["quiet"] and terminal.wants_progress(params["progress"], sys.stderr, stdin),
-        err=err,
+        err=err, notifier=notifier,
         settings=settings_of(ctx) if params["verbose"] and ctx is not None else None,
     )
 
@@ -251,7 +260,10 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    # A signal the command was started with ignored stays ignored (nohup ignores SIGHUP,
+    # so closing the terminal must not stop the run).
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     if run.progress:
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
         run.err.status = status
@@ -260,13 +272,28 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
     # The refresher is owned here rather than by a TaskGroup so the run's own errors
     # (a closed stdout, --strict) reach the caller as themselves, not as a group.
     refresher = asyncio.create_task(_refresh(status)) if status is not None else None
+    notifier = run.notifier
+    drain_timeout = 0.0
     try:
-        await main()
-    except asyncio.CancelledError:
-        if run.stop_signal is None:
-            raise
-        task.uncancel()
+        if notifier is not None:
+            await notifier.start(on_error=task.cancel)
+        try:
+            await main()
+        except asyncio.CancelledError:
+            if run.stop_signal is None and (notifier is None or notifier.error is None):
+                raise
+            task.uncancel()
+        if notifier is not None and notifier.error is None:
+            drain_timeout = notifier.drain_timeout  # the end, or a signal: deliver what is pending
     finally:
+        if notifier is not None:
+            try:
+                await notifier.finish(drain_timeout)
+            except asyncio.CancelledError:  # a signal during the drain ends it
+                if run.stop_signal is None:
+                    raise
+                task.uncancel()
+                await notifier.finish(0)
         if refresher is not None:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
@@ -276,6 +303,8 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.out.before_write = run.out.after_write = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if notifier is not None and notifier.error is not None:
+        raise notifier.error
 
 
 async def _refresh(status: terminal.StatusLine) -> None:
@@ -289,6 +318,11 @@ def _status_renderer(run: _Run) -> Callable[[], object]:
     history: list[tuple[int, int]] = []
 
     def render() -> object:
+        notice = run.notice() if run.notice is not None else None
+        if notice:
+            from rich.text import Text  # the status line is drawn with rich anyway
+
+            return Text(notice, style="yellow")
         stats = run.pipeline.stats()
         now = clock.now_ms()
         history.append((now, stats["events"]))
@@ -301,7 +335,8 @@ def _status_renderer(run: _Run) -> Callable[[], object]:
         if run.pipeline.time_mode is TimeMode.EVENT and math.isfinite(run.pipeline.frontier):
             watermark = int(run.pipeline.frontier) - 1
         progress = run.reader.progress() if run.reader is not None else None
-        return terminal.status_text(stats, rate, now, watermark, progress)
+        deliveries = run.notifier.stats() if run.notifier is not None else None
+        return terminal.status_text(stats, rate, now, watermark, progress, deliveries)
 
     return render
 
@@ -311,6 +346,11 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     (see the exit statuses in :data:`.options.EXIT_STATUS_HELP`)."""
     exit_code = 0
     broken_pipe = False
+    if run.notifier is not None:
+        if run.state is not None:
+            run.notifier.use_state(run.state, run.runtime)
+        if run.reader is not None:
+            run.reader = run.notifier.paced(run.reader)  # read at call time by the command's main
     # Start-up is over: what was imported and built so far lives as long as the process.
     # Frozen, the garbage collector's full collections stop walking it (they had stalled
     # processing-time timers for 10+ ms once the run was busy).
@@ -330,7 +370,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     except StdoutError as error:  # a full disk (> /dev/full): one line, the summary would only repeat it
         _silence_stdout()
         raise click.ClickException(str(error)) from None
-    except (SourceError, SinkError, StateError) as error:
+    except (SourceError, SinkError, StateError, OutboxError) as error:
         _flush_quietly(run.out)
         _finish(run, quiet=run.quiet)
         raise click.ClickException(str(error)) from None
@@ -340,6 +380,10 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     # The reader of stdout left (| head): exit 141 says so, as it does for `yes | head`;
     # a summary nobody asked for would only be noise under the output head showed.
     _finish(run, quiet=run.quiet or broken_pipe)
+    problem = run.notifier.problem() if run.notifier is not None else None
+    if problem is not None:
+        click.echo(f"ordertimeout: {problem}", err=True)
+        exit_code = exit_code or 1
     if exit_code:
         sys.exit(exit_code)
     _fail_if_nothing_usable(run)
@@ -381,6 +425,8 @@ def _finish(run: _Run, quiet: bool) -> None:
     latency = terminal.latency_figures(run.writer.latencies)
     if latency:
         stats["pay_latency"] = latency
+    if run.notifier is not None:
+        stats["deliveries"] = run.notifier.stats()
     try:
         run.runtime.reporter.close()
     except SinkError as error:

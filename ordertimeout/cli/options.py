@@ -35,7 +35,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "--interval", "--count", "--events", "--users", "--pay-ratio", "--rate", "--disorder", "--seed",
         # kafka's input
         "--bootstrap", "--topic", "--group", "--start", "--create-topics", "--replication-factor",
-        "--connect-timeout", "--session-timeout", "--security-protocol", "--sasl-mechanism",
+        "--connect-timeout", "--session-timeout", "--request-timeout", "--security-protocol", "--sasl-mechanism",
         "--sasl-username", "--sasl-password", "--ssl-cafile", "--ssl-certfile", "--ssl-keyfile",
     ),
     "Matching": (
@@ -61,7 +61,8 @@ EXIT_STATUS_HELP = """\b
 Exit status:
   0    done
   1    the input or a sink failed: a missing or unreadable file, no usable
-       line at all, a --strict stop, a full disk, dead deliveries
+       line at all, a --strict stop, a full disk, dead deliveries, or
+       (without --state) results never delivered
   2    usage error (a bad option, an unwritable --stats or --rejects path)
   129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM
   141  stdout was closed by its reader (| head)"""
@@ -261,7 +262,13 @@ def _envvar_used(param: click.Option) -> str:
     return next((name for name in names if os.environ.get(name)), names[0] if names else "")
 
 
+#: Options whose values are never shown (``--verbose``): they hold secrets.
+SECRET_OPTIONS = frozenset({"webhook_secret"})
+
+
 def _value_text(param: click.Option, value: Any) -> str:
+    if param.name in SECRET_OPTIONS:
+        return "(hidden)" if value else "none"
     if isinstance(param.type, Duration) and isinstance(value, int):
         return format_duration(value) if value else "0"
     if isinstance(value, bool):

@@ -1,0 +1,197 @@
+"""The relay: backoff and retry decisions (pure), and the relay's schedule on virtual time."""
+
+import asyncio
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ordertimeout.clocks import LoopClock
+from ordertimeout.delivery import BACKOFF_BASE_MS, BACKOFF_CAP_MS, DELIVERED, Outcome, Relay, after_failure, backoff_ms
+from ordertimeout.outbox import Entry, MemoryOutbox
+
+from .virtual_time import run_virtual
+
+HOUR = 3_600_000
+
+
+def entry(number=0, enqueued=0):
+    return Entry("scripted", f"timeout:u{number}:1000:0", f"u{number}", b'{"n":%d}' % number, enqueued,
+                 next_attempt=enqueued)
+
+
+# -- the pure decisions ----------------------------------------------------------------
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 80), st.integers(0, 2**32))
+def test_backoff_is_full_jitter_under_a_capped_exponential_bound(attempts, seed):
+    delay = backoff_ms(attempts, random.Random(seed))
+    assert 0 <= delay <= min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempts - 1))
+
+
+def test_backoff_spreads_over_its_whole_range():
+    delays = [backoff_ms(4, random.Random(seed)) for seed in range(400)]
+    bound = BACKOFF_BASE_MS * 8
+    assert min(delays) < bound * 0.1 and max(delays) > bound * 0.9  # jitter, not a fixed step
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 10 * HOUR), st.integers(0, 60), st.one_of(st.none(), st.integers(0, 3 * HOUR)),
+       st.integers(1, 2 * HOUR), st.integers(0, 2**32))
+def test_a_retry_is_never_before_now_nor_after_the_maximum_age(elapsed, attempts, retry_after, max_age, seed):
+    item = entry()
+    item.attempts = attempts
+    retried = after_failure(item, Outcome(False, "HTTP 503", retry_after_ms=retry_after), elapsed,
+                            random.Random(seed), max_age)
+    assert item.attempts == attempts + 1
+    assert retried == (elapsed < max_age)
+    if retried:
+        assert elapsed <= item.next_attempt <= max_age
+        if retry_after is not None:
+            assert item.next_attempt == min(elapsed + retry_after, max_age)
+    else:
+        assert "older than the maximum age" in item.last_error
+
+
+def test_a_permanent_failure_is_dead_at_once():
+    item = entry()
+    assert not after_failure(item, Outcome(False, "HTTP 400", permanent=True), 10, random.Random(0), HOUR)
+    assert item.last_error == "HTTP 400" and item.attempts == 1
+
+
+# -- the relay on virtual time -----------------------------------------------------------
+
+
+class Scripted:
+    """A sender answering from a script: ``outcome(entry, attempt_number) -> Outcome``."""
+
+    name = "scripted"
+
+    def __init__(self, outcome, seconds=0.01, clock=None):
+        self.outcome = outcome
+        self.seconds = seconds
+        self.clock = clock
+        self.calls = []
+        self.running = 0
+        self.most_running = 0
+
+    async def open(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def send(self, item):
+        number = sum(1 for _, rid in self.calls if rid == item.id)
+        self.calls.append((self.clock.now_ms(), item.id))
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(self.seconds)
+        finally:
+            self.running -= 1
+        return self.outcome(item, number)
+
+
+def relay_run(outcome, entries, *, seconds=0.01, until=None, drain=3600.0, **settings):
+    """Run a relay over ``entries`` until drained (or ``drain`` seconds); return (relay, sender)."""
+    clock = LoopClock(epoch_ms=0)
+    sender = Scripted(outcome, seconds, clock)
+    outbox = MemoryOutbox()
+    relay = Relay(outbox, {"scripted": sender}, clock, rng=random.Random(1), **settings)
+
+    async def scenario():
+        task = asyncio.create_task(relay.run())
+        relay.add_entries(entries)
+        relay.drained = await relay.drain(drain)
+        relay.final = relay.stats()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run_virtual(scenario())
+    return relay, sender
+
+
+def test_failing_attempts_are_retried_with_growing_jittered_gaps_until_delivered():
+    relay, sender = relay_run(lambda item, n: DELIVERED if n == 6 else Outcome(False, "HTTP 503"), [entry()])
+    times = [moment for moment, _ in sender.calls]
+    assert len(times) == 7 and relay.drained
+    for attempt, (before, after) in enumerate(zip(times, times[1:]), start=1):
+        gap = after - before - 10  # each attempt takes 10 ms
+        assert 0 <= gap <= min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (attempt - 1)) + 1
+    assert relay.final | {"oldest_pending_age_ms": 0} == {
+        "delivered": 1, "retried": 6, "dead": 0, "pending": 0, "oldest_pending_age_ms": 0, "failures_in_row": 0,
+        "dead_letters": 0}
+
+
+def test_retry_after_is_honoured_exactly():
+    relay, sender = relay_run(
+        lambda item, n: DELIVERED if n else Outcome(False, "HTTP 429", retry_after_ms=30_000), [entry()])
+    (first, _), (second, _) = sender.calls
+    assert second - first == 30_000 + 10
+
+
+def test_an_endpoint_down_longer_than_the_maximum_age_makes_dead_letters():
+    relay, sender = relay_run(lambda item, n: Outcome(False, "connection failed (Connection refused)"),
+                              [entry(0), entry(1)], max_age_ms=HOUR, drain=7200.0)
+    assert relay.drained and relay.final["dead"] == 2 and relay.final["pending"] == 0
+    last_attempt = max(moment for moment, _ in sender.calls)
+    assert HOUR <= last_attempt <= HOUR + 10  # the last try is at the maximum age, not later
+    assert relay.outbox.dead[0].last_error.startswith("connection failed (Connection refused) (gave up after")
+    assert relay.failures_in_row == len(sender.calls)
+
+
+def test_a_permanent_failure_goes_dead_and_the_others_are_delivered():
+    relay, sender = relay_run(
+        lambda item, n: Outcome(False, "HTTP 400", permanent=True) if item.key == "u3" else DELIVERED,
+        [entry(n) for n in range(6)])
+    stats = relay.final
+    assert (stats["delivered"], stats["dead"], len(sender.calls)) == (5, 1, 6)
+    assert relay.last_dead_error == "HTTP 400"
+
+
+def test_attempts_in_flight_never_exceed_the_concurrency():
+    relay, sender = relay_run(lambda item, n: DELIVERED, [entry(n) for n in range(50)], seconds=1.0, concurrency=8)
+    assert sender.most_running == 8
+    assert relay.final["delivered"] == 50
+    assert max(moment for moment, _ in sender.calls) == 6000  # 7 rounds of 8 (and 2) attempts of 1 s
+
+
+def test_an_attempt_without_answer_times_out_and_is_retried():
+    relay, sender = relay_run(lambda item, n: DELIVERED, [entry()], seconds=100.0, timeout_ms=10_000, drain=30.0)
+    assert not relay.drained
+    assert len(sender.calls) >= 2 and sender.calls[1][0] >= 10_000
+    assert relay.last_error == "no answer within 10s"
+
+
+def test_drain_gives_up_after_its_timeout():
+    clock_seen = []
+
+    def outcome(item, n):
+        clock_seen.append(n)
+        return Outcome(False, "HTTP 503")
+
+    relay, sender = relay_run(outcome, [entry()], drain=5.0)
+    assert not relay.drained and relay.final["pending"] == 1
+    assert sender.calls[-1][0] <= 5000
+
+
+def test_wait_for_room_returns_once_the_outbox_is_back_under_its_limit():
+    clock = LoopClock(epoch_ms=0)
+    sender = Scripted(lambda item, n: DELIVERED, 1.0, clock)
+    relay = Relay(MemoryOutbox(), {"scripted": sender}, clock, concurrency=1, limit=3)
+    seen = {}
+
+    async def scenario():
+        task = asyncio.create_task(relay.run())
+        relay.add_entries([entry(n) for n in range(6)])
+        assert relay.full()
+        seen["quick"] = await relay.wait_for_room(0.5)
+        seen["room"] = await relay.wait_for_room(None)
+        seen["at"] = clock.now_ms()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run_virtual(scenario())
+    assert seen == {"quick": False, "room": True, "at": 3000}  # 3 delivered, 3 left: at the limit

@@ -1,0 +1,183 @@
+"""The outbox: in memory, and in the state file written inside the checkpoint's transaction."""
+
+import os
+import sqlite3
+import stat
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
+from ordertimeout.cli import main
+from ordertimeout.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for, read_rows, retry_dead
+from ordertimeout.sinks import json_line
+from ordertimeout.state import StateError, StateStore
+
+from .helpers import event
+
+CONFIG = {"key": "userId", "within_ms": 1000, "match": "each"}
+
+
+def decided(lines):
+    pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT)
+    results = []
+    for line in lines:
+        results += pipeline.feed(line, 0)
+    return pipeline, results + pipeline.finish()
+
+
+LINES = [event("a", "create", 100), event("b", "create", 200), event("a", "pay", 300), event("c", "create", 400)]
+
+
+def test_entries_carry_the_json_object_and_id_per_sink_and_only_filters():
+    _, results = decided(LINES)
+    entries = entries_for(results, ["webhook", "exec"], now=5000)
+    assert len(entries) == 2 * len(results) == 6
+    first = entries[0]
+    assert orjson.loads(first.body)["id"] == first.id == "success:a:100:0" and first.kind == "success"
+    assert (first.sink, entries[1].sink, first.enqueued, first.next_attempt) == ("webhook", "exec", 5000, 5000)
+    assert [e.id for e in entries_for(results, ["exec"], 0, only="timeout")] == ["timeout:b:200:0", "timeout:c:400:0"]
+
+
+def test_memory_outbox_hands_out_due_entries_and_keeps_dead_letters():
+    outbox = MemoryOutbox(["exec"])
+    _, results = decided(LINES)
+    outbox.add(results, 0)
+    assert outbox.pending_count() == 3 and outbox.oldest_pending() == 0
+    a, b = outbox.take_due(0, 2, set())
+    assert (a.id, b.id, a.sink, a.body) == (results[0].id, results[1].id, "exec", json_line(results[0])[:-1])
+    outbox.delivered(a)
+    b.next_attempt = 500
+    outbox.retry(b)
+    (c,) = outbox.take_due(0, 5, set())
+    assert c.id == results[2].id and outbox.next_due(0, set()) == 500
+    outbox.bury(c)
+    assert (outbox.pending_count(), outbox.dead_count(), outbox.oldest_pending()) == (1, 1, 0)
+    assert outbox.take_due(499, 5, set()) == [] and outbox.take_due(500, 5, set()) == [b]
+
+
+def open_store(path):
+    store = StateStore(str(path), CONFIG)
+    store.open()
+    return store
+
+
+def rows(path):
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("SELECT sink, id, dead FROM outbox ORDER BY position").fetchall()
+    finally:
+        connection.close()
+
+
+def test_state_outbox_rows_commit_with_the_checkpoint_and_leave_when_delivered(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    pipeline, results = decided(LINES)
+    outbox.add(results, 7)
+    assert outbox.pending_count() == 3 and outbox.take_due(10, 5, set()) == []  # staged: not deliverable yet
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    due = outbox.take_due(10, 5, set())
+    assert [e.id for e in due] == [r.id for r in results] and outbox.staged == 0
+    assert outbox.take_due(10, 5, {due[0].position}) == due[1:]  # in flight: not handed out twice
+    outbox.delivered(due[0])
+    due[1].attempts, due[1].next_attempt, due[1].last_error = 1, 900, "HTTP 503"
+    outbox.retry(due[1])
+    due[2].last_error = "HTTP 400"
+    outbox.bury(due[2])
+    assert outbox.next_due(10, set()) == 900
+    store.close()
+    reopened = open_store(path)
+    again = SqliteOutbox(reopened.connection, ["webhook"])
+    assert (again.pending_count(), again.dead_count(), again.oldest_pending()) == (1, 1, 7)
+    assert SqliteOutbox(reopened.connection, ["exec"]).pending_count() == 0  # another sink's rows are not ours
+    (row,) = again.take_due(900, 5, set())
+    assert (row.id, row.attempts, row.last_error) == (results[1].id, 1, "HTTP 503")
+    reopened.close()
+
+
+def test_state_outbox_rows_are_lost_with_a_checkpoint_that_fails(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    pipeline, results = decided(LINES)
+    outbox.add(results, 7)
+
+    def also(connection):
+        outbox.write_staged(connection)
+        raise sqlite3.OperationalError("disk I/O error")  # the checkpoint fails after the rows went in
+
+    with pytest.raises(StateError):
+        store.save(pipeline, {}, also=also)
+    assert outbox.staged == 3  # still staged: the next checkpoint writes them
+    store.close()
+    assert rows(path) == []
+
+
+def test_a_new_state_file_is_readable_by_its_owner_only(tmp_path):
+    path = tmp_path / "state.db"
+    open_store(path).close()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_a_state_file_from_before_the_outbox_gets_one(tmp_path):
+    path = tmp_path / "state.db"
+    open_store(path).close()
+    connection = sqlite3.connect(path)
+    connection.execute("DROP TABLE outbox")
+    connection.commit()
+    connection.close()
+    store = open_store(path)
+    assert SqliteOutbox(store.connection, ["exec"]).pending_count() == 0
+    store.close()
+
+
+def filled_state(path, dead_ids=()):
+    store = open_store(path)
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    pipeline, results = decided(LINES)
+    outbox.add(results, 7)
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    for item in outbox.take_due(7, 5, set()):
+        if item.id in dead_ids:
+            item.last_error = "HTTP 400"
+            outbox.bury(item)
+    store.close()
+
+
+def test_outbox_command_lists_rows_and_json_and_moves_dead_letters_back(tmp_path):
+    path = str(tmp_path / "state.db")
+    filled_state(path, dead_ids={"timeout:b:200:0"})
+    runner = CliRunner()
+    listed = runner.invoke(main, ["outbox", path])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert [line.split()[:3] for line in lines] == [
+        ["pending", "webhook", "success:a:100:0"], ["pending", "webhook", "timeout:c:400:0"],
+        ["dead", "webhook", "timeout:b:200:0"]]
+    assert lines[-1].endswith("HTTP 400") and "2 pending, 1 dead" in listed.stderr
+    as_json = [orjson.loads(line) for line in runner.invoke(main, ["outbox", path, "--json"]).stdout.splitlines()]
+    assert as_json[2]["state"] == "dead" and as_json[2]["result"]["id"] == "timeout:b:200:0"
+    assert as_json[2]["last_error"] == "HTTP 400" and as_json[0]["next_attempt"] == 7
+    moved = runner.invoke(main, ["outbox", path, "--retry-dead"])
+    assert moved.exit_code == 0 and "1 dead letters moved back to pending" in moved.stderr
+    assert all(not entry.dead for entry in read_rows(path))
+
+
+def test_outbox_command_refuses_a_file_in_use_and_a_foreign_file(tmp_path):
+    path = str(tmp_path / "state.db")
+    store = open_store(path)
+    try:
+        held = CliRunner().invoke(main, ["outbox", path])
+        assert held.exit_code == 1 and "in use by a running ordertimeout" in held.stderr
+        with pytest.raises(OutboxError):
+            retry_dead(path, 0)
+    finally:
+        store.close()
+    foreign = tmp_path / "other.db"
+    sqlite3.connect(foreign).close()
+    refused = CliRunner().invoke(main, ["outbox", str(foreign)])
+    assert refused.exit_code == 1 and "not an ordertimeout state file" in refused.stderr
+    assert "Traceback" not in refused.output

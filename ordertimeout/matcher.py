@@ -32,7 +32,7 @@ import struct
 from urllib.parse import quote
 from collections import deque
 from enum import Enum
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 from .events import CANCEL, CREATE, PAY
 
@@ -173,6 +173,10 @@ class PaidLate(NamedTuple):
 
 Result = Success | Timeout | Cancelled | PaidLate
 
+# Results are built with tuple.__new__ on the hot paths: the same objects as calling the
+# class, without the Python-level __new__ frame a NamedTuple adds (a third of the cost).
+_new = tuple.__new__
+
 
 # Inside the matcher an open order is one bytes object: its created time, its sequence
 # number within the key's millisecond and its key in a small header, then the raw create
@@ -275,45 +279,131 @@ class Matcher:
 
     def on_event(self, key: str, kind: int, time: int, raw: bytes) -> list[Result]:
         """Apply one event at ``time``; return the results it decides, timeouts first."""
-        if time < self.now:
-            raise OutOfOrderError(f"event at {time} after time {self.now}")
-        if self._head_deadline <= time:
-            out = self.advance_to(time)
-        else:
-            out = []
-            self.now = time
-        if self._forget_at <= time:
-            self._forget_expired(time)
+        return self.on_events(((key, kind, time, raw),))
+
+    def on_events(self, events: Iterable[tuple[str, int, int, bytes]]) -> list[Result]:
+        """Apply ``(key, kind, time, raw)`` events in order; return the results they decide.
+
+        The same as :meth:`on_event` for each in turn, results concatenated: this is the
+        one implementation of the rules, written as one loop over a batch because a host
+        feeds thousands of events at a time and per-call work would cost more than the
+        rules themselves. Raises :class:`OutOfOrderError` at an event older than the time
+        reached; the events before it stay applied.
+        """
+        out: list[Result] = []
+        append = out.append
         mode = self.mode
+        each, next_mode, followed_by = mode is Mode.EACH, mode is Mode.NEXT, mode is Mode.FOLLOWED_BY
+        paid_late = self.paid_late_ms is not None
         within = self.within
-        if kind == CREATE:
-            self.creates += 1
-            self._open_order(key, time, raw)
-        elif kind == PAY:
-            self.pays += 1
-            if key not in self._open:
-                if key in self._expired:
-                    out += self._pay_late(key, time, raw)
+        open_orders = self._open
+        setdefault, pop = open_orders.setdefault, open_orders.pop
+        timeline = self._timeline
+        push = timeline.append
+        pack, unpack, size = _HEADER.pack, _HEADER.unpack_from, _HEADER.size
+        tick_creates = self._tick_creates
+        tick_get = tick_creates.get
+        closed_early = self._closed_early
+        tick = self._tick
+        head_deadline = self._head_deadline
+        now = self.now
+        # Counters are summed locally and added once: nothing reads them inside the batch.
+        creates = pays = other = cancels = success = cancelled = unmatched_pays = 0
+        unmatched_cancels = discarded = opened = closed = 0
+        try:
+            for key, kind, time, raw in events:
+                if time < now:
+                    raise OutOfOrderError(f"event at {time} after time {now}")
+                now = time
+                if head_deadline <= time:
+                    # Settle expired windows first (rule 3).
+                    out += self.advance_to(time)
+                    head_deadline = self._head_deadline
+                if paid_late and self._forget_at <= time:
+                    self._forget_expired(time)
+                if kind == CREATE:
+                    creates += 1
+                    if next_mode and key in open_orders:
+                        # Strict contiguity: a create after a create breaks the first one's match.
+                        orders = self._close_all(key)
+                        discarded += len(orders)
+                    if time != tick:
+                        tick = time
+                        tick_creates.clear()
+                    seq = tick_get(key, 0)
+                    tick_creates[key] = seq + 1
+                    try:
+                        key_bytes = key.encode()
+                    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as it is
+                        key_bytes = key.encode("utf-8", "surrogatepass")
+                    order = pack(time, len(key_bytes), seq) + key_bytes + raw
+                    # One dict operation in the common case (the key had nothing open).
+                    current = setdefault(key, order)
+                    if current is not order:
+                        if type(current) is list:
+                            current.append(order)
+                        else:
+                            open_orders[key] = [current, order]
+                    if not timeline:
+                        head_deadline = self._head_deadline = time + within
+                    push(order)
+                    opened += 1
+                elif kind == PAY:
+                    pays += 1
+                    current = pop(key, None)  # one dict operation when the key had one order
+                    if current is None:
+                        if paid_late and key in self._expired:
+                            out += self._pay_late(key, time, raw)
+                        else:
+                            unmatched_pays += 1
+                        continue
+                    if type(current) is not list:  # the common case: one open order
+                        closed += 1
+                        if closed_early is not None:
+                            closed_early.append(current)
+                        created, length, seq = unpack(current)
+                        success += 1
+                        append(_new(Success, (key, created, time, created + within, current[size + length :], raw, seq)))
+                        continue
+                    if followed_by:
+                        paid = current
+                    else:
+                        paid = (current.pop(0),)
+                        open_orders[key] = current[0] if len(current) == 1 else current
+                    closed += len(paid)
+                    if closed_early is not None:
+                        closed_early.extend(paid)
+                    for order in paid:
+                        created, length, seq = unpack(order)
+                        success += 1
+                        append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
+                elif kind == CANCEL and each:
+                    cancels += 1
+                    if key in open_orders:
+                        order = self._close_oldest(key)
+                        created, length, seq = unpack(order)
+                        cancelled += 1
+                        append(_new(Cancelled, (key, created, time, created + within, order[size + length :], raw, seq)))
+                    else:
+                        unmatched_cancels += 1
                 else:
-                    self.unmatched_pays += 1
-            else:
-                closed = self._close_all(key) if mode is Mode.FOLLOWED_BY else (self._close_oldest(key),)
-                for order in closed:
-                    created, create, seq = _created_raw_seq(order)
-                    self.success += 1
-                    out.append(Success(key, created, time, created + within, create, raw, seq))
-        elif kind == CANCEL and mode is Mode.EACH:
-            self.cancels += 1
-            if key in self._open:
-                created, create, seq = _created_raw_seq(self._close_oldest(key))
-                self.cancelled += 1
-                out.append(Cancelled(key, created, time, created + within, create, raw, seq))
-            else:
-                self.unmatched_cancels += 1
-        else:
-            self.other += 1
-            if mode is Mode.NEXT and key in self._open:
-                self.discarded += len(self._close_all(key))
+                    other += 1
+                    if next_mode and key in open_orders:
+                        discarded += len(self._close_all(key))
+        finally:
+            self.now = now
+            self._tick = tick
+            self.pending += opened - closed
+            self._appended += opened
+            self.creates += creates
+            self.pays += pays
+            self.other += other
+            self.cancels += cancels
+            self.success += success
+            self.cancelled += cancelled
+            self.unmatched_pays += unmatched_pays
+            self.unmatched_cancels += unmatched_cancels
+            self.discarded += discarded
         return out
 
     def advance_to(self, time: int | float, limit: int | None = None) -> list[Timeout]:
@@ -328,30 +418,45 @@ class Matcher:
                 self.now = time
             return out
         # The hot loop of a burst of timeouts: helpers inlined, one header read per order.
+        append = out.append
         timeline = self._timeline
+        popleft = timeline.popleft
         within = self.within
         open_orders = self._open
+        pop = open_orders.pop
         unpack, size = _HEADER.unpack_from, _HEADER.size
+        remember = self.paid_late_ms is not None
+        popped = 0
+        closed = 0
         complete = True
         while timeline:
             order = timeline[0]
             created, length, seq = unpack(order)
             if created + within > time:
                 break
-            if limit is not None and len(out) >= limit:
+            if limit is not None and closed >= limit:
                 complete = False
                 break
-            timeline.popleft()
-            self._popped += 1
+            popleft()
+            popped += 1
             key = order[size : size + length].decode("utf-8", "surrogatepass")
-            current = open_orders.get(key)
+            current = pop(key, None)  # one dict operation for the common case, put back if not
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
-            if current is order or (type(current) is list and current[0] is order):
-                self._close_oldest(key, early=False)
-                self.timeout += 1
-                out.append(Timeout(key, created, created + within, order[size + length :], False, seq))
-                if self.paid_late_ms is not None:
-                    self._remember_expired(key, order, created + within)
+            if current is not order:
+                if type(current) is list and current[0] is order:
+                    del current[0]
+                    open_orders[key] = current[0] if len(current) == 1 else current
+                else:
+                    if current is not None:
+                        open_orders[key] = current
+                    continue
+            closed += 1
+            append(_new(Timeout, (key, created, created + within, order[size + length :], False, seq)))
+            if remember:
+                self._remember_expired(key, order, created + within)
+        self._popped += popped
+        self.pending -= closed
+        self.timeout += closed
         self._head_deadline = unpack(timeline[0])[0] + within if timeline else float("inf")
         if complete and time > self.now:
             self.now = time

@@ -79,6 +79,11 @@ class RecordingPipeline(Pipeline):
         self.log.append((now, bytes(raw)))
         return super().feed(raw, now)
 
+    def feed_lines(self, lines, now, start=0):  # the runtime's batch path
+        results, stop = super().feed_lines(lines, now, start)
+        self.log.extend((now, bytes(raw)) for raw in lines[start:stop])
+        return results, stop
+
 
 class Sink(io.RawIOBase):
     """A stdout that keeps what reached it; once ``dead`` (kill -9) nothing more does."""

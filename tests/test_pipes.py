@@ -59,8 +59,9 @@ def test_processing_time_timeout_prints_on_time_without_more_input():
         result = orjson.loads(line)
         assert result["result"] == "timeout"
         assert result["deadline"] - result["created"] == within_ms
-        # Printed within a few tens of ms of its deadline (wall clock of both processes).
-        assert -5 <= arrived_ms - result["deadline"] <= 60
+        # Printed at its deadline with no further input (wall clock of both processes); the
+        # bound is loose for a loaded machine: bench/run.py measures the lateness itself.
+        assert -5 <= arrived_ms - result["deadline"] <= 250
 
 
 @pytest.mark.parametrize("signum,code", [(2, 130), (15, 143), (1, 129)])

@@ -26,8 +26,6 @@ from .sources import END, ROTATED
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20
-#: Timeouts formatted and flushed together when many are due at once.
-EMIT_SLICE = 128
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -195,6 +193,24 @@ class Runtime:
         return points
 
     def _feed_lines(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
+        """Feed a chunk's lines: runs of plain lines through the pipeline's batch path,
+        each line it stops at (to reject, late, blank, over-long...) through _feed_each."""
+        if not lines or type(lines[0]) is Overlong or max(map(len, lines)) > self.max_line_bytes:
+            return self._feed_each(lines, name, line_number, now)
+        feed_lines, write = self.pipeline.feed_lines, self.writer.write
+        index, count = 0, len(lines)
+        while index < count:
+            results, stop = feed_lines(lines, now, index)
+            if results:
+                write(results)
+            line_number += stop - index
+            if stop == count:
+                break
+            line_number = self._feed_each(lines[stop : stop + 1], name, line_number, now)
+            index = stop + 1
+        return line_number
+
+    def _feed_each(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
         feed = self.pipeline.feed
         write = self.writer.write
         limit = self.max_line_bytes
@@ -251,17 +267,13 @@ class Runtime:
             self._emit_due(self._moment(None))
 
     def _emit_due(self, now: int) -> None:
-        """Write the timeouts due at ``now`` in slices, each flushed, so the first of a
-        large burst (many orders created in the same millisecond) are not held back by
-        the formatting of the rest."""
-        by_wall_clock = self.pipeline.time_mode is TimeMode.PROCESSING
-        while True:
-            results = self.pipeline.advance(now, EMIT_SLICE)
-            if by_wall_clock:
-                self._record_lateness(results)
-            self._emit(results)
-            if len(results) < EMIT_SLICE:
-                return
+        """Write every timeout due at ``now`` in one pass and one write: in a burst (many
+        orders created in the same millisecond) slices only added a write and a flush
+        each, and the last of the burst waited for all of them."""
+        results = self.pipeline.advance(now)
+        if self.pipeline.time_mode is TimeMode.PROCESSING:
+            self._record_lateness(results)
+        self._emit(results)
 
     def _emit(self, results) -> None:
         if results:

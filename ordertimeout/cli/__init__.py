@@ -49,7 +49,7 @@ def main() -> None:
     """
 
 
-from . import generate, outbox, simulate, watch  # noqa: E402,F401  (the commands register on main)
+from . import generate, kafka, outbox, simulate, watch  # noqa: E402,F401  (the commands register on main)
 
 __all__ = ["main", "entry"]
 

@@ -11,6 +11,7 @@ Library errors become ``click`` errors here, with one table of exit statuses
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import signal
@@ -164,6 +165,8 @@ class _Run:
     stop_signal: int | None = None
     reader: ChunkReader | None = None
     state: StateStore | None = None
+    #: Returns a text the status line shows instead of the figures (e.g. while connecting).
+    notice: Callable[[], str | None] | None = None
     #: Draw the live status line (``--progress``, or its auto rule).
     progress: bool = False
     #: stderr for warnings: lifts the status line off while it writes.
@@ -270,7 +273,10 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
 
     # Listening before any input is read: a taken address fails the run at once.
     await run.monitor.start(run, run.runtime.clock.now_ms)
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    # A signal the command was started with ignored stays ignored (nohup ignores SIGHUP,
+    # so closing the terminal must not stop the run).
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     if run.progress:
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
         run.err.status = status
@@ -326,6 +332,11 @@ def _status_renderer(run: _Run) -> Callable[[], object]:
     history: list[tuple[int, int]] = []
 
     def render() -> object:
+        notice = run.notice() if run.notice is not None else None
+        if notice:
+            from rich.text import Text  # the status line is drawn with rich anyway
+
+            return Text(notice, style="yellow")
         stats = run.pipeline.stats()
         now = clock.now_ms()
         history.append((now, stats["events"]))
@@ -359,6 +370,10 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         run.runtime.checkpointer = run.monitor.guard_checkpoints(run.runtime.checkpointer)
     if run.reader is not None:
         run.reader = run.monitor.watch_input(run.reader)
+    # Start-up is over: what was imported and built so far lives as long as the process.
+    # Frozen, the garbage collector's full collections stop walking it (they had stalled
+    # processing-time timers for 10+ ms once the run was busy).
+    gc.freeze()
     try:
         asyncio.run(_supervise(run, main))
         if run.stop_signal is not None:

@@ -35,7 +35,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "--interval", "--count", "--events", "--users", "--pay-ratio", "--rate", "--disorder", "--seed",
         # kafka's input
         "--bootstrap", "--topic", "--group", "--start", "--create-topics", "--replication-factor",
-        "--connect-timeout", "--session-timeout", "--security-protocol", "--sasl-mechanism",
+        "--connect-timeout", "--session-timeout", "--request-timeout", "--security-protocol", "--sasl-mechanism",
         "--sasl-username", "--sasl-password", "--ssl-cafile", "--ssl-certfile", "--ssl-keyfile",
     ),
     "Matching": (

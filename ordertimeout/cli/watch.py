@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import sys
 import time
 
@@ -140,7 +142,7 @@ def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
             inputs.append(Input("<stdin>", stream=sys.stdin.buffer))
             continue
         try:
-            os.close(os.open(path, os.O_RDONLY))
+            _check_readable(path)
         except FileNotFoundError as error:
             if not follow:
                 raise click.ClickException(f"cannot open {path}: {error.strerror}") from None
@@ -152,3 +154,13 @@ def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
         inputs.append(Input(path, path=path, follow=follow))
     return inputs
 
+
+def _check_readable(path: str) -> None:
+    """Raise the ``OSError`` that reading ``path`` would meet. A named pipe is not opened
+    to check it: that would wait for a writer, and closing it again would throw away
+    what a waiting writer had already written."""
+    if stat.S_ISFIFO(os.stat(path).st_mode):
+        if not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return
+    os.close(os.open(path, os.O_RDONLY))

@@ -1,0 +1,152 @@
+"""`ordertimeout kafka`: a consumer group of matchers on a Kafka topic.
+
+The matching and time options are the very ``click`` options of ``watch`` (taken from
+that command, so both always agree); aiokafka is imported only when this command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import terminal
+from ..clocks import LoopClock
+from ..events import EventParser, EventSchema
+from ..matcher import Matcher, Mode
+from ..pipeline import Pipeline, TimeMode
+from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
+from . import main
+from .common import _execute, _fields, _Run, output_options
+from .metrics_options import metrics_options, monitor_from
+from .options import Duration, settings_of
+from .watch import watch as _watch
+
+#: The options of ``watch`` that mean the same here: what to match and how time runs.
+SHARED_WATCH_OPTIONS = (
+    "within", "key_field", "type_field", "create_type", "pay_type", "cancel_type", "time_field",
+    "time_unit", "processing_time", "lateness", "idle",
+)
+
+
+@click.command()
+@click.option("--bootstrap", required=True, metavar="HOST:PORT[,...]", help="Kafka brokers to start from.")
+@click.option("--topic", required=True, help="Input topic of order events (JSON values).")
+@click.option("--group", required=True, help="Consumer group; its state lives in the topic GROUP-state.")
+@click.option("--results-topic", required=True, help="Topic the results are produced to (key: the result's key).")
+@click.option("--start", type=click.Choice(["earliest", "latest"]), default="earliest", show_default=True, help="Where a partition without state or committed offset starts.")
+@click.option("--create-topics", type=click.IntRange(min=1), default=None, metavar="N", help="Create missing topics with N partitions (the state topic compacted).")
+@click.option("--replication-factor", type=click.IntRange(min=1), default=1, show_default=True, help="Copies of each partition for topics made by --create-topics (3 on a production cluster).")
+@click.option("--connect-timeout", type=Duration(), default="30s", show_default=True, help="Give up (exit 1) when the cluster cannot be reached for this long.")
+@click.option("--session-timeout", type=Duration(), default="10s", show_default=True, help="A worker silent this long leaves the group and its partitions move.")
+@click.option("--request-timeout", type=Duration(), default="30s", show_default=True, help="A broker request unanswered this long is given up and sent again.")
+@click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two state writes and commits per partition.")
+@click.option("--security-protocol", type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]), default="PLAINTEXT", show_default=True, help="How to talk to the brokers.")
+@click.option("--sasl-mechanism", type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]), default=None, help="SASL login mechanism.")
+@click.option("--sasl-username", default=None, help="SASL user.")
+@click.option("--sasl-password", default=None, help="SASL password; prefer the variable ORDERTIMEOUT_SASL_PASSWORD, which ps does not show.")
+@click.option("--ssl-cafile", type=click.Path(dir_okay=False, exists=True), default=None, help="CA bundle to verify the brokers (default: the system's).")
+@click.option("--ssl-certfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Client certificate for mutual TLS.")
+@click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Key of --ssl-certfile.")
+@output_options
+@metrics_options
+def kafka(bootstrap, topic, group, results_topic, start, create_topics, replication_factor, connect_timeout, session_timeout,
+          request_timeout, checkpoint_every, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile,
+          ssl_certfile, ssl_keyfile, **params) -> None:
+    """Match order events from a Kafka topic as one worker of a consumer group.
+
+    Start the same command on as many machines as you like (up to one per partition):
+    the group spreads the partitions, each partition has its own matcher and watermark,
+    its state lives in the topic GROUP-state, and results go to --results-topic as the
+    JSON objects --json prints. Stop with SIGTERM, SIGINT or SIGHUP: the worker saves
+    its state and commits first, so a restart sends nothing twice.
+
+    \b
+    Examples:
+      ordertimeout kafka --bootstrap localhost:9092 --topic orders --group ot \\
+          --results-topic order-results --within 15m --idle 30s
+      ordertimeout kafka ... --create-topics 12 --json | jq -c 'select(.result=="timeout")'
+    """
+    from ..kafka.connect import ClientSettings
+    from ..kafka.worker import Worker, WorkerSettings
+
+    within, lateness, idle = params["within"], params["lateness"], params["idle"]
+    if params["cancel_type"] is not None and params["match_mode"] != Mode.EACH.value:
+        raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
+    if params["processing_time"] and (idle is not None or lateness):
+        raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
+    if sasl_mechanism and not security_protocol.startswith("SASL"):
+        raise click.UsageError("--sasl-mechanism needs --security-protocol SASL_PLAINTEXT or SASL_SSL")
+    schema = EventSchema(
+        key_field=params["key_field"], type_field=params["type_field"], time_field=params["time_field"],
+        create_type=params["create_type"], pay_type=params["pay_type"], cancel_type=params["cancel_type"],
+        time_unit=params["time_unit"],
+    )
+    time_mode = TimeMode.PROCESSING if params["processing_time"] else None
+
+    def make_pipeline() -> Pipeline:
+        return Pipeline(EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode,
+                        lateness=lateness, idle=idle)
+
+    config = {
+        "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
+        "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": within,
+        "match": params["match_mode"], "lateness_ms": lateness, "paid_late_ms": params["paid_late"],
+    }
+    color = params["color"]
+    out = OutputBuffer(sys.stdout.buffer)
+    if params["as_json"]:
+        formatter = JsonFormatter()
+    else:
+        formatter = HumanFormatter(within, terminal.painter(sys.stdout, color), _fields(params["fields"]),
+                                   params["local_time"])
+    writer = ResultWriter(out, formatter, params["only"])
+    err = terminal.AboveStatus(sys.stderr)
+    monitor = monitor_from(params, err)
+    reporter = RejectReporter(err, show_source=True, log=monitor.log)
+    client = ClientSettings(
+        bootstrap, security_protocol=security_protocol, sasl_mechanism=sasl_mechanism, sasl_username=sasl_username,
+        sasl_password=sasl_password, ssl_cafile=ssl_cafile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
+    )
+    settings = WorkerSettings(
+        client, topic, group, results_topic, start=start, create_topics=create_topics, replication=replication_factor,
+        connect_timeout=connect_timeout, session_timeout=session_timeout, request_timeout=request_timeout,
+        checkpoint_every=checkpoint_every,
+    )
+    worker = Worker(settings, make_pipeline, config, LoopClock(), writer, reporter)
+    # The worker stands in for the pipeline and the runtime of a local run: it answers
+    # stats(), time_mode, frontier, clock, elapsed_ms and reporter over its partitions.
+    run = _Run(
+        worker, worker, out, writer, within, params["stats_path"], params["quiet"], color,
+        {"within_ms": within, "match": params["match_mode"]},
+        notice=lambda: worker.notice,
+        progress=not params["quiet"] and not monitor.log.is_json
+        and terminal.wants_progress(params["progress"], sys.stderr, None), err=err,
+        settings=settings_of(click.get_current_context()) if params["verbose"] else None, monitor=monitor,
+    )
+    # /healthz: the input has failed while the cluster cannot be reached (retrying).
+    monitor.health.probes["input"] = lambda: worker.notice if "cannot reach" in (worker.notice or "") else None
+    told = False
+
+    def on_retry(attempt: int, reason: str) -> None:
+        nonlocal told
+        if told or params["quiet"] or run.progress:
+            return  # the status line shows it
+        told = True
+        monitor.log.warning(
+            f"cannot reach the Kafka cluster at {bootstrap} ({reason}); retrying for up to "
+            f"{connect_timeout / 1000:g}s (--connect-timeout)", bootstrap=bootstrap, reason=reason,
+        )
+
+    async def consume() -> None:
+        try:
+            await worker.run(on_retry)
+        finally:
+            run.extra_stats.update(rebalances=worker.rebalances, produced=worker.produced)
+
+    _execute(run, consume)
+
+
+# The matching and time options are watch's own option objects, so the two never drift.
+kafka.params.extend(param for param in _watch.params if param.name in SHARED_WATCH_OPTIONS)
+main.add_command(kafka)

@@ -1,0 +1,230 @@
+"""The changelog: one input partition's pipeline state as records of the ``<group>-state`` topic.
+
+State of input partition ``p`` lives in partition ``p`` of the state topic (co-partitioned,
+as Kafka Streams does), as incremental records:
+
+* ``p:order:<id>`` per open order (value: created, key, seq, raw create event), and a
+  tombstone (no value) once the order is closed or timed out;
+* ``p:meta`` after each batch: the next input offset to read, the pipeline's watermark,
+  counters, reorder buffer and ``--paid-late`` memory (``Pipeline.snapshot(with_orders=False)``)
+  and the settings that give the state its meaning.
+
+Every record carries the input offset its batch covers in an ``offset`` header, and its
+writer's ``epoch``: one more than the highest in the log when that writer restored the
+partition. A batch counts only once its ``meta`` record is in the log: restoring folds
+the records batch by batch and drops what follows the last ``meta`` (a writer killed
+mid-batch), and drops records of an epoch lower than one already seen (a writer that
+kept going after its partition had moved on, say one frozen past its session timeout).
+Pure data in and out: the worker does the producing and the reading.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import orjson
+
+from ..matcher import OpenOrder, result_id
+from ..pipeline import Pipeline
+
+__all__ = ["Record", "Restored", "ChangelogError", "ChangelogWriter", "fold", "state_topic"]
+
+#: Bumped when the record layout changes; older state is refused rather than misread.
+FORMAT = 1
+
+
+class ChangelogError(Exception):
+    """The changelog cannot be used (another format or configuration); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One changelog record: key, value (None: a tombstone), the input offset it covers
+    and its writer's epoch."""
+
+    key: bytes
+    value: bytes | None
+    offset: int
+    epoch: int = 0
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        """The Kafka record headers stamping the covered input offset and the epoch."""
+        return [("offset", b"%d" % self.offset), ("epoch", b"%d" % self.epoch)]
+
+
+def epoch_of(headers) -> int:
+    """The epoch in a record's headers (0 when absent)."""
+    for name, value in headers or ():
+        if name == "epoch":
+            return int(value)
+    return 0
+
+
+def state_topic(group: str) -> str:
+    """The changelog topic of a consumer group."""
+    return f"{group}-state"
+
+
+def _meta_key(partition: int) -> bytes:
+    return b"%d:meta" % partition
+
+
+def _order_key(partition: int, order: OpenOrder) -> bytes:
+    return b"%d:order:%b" % (partition, result_id("open", order.key, order.created, order.seq).encode())
+
+
+@dataclass
+class Restored:
+    """What the changelog holds for one partition (see :func:`fold`)."""
+
+    meta: dict | None = None
+    orders: dict[bytes, OpenOrder] = field(default_factory=dict)
+    #: Keys written after the last meta record: an unfinished batch, not part of the state.
+    stray: set[bytes] = field(default_factory=set)
+    #: The highest writer epoch in the log (the next writer takes one more).
+    epoch: int = 0
+
+    @property
+    def offset(self) -> int | None:
+        """The next input offset to read, or None for a partition without state."""
+        return None if self.meta is None else self.meta["offset"]
+
+    def pipeline_state(self) -> dict | None:
+        """The state as ``Pipeline.restore`` takes it, or None without state."""
+        if self.meta is None:
+            return None
+        state = dict(self.meta["pipeline"])
+        state["buffer"] = [(time, seq, key, kind, raw.encode()) for time, seq, key, kind, raw in state["buffer"]]
+        matcher = state["matcher"]
+        state["matcher"] = dict(
+            matcher,
+            open=[tuple(order) for order in self.orders.values()],
+            expired=[(created, key, raw.encode(), seq) for created, key, raw, seq in matcher.get("expired") or ()],
+        )
+        return state
+
+
+def fold(partition: int, records: Iterable[tuple[bytes, bytes | None, int]], config: dict) -> Restored:
+    """Rebuild a partition's state from its changelog records ``(key, value, epoch)`` in
+    log order.
+
+    Raises :class:`ChangelogError` if the state was written in another format or under other
+    settings (key, window, match mode, ...): mixing them would give wrong results.
+    """
+    restored = Restored()
+    batch: list[tuple[bytes, bytes | None]] = []
+    meta_key = _meta_key(partition)
+    for key, value, epoch in records:
+        if epoch < restored.epoch:
+            continue  # a writer fenced off by a later one
+        if epoch > restored.epoch:
+            batch.clear()  # the previous writer's unfinished batch ends with it
+            restored.epoch = epoch
+        if key != meta_key:
+            batch.append((key, value))
+            continue
+        meta = orjson.loads(value)
+        if meta.get("format") != FORMAT:
+            raise ChangelogError(
+                f"state of partition {partition} has format {meta.get('format')}, this version reads {FORMAT}"
+            )
+        for order_key, order_value in batch:
+            if order_value is None:
+                restored.orders.pop(order_key, None)
+            else:
+                created, key_text, seq, raw = orjson.loads(order_value)
+                restored.orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq)
+        batch.clear()
+        restored.meta = meta
+    restored.stray = {key for key, _ in batch}
+    if restored.meta is not None:
+        stored = restored.meta["config"]
+        differences = [
+            f"{name} {stored.get(name)!r} there, {value!r} here"
+            for name, value in config.items()
+            if stored.get(name) != value
+        ]
+        if differences:
+            raise ChangelogError(
+                f"state of partition {partition} was written by a different configuration "
+                f"({'; '.join(differences)}); refusing to mix them: use another --group"
+            )
+    return restored
+
+
+class ChangelogWriter:
+    """Turns one partition's pipeline changes into changelog records, batch by batch.
+
+    It remembers which order records are live in the log (by timeline position, as
+    ``Matcher.take_changes`` numbers them), so a batch costs O(changes), not O(open orders).
+    """
+
+    def __init__(self, partition: int, config: dict, epoch: int = 1) -> None:
+        self.partition = partition
+        self.config = config
+        self.epoch = epoch
+        self._live: OrderedDict[int, bytes] = OrderedDict()  # timeline position -> record key
+        self._position_of: dict[bytes, int] = {}
+
+    def start(self, pipeline: Pipeline, restored: Restored, offset: int) -> list[Record]:
+        """After restoring ``pipeline`` from ``restored``: the batch that makes the log agree
+        with it (an unfinished batch of a killed writer is undone), ending in a meta record
+        that also fences off earlier writers (write it before anything else)."""
+        matcher = pipeline.matcher
+        matcher.take_changes()  # start change tracking from the restored picture
+        _, numbered = matcher.numbered_open_orders()
+        records = []
+        for position, order in numbered:
+            key = _order_key(self.partition, order)
+            self._live[position] = key
+            self._position_of[key] = position
+            if key in restored.stray:  # touched by the unfinished batch: write it again
+                records.append(Record(key, _order_value(order), offset, self.epoch))
+        records += [Record(key, None, offset, self.epoch) for key in restored.stray if key not in self._position_of]
+        records.append(self._meta(pipeline, offset))
+        return records
+
+    def batch(self, pipeline: Pipeline, offset: int) -> list[Record]:
+        """The records of everything changed since the last batch, ending in a meta record."""
+        head, opened, closed = pipeline.matcher.take_changes()
+        records = []
+        for order in closed:
+            key = _order_key(self.partition, order)
+            position = self._position_of.pop(key, None)
+            if position is not None:
+                del self._live[position]
+                records.append(Record(key, None, offset, self.epoch))
+        live = self._live
+        while live:
+            position = next(iter(live))
+            if position >= head:
+                break
+            key = live.pop(position)
+            del self._position_of[key]
+            records.append(Record(key, None, offset, self.epoch))
+        for position, order in opened:
+            key = _order_key(self.partition, order)
+            live[position] = key
+            self._position_of[key] = position
+            records.append(Record(key, _order_value(order), offset, self.epoch))
+        records.append(self._meta(pipeline, offset))
+        return records
+
+    def _meta(self, pipeline: Pipeline, offset: int) -> Record:
+        # Raw events passed the JSON parser, so they are valid UTF-8 and travel as text.
+        state = pipeline.snapshot(with_orders=False)
+        state["buffer"] = [(time, seq, key, kind, raw.decode()) for time, seq, key, kind, raw in state["buffer"]]
+        # Timed-out orders still payable under --paid-late: few, rewritten whole each batch.
+        state["matcher"]["expired"] = [
+            (created, key, raw.decode(), seq) for created, key, raw, seq in state["matcher"].get("expired") or ()
+        ]
+        value = {"format": FORMAT, "offset": offset, "config": self.config, "pipeline": state}
+        return Record(_meta_key(self.partition), orjson.dumps(value), offset, self.epoch)
+
+
+def _order_value(order: OpenOrder) -> bytes:
+    # The raw create event passed the JSON parser, so it is valid UTF-8.
+    return orjson.dumps((order.created, order.key, order.seq, order.raw.decode()))

@@ -1,0 +1,125 @@
+"""Reaching the cluster: client settings (TLS, SASL), connecting with retries, the topics.
+
+Imported only by ``ordertimeout kafka`` (it loads aiokafka). Failures become
+:class:`KafkaRunError` with a message naming what is wrong, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from ..sources import SourceError
+
+__all__ = ["ClientSettings", "KafkaRunError", "connect_admin", "check_topics"]
+
+
+class KafkaRunError(SourceError):
+    """The cluster or its topics cannot be used; the message says what and where."""
+
+
+@dataclass
+class ClientSettings:
+    """How every client of a worker reaches the cluster: aiokafka's connection options."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def kwargs(self) -> dict:
+        """Keyword arguments for any aiokafka client."""
+        options = {"bootstrap_servers": self.bootstrap.split(","), "security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            context = ssl.create_default_context(cafile=self.ssl_cafile)
+            if self.ssl_certfile:
+                context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+            options["ssl_context"] = context
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password
+        options.update(self.extra)
+        return options
+
+
+async def connect_admin(settings: ClientSettings, timeout_ms: int,
+                        on_retry: Callable[[int, str], None]) -> AIOKafkaAdminClient:
+    """An admin client connected to the cluster, retrying until ``timeout_ms`` has passed.
+
+    ``on_retry(attempt, reason)`` is told about each failed attempt (for the status line).
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    attempt, delay = 0, 0.2
+    while True:
+        attempt += 1
+        admin = AIOKafkaAdminClient(**settings.kwargs(), request_timeout_ms=max(1000, min(timeout_ms, 30_000)))
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(0.1, remaining)):
+                await admin.start()
+            return admin
+        except (KafkaError, OSError, TimeoutError) as error:
+            await admin.close()
+            reason = _describe(error)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise KafkaRunError(
+                f"cannot reach the Kafka cluster at {settings.bootstrap} within {timeout_ms / 1000:g}s "
+                f"(--connect-timeout): {reason}"
+            )
+        on_retry(attempt, reason)
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, 5.0)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, (TimeoutError, KafkaConnectionError)):
+        return "no broker answered"  # aiokafka's text lists address tuples: no help to a reader
+    return str(error) or type(error).__name__
+
+
+async def check_topics(admin: AIOKafkaAdminClient, bootstrap: str, topic: str, results_topic: str,
+                       state_topic: str, create_partitions: int | None, replication: int = 1) -> int:
+    """Make sure the three topics exist (creating them with ``create_partitions`` and
+    ``replication`` copies); return the input topic's partition count. The state topic must
+    have as many partitions."""
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in (topic, results_topic, state_topic) if name not in existing]
+        if missing and create_partitions is None:
+            raise KafkaRunError(
+                f"missing topic{'s' if len(missing) > 1 else ''} on {bootstrap}: {', '.join(missing)} "
+                "(create them, or pass --create-topics N to create them with N partitions)"
+            )
+        if missing:
+            await admin.create_topics([
+                NewTopic(
+                    name, create_partitions, replication,
+                    # The changelog keeps the latest record per key: compaction bounds it.
+                    topic_configs={"cleanup.policy": "compact"} if name == state_topic else {},
+                )
+                for name in missing
+            ])
+        counts = {}
+        for description in await admin.describe_topics([topic, state_topic]):
+            counts[description["topic"]] = len(description["partitions"])
+    except KafkaError as error:
+        raise KafkaRunError(f"cannot read the topics on {bootstrap}: {error}") from None
+    if counts.get(state_topic) != counts.get(topic):
+        raise KafkaRunError(
+            f"{state_topic} has {counts.get(state_topic)} partitions and {topic} has {counts.get(topic)}: "
+            "the state topic needs one partition per input partition"
+        )
+    return counts[topic]

@@ -1,0 +1,214 @@
+"""One assigned input partition: its own pipeline, watermark, timers and changelog.
+
+The Kafka Streams ``StreamTask`` in miniature. The worker hands it batches of records;
+it restores its state first (the partition stays paused meanwhile), then feeds each
+record's value to its :class:`~ordertimeout.pipeline.Pipeline`, fires processing-time and
+``--idle`` timers as the local runtime does, and checkpoints: results delivered first,
+then the changelog batch that covers them, then the group offset. Every rule stays in
+the pipeline and the matcher; this module owns ordering, waiting and writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, Protocol
+
+from ..clocks import Clock
+from ..events import RejectedLine
+from ..matcher import Result
+from ..pipeline import Pipeline, TimeMode
+from .changelog import ChangelogWriter, Record, Restored
+
+__all__ = ["PartitionTask", "Host"]
+
+#: Timeouts emitted per call when many are due at once (as the local runtime does).
+EMIT_SLICE = 128
+
+_STOP = object()
+
+
+class Host(Protocol):
+    """What a partition task needs from its worker (the Kafka clients and the sinks)."""
+
+    clock: Clock
+
+    async def restore(self, partition: int) -> Restored: ...
+
+    async def start_position(self, partition: int, restored_offset: int | None) -> int: ...
+
+    def resume(self, partition: int) -> None: ...
+
+    async def send_result(self, result: Result) -> Awaitable: ...
+
+    async def send_state(self, partition: int, records: list[Record]) -> None: ...
+
+    async def commit(self, partition: int, offset: int) -> None: ...
+
+    def show(self, results: list[Result]) -> None: ...
+
+    def reject(self, partition: int, offset: int, reason: str, raw: bytes) -> None: ...
+
+
+class PartitionTask:
+    """The pipeline of one input partition and the asyncio task that drives it."""
+
+    def __init__(self, partition: int, pipeline: Pipeline, host: Host, config: dict,
+                 checkpoint_every: int, queue_size: int = 16) -> None:
+        self.partition = partition
+        self.pipeline = pipeline
+        self.host = host
+        self.checkpoint_every = checkpoint_every
+        self.changelog = ChangelogWriter(partition, config)
+        self.queue: asyncio.Queue = asyncio.Queue(queue_size)
+        #: The next input offset to process; records before it were already applied.
+        self.offset: int | None = None
+        self.ready = False
+        self.baseline: dict | None = None  # the restored counters, to tell this run's share
+        self._in_flight: list[Awaitable] = []
+        self._saved: tuple | None = None
+        self._last_checkpoint = 0
+        self._floor = float("-inf")  # processing time never runs backwards across workers
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> asyncio.Task:
+        """Restore and run in a new asyncio task."""
+        self._task = asyncio.create_task(self._run(), name=f"partition-{self.partition}")
+        return self._task
+
+    async def stop(self) -> None:
+        """Revocation or shutdown: finish the batch at hand, checkpoint, commit, end.
+
+        Batches still queued are dropped: their offsets were not processed, so the next
+        owner reads them again from the offset saved here.
+        """
+        task = self._task
+        if task is None or task.done():
+            if task is not None and not task.cancelled():
+                task.result()  # an error of the task surfaces here
+            return
+        if not self.ready:  # still restoring: nothing decided yet, nothing to save
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(_STOP)
+        await task
+
+    @property
+    def task(self) -> asyncio.Task | None:
+        """The asyncio task (None before ``start``)."""
+        return self._task
+
+    async def _run(self) -> None:
+        await self._restore()
+        clock = self.host.clock
+        while True:
+            timer = self.pipeline.next_timer()
+            due = self._last_checkpoint + self.checkpoint_every
+            wake = due if timer is None else min(timer, due)
+            try:
+                async with asyncio.timeout(clock.seconds_until(wake)):
+                    item = await self.queue.get()
+            except TimeoutError:
+                await self._emit_due(self._now())
+                await self._maybe_checkpoint()
+                continue
+            if item is _STOP:
+                await self.checkpoint()
+                return
+            await self._feed(item)
+            await self._maybe_checkpoint()
+
+    async def _restore(self) -> None:
+        """Restore-then-run: state from the changelog, then the offset after it."""
+        host = self.host
+        restored = await host.restore(self.partition)
+        state = restored.pipeline_state()
+        if state is not None:
+            self.pipeline.restore(state)
+            now = self.pipeline.matcher.now
+            if self.pipeline.time_mode is TimeMode.PROCESSING and now != float("-inf"):
+                self._floor = now
+        self.baseline = self.pipeline.stats()
+        self.offset = await host.start_position(self.partition, restored.offset)
+        self.changelog.epoch = restored.epoch + 1
+        # Written before anything else: mends an unfinished batch, fences off earlier writers.
+        await host.send_state(self.partition, self.changelog.start(self.pipeline, restored, self.offset))
+        self._saved = self._progress()
+        self._last_checkpoint = host.clock.now_ms()
+        self.ready = True
+        host.resume(self.partition)
+        # Processing time: orders whose deadline passed while nobody owned the partition
+        # time out at once, stamped with their deadline and marked recovered.
+        if self.pipeline.time_mode is TimeMode.PROCESSING:
+            await self._emit_due(self._now(), recovered=True)
+
+    # -- feeding ---------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return max(self.host.clock.now_ms(), self._floor)
+
+    async def _feed(self, records) -> None:
+        now = self._now()
+        await self._emit_due(now)
+        feed = self.pipeline.feed
+        out: list[Result] = []
+        for record in records:
+            offset = record.offset
+            if offset < self.offset:
+                continue  # already applied (fetched before the seek to the restored offset)
+            self.offset = offset + 1
+            raw = (record.value or b"").rstrip(b"\r\n")
+            try:
+                out += feed(raw, now)
+            except RejectedLine as rejected:
+                reason = rejected.reason if record.value is not None else "record without a value"
+                self.host.reject(self.partition, offset, reason, raw)
+        await self._emit(out)
+
+    async def _emit_due(self, now: int, recovered: bool = False) -> None:
+        while True:
+            results = self.pipeline.advance(now, EMIT_SLICE)
+            if recovered:
+                results = [result._replace(recovered=True) for result in results]
+            await self._emit(results)
+            if len(results) < EMIT_SLICE:
+                return
+
+    async def _emit(self, results: list[Result]) -> None:
+        if not results:
+            return
+        self.host.show(results)
+        send, in_flight = self.host.send_result, self._in_flight
+        for result in results:  # one at a time, so they are produced in decision order
+            in_flight.append(await send(result))
+
+    # -- checkpoints -----------------------------------------------------------------
+
+    def _progress(self) -> tuple:
+        """What a checkpoint would save that the last one did not: unchanged, nothing is
+        written (a quiet partition costs no records)."""
+        pipeline = self.pipeline
+        counts = tuple(pipeline.matcher.counts().values())
+        return (self.offset, pipeline.events, pipeline.rejected, pipeline.late, pipeline.frontier, counts)
+
+    async def _maybe_checkpoint(self) -> None:
+        if self.host.clock.now_ms() - self._last_checkpoint >= self.checkpoint_every:
+            await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Results delivered, then the state that covers them, then the group offset:
+        after a crash a result may come twice (same id), never zero times."""
+        self._last_checkpoint = self.host.clock.now_ms()
+        in_flight, self._in_flight = self._in_flight, []
+        if in_flight:
+            await asyncio.gather(*in_flight)
+        progress = self._progress()
+        if progress == self._saved:
+            return
+        await self.host.send_state(self.partition, self.changelog.batch(self.pipeline, self.offset))
+        self._saved = progress
+        await self.host.commit(self.partition, self.offset)

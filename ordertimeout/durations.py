@@ -8,7 +8,6 @@ a window that is not what the user typed breaks "correct to the millisecond".
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
 __all__ = ["DurationError", "parse_duration", "format_duration"]
 
@@ -45,14 +44,14 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> int:
     if cleaned.startswith("-"):
         raise DurationError(f"{text!r} is negative")
     if _BARE_NUMBER.fullmatch(cleaned):
-        total_ns = Fraction(cleaned.lstrip("+")) * _UNIT_NS["s"]
+        total_ns = _exact(cleaned.lstrip("+")) * _UNIT_NS["s"]
     else:
-        total_ns = Fraction(0)
+        total_ns = 0
         position = 0
         for part in _PART.finditer(cleaned):
             if part.start() != position:
                 break
-            total_ns += Fraction(part.group(1)) * _UNIT_NS[part.group(2)]
+            total_ns += _exact(part.group(1)) * _UNIT_NS[part.group(2)]
             position = part.end()
         if position != len(cleaned) or position == 0:
             raise DurationError(
@@ -60,10 +59,20 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> int:
             )
     if total_ns == 0 and not allow_zero:
         raise DurationError(f"{text!r} is zero; it must be positive")
-    milliseconds = total_ns / _NS_PER_MS
-    if milliseconds.denominator != 1:
+    milliseconds, remainder = divmod(total_ns, _NS_PER_MS)
+    if remainder:
         raise DurationError(f"{text!r} is not a whole number of milliseconds")
     return int(milliseconds)
+
+
+def _exact(number: str):
+    """The exact value of a decimal numeral: an int, or a Fraction when it has a point
+    (imported only then, so start-up with whole-number options never loads fractions)."""
+    if "." not in number:
+        return int(number)
+    from fractions import Fraction
+
+    return Fraction(number)
 
 
 def format_duration(milliseconds: int) -> str:

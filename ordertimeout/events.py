@@ -8,8 +8,8 @@ can be wrong into one exception with a reason a person can act on.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 import operator
 from typing import Any, Callable
 
@@ -196,6 +196,63 @@ class EventParser:
             return key, kind, None, raw
         return key, kind, self._time_value(time), raw
 
+    def parse_lines(
+        self, lines: list[bytes], start: int, time_policy: int, default_time: int | None = None
+    ) -> tuple[list[tuple[str, int, int | None, bytes]], int]:
+        """Parse ``lines[start:]`` as :meth:`parse` would, up to the first line it would
+        reject; return the parsed events and that line's index (``len(lines)`` if none).
+
+        The stopped-at line is left to :meth:`parse`, which says what is wrong with it, and
+        so is any line that is not one bare object (a byte order mark, a blank line, anything
+        after the closing brace such as a carriage return). ``default_time`` stands in for
+        the time of every event when ``time_policy`` is :data:`TIME_IGNORED`.
+        """
+        events: list[tuple[str, int, int | None, bytes]] = []
+        append = events.append
+        ignore_time = time_policy == TIME_IGNORED
+        schema = self.schema
+        fields = (schema.key_field, schema.type_field, schema.time_field)
+        if any("." in field for field in fields) or (self._unit_num, self._unit_den) != (1, 1):
+            # Dotted paths or another time unit: every line through parse, still one batch.
+            for raw in itertools.islice(lines, start, None):
+                if not raw or raw[-1] != 125:  # 125 is "}": nothing after the object
+                    break
+                try:
+                    key, kind, time, raw = self.parse(raw, time_policy)
+                except RejectedLine:
+                    break
+                append((key, kind, default_time if ignore_time else time, raw))
+            return events, start + len(events)
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        key_field, type_field, time_field = fields
+        kind_of = self._kinds.get
+        low, high = _MIN_TIME_MS, _MAX_TIME_MS
+        for raw in itertools.islice(lines, start, None):
+            try:
+                obj = loads(raw)
+                # No .get: not an object. A field that is absent comes out as None.
+                key, type_value = obj.get(key_field), obj.get(type_field)
+            except (decode_error, AttributeError):
+                break
+            if raw[-1] != 125:  # 125 is "}": nothing after the object
+                break
+            # The common case inline, as in parse; anything else through parse itself.
+            if type(key) is str and type(type_value) is str:
+                if ignore_time:
+                    append((key, kind_of(type_value, OTHER), default_time, raw))
+                    continue
+                time = obj.get(time_field)
+                if type(time) is int and low <= time <= high:
+                    append((key, kind_of(type_value, OTHER), time, raw))
+                    continue
+            try:
+                key, kind, time, raw = self.parse(raw, time_policy)
+            except RejectedLine:
+                break
+            append((key, kind, default_time if ignore_time else time, raw))
+        # Each parsed event is one line: the first line not parsed is the one stopped at.
+        return events, start + len(events)
+
     @staticmethod
     def _text_field(value: Any, field: str, role: str, wanted: str) -> str:
         if value is _MISSING:
@@ -218,6 +275,8 @@ class EventParser:
             ms = value * self._unit_num // self._unit_den
         elif isinstance(value, float):
             # Via the shortest decimal text, so 1.001 s is 1001 ms and not 1000.999...
+            from decimal import Decimal, InvalidOperation  # only for float times: lean start-up
+
             try:
                 exact = Decimal(repr(value)) * self._unit_num / self._unit_den
                 ms = int(exact.to_integral_value(rounding="ROUND_FLOOR"))

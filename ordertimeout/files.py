@@ -94,6 +94,14 @@ def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input]):
     for source in inputs:
         if source.path is not None:
             offset, line, notice = resume_position(saved, source.path)
+            rotated = _rotated_to(saved, source.path) if notice is not None and offset == 0 else None
+            if rotated is not None:  # first what was appended to it before it was renamed
+                old_path, old_offset, old_line = rotated
+                notice = (f"{source.path} was rotated to {old_path} since the last run; reading the rest "
+                          f"of {old_path}, then {source.path} from the start")
+                positions[old_path] = (old_offset, old_line)
+                resumed.append(dataclasses.replace(source, name=old_path, path=old_path, follow=False,
+                                                   start_offset=old_offset))
             if notice is not None:
                 notices.append(notice)
             if offset:
@@ -101,6 +109,29 @@ def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input]):
                 source = dataclasses.replace(source, start_offset=offset)
         resumed.append(source)
     return resumed, positions, notices
+
+
+def _rotated_to(saved: dict[str, SavedPosition], path: str) -> tuple[str, int, int] | None:
+    """Where the file last read under ``path`` went, if it was renamed beside it (log
+    rotation: ``events.jsonl`` became ``events.jsonl.1``) and has lines after its saved
+    offset: ``(its path, offset, line)``."""
+    resolved = os.path.realpath(path)
+    position = saved.get(resolved)
+    if position is None:
+        return None
+    folder = os.path.dirname(resolved)
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.inode() != position.inode or entry.path == resolved:
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if (stat.S_ISREG(info.st_mode) and info.st_dev == position.device and info.st_size > position.offset
+                        and _head_matches(entry.path, position)):
+                    return entry.path, position.offset, position.line
+    except OSError:
+        return None
+    return None
 
 
 def _head_matches(path: str, position: SavedPosition) -> bool:

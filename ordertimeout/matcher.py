@@ -28,13 +28,26 @@ skipped when their deadline comes (lazy deletion), which keeps a pay O(1).
 from __future__ import annotations
 
 import itertools
-import struct
-from urllib.parse import quote
 from collections import deque
 from enum import Enum
-from typing import NamedTuple
+from typing import Iterable
 
 from .events import CANCEL, CREATE, PAY
+from .orders import (  # noqa: F401  (the packing helpers are re-exported for the tests)
+    _HEADER,
+    Cancelled,
+    OpenOrder,
+    PaidLate,
+    Result,
+    Success,
+    Timeout,
+    _created_of,
+    _created_raw_seq,
+    _key_of,
+    _pack,
+    _unpack,
+    result_id,
+)
 
 __all__ = [
     "Mode",
@@ -59,157 +72,10 @@ class Mode(str, Enum):
     FOLLOWED_BY = "followed-by"  #: Flink ``.followedBy()``: a pay completes every open create
 
 
-class OpenOrder(NamedTuple):
-    """A create waiting for its pay: plain data, so it can be saved and restored.
+# Results are built with tuple.__new__ on the hot paths: the same objects as calling the
+# class, without the Python-level __new__ frame a NamedTuple adds (a third of the cost).
+_new = tuple.__new__
 
-    ``seq`` is the create's position among its key's creates at the same millisecond
-    (0 for the first), which makes the order's result id unique.
-    """
-
-    created: int
-    key: str
-    raw: bytes
-    seq: int = 0
-
-
-def result_id(kind: str, key: str, created: int, seq: int) -> str:
-    """The stable id of a result: ``timeout:u1:1700000000000:0``.
-
-    Derived from the result alone (kind, key, the create's time and its position among
-    the key's creates at that millisecond), so ``watch``, a rerun over the same events and
-    a Kafka worker give the same result the same id, and a consumer can drop repeats.
-    The key is percent-encoded (``:`` and anything outside ``A-Za-z0-9_.-~@``), so the id
-    is plain ASCII, fits an HTTP header, and reads back unambiguously.
-    """
-    return f"{kind}:{quote(key, safe='@')}:{created}:{seq}"
-
-
-class Success(NamedTuple):
-    """A create paid before its deadline."""
-
-    key: str
-    created: int
-    paid: int
-    deadline: int
-    create: bytes
-    pay: bytes
-    seq: int = 0
-
-    @property
-    def time(self) -> int:
-        """When the result happened: the pay's time."""
-        return self.paid
-
-    @property
-    def id(self) -> str:
-        """The stable id (see :func:`result_id`)."""
-        return result_id("success", self.key, self.created, self.seq)
-
-
-class Timeout(NamedTuple):
-    """A create with no pay before its deadline; stamped with the deadline."""
-
-    key: str
-    created: int
-    deadline: int
-    create: bytes
-    recovered: bool = False
-    seq: int = 0
-
-    @property
-    def time(self) -> int:
-        """When the result happened: the deadline."""
-        return self.deadline
-
-    @property
-    def id(self) -> str:
-        """The stable id (see :func:`result_id`)."""
-        return result_id("timeout", self.key, self.created, self.seq)
-
-
-class Cancelled(NamedTuple):
-    """A create closed by a cancel event (``each`` mode with a cancel type)."""
-
-    key: str
-    created: int
-    cancelled: int
-    deadline: int
-    create: bytes
-    cancel: bytes
-    seq: int = 0
-
-    @property
-    def time(self) -> int:
-        """When the result happened: the cancel's time."""
-        return self.cancelled
-
-    @property
-    def id(self) -> str:
-        """The stable id (see :func:`result_id`)."""
-        return result_id("cancelled", self.key, self.created, self.seq)
-
-
-class PaidLate(NamedTuple):
-    """A timed-out order whose pay came after its deadline, within ``--paid-late``."""
-
-    key: str
-    created: int
-    deadline: int
-    paid: int
-    create: bytes
-    pay: bytes
-    seq: int = 0
-
-    @property
-    def time(self) -> int:
-        """When the result happened: the late pay's time."""
-        return self.paid
-
-    @property
-    def id(self) -> str:
-        """The stable id (see :func:`result_id`)."""
-        return result_id("paid_late", self.key, self.created, self.seq)
-
-
-Result = Success | Timeout | Cancelled | PaidLate
-
-
-# Inside the matcher an open order is one bytes object: its created time, its sequence
-# number within the key's millisecond and its key in a small header, then the raw create
-# event. One object instead of a tuple, an int and the
-# raw bytes saves about 90 bytes an order (a million open orders fit in ~270 MB, stored
-# events included), and bytes are never tracked by the garbage collector, whose full
-# collections would otherwise stall timers for milliseconds once many orders are open.
-# Two packed orders are never the same object, so identity still tells them apart.
-_HEADER = struct.Struct(">qII")  # created (ms), length of the UTF-8 key, seq
-
-
-def _pack(created: int, key: str, raw: bytes, seq: int = 0) -> bytes:
-    try:
-        key_bytes = key.encode()
-    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as it is
-        key_bytes = key.encode("utf-8", "surrogatepass")
-    return b"".join((_HEADER.pack(created, len(key_bytes), seq), key_bytes, raw))
-
-
-def _created_of(order: bytes) -> int:
-    return _HEADER.unpack_from(order)[0]
-
-
-def _key_of(order: bytes) -> str:
-    _, length, _ = _HEADER.unpack_from(order)
-    return order[_HEADER.size : _HEADER.size + length].decode("utf-8", "surrogatepass")
-
-
-def _unpack(order: bytes) -> OpenOrder:
-    created, length, seq = _HEADER.unpack_from(order)
-    start = _HEADER.size + length
-    return OpenOrder(created, order[_HEADER.size : start].decode("utf-8", "surrogatepass"), order[start:], seq)
-
-
-def _created_raw_seq(order: bytes) -> tuple[int, bytes, int]:
-    created, length, seq = _HEADER.unpack_from(order)
-    return created, order[_HEADER.size + length :], seq
 
 #: The matcher's counters, in the order the statistics show them.
 COUNTER_NAMES = (
@@ -275,45 +141,131 @@ class Matcher:
 
     def on_event(self, key: str, kind: int, time: int, raw: bytes) -> list[Result]:
         """Apply one event at ``time``; return the results it decides, timeouts first."""
-        if time < self.now:
-            raise OutOfOrderError(f"event at {time} after time {self.now}")
-        if self._head_deadline <= time:
-            out = self.advance_to(time)
-        else:
-            out = []
-            self.now = time
-        if self._forget_at <= time:
-            self._forget_expired(time)
+        return self.on_events(((key, kind, time, raw),))
+
+    def on_events(self, events: Iterable[tuple[str, int, int, bytes]]) -> list[Result]:
+        """Apply ``(key, kind, time, raw)`` events in order; return the results they decide.
+
+        The same as :meth:`on_event` for each in turn, results concatenated: this is the
+        one implementation of the rules, written as one loop over a batch because a host
+        feeds thousands of events at a time and per-call work would cost more than the
+        rules themselves. Raises :class:`OutOfOrderError` at an event older than the time
+        reached; the events before it stay applied.
+        """
+        out: list[Result] = []
+        append = out.append
         mode = self.mode
+        each, next_mode, followed_by = mode is Mode.EACH, mode is Mode.NEXT, mode is Mode.FOLLOWED_BY
+        paid_late = self.paid_late_ms is not None
         within = self.within
-        if kind == CREATE:
-            self.creates += 1
-            self._open_order(key, time, raw)
-        elif kind == PAY:
-            self.pays += 1
-            if key not in self._open:
-                if key in self._expired:
-                    out += self._pay_late(key, time, raw)
+        open_orders = self._open
+        setdefault, pop = open_orders.setdefault, open_orders.pop
+        timeline = self._timeline
+        push = timeline.append
+        pack, unpack, size = _HEADER.pack, _HEADER.unpack_from, _HEADER.size
+        tick_creates = self._tick_creates
+        tick_get = tick_creates.get
+        closed_early = self._closed_early
+        tick = self._tick
+        head_deadline = self._head_deadline
+        now = self.now
+        # Counters are summed locally and added once: nothing reads them inside the batch.
+        creates = pays = other = cancels = success = cancelled = unmatched_pays = 0
+        unmatched_cancels = discarded = opened = closed = 0
+        try:
+            for key, kind, time, raw in events:
+                if time < now:
+                    raise OutOfOrderError(f"event at {time} after time {now}")
+                now = time
+                if head_deadline <= time:
+                    # Settle expired windows first (rule 3).
+                    out += self.advance_to(time)
+                    head_deadline = self._head_deadline
+                if paid_late and self._forget_at <= time:
+                    self._forget_expired(time)
+                if kind == CREATE:
+                    creates += 1
+                    if next_mode and key in open_orders:
+                        # Strict contiguity: a create after a create breaks the first one's match.
+                        orders = self._close_all(key)
+                        discarded += len(orders)
+                    if time != tick:
+                        tick = time
+                        tick_creates.clear()
+                    seq = tick_get(key, 0)
+                    tick_creates[key] = seq + 1
+                    try:
+                        key_bytes = key.encode()
+                    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as it is
+                        key_bytes = key.encode("utf-8", "surrogatepass")
+                    order = pack(time, len(key_bytes), seq) + key_bytes + raw
+                    # One dict operation in the common case (the key had nothing open).
+                    current = setdefault(key, order)
+                    if current is not order:
+                        if type(current) is list:
+                            current.append(order)
+                        else:
+                            open_orders[key] = [current, order]
+                    if not timeline:
+                        head_deadline = self._head_deadline = time + within
+                    push(order)
+                    opened += 1
+                elif kind == PAY:
+                    pays += 1
+                    current = pop(key, None)  # one dict operation when the key had one order
+                    if current is None:
+                        if paid_late and key in self._expired:
+                            out += self._pay_late(key, time, raw)
+                        else:
+                            unmatched_pays += 1
+                        continue
+                    if type(current) is not list:  # the common case: one open order
+                        closed += 1
+                        if closed_early is not None:
+                            closed_early.append(current)
+                        created, length, seq = unpack(current)
+                        success += 1
+                        append(_new(Success, (key, created, time, created + within, current[size + length :], raw, seq)))
+                        continue
+                    if followed_by:
+                        paid = current
+                    else:
+                        paid = (current.pop(0),)
+                        open_orders[key] = current[0] if len(current) == 1 else current
+                    closed += len(paid)
+                    if closed_early is not None:
+                        closed_early.extend(paid)
+                    for order in paid:
+                        created, length, seq = unpack(order)
+                        success += 1
+                        append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
+                elif kind == CANCEL and each:
+                    cancels += 1
+                    if key in open_orders:
+                        order = self._close_oldest(key)
+                        created, length, seq = unpack(order)
+                        cancelled += 1
+                        append(_new(Cancelled, (key, created, time, created + within, order[size + length :], raw, seq)))
+                    else:
+                        unmatched_cancels += 1
                 else:
-                    self.unmatched_pays += 1
-            else:
-                closed = self._close_all(key) if mode is Mode.FOLLOWED_BY else (self._close_oldest(key),)
-                for order in closed:
-                    created, create, seq = _created_raw_seq(order)
-                    self.success += 1
-                    out.append(Success(key, created, time, created + within, create, raw, seq))
-        elif kind == CANCEL and mode is Mode.EACH:
-            self.cancels += 1
-            if key in self._open:
-                created, create, seq = _created_raw_seq(self._close_oldest(key))
-                self.cancelled += 1
-                out.append(Cancelled(key, created, time, created + within, create, raw, seq))
-            else:
-                self.unmatched_cancels += 1
-        else:
-            self.other += 1
-            if mode is Mode.NEXT and key in self._open:
-                self.discarded += len(self._close_all(key))
+                    other += 1
+                    if next_mode and key in open_orders:
+                        discarded += len(self._close_all(key))
+        finally:
+            self.now = now
+            self._tick = tick
+            self.pending += opened - closed
+            self._appended += opened
+            self.creates += creates
+            self.pays += pays
+            self.other += other
+            self.cancels += cancels
+            self.success += success
+            self.cancelled += cancelled
+            self.unmatched_pays += unmatched_pays
+            self.unmatched_cancels += unmatched_cancels
+            self.discarded += discarded
         return out
 
     def advance_to(self, time: int | float, limit: int | None = None) -> list[Timeout]:
@@ -328,30 +280,45 @@ class Matcher:
                 self.now = time
             return out
         # The hot loop of a burst of timeouts: helpers inlined, one header read per order.
+        append = out.append
         timeline = self._timeline
+        popleft = timeline.popleft
         within = self.within
         open_orders = self._open
+        pop = open_orders.pop
         unpack, size = _HEADER.unpack_from, _HEADER.size
+        remember = self.paid_late_ms is not None
+        popped = 0
+        closed = 0
         complete = True
         while timeline:
             order = timeline[0]
             created, length, seq = unpack(order)
             if created + within > time:
                 break
-            if limit is not None and len(out) >= limit:
+            if limit is not None and closed >= limit:
                 complete = False
                 break
-            timeline.popleft()
-            self._popped += 1
+            popleft()
+            popped += 1
             key = order[size : size + length].decode("utf-8", "surrogatepass")
-            current = open_orders.get(key)
+            current = pop(key, None)  # one dict operation for the common case, put back if not
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
-            if current is order or (type(current) is list and current[0] is order):
-                self._close_oldest(key, early=False)
-                self.timeout += 1
-                out.append(Timeout(key, created, created + within, order[size + length :], False, seq))
-                if self.paid_late_ms is not None:
-                    self._remember_expired(key, order, created + within)
+            if current is not order:
+                if type(current) is list and current[0] is order:
+                    del current[0]
+                    open_orders[key] = current[0] if len(current) == 1 else current
+                else:
+                    if current is not None:
+                        open_orders[key] = current
+                    continue
+            closed += 1
+            append(_new(Timeout, (key, created, created + within, order[size + length :], False, seq)))
+            if remember:
+                self._remember_expired(key, order, created + within)
+        self._popped += popped
+        self.pending -= closed
+        self.timeout += closed
         self._head_deadline = unpack(timeline[0])[0] + within if timeline else float("inf")
         if complete and time > self.now:
             self.now = time

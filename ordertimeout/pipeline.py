@@ -99,6 +99,74 @@ class Pipeline:
             return self.matcher.on_event(key, kind, now, raw)
         return self._feed_event_time(key, kind, time, raw, now)
 
+    def feed_lines(self, lines: list[bytes], now: int, start: int = 0) -> tuple[list[Result], int]:
+        """Feed ``lines[start:]``, read at ``now``, as :meth:`feed` would one by one, up to
+        the first line that :meth:`feed` must see itself (one to reject, a late event, the
+        first line of a run, which decides the time mode); return the results and that
+        line's index (``len(lines)`` when every line was fed).
+
+        The fast path of a host: a chunk of lines costs one parser loop and one matcher
+        batch instead of a call per line. A host feeds the stopped-at line with
+        :meth:`feed` (reporting what it raises) and calls again from the next one.
+        """
+        mode = self.time_mode
+        if mode is None:
+            return [], start
+        if mode is TimeMode.PROCESSING:
+            events, stop = self.parser.parse_lines(lines, start, TIME_IGNORED, now)
+            self.events += len(events)
+            return self.matcher.on_events(events), stop
+        events, stop = self.parser.parse_lines(lines, start, TIME_REQUIRED)
+        if not events:
+            return [], stop
+        # Event time as in _feed_event_time and advance_frontier, for the whole batch:
+        # events due in (time, input order) are collected, then applied in one matcher
+        # batch. Leaving the matcher's advance to each frontier for the end of the batch
+        # changes no result or its order: every later event is at or after that frontier,
+        # and the matcher settles earlier deadlines before applying an event.
+        frontier, max_time, lateness = self.frontier, self._max_time, self.lateness
+        buffer, sequence = self._buffer, self._sequence
+        ready: list[tuple[str, int, int, bytes]] = []
+        used = 0
+        if not lateness and not buffer:
+            # Without lateness an event is late exactly when it is older than the one
+            # before it (or than the frontier): a batch in time order is applied as it is.
+            times = [event[2] for event in events]
+            if times[0] >= frontier and times == sorted(times):
+                ready, used = events, len(events)
+                if times[-1] > max_time:
+                    max_time, self._max_arrival = times[-1], now
+                frontier = max_time
+                events = ()
+        for event in events:
+            time = event[2]
+            if time < frontier:
+                stop = start + used  # late: feed counts and reports it
+                break
+            used += 1
+            if time > max_time:
+                max_time, self._max_arrival = time, now
+            candidate = max_time - lateness
+            if not buffer and time <= candidate:
+                frontier = candidate
+                ready.append(event)
+                continue
+            key, kind, _, raw = event
+            heapq.heappush(buffer, (time, sequence, key, kind, raw))
+            sequence += 1
+            if candidate > frontier:
+                frontier = candidate
+                while buffer and buffer[0][0] <= frontier:
+                    time, _, key, kind, raw = heapq.heappop(buffer)
+                    ready.append((key, kind, time, raw))
+        self.events += used
+        self._max_time, self._sequence = max_time, sequence
+        out = self.matcher.on_events(ready)
+        if frontier > self.frontier:
+            self.frontier = frontier
+            out += self.matcher.advance_to(frontier)
+        return out, stop
+
     def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes, now: int) -> list[Result]:
         if time < self.frontier:
             self.late += 1

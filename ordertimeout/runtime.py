@@ -16,8 +16,9 @@ from typing import Callable, Iterable, Protocol
 
 from .clocks import Clock
 from .events import RejectedLine
+from .histogram import TIMER_LATENESS_BOUNDS_MS, Buckets
 from .matcher import Timeout
-from .pipeline import Pipeline
+from .pipeline import Pipeline, TimeMode
 from .sinks import RejectReporter, ResultWriter
 from .files import FileIdentity, SavedPosition
 from .framing import LineSplitter, Overlong
@@ -25,8 +26,6 @@ from .sources import END, ROTATED
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20
-#: Timeouts formatted and flushed together when many are due at once.
-EMIT_SLICE = 128
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -90,6 +89,10 @@ class Runtime:
         self.started_ms: int | None = None
         self.finished_ms: int | None = None
         self._handled_ms: int | float = float("-inf")  # the latest moment worked at
+        # Observability (--stats, /metrics): lines read, and how late timer-driven
+        # timeouts went out after their deadline.
+        self.lines_read = 0
+        self.timer_lateness = Buckets(TIMER_LATENESS_BOUNDS_MS)
 
     @property
     def elapsed_ms(self) -> int:
@@ -165,6 +168,7 @@ class Runtime:
                 lines = splitter.finish()
             else:
                 lines = []  # the file may still be growing: its unfinished line waits
+            self.lines_read += len(lines)
             now = self._moment(arrival)
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit_due(now)
@@ -189,6 +193,24 @@ class Runtime:
         return points
 
     def _feed_lines(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
+        """Feed a chunk's lines: runs of plain lines through the pipeline's batch path,
+        each line it stops at (to reject, late, blank, over-long...) through _feed_each."""
+        if not lines or type(lines[0]) is Overlong or max(map(len, lines)) > self.max_line_bytes:
+            return self._feed_each(lines, name, line_number, now)
+        feed_lines, write = self.pipeline.feed_lines, self.writer.write
+        index, count = 0, len(lines)
+        while index < count:
+            results, stop = feed_lines(lines, now, index)
+            if results:
+                write(results)
+            line_number += stop - index
+            if stop == count:
+                break
+            line_number = self._feed_each(lines[stop : stop + 1], name, line_number, now)
+            index = stop + 1
+        return line_number
+
+    def _feed_each(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
         feed = self.pipeline.feed
         write = self.writer.write
         limit = self.max_line_bytes
@@ -245,14 +267,13 @@ class Runtime:
             self._emit_due(self._moment(None))
 
     def _emit_due(self, now: int) -> None:
-        """Write the timeouts due at ``now`` in slices, each flushed, so the first of a
-        large burst (many orders created in the same millisecond) are not held back by
-        the formatting of the rest."""
-        while True:
-            results = self.pipeline.advance(now, EMIT_SLICE)
-            self._emit(results)
-            if len(results) < EMIT_SLICE:
-                return
+        """Write every timeout due at ``now`` in one pass and one write: in a burst (many
+        orders created in the same millisecond) slices only added a write and a flush
+        each, and the last of the burst waited for all of them."""
+        results = self.pipeline.advance(now)
+        if self.pipeline.time_mode is TimeMode.PROCESSING:
+            self._record_lateness(results)
+        self._emit(results)
 
     def _emit(self, results) -> None:
         if results:
@@ -283,4 +304,14 @@ class Runtime:
         pipeline = self.pipeline
         while (deadline := pipeline.next_deadline()) is not None and deadline <= limit:
             await self.clock.sleep_until(deadline)
-            self._emit(pipeline.advance_frontier(deadline))
+            results = pipeline.advance_frontier(deadline)
+            self._record_lateness(results)
+            self._emit(results)
+
+    def _record_lateness(self, timeouts) -> None:
+        """Timeouts fired by a timer: how long after their deadline they went out."""
+        if timeouts:
+            now = self.clock.now_ms()
+            for result in timeouts:
+                if type(result) is Timeout:
+                    self.timer_lateness.observe(now - result.deadline)

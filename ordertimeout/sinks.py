@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 from array import array
 from typing import BinaryIO, Callable, Iterable, Sequence, TextIO
 
@@ -16,6 +17,7 @@ import orjson
 
 from .durations import format_duration
 from .events import MISSING as _ABSENT, field_getter
+from .logs import Log
 from .matcher import Cancelled, PaidLate, Result, Success, Timeout
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "RejectReporter",
     "SinkError",
     "format_time",
+    "reason_class",
 ]
 
 #: Result kinds by the name ``--only`` uses.
@@ -55,6 +58,13 @@ class OutputBuffer:
         if self._size >= self._flush_bytes:
             self.flush()
 
+    def write_lines(self, lines: list[bytes]) -> None:
+        """Queue several pieces at once; write out when the buffer is large."""
+        self._parts += lines
+        self._size += sum(map(len, lines))
+        if self._size >= self._flush_bytes:
+            self.flush()
+
     def flush(self) -> None:
         """Write everything queued so far (raises ``BrokenPipeError`` if the reader left)."""
         if not self._parts:
@@ -70,8 +80,33 @@ class OutputBuffer:
             self.after_write()
 
 
+#: Characters a key may hold and still appear as it is both in a JSON string and in the
+#: result id (see matcher.result_id, which percent-encodes everything else).
+_PLAIN_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~@"
+
+# The JSON lines of results whose key is plain, one %-format each: the same bytes as
+# _json_line_any_key (a property test holds them to it), without escaping the key twice.
+_PLAIN_SUCCESS = b'{"result":"success","id":"success:%b:%d:%d","key":"%b","created":%d,"paid":%d,"deadline":%d,"create":%b,"pay":%b}\n'
+_PLAIN_TIMEOUT = b'{"result":"timeout","id":"timeout:%b:%d:%d","key":"%b","created":%d,"deadline":%d,"create":%b}\n'
+
+
 def json_line(result: Result) -> bytes:
     """One result as one JSON line; the original create/pay objects are embedded unchanged."""
+    kind = type(result)
+    key = result[0]
+    if (kind is Success or kind is Timeout) and not key.strip(_PLAIN_KEY_CHARS):
+        key_bytes = key.encode()
+        if kind is Success:
+            _, created, paid, deadline, create, pay, seq = result
+            return _PLAIN_SUCCESS % (key_bytes, created, seq, key_bytes, created, paid, deadline, create, pay)
+        _, created, deadline, create, recovered, seq = result
+        if not recovered:
+            return _PLAIN_TIMEOUT % (key_bytes, created, seq, key_bytes, created, deadline, create)
+    return _json_line_any_key(result)
+
+
+def _json_line_any_key(result: Result) -> bytes:
+    """json_line for any key: JSON-escaped, percent-encoded in the id."""
     key = orjson.dumps(result.key)
     # The id is plain ASCII without quotes or backslashes (see result_id): no escaping.
     rid = result.id.encode()
@@ -119,9 +154,8 @@ def json_line(result: Result) -> bytes:
 class JsonFormatter:
     """Results as JSON lines, for jq and other programs."""
 
-    def format(self, result: Result) -> bytes:
-        """The JSON line of one result."""
-        return json_line(result)
+    #: The JSON line of one result (json_line itself: no second call per result).
+    format = staticmethod(json_line)
 
 
 #: The Gregorian calendar repeats every 400 years, to the millisecond.
@@ -137,6 +171,16 @@ def format_time(epoch_ms: int, local: bool = False) -> str:
     is still written, with the year in ISO's expanded form (``+10000-01-01T...``), rather
     than failing.
     """
+    second, millisecond = divmod(epoch_ms, 1000)
+    before, after = _second_text(second, local)
+    return f"{before}{millisecond:03d}{after}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _second_text(second: int, local: bool) -> tuple[str, str]:
+    """The text of a time before and after its milliseconds. Results come in time order,
+    so rows share their second: worked out once per second."""
+    epoch_ms = second * 1000
     cycles = 0
     while True:
         try:
@@ -148,11 +192,15 @@ def format_time(epoch_ms: int, local: bool = False) -> str:
             cycles += 1 if epoch_ms > 0 else -1
     year = moment.year + 400 * cycles
     text = f"{year:04d}" if 0 < year <= 9999 else f"{year:+05d}"
-    text += moment.strftime("-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}"
+    text += moment.strftime("-%m-%dT%H:%M:%S.")
     if not local:
-        return text + "Z"
+        return text, "Z"
     offset = moment.strftime("%z")
-    return text + offset[:3] + ":" + offset[3:]
+    return text, offset[:3] + ":" + offset[3:]
+
+
+#: Rows repeat the same durations (pay latencies in whole milliseconds): formatted once each.
+_duration_text = functools.lru_cache(maxsize=4096)(format_duration)
 
 
 class HumanFormatter:
@@ -175,60 +223,56 @@ class HumanFormatter:
     def __init__(self, within: int, paint: Callable[[str, str], str] | None = None,
                  fields: Sequence[str] = DEFAULT_FIELDS, local_time: bool = False) -> None:
         self._within_text = format_duration(within)
-        self._paint = paint or (lambda style, text: text)
+        self._paint = paint
         self._fields = [(name, field_getter(name)) for name in fields]
         self._local_time = local_time
 
     def format(self, result: Result) -> bytes:
         """One result as one row."""
-        paint = self._paint
-        second = None
-        if type(result) is Success:
-            word, style, second = "success", "success", result.pay
-            detail = f"paid after {format_duration(result.paid - result.created)}"
-        elif type(result) is Timeout:
-            word, style = "timeout", "timeout"
+        kind, second = type(result), None
+        if kind is Success:
+            word, style, second = "success  ", "success", result.pay
+            detail = f"paid after {_duration_text(result.paid - result.created)}"
+        elif kind is Timeout:
+            word, style = "timeout  ", "timeout"
             detail = f"no pay within {self._within_text}"
             if result.recovered:
                 detail += " (recovered after restart)"
-        elif type(result) is PaidLate:
+        elif kind is PaidLate:
             word, style, second = "paid_late", "cancelled", result.pay
-            detail = f"paid {format_duration(result.paid - result.deadline)} after its deadline"
+            detail = f"paid {_duration_text(result.paid - result.deadline)} after its deadline"
         else:
             word, style, second = "cancelled", "cancelled", result.cancel
-            detail = f"cancelled after {format_duration(result.cancelled - result.created)}"
+            detail = f"cancelled after {_duration_text(result.cancelled - result.created)}"
         key = result.key if result.key.isprintable() else ascii(result.key)
-        columns = [
-            paint("dim", format_time(result.time, self._local_time)),
-            paint(style, f"{word:<9}"),
-            f"{key:<{self.KEY_WIDTH}}",
-            detail,
-        ]
-        if self._fields:
-            shown = self._field_texts(result.create, second)
-            if shown:
-                columns[-1] = f"{detail:<{self.DETAIL_WIDTH}}"
-                columns.append(" ".join(shown))
-        return "  ".join(columns).encode("utf-8", "backslashreplace") + b"\n"
+        moment = format_time(result.time, self._local_time)
+        if self._paint is not None:
+            moment, word = self._paint("dim", moment), self._paint(style, word)
+        shown = self._field_texts(result.create, second) if self._fields else None
+        if shown:
+            row = f"{moment}  {word}  {key:<{self.KEY_WIDTH}}  {detail:<{self.DETAIL_WIDTH}}  {' '.join(shown)}\n"
+        else:
+            row = f"{moment}  {word}  {key:<{self.KEY_WIDTH}}  {detail}\n"
+        return row.encode("utf-8", "backslashreplace")
 
     def _field_texts(self, create: bytes, second: bytes | None) -> list[str]:
         """``name=value`` of each chosen field, from the create event or else the second one."""
-        objects = [_object(create)]
-        if second is not None:
-            objects.append(_object(second))
+        first, other = _object(create), None
         texts = []
         for name, get in self._fields:
-            for obj in objects:
-                value = get(obj)
-                if value is not _ABSENT and value is not None:
-                    texts.append(f"{name}={_field_text(value)}")
-                    break
+            value = get(first)
+            if (value is _ABSENT or value is None) and second is not None:
+                if other is None:  # decoded only when the create lacks a field
+                    other = _object(second)
+                value = get(other)
+            if value is not _ABSENT and value is not None:
+                texts.append(f"{name}={_field_text(value)}")
         return texts
 
     def format_event(self, time: int, raw: bytes) -> bytes:
         """A dimmed input event row (``simulate --show-events``)."""
-        text = raw.decode("utf-8", "backslashreplace")
-        return (self._paint("dim", f"{format_time(time, self._local_time)}  {'event':<9}  {text}") + "\n").encode()
+        text = f"{format_time(time, self._local_time)}  {'event':<9}  {raw.decode('utf-8', 'backslashreplace')}"
+        return ((self._paint("dim", text) if self._paint else text) + "\n").encode()
 
 
 def _object(raw: bytes) -> dict:
@@ -261,19 +305,44 @@ class ResultWriter:
 
     def write(self, results: Iterable[Result]) -> None:
         """Queue the lines of ``results``."""
+        results = results if isinstance(results, list) else list(results)
         keep = self._keep
         fmt = self.formatter.format
-        write = self.out.write
-        latencies = self.latencies
-        for result in results:
-            if type(result) is Success:
-                latencies.append(result.paid - result.created)
-            if keep is None or type(result) is keep:
-                write(fmt(result))
+        self.latencies.extend([result[2] - result[1] for result in results if type(result) is Success])
+        if keep is None:
+            self.out.write_lines([fmt(result) for result in results])
+        else:
+            self.out.write_lines([fmt(result) for result in results if type(result) is keep])
+
 
     def flush(self) -> None:
         """Send queued lines on."""
         self.out.flush()
+
+
+#: Reason classes of rejected lines, by the start of the reason text (the words of
+#: events.py, pipeline.py and runtime.py): a short, fixed set for counting and labels.
+_REASON_CLASSES = (
+    ("late:", "late"),
+    ("line longer than", "too_long"),
+    ("not valid UTF-8", "not_utf8"),
+    ("not valid JSON", "not_json"),
+    ("not a JSON object", "not_object"),
+    ("no key field", "bad_key"),
+    ("key field", "bad_key"),
+    ("no type field", "bad_type"),
+    ("type field", "bad_type"),
+    ("no time field", "bad_time"),
+    ("time field", "bad_time"),
+)
+
+
+def reason_class(reason: str) -> str:
+    """The class of a rejection reason: ``late``, ``not_json``, ``bad_key``... or ``other``."""
+    for start, name in _REASON_CLASSES:
+        if reason.startswith(start):
+            return name
+    return "other"
 
 
 class RejectReporter:
@@ -290,8 +359,12 @@ class RejectReporter:
         max_warnings: int = 10,
         show_source: bool = False,
         rejects_name: str = "rejects file",
+        log: Log | None = None,
     ) -> None:
         self._err = err
+        self._log = log or Log(err)
+        #: Rejected lines per reason class (see :func:`reason_class`), for --stats and /metrics.
+        self.by_reason: dict[str, int] = {}
         self._rejects = rejects
         self._rejects_name = rejects_name
         self._max_warnings = max_warnings
@@ -300,19 +373,24 @@ class RejectReporter:
 
     def warning_text(self, source: str, line: int, reason: str) -> str:
         """The one-line message for a rejected line."""
-        where = f"{source}:{line}" if self._show_source else f"line {line}"
-        return f"ordertimeout: {where}: {reason}"
+        return f"ordertimeout: {self._where(source, line)}: {reason}"
+
+    def _where(self, source: str, line: int) -> str:
+        return f"{source}:{line}" if self._show_source else f"line {line}"
 
     def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
         """Record one unused line."""
         self.count += 1
+        kind = reason_class(reason)
+        self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
         if self.count <= self._max_warnings:
-            self._err.write(self.warning_text(source, line, reason) + "\n")
+            self._log.warning(f"{self._where(source, line)}: {reason}",
+                              source=source, line=line, reason=reason, reason_class=kind)
         elif self.count == self._max_warnings + 1:
-            self._err.write(
-                "ordertimeout: further rejected lines are only counted"
-                + (" (all are in the --rejects file)" if self._rejects else "")
-                + "\n"
+            self._log.warning(
+                "further rejected lines are only counted"
+                + (" (all are in the --rejects file)" if self._rejects else ""),
+                rejected=self.count,
             )
         if self._rejects is not None:
             record = {

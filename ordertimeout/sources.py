@@ -1,9 +1,10 @@
 """Sources: bytes from stdin or files, in large chunks, without blocking the event loop.
 
 Regular files never block for long, so they are read directly in big chunks. Anything
-else (pipes, terminals, /dev/null and other devices, which the event loop cannot always
-poll) is read by a thread that stamps each chunk with its arrival time on the run's
-clock, so a line's processing time is when it came, not when the loop got to it.
+else is read by a thread that stamps each chunk with its arrival time on the run's clock,
+so a line's processing time is when it came, not when the loop got to it: pipes,
+terminals, /dev/null and other devices, which the event loop cannot always poll, and
+named pipes, whose very opening waits for a writer (the thread opens them).
 Either way nothing is read ahead beyond a bounded buffer: when the consumer stops (a
 slow stdout), reading stops too, and memory stays bounded.
 
@@ -152,10 +153,14 @@ class ChunkReader:
             async for chunk in _gzip_chunks(source.path, source.start_offset, self._chunk_bytes):
                 yield chunk, None
             return
+        if source.path is not None and _is_named_pipe(source.path):
+            async for item in self._thread_chunks(None, source.name, path=source.path):
+                yield item
+            return
         if source.path is not None:
             fd = os.open(source.path, os.O_RDONLY)
             try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):  # a named pipe or a device
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # a device
                     async for item in self._thread_chunks(fd, source.name):
                         yield item
                     return
@@ -192,13 +197,18 @@ class ChunkReader:
             yield chunk, None
             await asyncio.sleep(0)  # let timers and signals in between chunks
 
-    async def _thread_chunks(self, fd: int, name: str):
+    async def _thread_chunks(self, fd: int | None, name: str, path: str | None = None, reopen: bool = False):
         """A pipe, terminal or device, read by a thread that stamps each chunk's arrival.
 
         The thread reads at most :data:`READ_AHEAD_CHUNKS` ahead (bounded memory,
         backpressure on the writer). It blocks in ``read`` where no event loop can help
         (``/dev/null`` cannot be polled, a terminal may be shared); it is a daemon, so a
         run that stops while it waits is not held up by it.
+
+        Without ``fd``, the thread opens the named pipe ``path`` itself: opening one waits
+        for a writer, which only a thread can afford. With ``reopen`` (``--follow``), when
+        the writers leave it marks the end of their lines with :data:`ROTATED` and waits
+        for the next writer, for ever.
         """
         loop = asyncio.get_running_loop()
         arrived: asyncio.Queue = asyncio.Queue()
@@ -207,22 +217,43 @@ class ChunkReader:
         now_ms = self._clock.now_ms if self._clock is not None else None
         size = min(self._chunk_bytes, PIPE_CHUNK_BYTES)
 
+        def deliver(chunk: bytes | OSError) -> bool:
+            stamp = now_ms() if now_ms is not None else None
+            try:
+                loop.call_soon_threadsafe(arrived.put_nowait, (chunk, stamp))
+            except RuntimeError:
+                return False  # the loop is gone: nobody is reading any more
+            return True
+
         def read() -> None:
-            while True:
-                slots.acquire()
-                if stopping.is_set():
-                    return
-                try:
-                    chunk: bytes | OSError = os.read(fd, size)
-                except OSError as error:
-                    chunk = error
-                stamp = now_ms() if now_ms is not None else None
-                try:
-                    loop.call_soon_threadsafe(arrived.put_nowait, (chunk, stamp))
-                except RuntimeError:
-                    return  # the loop is gone: nobody is reading any more
-                if not chunk or isinstance(chunk, OSError):
-                    return
+            descriptor = fd
+            try:
+                while True:
+                    slots.acquire()  # one slot per item delivered
+                    if stopping.is_set():
+                        return
+                    if descriptor is None:
+                        try:
+                            descriptor = os.open(path, os.O_RDONLY)  # waits for a writer
+                        except OSError as error:
+                            deliver(error)
+                            return
+                        if stopping.is_set():
+                            return
+                    try:
+                        chunk: bytes | OSError = os.read(descriptor, size)
+                    except OSError as error:
+                        chunk = error
+                    if reopen and chunk == b"":  # the writers left: wait for the next one
+                        os.close(descriptor)
+                        descriptor, chunk = None, ROTATED
+                    if not deliver(chunk) or isinstance(chunk, OSError):
+                        return
+                    if chunk is not ROTATED and not chunk:  # the end of the input
+                        return
+            finally:
+                if fd is None and descriptor is not None:
+                    os.close(descriptor)
 
         def stop() -> None:
             stopping.set()
@@ -236,6 +267,9 @@ class ChunkReader:
             slots.release()
             if isinstance(chunk, OSError):
                 raise chunk
+            if chunk is ROTATED:
+                yield chunk, stamp
+                continue
             if not chunk:
                 return
             yield chunk, stamp
@@ -251,6 +285,10 @@ class ChunkReader:
         """
         path, name = source.path, source.name
         fd = await self._open_when_there(path)
+        if fd is None:  # a named pipe never grows or rotates: each writer's lines in turn
+            async for item in self._thread_chunks(None, name, path=path, reopen=True):
+                yield item
+            return
         opened = [fd]
         self._cleanup.append(lambda: os.close(opened[0]))
         position = source.start_offset if os.fstat(fd).st_size >= source.start_offset else 0
@@ -287,13 +325,25 @@ class ChunkReader:
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
     @staticmethod
-    async def _open_when_there(path: str) -> int:
-        """Open ``path``, waiting (polling) while it does not exist, as ``tail -F`` does."""
+    async def _open_when_there(path: str) -> int | None:
+        """Open ``path``, waiting (polling) while it does not exist, as ``tail -F`` does.
+        None for a named pipe: opening one waits for a writer, so the reader thread does."""
         while True:
+            if _is_named_pipe(path):
+                return None
             try:
                 return os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _is_named_pipe(path: str) -> bool:
+    """Whether ``path`` is a named pipe (FIFO), which only a thread may open: opening one
+    waits for a writer."""
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _regular_file_bytes(inputs: Sequence[Input]) -> int | None:

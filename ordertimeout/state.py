@@ -30,7 +30,7 @@ from .outbox import OUTBOX_SCHEMA
 from .pipeline import Pipeline
 from .files import SavedPosition
 
-__all__ = ["StateStore", "StateError", "FORMAT"]
+__all__ = ["StateStore", "StateError", "StateWriteError", "FORMAT"]
 
 #: Bumped when the layout changes; an older file is refused rather than misread.
 FORMAT = 3
@@ -59,6 +59,11 @@ _TABLES_BEFORE_OUTBOX = _TABLES - {"outbox"}
 
 class StateError(Exception):
     """The state file cannot be used; the message says why and names the file."""
+
+
+class StateWriteError(StateError):
+    """A checkpoint could not be written (a full disk, an I/O error): the file keeps its
+    last checkpoint, and a later save may succeed (it writes everything again)."""
 
 
 class StateStore:
@@ -239,7 +244,7 @@ class StateStore:
                 connection.execute("ROLLBACK")
             self._synced = False  # the changes taken are lost: the next save writes all
             if isinstance(error, sqlite3.Error):
-                raise StateError(f"cannot write state file {self.path}: {_why(error)}; its last checkpoint is kept") from None
+                raise StateWriteError(f"cannot write state file {self.path}: {_why(error)}; its last checkpoint is kept") from None
             raise
         self._synced = True
 

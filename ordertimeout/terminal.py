@@ -12,7 +12,6 @@ stderr are not terminals (``--json | jq``, a service) never loads it.
 from __future__ import annotations
 
 import os
-import statistics
 from array import array
 from typing import TYPE_CHECKING, Callable, TextIO
 
@@ -222,6 +221,8 @@ def latency_figures(latencies: array) -> dict | None:
     """p50/p90/p99/max of pay latency in ms, or None without successes."""
     if not latencies:
         return None
+    from statistics import fmean  # statistics loads fractions and decimal: not at start-up
+
     ordered = sorted(latencies)
 
     def percentile(share: float) -> int:
@@ -232,7 +233,7 @@ def latency_figures(latencies: array) -> dict | None:
         "p90_ms": percentile(0.90),
         "p99_ms": percentile(0.99),
         "max_ms": ordered[-1],
-        "mean_ms": round(statistics.fmean(ordered), 1),
+        "mean_ms": round(fmean(ordered), 1),
     }
 
 

@@ -449,3 +449,35 @@ def test_a_closed_stdout_is_one_line_and_exit_1():
                              env=_env(), timeout=60)
     assert process.returncode == 1
     assert process.stderr.decode().splitlines() == ["Error: cannot write: stdout or stderr is closed"]
+
+
+def readme_sessions():
+    """Each README shell block written as a session (`$ command` then its output): the
+    commands, each with the stdout lines shown under it (summary lines are stderr's)."""
+    text = (ROOT / "README.md").read_text()
+    for block in text.split("```sh\n")[1:]:
+        block = block.split("```")[0]
+        if not block.startswith("$ "):
+            continue
+        session, command = [], None
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                command = [line[2:]]
+                session.append((command, []))
+            elif command is not None and command[-1].endswith("\\"):
+                command.append(line)
+            elif not line.startswith("ordertimeout:"):
+                session[-1][1].append(line)
+        yield [("\n".join(command), expected) for command, expected in session]
+
+
+@pytest.mark.parametrize("session", list(readme_sessions()), ids=lambda session: session[0][0][:40])
+def test_readme_sessions_print_what_the_readme_shows(session, tmp_path):
+    (tmp_path / "sample_data").mkdir()
+    (tmp_path / "sample_data" / "orders.jsonl").write_bytes(SAMPLE.read_bytes())
+    define = f'ordertimeout() {{ "{sys.executable}" -m ordertimeout "$@"; }}\n'
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command, expected in session:
+        outcome = subprocess.run(["bash", "-c", define + command], cwd=tmp_path, env=env, capture_output=True,
+                                 timeout=60)
+        assert outcome.stdout.decode().splitlines() == expected, command

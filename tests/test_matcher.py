@@ -269,3 +269,9 @@ def test_a_partial_advance_leaves_time_where_it_was():
     assert matcher.now == 2  # the other two are still due: events may not pass them yet
     (success_or_timeouts) = matcher.on_event("k9", PAY, 5000, b"p")
     assert [r.key for r in success_or_timeouts] == ["k1", "k2"]
+
+
+def test_a_key_with_a_lone_surrogate_still_gets_an_ascii_id():
+    matcher = Matcher(W)
+    out = matcher.on_event("a\ud800", CREATE, 1, b"{}") + matcher.drain()
+    assert out[0].id == "timeout:a%ED%A0%80:1:0" and out[0].id.isascii()

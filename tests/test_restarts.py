@@ -79,6 +79,11 @@ class RecordingPipeline(Pipeline):
         self.log.append((now, bytes(raw)))
         return super().feed(raw, now)
 
+    def feed_lines(self, lines, now, start=0):  # the runtime's batch path
+        results, stop = super().feed_lines(lines, now, start)
+        self.log.extend((now, bytes(raw)) for raw in lines[start:stop])
+        return results, stop
+
 
 class Sink(io.RawIOBase):
     """A stdout that keeps what reached it; once ``dead`` (kill -9) nothing more does."""
@@ -534,3 +539,20 @@ def test_real_processes_stopped_by_real_signals_give_the_same_results(tmp_path, 
     else:
         ids = {orjson.loads(line)["id"] for line in seen}
         assert len(ids) == len(set(seen))  # a repeat is the same result, with the same id
+
+
+def test_3_lines_written_before_a_rotation_between_runs_are_read(tmp_path):
+    """A cron run, then lines appended, then logrotate (rename + new file), then the next
+    cron run: the appended lines used to be lost (only the new file was read, from its
+    start). The rest of the renamed file is read first, then the new one."""
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    source.write_bytes(ev("u1", "create", 1000))
+    args = [str(source), "-q", "--state", state, "--within", "1s"]
+    assert cli(args).stdout == ""
+    with open(source, "ab") as handle:
+        handle.write(ev("u1", "pay", 1500) + ev("u2", "create", 1600))  # after the run, before rotation
+    os.rename(source, tmp_path / "events.jsonl.1")
+    source.write_bytes(ev("u2", "pay", 1700) + ev("u3", "create", 1800))
+    rotated = cli([*args, "--final"])
+    assert f"{source} was rotated to {tmp_path / 'events.jsonl.1'}" in rotated.stderr
+    assert keys_of(rotated, "success") == ["u1", "u2"] and keys_of(rotated, "timeout") == ["u3"]

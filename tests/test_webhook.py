@@ -93,9 +93,13 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, re
     rejected = sorted(expected)[0]
     started = time.monotonic()
 
-    def answer(number, body):
+    others = iter(range(1_000_000))  # the requests for the other results, counted apart: the
+    # rejected one may come at any place among concurrent requests
+
+    def answer(_, body):
         if body["id"] == rejected:
             return 400, {}, 0
+        number = next(others)
         if number < 2:
             return 503, {}, 0
         if number == 2:

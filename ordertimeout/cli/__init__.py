@@ -12,10 +12,24 @@ import sys
 import click
 
 from .. import __version__
+from ..logs import Log
 from .options import EXIT_STATUS_HELP, OrdertimeoutGroup
 
 
-@click.group(cls=OrdertimeoutGroup, context_settings={"help_option_names": ["-h", "--help"]},
+class _Main(OrdertimeoutGroup):
+    """The command group; with ``--log-format json`` its errors are JSON lines too."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as error:
+            if ctx.meta.get("ordertimeout.log_format") != "json":
+                raise
+            Log(sys.stderr, "json").error(error.format_message(), exit_status=error.exit_code)
+            raise click.exceptions.Exit(error.exit_code) from None
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]},
              epilog=EXIT_STATUS_HELP)
 @click.version_option(__version__, prog_name="ordertimeout")
 def main() -> None:

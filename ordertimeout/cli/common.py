@@ -11,6 +11,7 @@ Library errors become ``click`` errors here, with one table of exit statuses
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import signal
@@ -24,7 +25,10 @@ import orjson
 
 from ..clocks import LoopClock
 from ..events import EventParser, EventSchema, describe_unusable
+from ..health import Health, MonitorError
+from ..logs import Log
 from ..matcher import Matcher, Mode
+from ..monitor import Monitor, run_counters
 from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, SinkError
@@ -32,6 +36,7 @@ from ..sources import ChunkReader, SourceError
 from ..outbox import OutboxError
 from ..state import StateError, StateStore
 from .. import terminal
+from .metrics_options import monitor_from
 from .options import Duration, WritableFile, apply, settings_of
 
 __all__ = ["Duration", "WritableFile", "output_options", "_build", "_execute", "_Run"]
@@ -168,6 +173,8 @@ class _Run:
     err: Any = None
     #: ``--verbose``: (option, value, source) of every option, for the summary.
     settings: list | None = None
+    #: Health, log and --metrics-addr (see metrics_options); plain text logs by default.
+    monitor: Monitor = field(default_factory=lambda: Monitor(Log(sys.stderr), Health()))
     #: Delivery to --webhook / --exec (a :class:`~ordertimeout.notify.Notifier`), if asked for.
     notifier: Any = None
 
@@ -203,7 +210,9 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
             raise click.BadParameter(f"cannot write {rejects_path}: {error.strerror}",
                                      param_hint="'--rejects'") from None
     err = terminal.AboveStatus(sys.stderr)
-    reporter = _DiagnosingReporter(err, rejects, show_source=show_source, rejects_name=rejects_path or "")
+    monitor = monitor_from(params, err)
+    reporter = _DiagnosingReporter(err, rejects, show_source=show_source, rejects_name=rejects_path or "",
+                                   log=monitor.log)
     pipeline = Pipeline(
         EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle
     )
@@ -214,9 +223,12 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
     return _Run(
         pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
-        progress=not params["quiet"] and terminal.wants_progress(params["progress"], sys.stderr, stdin),
+        # JSON logs are for collectors: no status line drawn between their lines.
+        progress=not params["quiet"] and not monitor.log.is_json
+        and terminal.wants_progress(params["progress"], sys.stderr, stdin),
         err=err, notifier=notifier,
         settings=settings_of(ctx) if params["verbose"] and ctx is not None else None,
+        monitor=monitor,
     )
 
 
@@ -259,7 +271,12 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.stop_signal = signum
         loop.call_soon_threadsafe(task.cancel)
 
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    # Listening before any input is read: a taken address fails the run at once.
+    await run.monitor.start(run, run.runtime.clock.now_ms)
+    # A signal the command was started with ignored stays ignored (nohup ignores SIGHUP,
+    # so closing the terminal must not stop the run).
+    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     if run.progress:
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
         run.err.status = status
@@ -299,6 +316,7 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.out.before_write = run.out.after_write = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        await run.monitor.stop()
     if notifier is not None and notifier.error is not None:
         raise notifier.error
 
@@ -347,11 +365,23 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
             run.notifier.use_state(run.state, run.runtime)
         if run.reader is not None:
             run.reader = run.notifier.paced(run.reader)  # read at call time by the command's main
+        run.monitor.health.deliveries = run.notifier.stats
+    if getattr(run.runtime, "checkpointer", None) is not None:  # (a kafka worker keeps state its own way)
+        run.runtime.checkpointer = run.monitor.guard_checkpoints(run.runtime.checkpointer)
+    if run.reader is not None:
+        run.reader = run.monitor.watch_input(run.reader)
+    # Start-up is over: what was imported and built so far lives as long as the process.
+    # Frozen, the garbage collector's full collections stop walking it (they had stalled
+    # processing-time timers for 10+ ms once the run was busy).
+    gc.freeze()
     try:
         asyncio.run(_supervise(run, main))
         if run.stop_signal is not None:
             exit_code = 128 + run.stop_signal
         run.out.flush()
+        if run.monitor.state_failure() is not None:  # the last checkpoint was not written
+            _finish(run, quiet=run.quiet)
+            raise click.ClickException(run.monitor.state_failure())
     except BrokenPipeError:
         broken_pipe = True
         exit_code = EXIT_BROKEN_PIPE
@@ -359,6 +389,8 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     except StrictStop:
         exit_code = 1
         _flush_quietly(run.out)
+    except MonitorError as error:  # before any input was read: nothing to report
+        raise click.ClickException(str(error)) from None
     except StdoutError as error:  # a full disk (> /dev/full): one line, the summary would only repeat it
         _silence_stdout()
         raise click.ClickException(str(error)) from None
@@ -374,7 +406,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     _finish(run, quiet=run.quiet or broken_pipe)
     problem = run.notifier.problem() if run.notifier is not None else None
     if problem is not None:
-        click.echo(f"ordertimeout: {problem}", err=True)
+        run.monitor.log.error(problem)
         exit_code = exit_code or 1
     if exit_code:
         sys.exit(exit_code)
@@ -411,14 +443,10 @@ def _silence_stdout() -> None:
 
 
 def _finish(run: _Run, quiet: bool) -> None:
-    stats = run.pipeline.stats()
-    stats["elapsed_s"] = round(run.runtime.elapsed_ms / 1000, 3)
-    stats.update(run.extra_stats)
+    stats = run_counters(run)  # the figures /metrics reads, so the two always agree
     latency = terminal.latency_figures(run.writer.latencies)
     if latency:
         stats["pay_latency"] = latency
-    if run.notifier is not None:
-        stats["deliveries"] = run.notifier.stats()
     try:
         run.runtime.reporter.close()
     except SinkError as error:
@@ -432,7 +460,9 @@ def _finish(run: _Run, quiet: bool) -> None:
     if quiet:
         return
     try:
-        if terminal.wants_status(sys.stderr):
+        if run.monitor.log.is_json:
+            run.monitor.log.info("summary", **stats)
+        elif terminal.wants_status(sys.stderr):
             console = terminal.stderr_console(sys.stderr, run.color)
             console.print(terminal.summary_table(stats, run.writer.latencies, run.within, run.settings))
         else:

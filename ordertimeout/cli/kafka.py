@@ -18,6 +18,7 @@ from ..pipeline import Pipeline, TimeMode
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from . import main
 from .common import _execute, _fields, _Run, output_options
+from .metrics_options import metrics_options, monitor_from
 from .notify_options import build_notifier, notify_options
 from .options import Duration, settings_of
 from .watch import watch as _watch
@@ -50,6 +51,7 @@ SHARED_WATCH_OPTIONS = (
 @click.option("--ssl-keyfile", type=click.Path(dir_okay=False, exists=True), default=None, help="Key of --ssl-certfile.")
 @output_options
 @notify_options
+@metrics_options
 def kafka(bootstrap, topic, group, results_topic, start, create_topics, replication_factor, connect_timeout, session_timeout,
           request_timeout, checkpoint_every, security_protocol, sasl_mechanism, sasl_username, sasl_password, ssl_cafile,
           ssl_certfile, ssl_keyfile, **params) -> None:
@@ -105,7 +107,8 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
                                    params["local_time"])
     writer = ResultWriter(out, formatter, params["only"])
     err = terminal.AboveStatus(sys.stderr)
-    reporter = RejectReporter(err, show_source=True)
+    monitor = monitor_from(params, err)
+    reporter = RejectReporter(err, show_source=True, log=monitor.log)
     client = ClientSettings(
         bootstrap, security_protocol=security_protocol, sasl_mechanism=sasl_mechanism, sasl_username=sasl_username,
         sasl_password=sasl_password, ssl_cafile=ssl_cafile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
@@ -126,9 +129,13 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         worker, worker, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
         notice=lambda: worker.notice,
-        progress=not params["quiet"] and terminal.wants_progress(params["progress"], sys.stderr, None), err=err,
-        settings=settings_of(click.get_current_context()) if params["verbose"] else None, notifier=notifier,
+        progress=not params["quiet"] and not monitor.log.is_json
+        and terminal.wants_progress(params["progress"], sys.stderr, None), err=err,
+        settings=settings_of(click.get_current_context()) if params["verbose"] else None, monitor=monitor,
+        notifier=notifier,
     )
+    # /healthz: the input has failed while the cluster cannot be reached (retrying).
+    monitor.health.probes["input"] = lambda: worker.notice if "cannot reach" in (worker.notice or "") else None
     told = False
 
     def on_retry(attempt: int, reason: str) -> None:
@@ -136,9 +143,9 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         if told or params["quiet"] or run.progress:
             return  # the status line shows it
         told = True
-        click.echo(
-            f"ordertimeout: cannot reach the Kafka cluster at {bootstrap} ({reason}); retrying for up to "
-            f"{connect_timeout / 1000:g}s (--connect-timeout)", err=True,
+        monitor.log.warning(
+            f"cannot reach the Kafka cluster at {bootstrap} ({reason}); retrying for up to "
+            f"{connect_timeout / 1000:g}s (--connect-timeout)", bootstrap=bootstrap, reason=reason,
         )
 
     async def consume() -> None:

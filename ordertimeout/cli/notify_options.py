@@ -13,6 +13,7 @@ import os
 import click
 from click.core import ParameterSource
 
+from .metrics_options import context_log
 from .options import Duration, apply
 
 #: The parameter names these options add to a command.
@@ -74,7 +75,7 @@ def build_notifier(params: dict):
         except ValueError as error:
             raise click.BadParameter(str(error), param_hint="'--webhook'") from None
         if warning:
-            click.echo(f"ordertimeout: warning: {warning}", err=True)
+            context_log().warning(f"warning: {warning}")
         key = None
         if secret_text:
             try:
@@ -82,8 +83,8 @@ def build_notifier(params: dict):
             except SecretError as error:
                 raise click.BadParameter(str(error), param_hint="'--webhook-secret'") from None
             if _given_on_command_line("webhook_secret"):
-                click.echo("ordertimeout: warning: a --webhook-secret on the command line is visible to other "
-                           "users (ps); set ORDERTIMEOUT_WEBHOOK_SECRET instead", err=True)
+                context_log().warning("warning: a --webhook-secret on the command line is visible to other "
+                                      "users (ps); set ORDERTIMEOUT_WEBHOOK_SECRET instead")
         senders.append(WebhookSender(url, key, clock, values["deliver_concurrency"]))
     if command is not None:
         from ..exec_sink import ExecSender

@@ -198,10 +198,11 @@ class OrdertimeoutCommand(click.Command):
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows: dict[str, list[tuple[str, str]]] = {}
         for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
+            # Arguments are in the usage line (click 8.5 would also list them here).
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
             if record is None:
                 continue
-            group = option_group(param) if isinstance(param, click.Option) else None
+            group = option_group(param)
             if long_name(param) == "--help":
                 group = "Other"
             rows.setdefault(group or "Other", []).append(record)

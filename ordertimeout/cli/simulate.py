@@ -12,6 +12,7 @@ from ..pipeline import TimeMode
 from ..simulator import cycle_events
 from ..sinks import HumanFormatter
 from . import main
+from .metrics_options import metrics_options
 from .notify_options import notify_options
 from .common import Duration, _build, _execute, output_options
 from .options import EXIT_STATUS_HELP
@@ -31,6 +32,7 @@ Examples:
 @click.option("--count", type=click.IntRange(min=0), default=None, help="Stop after N events (default: run forever).")
 @click.option("--show-events", is_flag=True, help="Print the simulated input events, dimmed, between the results.")
 @output_options
+@metrics_options
 @notify_options
 def simulate(interval, count, show_events, **params) -> None:
     """Run the built-in demo: user 1 creates and never pays, user 2 creates and pays.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import sys
 import time
 
@@ -18,6 +20,7 @@ from ..sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state import StateError, StateStore
 from . import main
 from .common import Duration, WritableFile, _build, _execute, _Run, output_options, stdin_hint
+from .metrics_options import context_log, metrics_options
 from .options import EXIT_STATUS_HELP
 from .notify_options import notify_options
 
@@ -42,6 +45,7 @@ Examples:
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay: 250ms, 1.5s, 15m, 1h30m, 2d.")
 @output_options
+@metrics_options
 @notify_options
 @click.option("--key", "key_field", default="userId", show_default=True, help="Field that groups events (the customer); dotted paths reach nested fields.")
 @click.option("--type-field", default="type", show_default=True, help="Field holding the event type.")
@@ -127,7 +131,7 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
 
 
 def _notice(text: str) -> None:
-    click.echo(f"ordertimeout: {text}", err=True)
+    context_log().info(text)
 
 
 def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
@@ -138,7 +142,7 @@ def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
             inputs.append(Input("<stdin>", stream=sys.stdin.buffer))
             continue
         try:
-            os.close(os.open(path, os.O_RDONLY))
+            _check_readable(path)
         except FileNotFoundError as error:
             if not follow:
                 raise click.ClickException(f"cannot open {path}: {error.strerror}") from None
@@ -150,3 +154,13 @@ def _inputs(files: tuple[str, ...], follow: bool) -> list[Input]:
         inputs.append(Input(path, path=path, follow=follow))
     return inputs
 
+
+def _check_readable(path: str) -> None:
+    """Raise the ``OSError`` that reading ``path`` would meet. A named pipe is not opened
+    to check it: that would wait for a writer, and closing it again would throw away
+    what a waiting writer had already written."""
+    if stat.S_ISFIFO(os.stat(path).st_mode):
+        if not os.access(path, os.R_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return
+    os.close(os.open(path, os.O_RDONLY))

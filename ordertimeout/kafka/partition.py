@@ -15,7 +15,7 @@ matcher; this module owns ordering, waiting and writing.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Protocol
 
 from ..clocks import Clock
 from ..events import RejectedLine

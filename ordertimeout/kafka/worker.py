@@ -315,6 +315,17 @@ class Worker(ConsumerRebalanceListener):
         now = task.pipeline.stats()
         return {name: now[name] - task.baseline[name] for name in _SUMMED}
 
+    def partition_figures(self) -> dict:
+        """Per partition owned now: its topic, number and lag (records after the next offset
+        to process, from the broker's last reported high watermark; None until known)."""
+        topic, consumer = self.settings.topic, self._consumer
+        figures = {}
+        for partition, task in sorted(self.tasks.items()):
+            highwater = consumer.highwater(TopicPartition(topic, partition)) if consumer is not None else None
+            lag = None if highwater is None or task.offset is None else max(0, highwater - task.offset)
+            figures[str(partition)] = {"topic": topic, "partition": partition, "lag": lag}
+        return figures
+
     def stats(self) -> dict:
         """This worker's counters: what it decided here, plus the open orders it owns now."""
         stats = dict(self._retired)

@@ -16,7 +16,6 @@ import math
 import os
 import signal
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -27,17 +26,18 @@ from ..clocks import LoopClock
 from ..events import EventParser, EventSchema, describe_unusable
 from ..health import Health, MonitorError
 from ..logs import Log
-from ..matcher import Matcher, Mode
+from ..matcher import Matcher
 from ..monitor import Monitor, run_counters
 from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
-from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, SinkError
+from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, ResultWriter, SinkError
 from ..sources import ChunkReader, SourceError
 from ..outbox import OutboxError
 from ..state import StateError, StateStore
 from .. import terminal
 from .metrics_options import monitor_from
-from .options import Duration, WritableFile, apply, settings_of
+from .options import Duration, WritableFile, _fields, output_options, settings_of  # noqa: F401 (re-exported)
+from .streams import StdoutError, _DiagnosingReporter, _flush_quietly, _silence_stdout, _Stdout
 
 __all__ = ["Duration", "WritableFile", "output_options", "_build", "_execute", "_Run"]
 
@@ -48,105 +48,6 @@ EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 #: How often the live status line is redrawn, in seconds.
 STATUS_REFRESH_SECONDS = 0.25
-
-
-def _fields(value: Any) -> tuple[str, ...]:
-    if isinstance(value, tuple):
-        return value
-    return tuple(name.strip() for name in str(value).split(",") if name.strip())
-
-
-output_options = apply(
-    [
-        click.option(
-            "--match", "match_mode", type=click.Choice([mode.value for mode in Mode]),
-            default=Mode.EACH.value, show_default=True,
-            help="each: every create gets one result; next: Flink .next() (other events discard "
-            "the open create); followed-by: Flink .followedBy() (a pay completes every open create).",
-        ),
-        click.option(
-            "--paid-late", type=Duration(), default=None,
-            help="Remember a timed-out order this long; a pay arriving after its deadline then gives a "
-            "paid_late result (so a reminder already sent can be withdrawn).",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line, for jq and programs."),
-        click.option(
-            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
-            help="Print (and deliver, with --webhook/--exec) one kind of result only (statistics still count all).",
-        ),
-        click.option(
-            "--fields", default=",".join(HumanFormatter.DEFAULT_FIELDS), show_default=True, metavar="NAMES",
-            help="Fields of the order shown in each row when its events have them, comma-separated; "
-            "dotted paths reach nested fields; empty for none.",
-        ),
-        click.option("--local-time", is_flag=True, help="Rows in this machine's time zone instead of UTC."),
-        click.option(
-            "--stats", "stats_path", type=WritableFile(),
-            help="At exit, write the run's counters as a JSON object to FILE.",
-        ),
-        click.option(
-            "--progress/--no-progress", default=None,
-            help="The live status line on stderr. Default: on when stderr is a terminal and stdin is not.",
-        ),
-        click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr."),
-        click.option(
-            "--verbose", "-v", is_flag=True,
-            help="The summary also lists every option's value and where it came from "
-            "(command line, environment, config file or default).",
-        ),
-        click.option(
-            "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
-            help="Colour for people: auto colours a terminal only, and never with NO_COLOR set.",
-        ),
-    ]
-)
-
-
-class StdoutError(SinkError):
-    """stdout cannot be written for a reason other than its reader leaving (a full disk)."""
-
-
-class _Stdout:
-    """stdout for the results, telling its own failures apart from those of other files
-    (stderr, --rejects): a full disk here is named as stdout's. A reader that left stays a
-    ``BrokenPipeError``, which ends the run with 141."""
-
-    def __init__(self, stream) -> None:
-        self._stream = stream
-
-    def write(self, data: bytes) -> int:
-        try:
-            return self._stream.write(data)
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise StdoutError(f"cannot write the results to stdout: {error.strerror or error}") from None
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise StdoutError(f"cannot write the results to stdout: {error.strerror or error}") from None
-
-
-class _DiagnosingReporter(RejectReporter):
-    """The reject reporter, also keeping what it takes to say why no line was usable:
-    the count of each reason and the first few rejected lines."""
-
-    SAMPLES = 20
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.reasons: Counter = Counter()
-        self.samples: list[bytes] = []
-
-    def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
-        self.reasons[reason] += 1
-        if len(self.samples) < self.SAMPLES:
-            self.samples.append(bytes(raw))
-        super().report(source, line, reason, raw)
 
 
 @dataclass
@@ -423,23 +324,6 @@ def _fail_if_nothing_usable(run: _Run) -> None:
     raise click.ClickException(
         describe_unusable(reporter.count, reason, reporter.samples, run.pipeline.parser.schema)
     )
-
-
-def _flush_quietly(out: OutputBuffer) -> None:
-    try:
-        out.flush()
-    except (BrokenPipeError, StdoutError):
-        _silence_stdout()  # a full disk: the error being raised already says so
-
-
-def _silence_stdout() -> None:
-    """After stdout failed (its reader left, its disk is full), point fd 1 at /dev/null so
-    the interpreter's exit flush stays quiet."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):
-        pass  # not a real file descriptor (e.g. under a test runner): nothing to silence
 
 
 def _finish(run: _Run, quiet: bool) -> None:

@@ -6,6 +6,8 @@ is ``ORDERTIMEOUT_TYPE_FIELD``) and from a TOML file given with ``--config`` (or
 ``ORDERTIMEOUT_CONFIG``) holding the same names (``type-field = "kind"``). The command line
 beats the environment, which beats the file, which beats the default: click's own order
 of parameter sources, with the file loaded as the context's ``default_map``.
+
+The output options every command shares (``output_options``) are defined here too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import click
 from click.core import ParameterSource
 
 from ..durations import DurationError, format_duration, parse_duration
+from ..matcher import Mode
+from ..sinks import HumanFormatter
 
 __all__ = [
     "Duration", "WritableFile", "OrdertimeoutGroup", "OrdertimeoutCommand", "OPTION_GROUPS",
@@ -289,3 +293,57 @@ def apply(options: list[Callable]) -> Callable[[Callable], Callable]:
         return function
 
     return decorate
+
+
+# -- the output options every command shares ------------------------------------------
+
+def _fields(value: Any) -> tuple[str, ...]:
+    if isinstance(value, tuple):
+        return value
+    return tuple(name.strip() for name in str(value).split(",") if name.strip())
+
+
+output_options = apply(
+    [
+        click.option(
+            "--match", "match_mode", type=click.Choice([mode.value for mode in Mode]),
+            default=Mode.EACH.value, show_default=True,
+            help="each: every create gets one result; next: Flink .next() (other events discard "
+            "the open create); followed-by: Flink .followedBy() (a pay completes every open create).",
+        ),
+        click.option(
+            "--paid-late", type=Duration(), default=None,
+            help="Remember a timed-out order this long; a pay arriving after its deadline then gives a "
+            "paid_late result (so a reminder already sent can be withdrawn).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line, for jq and programs."),
+        click.option(
+            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
+            help="Print (and deliver, with --webhook/--exec) one kind of result only (statistics still count all).",
+        ),
+        click.option(
+            "--fields", default=",".join(HumanFormatter.DEFAULT_FIELDS), show_default=True, metavar="NAMES",
+            help="Fields of the order shown in each row when its events have them, comma-separated; "
+            "dotted paths reach nested fields; empty for none.",
+        ),
+        click.option("--local-time", is_flag=True, help="Rows in this machine's time zone instead of UTC."),
+        click.option(
+            "--stats", "stats_path", type=WritableFile(),
+            help="At exit, write the run's counters as a JSON object to FILE.",
+        ),
+        click.option(
+            "--progress/--no-progress", default=None,
+            help="The live status line on stderr. Default: on when stderr is a terminal and stdin is not.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr."),
+        click.option(
+            "--verbose", "-v", is_flag=True,
+            help="The summary also lists every option's value and where it came from "
+            "(command line, environment, config file or default).",
+        ),
+        click.option(
+            "--color", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+            help="Colour for people: auto colours a terminal only, and never with NO_COLOR set.",
+        ),
+    ]
+)

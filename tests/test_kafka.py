@@ -454,6 +454,29 @@ def test_a_worker_that_loses_its_cluster_retries_then_exits_naming_it():
     assert '"result":"success"' in out.replace(" ", "") or "success" in out  # decided results written out
 
 
+def test_a_worker_whose_cluster_comes_back_in_time_carries_on():
+    with _tansu() as (address, broker):
+        cluster = Cluster(address)
+        try:
+            cluster.create(partitions=2)
+            cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1}),
+                             orjson.dumps({"userId": "u", "type": "pay", "ts": 2})])
+            worker = cluster.worker("--connect-timeout", "30s")
+            cluster.wait_for(lambda results: len(results) >= 1)
+            broker.send_signal(signal.SIGSTOP)  # unanswering, its data kept
+            time.sleep(4)
+            broker.send_signal(signal.SIGCONT)
+            cluster.produce([orjson.dumps({"userId": "v", "type": "create", "ts": 3}),
+                             orjson.dumps({"userId": "v", "type": "pay", "ts": 4})])
+            results = cluster.wait_for(lambda results: any(result["key"] == "v" for result in results))
+            assert worker.poll() is None
+            out, err = _stop(worker)
+        finally:
+            cluster.kill_leftovers()
+    assert "lost mid-run" in err and "Error:" not in err, err
+    assert {result["key"] for result in results} == {"u", "v"}
+
+
 def test_processing_time_timeouts_fire_without_further_input(cluster):
     cluster.create(partitions=2)
     worker = cluster.worker("--json", "-q", "--processing-time")

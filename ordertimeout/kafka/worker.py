@@ -190,7 +190,7 @@ class Worker(ConsumerRebalanceListener):
         not answered for --connect-timeout, the run fails; an answer before that clears it."""
         settings, loop = self.settings, asyncio.get_running_loop()
         bootstrap, limit = settings.client.bootstrap, settings.connect_timeout / 1000
-        probe_timeout = max(1.0, min(settings.request_timeout / 1000, 5.0))
+        probe_timeout = max(1.0, min(settings.request_timeout / 1000, 2.0))  # a metadata request is cheap
         lost_since, attempt = None, 0
         while True:
             await asyncio.sleep(1.0)

@@ -470,7 +470,7 @@ def test_a_worker_whose_cluster_comes_back_in_time_carries_on():
                              orjson.dumps({"userId": "v", "type": "pay", "ts": 4})])
             results = cluster.wait_for(lambda results: any(result["key"] == "v" for result in results))
             assert worker.poll() is None
-            out, err = _stop(worker)
+            _, err = _stop(worker)
         finally:
             cluster.kill_leftovers()
     assert "lost mid-run" in err and "Error:" not in err, err

@@ -10,14 +10,14 @@ import asyncio
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from ..sources import SourceError
 
-__all__ = ["ClientSettings", "KafkaRunError", "connect_admin", "check_topics"]
+__all__ = ["ClientSettings", "KafkaRunError", "connect_admin", "check_topics", "watch_cluster"]
 
 
 class KafkaRunError(SourceError):
@@ -82,6 +82,36 @@ async def connect_admin(settings: ClientSettings, timeout_ms: int,
         on_retry(attempt, reason)
         await asyncio.sleep(min(delay, remaining))
         delay = min(delay * 2, 5.0)
+
+
+async def watch_cluster(probe: Callable[[], Awaitable], bootstrap: str, timeout_ms: int, request_timeout_ms: int,
+                        tell: Callable[[int, str | None], None]) -> None:
+    """Run ``probe()`` (a cheap metadata request) every second, for ever. While it fails,
+    ``tell(attempt, reason)``; once it answers again, ``tell(0, None)``; once it has failed
+    for ``timeout_ms`` on end, raise :class:`KafkaRunError` naming the cluster."""
+    loop = asyncio.get_running_loop()
+    limit = timeout_ms / 1000
+    probe_timeout = max(1.0, min(request_timeout_ms / 1000, 2.0))  # a metadata request is cheap
+    lost_since, attempt = None, 0
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            async with asyncio.timeout(probe_timeout):
+                await probe()
+        except (KafkaError, OSError, TimeoutError):
+            attempt += 1
+            now = loop.time()
+            lost_since = now if lost_since is None else lost_since
+            if now - lost_since >= limit:
+                raise KafkaRunError(
+                    f"lost the Kafka cluster at {bootstrap}: no broker answered for "
+                    f"{limit:g}s (--connect-timeout); state saved up to the last checkpoint"
+                ) from None
+            tell(attempt, "lost mid-run, no broker answered")
+            continue
+        if attempt:
+            lost_since, attempt = None, 0
+            tell(0, None)
 
 
 def _describe(error: BaseException) -> str:

@@ -34,7 +34,7 @@ from ..matcher import COUNTER_NAMES, Result
 from ..pipeline import Pipeline, TimeMode
 from ..sinks import RejectReporter, ResultWriter, json_line
 from .changelog import ChangelogError, Record, Restored, epoch_of, fold, state_topic
-from .connect import ClientSettings, KafkaRunError, check_topics, connect_admin
+from .connect import ClientSettings, KafkaRunError, check_topics, connect_admin, watch_cluster
 from .partition import PartitionTask
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -185,34 +185,21 @@ class Worker(ConsumerRebalanceListener):
         self.notice = None
 
     async def _watch_cluster(self, on_retry: Callable[[int, str], None]) -> None:
-        """Ask the cluster for its metadata every second (getmany and produce retry
-        forever on their own). While it does not answer, the notice says so; once it has
-        not answered for --connect-timeout, the run fails; an answer before that clears it."""
-        settings, loop = self.settings, asyncio.get_running_loop()
-        bootstrap, limit = settings.client.bootstrap, settings.connect_timeout / 1000
-        probe_timeout = max(1.0, min(settings.request_timeout / 1000, 2.0))  # a metadata request is cheap
-        lost_since, attempt = None, 0
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                async with asyncio.timeout(probe_timeout):
-                    await self._consumer.topics()
-            except (KafkaError, OSError, TimeoutError):
-                attempt += 1
-                now = loop.time()
-                lost_since = now if lost_since is None else lost_since
-                if now - lost_since >= limit:
-                    self._lost = True
-                    raise KafkaRunError(
-                        f"lost the Kafka cluster at {bootstrap}: no broker answered for "
-                        f"{limit:g}s (--connect-timeout); state saved up to the last checkpoint"
-                    ) from None
-                reason = "lost mid-run, no broker answered"
-                self.notice = f"retrying ({attempt}): cannot reach {bootstrap}: {reason}"
+        """getmany and produce retry for ever on their own: fail the run (leaving without
+        saving) once the cluster has not answered for --connect-timeout."""
+        bootstrap = self.settings.client.bootstrap
+
+        def tell(attempt: int, reason: str | None) -> None:
+            self.notice = None if reason is None else f"retrying ({attempt}): cannot reach {bootstrap}: {reason}"
+            if reason is not None:
                 on_retry(attempt, reason)
-                continue
-            lost_since, attempt = None, 0
-            self.notice = None
+
+        try:
+            await watch_cluster(self._consumer.topics, bootstrap, self.settings.connect_timeout,
+                                self.settings.request_timeout, tell)
+        except KafkaRunError:
+            self._lost = True
+            raise
 
     async def _shutdown(self) -> None:
         """Checkpoint every owned partition, then leave the group and close the clients.

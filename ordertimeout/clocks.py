@@ -16,7 +16,7 @@ import math
 import time as _time
 from typing import Protocol
 
-__all__ = ["Clock", "LoopClock", "ManualClock"]
+__all__ = ["Clock", "LoopClock", "ManualClock", "elapsed_ms"]
 
 
 class Clock(Protocol):
@@ -100,3 +100,11 @@ class ManualClock:
         """Jump to ``moment_ms`` (if it is later) without waiting."""
         if moment_ms > self.now:
             self.now = int(math.ceil(moment_ms))
+
+
+def elapsed_ms(clock: Clock, started_ms: int | None, finished_ms: int | None) -> int:
+    """Milliseconds a run took: from ``started_ms`` to ``finished_ms``, or to now while it
+    runs (0 before it started)."""
+    if started_ms is None:
+        return 0
+    return (finished_ms if finished_ms is not None else clock.now_ms()) - started_ms

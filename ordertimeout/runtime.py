@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Iterable, Protocol
 
-from .clocks import Clock
+from .clocks import Clock, elapsed_ms
 from .events import RejectedLine
 from .histogram import TIMER_LATENESS_BOUNDS_MS, Buckets
 from .matcher import Timeout
@@ -97,10 +97,7 @@ class Runtime:
     @property
     def elapsed_ms(self) -> int:
         """Milliseconds from the start of the run to its end (or to now)."""
-        if self.started_ms is None:
-            return 0
-        end = self.finished_ms if self.finished_ms is not None else self.clock.now_ms()
-        return end - self.started_ms
+        return elapsed_ms(self.clock, self.started_ms, self.finished_ms)
 
     # -- watch ---------------------------------------------------------------------
 

@@ -36,10 +36,10 @@ from ..outbox import OutboxError
 from ..state import StateError, StateStore
 from .. import terminal
 from .metrics_options import monitor_from
-from .options import Duration, WritableFile, _fields, output_options, settings_of  # noqa: F401 (re-exported)
+from .options import Duration, WritableFile, _fields, settings_of  # noqa: F401 (Duration, WritableFile re-exported)
 from .streams import StdoutError, _DiagnosingReporter, _flush_quietly, _silence_stdout, _Stdout
 
-__all__ = ["Duration", "WritableFile", "output_options", "_build", "_execute", "_Run"]
+__all__ = ["Duration", "WritableFile", "_build", "_execute", "_Run"]
 
 #: Signals that stop a run in order (results written, checkpoint saved, summary).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

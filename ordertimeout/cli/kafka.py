@@ -17,7 +17,8 @@ from ..matcher import Matcher, Mode
 from ..pipeline import Pipeline, TimeMode
 from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from . import main
-from .common import _execute, _fields, _Run, output_options
+from .common import _execute, _Run
+from .options import _fields, output_options
 from .metrics_options import metrics_options, monitor_from
 from .notify_options import build_notifier, notify_options
 from .options import Duration, settings_of

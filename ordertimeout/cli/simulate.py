@@ -14,7 +14,8 @@ from ..sinks import HumanFormatter
 from . import main
 from .metrics_options import metrics_options
 from .notify_options import notify_options
-from .common import Duration, _build, _execute, output_options
+from .common import Duration, _build, _execute
+from .options import output_options
 from .options import EXIT_STATUS_HELP
 
 SIMULATE_EXAMPLES = """\b

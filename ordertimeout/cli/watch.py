@@ -19,7 +19,8 @@ from ..runtime import MAX_LINE_BYTES
 from ..sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state import StateError, StateStore
 from . import main
-from .common import Duration, WritableFile, _build, _execute, _Run, output_options, stdin_hint
+from .common import Duration, WritableFile, _build, _execute, _Run, stdin_hint
+from .options import output_options
 from .metrics_options import context_log, metrics_options
 from .options import EXIT_STATUS_HELP
 from .notify_options import notify_options

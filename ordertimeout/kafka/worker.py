@@ -29,7 +29,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from ..clocks import Clock
+from ..clocks import Clock, elapsed_ms
 from ..matcher import COUNTER_NAMES, Result
 from ..pipeline import Pipeline, TimeMode
 from ..sinks import RejectReporter, ResultWriter, json_line
@@ -399,7 +399,4 @@ class Worker(ConsumerRebalanceListener):
     @property
     def elapsed_ms(self) -> int:
         """Milliseconds from the start of the run to its end (or to now)."""
-        if self.started_ms is None:
-            return 0
-        end = self.finished_ms if self.finished_ms is not None else self.clock.now_ms()
-        return end - self.started_ms
+        return elapsed_ms(self.clock, self.started_ms, self.finished_ms)

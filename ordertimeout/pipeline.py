@@ -9,12 +9,16 @@ Event time bookkeeping uses the *frontier* ``F = watermark + 1``: every event an
 timeout before ``F`` is settled. An event with time ``< F`` is late. Buffered events with
 time ``<= F`` can be applied, because any event still to come has time ``>= F`` and comes
 later in input order; for the same reason every timeout with deadline ``<= F`` is final.
+So after every event the reorder buffer holds exactly the accepted events after ``F``.
 """
 
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from enum import Enum
+from itertools import accumulate, count, islice
+from operator import itemgetter, sub
 
 from .events import (
     CREATE,
@@ -27,6 +31,13 @@ from .events import (
 from .matcher import Matcher, Result
 
 __all__ = ["TimeMode", "Pipeline", "LateEvent"]
+
+_TIME = itemgetter(2)  # of an event (key, kind, time, raw)
+_ENTRY_TIME, _ENTRY_EVENT = itemgetter(0), itemgetter(2)  # of a buffer entry (time, sequence, event)
+#: A batch at least this share of the reorder buffer is reordered with one sort; a smaller
+#: one (a tail -f trickle, a run between frequent late events) with the heap, event by
+#: event, since one sort costs a pass over the whole buffer.
+SORT_BATCH_SHARE = 1 / 32
 
 
 class TimeMode(str, Enum):
@@ -71,7 +82,9 @@ class Pipeline:
         self.rejected = 0
         self.frontier: int | float = float("-inf")
         self._max_time: int | float = float("-inf")
-        self._buffer: list[tuple[int, int, str, int, bytes]] = []
+        # The reorder buffer: (time, sequence, event) in a heap; sorted after a batch (a
+        # sorted list is a heap too). ``sequence`` numbers accepted events in input order.
+        self._buffer: list[tuple[int, int, tuple[str, int, int, bytes]]] = []
         self._sequence = 0
         # --idle: event time also moves with the wall clock, ``idle`` behind (see advance).
         self.idle = idle
@@ -124,48 +137,87 @@ class Pipeline:
         # batch. Leaving the matcher's advance to each frontier for the end of the batch
         # changes no result or its order: every later event is at or after that frontier,
         # and the matcher settles earlier deadlines before applying an event.
-        frontier, max_time, lateness = self.frontier, self._max_time, self.lateness
-        buffer, sequence = self._buffer, self._sequence
-        ready: list[tuple[str, int, int, bytes]] = []
-        used = 0
-        if not lateness and not buffer:
+        buffer = self._buffer
+        if not self.lateness and not buffer:
             # Without lateness an event is late exactly when it is older than the one
             # before it (or than the frontier): a batch in time order is applied as it is.
             times = [event[2] for event in events]
-            if times[0] >= frontier and times == sorted(times):
-                ready, used = events, len(events)
-                if times[-1] > max_time:
-                    max_time, self._max_arrival = times[-1], now
-                frontier = max_time
-                events = ()
-        for event in events:
-            time = event[2]
-            if time < frontier:
-                stop = start + used  # late: feed counts and reports it
-                break
-            used += 1
-            if time > max_time:
-                max_time, self._max_arrival = time, now
-            candidate = max_time - lateness
-            if not buffer and time <= candidate:
-                frontier = candidate
-                ready.append(event)
-                continue
-            key, kind, _, raw = event
-            heapq.heappush(buffer, (time, sequence, key, kind, raw))
-            sequence += 1
-            if candidate > frontier:
-                frontier = candidate
-                while buffer and buffer[0][0] <= frontier:
-                    time, _, key, kind, raw = heapq.heappop(buffer)
-                    ready.append((key, kind, time, raw))
+            if times[0] >= self.frontier and times == sorted(times):
+                self.events += len(events)
+                self._sequence += len(events)
+                if times[-1] > self._max_time:
+                    self._max_time, self._max_arrival = times[-1], now
+                return self._apply(events, self._max_time), stop
+        reorder = self._reorder_sorting if len(events) >= len(buffer) * SORT_BATCH_SHARE else self._reorder_each
+        ready, used, frontier = reorder(events, now)
         self.events += used
-        self._max_time, self._sequence = max_time, sequence
+        return self._apply(ready, frontier), stop if used == len(events) else start + used
+
+    def _apply(self, ready: list, frontier: int | float) -> list[Result]:
+        """Apply events due in order, then let time reach ``frontier``."""
         out = self.matcher.on_events(ready)
         if frontier > self.frontier:
             self.frontier = frontier
             out += self.matcher.advance_to(frontier)
-        return out, stop
+        return out
+
+    def _reorder_sorting(self, events: list, now: int) -> tuple[list, int, int | float]:
+        """Event time for a batch with C-level passes: (events due in order, how many of
+        ``events`` were used (up to the first late one), the frontier they reach)."""
+        frontier, lateness = self.frontier, self.lateness
+        times = list(map(_TIME, events))
+        # highest[i]: the largest time before event i. After each event the frontier is
+        # max(frontier, highest - lateness), so event i > 0 meets the frontier
+        # max(frontier, highest[i] - lateness) and event 0 the frontier as it is.
+        highest = list(accumulate(times, max, initial=self._max_time))
+        used = len(times)
+        if min(times) < frontier or max(map(sub, islice(highest, 1, used), islice(times, 1, None)), default=0) > lateness:
+            used = next(i for i, time in enumerate(times) if time < frontier or (i and highest[i] - time > lateness))
+            events = events[:used]  # the first late event: feed counts and reports it
+            if not used:
+                return [], 0, frontier
+        if highest[used] > self._max_time:
+            self._max_time, self._max_arrival = highest[used], now
+        frontier = max(frontier, highest[used] - lateness)
+        # One sort and one split give the order the heap gives event by event. The
+        # frontier only rises, and each event arrives at or after the frontier it meets,
+        # so an event released later than another is never before it in (time, input
+        # order): the heap releases in sorted order. What it has released by the end is
+        # what is at or before the final frontier; the rest stays, after it. Timsort
+        # merges the sorted buffer with the nearly sorted batch in close to linear time.
+        buffer = self._buffer
+        buffer += zip(times, count(self._sequence), events)
+        self._sequence += used
+        buffer.sort()
+        due = bisect_right(buffer, frontier, key=_ENTRY_TIME)
+        ready = list(map(_ENTRY_EVENT, buffer[:due]))
+        del buffer[:due]
+        return ready, used, frontier
+
+    def _reorder_each(self, events: list, now: int) -> tuple[list, int, int | float]:
+        """The same as :meth:`_reorder_sorting`, event by event with the heap."""
+        frontier, max_time, lateness = self.frontier, self._max_time, self.lateness
+        buffer, sequence = self._buffer, self._sequence
+        ready: list[tuple[str, int, int, bytes]] = []
+        used = 0
+        for event in events:
+            time = event[2]
+            if time < frontier:
+                break  # late: feed counts and reports it
+            used += 1
+            if time > max_time:
+                max_time, self._max_arrival = time, now
+            if max_time - lateness > frontier:
+                frontier = max_time - lateness
+            if not buffer and time <= frontier:
+                ready.append(event)
+            else:
+                heapq.heappush(buffer, (time, sequence, event))
+                while buffer and buffer[0][0] <= frontier:
+                    ready.append(heapq.heappop(buffer)[2])
+            sequence += 1
+        self._max_time, self._sequence = max_time, sequence
+        return ready, used, frontier
 
     def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes, now: int) -> list[Result]:
         if time < self.frontier:
@@ -176,7 +228,9 @@ class Pipeline:
         if time > self._max_time:
             self._max_time = time
             self._max_arrival = now
-        frontier = self._max_time - self.lateness
+        sequence = self._sequence
+        self._sequence += 1
+        frontier = max(self.frontier, self._max_time - self.lateness)
         if not self._buffer and time <= frontier:
             # In-order input (always so with lateness 0): no need for the reorder buffer.
             self.frontier = frontier
@@ -184,8 +238,7 @@ class Pipeline:
             if frontier > time:
                 out += self.matcher.advance_to(frontier)
             return out
-        heapq.heappush(self._buffer, (time, self._sequence, key, kind, raw))
-        self._sequence += 1
+        heapq.heappush(self._buffer, (time, sequence, (key, kind, time, raw)))
         return self.advance_frontier(frontier)
 
     def advance_frontier(self, frontier: int | float) -> list[Result]:
@@ -194,15 +247,16 @@ class Pipeline:
         Used by the feed itself and by hosts that know more about time than the events
         do: the simulator, whose watermark follows its schedule.
         """
-        if frontier <= self.frontier:
+        # An equal frontier still releases an event that came exactly at it (the buffer
+        # holds only events after the frontier).
+        if frontier < self.frontier:
             return []
         self.frontier = frontier
-        out: list[Result] = []
         buffer = self._buffer
-        on_event = self.matcher.on_event
+        due = []
         while buffer and buffer[0][0] <= frontier:
-            time, _, key, kind, raw = heapq.heappop(buffer)
-            out += on_event(key, kind, time, raw)
+            due.append(heapq.heappop(buffer)[2])
+        out = self.matcher.on_events(due) if due else []
         out += self.matcher.advance_to(frontier)
         return out
 
@@ -269,7 +323,7 @@ class Pipeline:
     @property
     def pending(self) -> int:
         """Open orders, counting creates still held in the reorder buffer."""
-        buffered = sum(1 for entry in self._buffer if entry[3] == CREATE)
+        buffered = sum(1 for entry in self._buffer if entry[2][1] == CREATE)
         return self.matcher.pending + buffered
 
     def stats(self) -> dict:
@@ -297,7 +351,8 @@ class Pipeline:
             "events": self.events,
             "late": self.late,
             "rejected": self.rejected,
-            "buffer": list(self._buffer),
+            # (time, sequence, key, kind, raw) in (time, input order), as state format 3 has it
+            "buffer": [(time, sequence, key, kind, raw) for time, sequence, (key, kind, _, raw) in sorted(self._buffer)],
             "max_arrival": self._max_arrival,
             "matcher": self.matcher.snapshot(with_orders),
         }
@@ -312,7 +367,7 @@ class Pipeline:
         self._max_time = negative if state["max_time"] is None else state["max_time"]
         self._sequence = state["sequence"]
         self.events, self.late, self.rejected = state["events"], state["late"], state["rejected"]
-        self._buffer = [tuple(entry) for entry in state["buffer"]]
+        self._buffer = [(time, sequence, (key, kind, time, raw)) for time, sequence, key, kind, raw in state["buffer"]]
         heapq.heapify(self._buffer)
         # The wall-clock arrival of the largest event: with --idle, restored orders time
         # out on a stream that stays quiet after the restart.

@@ -121,6 +121,10 @@ class Matcher:
         self.now: int | float = float("-inf")
         self._open: dict[str, bytes | list[bytes]] = {}  # packed orders, see _pack
         self._timeline: deque[bytes] = deque()
+        # The key of each timeline entry, side by side: the very string object the open
+        # orders are filed under, so a timeout finds its key without decoding the order
+        # and the dictionary compares keys by identity (measured: ~7% of a replay).
+        self._timeline_keys: deque[str] = deque()
         self._head_deadline: int | float = float("inf")  # deadline of timeline[0]
         self.pending = 0
         # For incremental checkpoints: every timeline entry has a position (appended so
@@ -161,7 +165,7 @@ class Matcher:
         open_orders = self._open
         setdefault, pop = open_orders.setdefault, open_orders.pop
         timeline = self._timeline
-        push = timeline.append
+        push, push_key = timeline.append, self._timeline_keys.append
         pack, unpack, size = _HEADER.pack, _HEADER.unpack_from, _HEADER.size
         tick_creates = self._tick_creates
         tick_get = tick_creates.get
@@ -209,6 +213,7 @@ class Matcher:
                     if not timeline:
                         head_deadline = self._head_deadline = time + within
                     push(order)
+                    push_key(key)
                     opened += 1
                 elif kind == PAY:
                     pays += 1
@@ -282,7 +287,7 @@ class Matcher:
         # The hot loop of a burst of timeouts: helpers inlined, one header read per order.
         append = out.append
         timeline = self._timeline
-        popleft = timeline.popleft
+        popleft, popleft_key = timeline.popleft, self._timeline_keys.popleft
         within = self.within
         open_orders = self._open
         pop = open_orders.pop
@@ -300,8 +305,8 @@ class Matcher:
                 complete = False
                 break
             popleft()
+            key = popleft_key()
             popped += 1
-            key = order[size : size + length].decode("utf-8", "surrogatepass")
             current = pop(key, None)  # one dict operation for the common case, put back if not
             # Lazy deletion: an order paid or discarded earlier is no longer first in line.
             if current is not order:
@@ -379,7 +384,7 @@ class Matcher:
         """The earliest deadline of an open order, or None when nothing is open."""
         timeline = self._timeline
         while timeline:
-            if self._is_oldest_open(_key_of(timeline[0]), timeline[0]):
+            if self._is_oldest_open(self._timeline_keys[0], timeline[0]):
                 return self._head_deadline
             self._pop_head()  # resolved earlier: drop it now rather than at its deadline
         return None
@@ -500,12 +505,14 @@ class Matcher:
         if not self._timeline:
             self._head_deadline = created + self.within
         self._timeline.append(order)
+        self._timeline_keys.append(key)
         self._appended += 1
         self.pending += 1
 
     def _pop_head(self) -> bytes:
         timeline = self._timeline
         order = timeline.popleft()
+        self._timeline_keys.popleft()
         self._popped += 1
         self._head_deadline = _created_of(timeline[0]) + self.within if timeline else float("inf")
         return order

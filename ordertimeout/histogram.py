@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from typing import Iterable
 
-__all__ = ["Buckets", "TIMER_LATENESS_BOUNDS_MS", "window_bounds"]
+__all__ = ["Buckets", "LatencyCounts", "TIMER_LATENESS_BOUNDS_MS", "window_bounds"]
 
 #: How long after its deadline a timer-driven timeout went out: a few ms is normal,
 #: seconds mean the loop was starved.
@@ -61,3 +62,69 @@ class Buckets:
         if not self.count:
             return None
         return {"count": self.count, "sum_ms": self.sum, "max_ms": self.max}
+
+
+class LatencyCounts:
+    """Every pay latency (ms) of a run, kept as a count per value, for exact percentiles
+    in memory that does not grow with the number of orders: a run of days keeps at most
+    one entry per distinct value, not eight bytes per success.
+
+    Values below :attr:`EXACT_BELOW` (about 65 s) are kept exactly; a larger one keeps its
+    16 leading bits (within 0.003%, so under 60 ms at 30 minutes), which bounds the entries
+    to a few hundred thousand whatever the window. Count, sum and maximum are exact.
+    """
+
+    EXACT_BELOW = 1 << 16
+
+    def __init__(self) -> None:
+        self._counts: Counter[int] = Counter()
+        self.count = 0
+        self.sum = 0
+        self.max: int | None = None
+
+    def extend(self, values: list[int]) -> None:
+        """Count the latencies ``values``."""
+        if not values:
+            return
+        top = max(values)
+        self.count += len(values)
+        self.sum += sum(values)
+        if self.max is None or top > self.max:
+            self.max = top
+        if top >= self.EXACT_BELOW:
+            values = [_leading_bits(value) for value in values]
+        self._counts.update(values)  # counted in C
+
+    def __len__(self) -> int:
+        return self.count
+
+    def items(self) -> list[tuple[int, int]]:
+        """``(value, count)`` pairs in value order."""
+        return sorted(self._counts.items())
+
+    def percentile(self, share: float) -> int:
+        """The value below which ``share`` of the latencies lie: the one at index
+        ``int(share * count)`` of them all in order (the last one for share 1)."""
+        if not self.count:
+            raise ValueError("no latencies")
+        index = min(self.count - 1, int(share * self.count))
+        seen = 0
+        for value, count in self.items():
+            seen += count
+            if seen > index:
+                return value
+        raise AssertionError("counts do not add up")  # pragma: no cover
+
+    def buckets(self, bounds_ms: Iterable[int]) -> Buckets:
+        """The latencies folded into fixed buckets (for /metrics)."""
+        buckets = Buckets(bounds_ms)
+        for value, count in self._counts.items():
+            buckets.counts[bisect_left(buckets.bounds, value)] += count
+        buckets.count, buckets.sum, buckets.max = self.count, self.sum, self.max
+        return buckets
+
+
+def _leading_bits(value: int, bits: int = 16) -> int:
+    """``value`` with all but its ``bits`` leading binary digits cleared."""
+    shift = value.bit_length() - bits
+    return value if shift <= 0 else (value >> shift) << shift

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-from array import array
 from typing import BinaryIO, Callable, Iterable, Sequence, TextIO
 
 import orjson
 
 from .durations import format_duration
+from .histogram import LatencyCounts
 from .events import MISSING as _ABSENT, field_getter
 from .logs import Log
 from .matcher import Cancelled, PaidLate, Result, Success, Timeout
@@ -324,7 +324,7 @@ class ResultWriter:
         # A formatter may format a whole list at once (format_all), for speed.
         self._format_all = getattr(formatter, "format_all", None)
         self._keep = RESULT_TYPES[only] if only else None
-        self.latencies = array("q")
+        self.latencies = LatencyCounts()
 
     def write(self, results: Iterable[Result]) -> None:
         """Queue the lines of ``results``."""

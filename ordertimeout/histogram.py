@@ -36,11 +36,11 @@ class Buckets:
         self.sum = 0
         self.max: int | None = None
 
-    def observe(self, value: int) -> None:
-        """Count one observation of ``value`` ms."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
+    def observe(self, value: int, times: int = 1) -> None:
+        """Count an observation of ``value`` ms (``times`` of them)."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.count += times
+        self.sum += value * times
         if self.max is None or value > self.max:
             self.max = value
 
@@ -66,14 +66,17 @@ class Buckets:
 
 class LatencyCounts:
     """Every pay latency (ms) of a run, kept as a count per value, for exact percentiles
-    in memory that does not grow with the number of orders: a run of days keeps at most
-    one entry per distinct value, not eight bytes per success.
+    in memory that does not grow with the number of orders: a run of days keeps one entry
+    per distinct value, not eight bytes per success.
 
-    Values below :attr:`EXACT_BELOW` (about 65 s) are kept exactly; a larger one keeps its
-    16 leading bits (within 0.003%, so under 60 ms at 30 minutes), which bounds the entries
-    to a few hundred thousand whatever the window. Count, sum and maximum are exact.
+    Exact to the millisecond while there are at most :attr:`MAX_EXACT` distinct values
+    (always so for windows up to two minutes). Past that (a long window over a long run),
+    values of :attr:`EXACT_BELOW` ms (about 65 s) and more keep their 16 leading bits
+    (within 0.003%, under 30 ms at 15 minutes), which bounds the entries to a few hundred
+    thousand whatever the window. Count, sum and maximum are always exact.
     """
 
+    MAX_EXACT = 1 << 17
     EXACT_BELOW = 1 << 16
 
     def __init__(self) -> None:
@@ -81,6 +84,7 @@ class LatencyCounts:
         self.count = 0
         self.sum = 0
         self.max: int | None = None
+        self.exact = True
 
     def extend(self, values: list[int]) -> None:
         """Count the latencies ``values``."""
@@ -91,9 +95,15 @@ class LatencyCounts:
         self.sum += sum(values)
         if self.max is None or top > self.max:
             self.max = top
-        if top >= self.EXACT_BELOW:
+        if not self.exact and top >= self.EXACT_BELOW:
             values = [_leading_bits(value) for value in values]
         self._counts.update(values)  # counted in C
+        if self.exact and len(self._counts) > self.MAX_EXACT:
+            self.exact = False
+            coarse: Counter[int] = Counter()
+            for value, count in self._counts.items():
+                coarse[_leading_bits(value)] += count
+            self._counts = coarse
 
     def __len__(self) -> int:
         return self.count
@@ -125,6 +135,7 @@ class LatencyCounts:
 
 
 def _leading_bits(value: int, bits: int = 16) -> int:
-    """``value`` with all but its ``bits`` leading binary digits cleared."""
+    """``value`` with all but its ``bits`` leading binary digits cleared (a value below
+    ``2**bits`` stays as it is)."""
     shift = value.bit_length() - bits
     return value if shift <= 0 else (value >> shift) << shift

@@ -175,7 +175,7 @@ class Matcher:
         now = self.now
         # Counters are summed locally and added once: nothing reads them inside the batch.
         creates = pays = other = cancels = success = cancelled = unmatched_pays = 0
-        unmatched_cancels = discarded = opened = closed = 0
+        unmatched_cancels = discarded = 0
         try:
             for key, kind, time, raw in events:
                 if time < now:
@@ -214,7 +214,6 @@ class Matcher:
                         head_deadline = self._head_deadline = time + within
                     push(order)
                     push_key(key)
-                    opened += 1
                 elif kind == PAY:
                     pays += 1
                     current = pop(key, None)  # one dict operation when the key had one order
@@ -225,7 +224,6 @@ class Matcher:
                             unmatched_pays += 1
                         continue
                     if type(current) is not list:  # the common case: one open order
-                        closed += 1
                         if closed_early is not None:
                             closed_early.append(current)
                         created, length, seq = unpack(current)
@@ -237,7 +235,6 @@ class Matcher:
                     else:
                         paid = (current.pop(0),)
                         open_orders[key] = current[0] if len(current) == 1 else current
-                    closed += len(paid)
                     if closed_early is not None:
                         closed_early.extend(paid)
                     for order in paid:
@@ -260,8 +257,10 @@ class Matcher:
         finally:
             self.now = now
             self._tick = tick
-            self.pending += opened - closed
-            self._appended += opened
+            # Each create opened an order and each success closed one (the other ways
+            # of closing, discarding and cancelling, count pending themselves).
+            self.pending += creates - success
+            self._appended += creates
             self.creates += creates
             self.pays += pays
             self.other += other

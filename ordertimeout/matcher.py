@@ -189,10 +189,6 @@ class Matcher:
                     self._forget_expired(time)
                 if kind == CREATE:
                     creates += 1
-                    if next_mode and key in open_orders:
-                        # Strict contiguity: a create after a create breaks the first one's match.
-                        orders = self._close_all(key)
-                        discarded += len(orders)
                     if time != tick:
                         tick = time
                         tick_creates.clear()
@@ -206,7 +202,11 @@ class Matcher:
                     # One dict operation in the common case (the key had nothing open).
                     current = setdefault(key, order)
                     if current is not order:
-                        if type(current) is list:
+                        if next_mode:
+                            # Strict contiguity: a create after a create breaks the first one's match.
+                            discarded += len(self._close_all(key))
+                            open_orders[key] = order
+                        elif type(current) is list:
                             current.append(order)
                         else:
                             open_orders[key] = [current, order]

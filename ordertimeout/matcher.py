@@ -230,14 +230,18 @@ class Matcher:
                         success += 1
                         append(_new(Success, (key, created, time, created + within, current[size + length :], raw, seq)))
                         continue
-                    if followed_by:
-                        paid = current
-                    else:
-                        paid = (current.pop(0),)
+                    if not followed_by:  # each: the pay closes the key's oldest open order
+                        order = current.pop(0)
                         open_orders[key] = current[0] if len(current) == 1 else current
+                        if closed_early is not None:
+                            closed_early.append(order)
+                        created, length, seq = unpack(order)
+                        success += 1
+                        append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
+                        continue
                     if closed_early is not None:
-                        closed_early.extend(paid)
-                    for order in paid:
+                        closed_early.extend(current)
+                    for order in current:  # followed-by: the pay closes all of them
                         created, length, seq = unpack(order)
                         success += 1
                         append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))

@@ -27,12 +27,12 @@ skipped when their deadline comes (lazy deletion), which keeps a pay O(1).
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from enum import Enum
 from typing import Iterable
 
 from .events import CANCEL, CREATE, PAY
+from .matcher_state import COUNTER_NAMES, SavedState
 from .orders import (  # noqa: F401  (the packing helpers are re-exported for the tests)
     _HEADER,
     Cancelled,
@@ -77,27 +77,11 @@ class Mode(str, Enum):
 _new = tuple.__new__
 
 
-#: The matcher's counters, in the order the statistics show them.
-COUNTER_NAMES = (
-    "creates",
-    "pays",
-    "other",
-    "cancels",
-    "success",
-    "timeout",
-    "cancelled",
-    "unmatched_pays",
-    "unmatched_cancels",
-    "discarded",
-    "paid_late",
-)
-
-
 class OutOfOrderError(ValueError):
     """The host fed an event older than the time the matcher has already reached."""
 
 
-class Matcher:
+class Matcher(SavedState):
     """Keyed create/pay matching with a window of ``within`` milliseconds.
 
     ``on_event`` and ``advance_to`` return the results they decide, in canonical order.
@@ -372,11 +356,6 @@ class Matcher:
                     del expired[key]
         self._forget_at = float("inf")
 
-    def expired_orders(self) -> list[OpenOrder]:
-        """Timed-out orders still payable under ``paid_late``, in deadline order."""
-        live = {id(order) for orders in self._expired.values() for order in orders}
-        return [_unpack(order) for order in self._expired_line if id(order) in live]
-
     def drain(self) -> list[Timeout]:
         """End of input: every open order times out at its deadline; nothing stays pending."""
         return self.advance_to(float("inf"))
@@ -398,83 +377,6 @@ class Matcher:
         counts["pending"] = self.pending
         return counts
 
-    def open_orders(self) -> list[OpenOrder]:
-        """Every open order, in deadline order (the order they would time out in)."""
-        return [order for _, order in self.numbered_open_orders()[1]]
-
-    def numbered_open_orders(self) -> tuple[int, list[tuple[int, OpenOrder]]]:
-        """``(head, [(position, order), ...])``: every open order with its timeline
-        position, as :meth:`take_changes` numbers them."""
-        live = {id(order) for key in self._open for order in self._orders_of(key)}
-        return self._popped, [
-            (self._popped + index, _unpack(order))
-            for index, order in enumerate(self._timeline)
-            if id(order) in live
-        ]
-
-    # -- saving and restoring ------------------------------------------------------
-
-    def take_changes(self) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
-        """What changed since the previous call, for a host that saves state incrementally.
-
-        Returns ``(head, opened, closed)``: every order at a position before ``head`` is
-        gone (timed out); ``opened`` are the (position, order) pairs added since and still
-        open; ``closed`` are orders added before the previous call and closed since before
-        their deadline (paid, cancelled, discarded). The first call starts the tracking and
-        reports every open order as opened. Costs O(changes), not O(open orders).
-        """
-        closed_early, self._closed_early = self._closed_early or [], []
-        just_closed = {id(order) for order in closed_early}
-        new_count = min(self._appended - self._changes_mark, len(self._timeline))
-        new = list(itertools.islice(reversed(self._timeline), new_count))
-        position = self._popped + len(self._timeline)
-        opened = []
-        for order in new:
-            position -= 1
-            if id(order) not in just_closed and self._is_open(order):
-                opened.append((position, _unpack(order)))
-        opened.reverse()
-        new_ids = {id(order) for order in new}
-        closed = [_unpack(order) for order in closed_early if id(order) not in new_ids]
-        self._changes_mark = self._appended
-        return self._popped, opened, closed
-
-    def snapshot(self, with_orders: bool = True) -> dict:
-        """The whole state as plain data (ints, strings, bytes, lists).
-
-        ``with_orders=False`` leaves the open orders out, for a host that keeps them
-        itself through :meth:`take_changes`.
-        """
-        state = {
-            "within": self.within,
-            "mode": self.mode.value,
-            "paid_late": self.paid_late_ms,
-            "expired": [tuple(order) for order in self.expired_orders()],
-            "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
-            "counts": self.counts(),
-            "tick": [self._tick, self._tick_creates] if self._tick_creates else None,
-        }
-        if with_orders:
-            state["open"] = [tuple(order) for order in self.open_orders()]
-        return state
-
-    @classmethod
-    def restore(cls, state: dict) -> "Matcher":
-        """A matcher continuing exactly where ``snapshot()`` left off."""
-        matcher = cls(state["within"], state["mode"], state.get("paid_late"))
-        if state["now"] is not None:
-            matcher.now = state["now"]
-        for name in COUNTER_NAMES:
-            setattr(matcher, name, state["counts"].get(name, 0))
-        for created, key, raw, seq in state.get("expired") or ():
-            matcher._remember_expired(key, _pack(created, key, raw, seq), created + matcher.within)
-        if state.get("tick"):
-            matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
-        orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: (order.created, order.seq))
-        for created, key, raw, seq in orders:
-            matcher._add(key, _pack(created, key, raw, seq), created)
-        return matcher
-
     # -- the per-key state ---------------------------------------------------------
     #
     # ``_open[key]`` is the key's only open order itself, or a list of its open orders,
@@ -490,12 +392,6 @@ class Matcher:
     def _is_oldest_open(self, key: str, order: bytes) -> bool:
         current = self._open.get(key)
         return current is order or (type(current) is list and current[0] is order)
-
-    def _is_open(self, order: bytes) -> bool:
-        current = self._open.get(_key_of(order))
-        if current is order:
-            return True
-        return type(current) is list and any(candidate is order for candidate in current)
 
     def _add(self, key: str, order: bytes, created: int) -> None:
         current = self._open.get(key)
@@ -519,18 +415,6 @@ class Matcher:
         self._popped += 1
         self._head_deadline = _created_of(timeline[0]) + self.within if timeline else float("inf")
         return order
-
-    def _open_order(self, key: str, time: int, raw: bytes) -> None:
-        if self.mode is Mode.NEXT and key in self._open:
-            # Strict contiguity: a create after a create breaks the first one's match.
-            self.discarded += len(self._close_all(key))
-        if time != self._tick:
-            self._tick = time
-            self._tick_creates.clear()
-        counts = self._tick_creates
-        seq = counts.get(key, 0)
-        counts[key] = seq + 1
-        self._add(key, _pack(time, key, raw, seq), time)
 
     def _close_oldest(self, key: str, early: bool = True) -> bytes:
         current = self._open[key]

@@ -14,11 +14,8 @@ So after every event the reorder buffer holds exactly the accepted events after 
 
 from __future__ import annotations
 
-import heapq
-from bisect import bisect_right
 from enum import Enum
-from itertools import accumulate, count, islice
-from operator import itemgetter, sub
+from operator import itemgetter
 
 from .events import (
     CREATE,
@@ -29,15 +26,14 @@ from .events import (
     RejectedLine,
 )
 from .matcher import Matcher, Result
+from .reorder import ReorderBuffer
 
 __all__ = ["TimeMode", "Pipeline", "LateEvent"]
 
 _TIME = itemgetter(2)  # of an event (key, kind, time, raw)
-_ENTRY_TIME, _ENTRY_EVENT = itemgetter(0), itemgetter(2)  # of a buffer entry (time, sequence, event)
-#: A batch at least this share of the reorder buffer is reordered with one sort; a smaller
-#: one (a tail -f trickle, a run between frequent late events) with the heap, event by
-#: event, since one sort costs a pass over the whole buffer.
-SORT_BATCH_SHARE = 1 / 32
+_TIME_SEQUENCE = itemgetter(0, 1)  # of a saved buffer entry (time, sequence, key, kind, raw)
+#: Events checked for lateness together (see _count_on_time).
+LATENESS_BLOCK = 16
 
 
 class TimeMode(str, Enum):
@@ -82,10 +78,7 @@ class Pipeline:
         self.rejected = 0
         self.frontier: int | float = float("-inf")
         self._max_time: int | float = float("-inf")
-        # The reorder buffer: (time, sequence, event) in a heap; sorted after a batch (a
-        # sorted list is a heap too). ``sequence`` numbers accepted events in input order.
-        self._buffer: list[tuple[int, int, tuple[str, int, int, bytes]]] = []
-        self._sequence = 0
+        self._buffer = ReorderBuffer()
         # --idle: event time also moves with the wall clock, ``idle`` behind (see advance).
         self.idle = idle
         self._max_arrival: int | None = None  # wall-clock arrival of the event at _max_time
@@ -137,19 +130,16 @@ class Pipeline:
         # batch. Leaving the matcher's advance to each frontier for the end of the batch
         # changes no result or its order: every later event is at or after that frontier,
         # and the matcher settles earlier deadlines before applying an event.
-        buffer = self._buffer
-        if not self.lateness and not buffer:
+        if not self.lateness and not self._buffer:
             # Without lateness an event is late exactly when it is older than the one
             # before it (or than the frontier): a batch in time order is applied as it is.
             times = [event[2] for event in events]
             if times[0] >= self.frontier and times == sorted(times):
                 self.events += len(events)
-                self._sequence += len(events)
                 if times[-1] > self._max_time:
                     self._max_time, self._max_arrival = times[-1], now
                 return self._apply(events, self._max_time), stop
-        reorder = self._reorder_sorting if len(events) >= len(buffer) * SORT_BATCH_SHARE else self._reorder_each
-        ready, used, frontier = reorder(events, now)
+        ready, used, frontier = self._reorder(events, now)
         self.events += used
         return self._apply(ready, frontier), stop if used == len(events) else start + used
 
@@ -161,63 +151,35 @@ class Pipeline:
             out += self.matcher.advance_to(frontier)
         return out
 
-    def _reorder_sorting(self, events: list, now: int) -> tuple[list, int, int | float]:
-        """Event time for a batch with C-level passes: (events due in order, how many of
-        ``events`` were used (up to the first late one), the frontier they reach)."""
+    def _reorder(self, events: list, now: int) -> tuple[list, int, int | float]:
+        """What :meth:`_feed_event_time` does to each event, for a batch in a few C-level
+        passes: (events due in order, how many of ``events`` were used, up to the first
+        late one, the frontier they reach)."""
         frontier, lateness = self.frontier, self.lateness
         times = list(map(_TIME, events))
-        # highest[i]: the largest time before event i. After each event the frontier is
-        # max(frontier, highest - lateness), so event i > 0 meets the frontier
-        # max(frontier, highest[i] - lateness) and event 0 the frontier as it is.
-        highest = list(accumulate(times, max, initial=self._max_time))
         used = len(times)
-        if min(times) < frontier or max(map(sub, islice(highest, 1, used), islice(times, 1, None)), default=0) > lateness:
-            used = next(i for i, time in enumerate(times) if time < frontier or (i and highest[i] - time > lateness))
-            events = events[:used]  # the first late event: feed counts and reports it
-            if not used:
-                return [], 0, frontier
-        if highest[used] > self._max_time:
-            self._max_time, self._max_arrival = highest[used], now
-        frontier = max(frontier, highest[used] - lateness)
-        # One sort and one split give the order the heap gives event by event. The
+        top = max(times)
+        # After each event the frontier is max(frontier, largest time - lateness), so no
+        # event meets a frontier above the one the batch's largest time brings: if no time
+        # is before that one, none is late.
+        if min(times) < max(frontier, max(self._max_time, top) - lateness):
+            used = _count_on_time(times, frontier, self._max_time, lateness)
+            if used < len(times):
+                if not used:
+                    return [], 0, frontier  # the first event is late: feed counts and reports it
+                events = events[:used]
+                top = max(times[:used])
+        if top > self._max_time:
+            self._max_time, self._max_arrival = top, now
+        frontier = max(frontier, self._max_time - lateness)
+        # Holding the whole batch, then releasing what is at or before the final frontier,
+        # gives what holding and releasing event by event gives, in the same order. The
         # frontier only rises, and each event arrives at or after the frontier it meets,
-        # so an event released later than another is never before it in (time, input
-        # order): the heap releases in sorted order. What it has released by the end is
-        # what is at or before the final frontier; the rest stays, after it. Timsort
-        # merges the sorted buffer with the nearly sorted batch in close to linear time.
-        buffer = self._buffer
-        buffer += zip(times, count(self._sequence), events)
-        self._sequence += used
-        buffer.sort()
-        due = bisect_right(buffer, frontier, key=_ENTRY_TIME)
-        ready = list(map(_ENTRY_EVENT, buffer[:due]))
-        del buffer[:due]
-        return ready, used, frontier
-
-    def _reorder_each(self, events: list, now: int) -> tuple[list, int, int | float]:
-        """The same as :meth:`_reorder_sorting`, event by event with the heap."""
-        frontier, max_time, lateness = self.frontier, self._max_time, self.lateness
-        buffer, sequence = self._buffer, self._sequence
-        ready: list[tuple[str, int, int, bytes]] = []
-        used = 0
-        for event in events:
-            time = event[2]
-            if time < frontier:
-                break  # late: feed counts and reports it
-            used += 1
-            if time > max_time:
-                max_time, self._max_arrival = time, now
-            if max_time - lateness > frontier:
-                frontier = max_time - lateness
-            if not buffer and time <= frontier:
-                ready.append(event)
-            else:
-                heapq.heappush(buffer, (time, sequence, event))
-                while buffer and buffer[0][0] <= frontier:
-                    ready.append(heapq.heappop(buffer)[2])
-            sequence += 1
-        self._max_time, self._sequence = max_time, sequence
-        return ready, used, frontier
+        # so an event released later than another one is never before it in (time, input
+        # order): event by event, too, the release is in sorted order. And what has been
+        # released by the end of the batch is what is at or before the final frontier.
+        self._buffer.add(events)
+        return self._buffer.release(frontier), used, frontier
 
     def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes, now: int) -> list[Result]:
         if time < self.frontier:
@@ -228,8 +190,6 @@ class Pipeline:
         if time > self._max_time:
             self._max_time = time
             self._max_arrival = now
-        sequence = self._sequence
-        self._sequence += 1
         frontier = max(self.frontier, self._max_time - self.lateness)
         if not self._buffer and time <= frontier:
             # In-order input (always so with lateness 0): no need for the reorder buffer.
@@ -238,7 +198,7 @@ class Pipeline:
             if frontier > time:
                 out += self.matcher.advance_to(frontier)
             return out
-        heapq.heappush(self._buffer, (time, sequence, (key, kind, time, raw)))
+        self._buffer.push((key, kind, time, raw))
         return self.advance_frontier(frontier)
 
     def advance_frontier(self, frontier: int | float) -> list[Result]:
@@ -252,10 +212,7 @@ class Pipeline:
         if frontier < self.frontier:
             return []
         self.frontier = frontier
-        buffer = self._buffer
-        due = []
-        while buffer and buffer[0][0] <= frontier:
-            due.append(heapq.heappop(buffer)[2])
+        due = self._buffer.release(frontier)
         out = self.matcher.on_events(due) if due else []
         out += self.matcher.advance_to(frontier)
         return out
@@ -311,10 +268,7 @@ class Pipeline:
         if self.idle is None or self._max_arrival is None:
             return None
         # Event time moving with the wall clock: when does it reach the next thing due?
-        due = [self._buffer[0][0]] if self._buffer else []
-        deadline = self.matcher.next_deadline()
-        if deadline is not None:
-            due.append(deadline)
+        due = [time for time in (self._buffer.first_time(), self.matcher.next_deadline()) if time is not None]
         if not due:
             return None
         # _idle_frontier(now) >= min(due)  <=>  now >= this moment
@@ -323,7 +277,7 @@ class Pipeline:
     @property
     def pending(self) -> int:
         """Open orders, counting creates still held in the reorder buffer."""
-        buffered = sum(1 for entry in self._buffer if entry[2][1] == CREATE)
+        buffered = sum(1 for event in self._buffer if event[1] == CREATE)
         return self.matcher.pending + buffered
 
     def stats(self) -> dict:
@@ -347,12 +301,12 @@ class Pipeline:
             "time_mode": self.time_mode.value if self.time_mode else None,
             "frontier": _finite_or_none(self.frontier),
             "max_time": _finite_or_none(self._max_time),
-            "sequence": self._sequence,
+            "sequence": len(self._buffer),  # the next one after the buffer's
             "events": self.events,
             "late": self.late,
             "rejected": self.rejected,
             # (time, sequence, key, kind, raw) in (time, input order), as state format 3 has it
-            "buffer": [(time, sequence, key, kind, raw) for time, sequence, (key, kind, _, raw) in sorted(self._buffer)],
+            "buffer": [(time, sequence, key, kind, raw) for sequence, (key, kind, time, raw) in enumerate(self._buffer.events())],
             "max_arrival": self._max_arrival,
             "matcher": self.matcher.snapshot(with_orders),
         }
@@ -365,10 +319,10 @@ class Pipeline:
         negative = float("-inf")
         self.frontier = negative if state["frontier"] is None else state["frontier"]
         self._max_time = negative if state["max_time"] is None else state["max_time"]
-        self._sequence = state["sequence"]
         self.events, self.late, self.rejected = state["events"], state["late"], state["rejected"]
-        self._buffer = [(time, sequence, (key, kind, time, raw)) for time, sequence, key, kind, raw in state["buffer"]]
-        heapq.heapify(self._buffer)
+        # In (time, sequence) order, which is input order at equal times.
+        saved = sorted(state["buffer"], key=_TIME_SEQUENCE)
+        self._buffer = ReorderBuffer((key, kind, time, raw) for time, _, key, kind, raw in saved)
         # The wall-clock arrival of the largest event: with --idle, restored orders time
         # out on a stream that stays quiet after the restart.
         self._max_arrival = state.get("max_arrival")
@@ -376,3 +330,25 @@ class Pipeline:
 
 def _finite_or_none(value: int | float) -> int | None:
     return None if value in (float("inf"), float("-inf")) else int(value)
+
+
+def _count_on_time(times: list[int], frontier: int | float, highest: int | float, lateness: int) -> int:
+    """How many of ``times`` come before the first late one. Event time ``t`` is late
+    before the frontier it meets, max(frontier, largest time before it - lateness); the
+    first only has to reach ``frontier`` (``highest`` is the largest time before them).
+
+    By blocks: a block is on time as a whole when its smallest time reaches the frontier
+    its largest time brings; only a block that does not is checked event by event.
+    """
+    for start in range(0, len(times), LATENESS_BLOCK):
+        block = times[start : start + LATENESS_BLOCK]
+        top = max(block)
+        if min(block) >= max(frontier, highest - lateness, top - lateness):
+            highest = max(highest, top)
+            continue
+        for index, time in enumerate(block, start):
+            if time < frontier or (index and time < highest - lateness):
+                return index
+            if time > highest:
+                highest = time
+    return len(times)

@@ -5,10 +5,11 @@ import os
 import time
 
 import pytest
-from hypothesis import given
+import orjson
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.matcher import Cancelled, Success, Timeout
+from ordertimeout.matcher import Cancelled, PaidLate, Success, Timeout
 from ordertimeout.sinks import HumanFormatter, format_time
 
 FIRST_MS, LAST_MS = -62_135_596_800_000, 253_402_300_799_999
@@ -69,3 +70,67 @@ def test_rows_show_the_order_fields_from_either_event():
 def test_rows_without_fields_are_as_before():
     plain = HumanFormatter(1000, fields=()).format(Timeout("u1", 0, 1000, CREATE)).decode()
     assert plain == "1970-01-01T00:00:01.000Z  timeout    u1          no pay within 1s\n"
+
+
+# -- format_all: the rows of a batch, byte for byte what format gives row by row ----------
+
+#: Names events and --fields share often enough to meet: plain, dotted, odd.
+_NAMES = st.sampled_from(["orderId", "amount", "shop", "shop.id", "id", "a.b.c", "é", "x y", "", "="])
+_ODD_CHARACTERS = st.sampled_from(["\x00", "\n", "\t", " ", "\u200b", "é", "\U0001f600", '"', "\\"])
+_ODD_TEXT = st.text(st.one_of(st.characters(codec="utf-8"), _ODD_CHARACTERS), max_size=14)
+#: Keys may hold anything a str can, even a lone surrogate (read by the exact big-number parser).
+_KEYS = st.one_of(st.sampled_from(["u1", "u2", "a-very-long-user-name"]),
+                  st.text(st.one_of(st.characters(), _ODD_CHARACTERS, st.just("\ud800")), max_size=14))
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8) | _ODD_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
+    max_leaves=6,
+)
+#: An event's bytes: mostly objects holding some of the names, else any JSON or not JSON.
+_EVENTS = st.one_of(
+    st.dictionaries(_NAMES, _JSON_VALUES, max_size=5).map(orjson.dumps),
+    _JSON_VALUES.map(orjson.dumps),
+    st.sampled_from([b"", b"{", b'{"orderId":1,"orderId":null}', b'{"orderId":"\\u0041 b"}', b"\xff"]),
+)
+_TIMES = st.integers(min_value=FIRST_MS - 10**13, max_value=LAST_MS + 10**13)
+_RESULTS = st.one_of(
+    st.builds(Success, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, _EVENTS, st.integers(0, 3)),
+    st.builds(Timeout, _KEYS, _TIMES, _TIMES, _EVENTS, st.booleans(), st.integers(0, 3)),
+    st.builds(Cancelled, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, _EVENTS, st.integers(0, 3)),
+    st.builds(PaidLate, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, _EVENTS, st.integers(0, 3)),
+)
+
+
+def _brackets(style: str, text: str) -> str:
+    return f"[{style}]{text}[/]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    results=st.lists(_RESULTS, max_size=8),
+    fields=st.lists(_NAMES, max_size=4),
+    within=st.integers(min_value=1, max_value=10**10),
+    local_time=st.booleans(),
+    paint=st.sampled_from([None, _brackets]),
+)
+def test_format_all_gives_the_rows_of_format_byte_for_byte(results, fields, within, local_time, paint):
+    formatter = HumanFormatter(within, paint, fields, local_time)
+    expected = b"".join(formatter.format(result) for result in results)
+    assert formatter.format_all(results) == expected
+    assert formatter.format_all(results) == expected  # again, from what it worked out once
+
+
+def test_format_all_of_a_replay_in_time_order_gives_the_rows_of_format():
+    """Results as a run gives them: many rows to a second, latencies that repeat."""
+    formatter = HumanFormatter(1000)
+    results = []
+    for n in range(3000):
+        create = b'{"userId":"u%d","type":"create","orderId":"o%d","amount":%d.5}' % (n % 37, n, n % 200)
+        if n % 3:
+            pay = b'{"userId":"u%d","type":"pay","amount":1}' % (n % 37)
+            results.append(Success(f"u{n % 37}", 10**12 + n * 7, 10**12 + n * 7 + n % 999, 10**12 + n * 7 + 1000,
+                                   create, pay))
+        else:
+            results.append(Timeout(f"u{n % 37}", 10**12 + n * 7 - 1000, 10**12 + n * 7, create, n % 2 == 0))
+    assert formatter.format_all(results) == b"".join(map(formatter.format, results))

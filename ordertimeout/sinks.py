@@ -226,14 +226,15 @@ class HumanFormatter:
         self._paint = paint
         self._fields = [(name, field_getter(name)) for name in fields]
         self._local_time = local_time
-        # For format_all: the fields as (``name=``, the name if plain, its getter), and
-        # texts that repeat from row to row, worked out once each.
-        self._field_lookups = [(f"{name}=", None if "." in name else name, get) for name, get in self._fields]
+        # For format_all: the fields as (`` name=``, name, for a dotted name the path into
+        # nested objects), and texts that repeat from row to row, worked out once each.
+        self._field_lookups = [(f" {name}=", name, _path_or_none(get) if "." in name else None)
+                               for name, get in self._fields]
         self._detail_texts: dict[int, tuple[str, str]] = {}
         timeout = f"no pay within {self._within_text}"
         self._timeout_details = {
-            False: _padded(timeout),
-            True: _padded(timeout + " (recovered after restart)"),
+            False: _detail_columns(timeout),
+            True: _detail_columns(timeout + " (recovered after restart)"),
         }
 
     def format(self, result: Result) -> bytes:
@@ -292,35 +293,38 @@ class HumanFormatter:
         if len(details) > _DETAIL_CACHE_SIZE:
             details.clear()
         local, fields, timeout_details = self._local_time, self._field_lookups, self._timeout_details
-        key_width, absent = self.KEY_WIDTH, _ABSENT
+        key_width = self.KEY_WIDTH
         loads, dumps, millis = orjson.loads, orjson.dumps, _MILLISECOND_TEXTS
-        last_second, before, after = None, "", ""
+        last_time = last_second = None
+        before = after = moment = ""
         rows: list[str] = []
         append = rows.append
         for result in results:
             kind = type(result)
             if kind is Timeout:
                 head, time, create, second = "  timeout    ", result[2], result[3], None
-                plain, padded = timeout_details[result[4]]
+                ending, before_fields = timeout_details[result[4]]
             elif kind is Success:
                 head, time, create, second = "  success    ", result[2], result[4], result[5]
                 latency = result[2] - result[1]
                 texts = details.get(latency)
                 if texts is None:
-                    texts = details[latency] = _detail_texts("paid after ", latency, "")
-                plain, padded = texts
+                    texts = details[latency] = _duration_columns("paid after ", latency, "")
+                ending, before_fields = texts
             elif kind is PaidLate:
                 head, time, create, second = "  paid_late  ", result[3], result[4], result[5]
-                plain, padded = _detail_texts("paid ", result[3] - result[2], " after its deadline")
+                ending, before_fields = _duration_columns("paid ", result[3] - result[2], " after its deadline")
             else:
                 head, time, create, second = "  cancelled  ", result[2], result[4], result[5]
-                plain, padded = _detail_texts("cancelled after ", result[2] - result[1], "")
+                ending, before_fields = _duration_columns("cancelled after ", result[2] - result[1], "")
             key = result[0]  # (a dict of key texts was slower: 100k keys overflow the CPU caches)
             key = key.ljust(key_width) if key.isprintable() else ascii(key).ljust(key_width)
-            milli = time % 1000
-            if time - milli != last_second:
-                last_second = time - milli
-                before, after = _second_text(time // 1000, local)
+            if time != last_time:  # results come in time order: rows share their time
+                last_time, milli = time, time % 1000
+                if time - milli != last_second:
+                    last_second = time - milli
+                    before, after = _second_text(time // 1000, local)
+                moment = f"{before}{millis[milli]}{after}"
             shown = ""  # " name=value" for each field found
             if fields:
                 try:
@@ -330,23 +334,29 @@ class HumanFormatter:
                 if type(first) is not dict:
                     first = {}
                 other = None
-                for prefix, name, get in fields:
-                    # A plain name is looked up directly: absent and null both come out None.
-                    value = first.get(name) if name is not None else get(first)
-                    if (value is None or value is absent) and second is not None:
+                for prefix, name, path in fields:
+                    # Absent and null both come out None, and both mean "look further".
+                    value = first.get(name)
+                    if value is None and path is not None:
+                        value = path(first)
+                    if value is None:
+                        if second is None:
+                            continue
                         if other is None:
                             other = _object(second)
-                        value = other.get(name) if name is not None else get(other)
-                    if value is None or value is absent:
-                        continue
+                        value = other.get(name)
+                        if value is None and path is not None:
+                            value = path(other)
+                        if value is None:
+                            continue
                     if type(value) is str and value.isprintable() and " " not in value:
-                        shown += f" {prefix}{value}"
+                        shown = f"{shown}{prefix}{value}"
                     else:
-                        shown += f" {prefix}{dumps(value).decode()}"
+                        shown = f"{shown}{prefix}{dumps(value).decode()}"
             if shown:
-                append(f"{before}{millis[milli]}{after}{head}{key}  {padded} {shown}\n")
+                append(f"{moment}{head}{key}{before_fields}{shown}\n")
             else:
-                append(f"{before}{millis[milli]}{after}{head}{key}  {plain}\n")
+                append(f"{moment}{head}{key}{ending}")
         return "".join(rows).encode("utf-8", "backslashreplace")
 
     def format_event(self, time: int, raw: bytes) -> bytes:
@@ -362,14 +372,25 @@ _MILLISECOND_TEXTS = [f"{millisecond:03d}" for millisecond in range(1000)]
 _DETAIL_CACHE_SIZE = 1 << 16
 
 
-def _padded(detail: str) -> tuple[str, str]:
-    """A row's detail as it is, and padded to its column (for rows with fields after it)."""
-    return detail, f"{detail:<{HumanFormatter.DETAIL_WIDTH}}"
+def _detail_columns(detail: str) -> tuple[str, str]:
+    """A row's detail with what surrounds it: as the end of a row, and padded to its
+    column with the space before the fields (each field brings its own space)."""
+    return f"  {detail}\n", f"  {detail:<{HumanFormatter.DETAIL_WIDTH}} "
 
 
-def _detail_texts(before: str, milliseconds: int, after: str) -> tuple[str, str]:
-    """A detail naming a duration, as it is and padded (see :func:`_padded`)."""
-    return _padded(f"{before}{_duration_text(milliseconds)}{after}")
+def _duration_columns(before: str, milliseconds: int, after: str) -> tuple[str, str]:
+    """:func:`_detail_columns` of a detail naming a duration."""
+    return _detail_columns(f"{before}{_duration_text(milliseconds)}{after}")
+
+
+def _path_or_none(get: Callable[[dict], object]) -> Callable[[dict], object]:
+    """A dotted field's getter that gives None for a missing field."""
+
+    def lookup(obj: dict) -> object:
+        value = get(obj)
+        return None if value is _ABSENT else value
+
+    return lookup
 
 
 def _object(raw: bytes) -> dict:

@@ -265,6 +265,11 @@ def main() -> None:
     open_file = generate(DATA / "open-1M.jsonl", "--events", "1000000", "--users", "100000", "--pay-ratio", "0", "--seed", "2")
     open_distinct = generate(DATA / "open-1M-distinct.jsonl", "--events", "1000000", "--users", "1000000000", "--pay-ratio", "0", "--seed", "3")
 
+    verdicts: list[tuple[str, str, bool]] = []  # (figure, target, met)
+
+    def verdict(figure: str, target: str, met: bool) -> None:
+        verdicts.append((figure, target, met))
+
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if "replay" in only:
@@ -276,30 +281,46 @@ def main() -> None:
             for mode, m in figures["modes"].items():
                 print(f"  --match {mode:<12} {m['seconds']:.2f} s  {m['events_per_s']:>10,.0f} events/s  "
                       f"{m['vs_floor']:.2f}x floor  peak RSS {m['peak_rss_mb']:.0f} MB")
+                verdict(f"replay {label} {mode}: {m['vs_floor']:.2f}x floor", "<= 2.0x", m["vs_floor"] <= 2.0)
+            top_rss = max(m["peak_rss_mb"] for m in figures["modes"].values())
+            verdict(f"replay {label} peak RSS {top_rss:.0f} MB", "< 150 MB", top_rss < 150)
     if "human" in only:
         rows = human_rows(replay_file, args.runs)
         print(f"\nhuman rows (piped, no colour): {rows['rows_s']:.2f} s against --json {rows['json_s']:.2f} s: "
               f"{rows['ratio']:.2f}x")
+        verdict(f"human rows {rows['ratio']:.2f}x --json", "<= 1.3x", rows["ratio"] <= 1.3)
     if "disorder" in only:
         shuffled = disorder(replay_file, disordered, args.runs)
         print(f"\ndisorder: the replay shuffled within 500 ms, --lateness 500ms: {shuffled['disordered_s']:.2f} s "
               f"against sorted {shuffled['sorted_s']:.2f} s: {shuffled['ratio']:.2f}x "
               f"({shuffled['ratio_same_lateness']:.2f}x against sorted with --lateness 500ms)")
+        verdict(f"disorder {shuffled['ratio']:.2f}x sorted", "<= 1.3x", shuffled["ratio"] <= 1.3)
     if "memory" in only:
         for label, path in (("100k users", open_file), ("1M distinct users", open_distinct)):
             memory = memory_per_order(path, args.runs)
             print(f"\nmemory: {memory['open_orders']:,} open orders ({label}): "
                   f"{memory['bytes_per_order']:.0f} bytes per open order (stored event included)")
+            verdict(f"memory {label} {memory['bytes_per_order']:.0f} B/order", "<= 300 B", memory["bytes_per_order"] <= 300)
     if "timers" in only:
         lateness = timer_lateness(args.runs)
         print(f"\ntimer lateness: {lateness['timeouts']:,.0f} processing-time timeouts, {lateness['rate']:,} creates/s "
               f"through a pipe from process start: p50 {lateness['p50_ms']:.1f} ms, p99 {lateness['p99_ms']:.1f} ms, "
               f"max {lateness['max_ms']:.1f} ms, min {lateness['min_ms']:.1f} ms ({lateness['early']} early)")
+        verdict(f"timer lateness p99 {lateness['p99_ms']:.1f} ms", "<= 5 ms", lateness["p99_ms"] <= 5)
+        verdict(f"timer lateness max {lateness['max_ms']:.1f} ms", "<= 20 ms", lateness["max_ms"] <= 20)
+        verdict(f"timeouts early: {lateness['early']}", "none", lateness["early"] == 0)
     if "startup" in only:
         start = startup(args.runs)
         print(f"\nstart-up: `watch --json < one-line-file` {start['watch_ms']:.0f} ms against "
               f"`python -c \"import click, orjson, asyncio\"` {start['floor_ms']:.0f} ms: {start['ratio']:.2f}x")
+        verdict(f"start-up {start['watch_ms']:.0f} ms", "<= 150 ms", start["watch_ms"] <= 150)
+        verdict(f"start-up {start['ratio']:.2f}x floor", "<= 1.3x", start["ratio"] <= 1.3)
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if verdicts:
+        print("\nagainst the targets of issue 12:")
+        width = max(len(figure) for figure, _, _ in verdicts)
+        for figure, target, met in verdicts:
+            print(f"  {'met   ' if met else 'MISSED'}  {figure:<{width}}  (target {target})")
 
 
 if __name__ == "__main__":

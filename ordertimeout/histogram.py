@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from typing import Iterable
 
-__all__ = ["Buckets", "TIMER_LATENESS_BOUNDS_MS", "window_bounds"]
+__all__ = ["Buckets", "LatencyCounts", "TIMER_LATENESS_BOUNDS_MS", "window_bounds"]
 
 #: How long after its deadline a timer-driven timeout went out: a few ms is normal,
 #: seconds mean the loop was starved.
@@ -35,11 +36,11 @@ class Buckets:
         self.sum = 0
         self.max: int | None = None
 
-    def observe(self, value: int) -> None:
-        """Count one observation of ``value`` ms."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
+    def observe(self, value: int, times: int = 1) -> None:
+        """Count an observation of ``value`` ms (``times`` of them)."""
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.count += times
+        self.sum += value * times
         if self.max is None or value > self.max:
             self.max = value
 
@@ -61,3 +62,80 @@ class Buckets:
         if not self.count:
             return None
         return {"count": self.count, "sum_ms": self.sum, "max_ms": self.max}
+
+
+class LatencyCounts:
+    """Every pay latency (ms) of a run, kept as a count per value, for exact percentiles
+    in memory that does not grow with the number of orders: a run of days keeps one entry
+    per distinct value, not eight bytes per success.
+
+    Exact to the millisecond while there are at most :attr:`MAX_EXACT` distinct values
+    (always so for windows up to two minutes). Past that (a long window over a long run),
+    values of :attr:`EXACT_BELOW` ms (about 65 s) and more keep their 16 leading bits
+    (within 0.003%, under 30 ms at 15 minutes), which bounds the entries to a few hundred
+    thousand whatever the window. Count, sum and maximum are always exact.
+    """
+
+    MAX_EXACT = 1 << 17
+    EXACT_BELOW = 1 << 16
+
+    def __init__(self) -> None:
+        self._counts: Counter[int] = Counter()
+        self.count = 0
+        self.sum = 0
+        self.max: int | None = None
+        self.exact = True
+
+    def extend(self, values: list[int]) -> None:
+        """Count the latencies ``values``."""
+        if not values:
+            return
+        top = max(values)
+        self.count += len(values)
+        self.sum += sum(values)
+        if self.max is None or top > self.max:
+            self.max = top
+        if not self.exact and top >= self.EXACT_BELOW:
+            values = [_leading_bits(value) for value in values]
+        self._counts.update(values)  # counted in C
+        if self.exact and len(self._counts) > self.MAX_EXACT:
+            self.exact = False
+            coarse: Counter[int] = Counter()
+            for value, count in self._counts.items():
+                coarse[_leading_bits(value)] += count
+            self._counts = coarse
+
+    def __len__(self) -> int:
+        return self.count
+
+    def items(self) -> list[tuple[int, int]]:
+        """``(value, count)`` pairs in value order."""
+        return sorted(self._counts.items())
+
+    def percentile(self, share: float) -> int:
+        """The value below which ``share`` of the latencies lie: the one at index
+        ``int(share * count)`` of them all in order (the last one for share 1)."""
+        if not self.count:
+            raise ValueError("no latencies")
+        index = min(self.count - 1, int(share * self.count))
+        seen = 0
+        for value, count in self.items():
+            seen += count
+            if seen > index:
+                return value
+        raise AssertionError("counts do not add up")  # pragma: no cover
+
+    def buckets(self, bounds_ms: Iterable[int]) -> Buckets:
+        """The latencies folded into fixed buckets (for /metrics)."""
+        buckets = Buckets(bounds_ms)
+        for value, count in self._counts.items():
+            buckets.counts[bisect_left(buckets.bounds, value)] += count
+        buckets.count, buckets.sum, buckets.max = self.count, self.sum, self.max
+        return buckets
+
+
+def _leading_bits(value: int, bits: int = 16) -> int:
+    """``value`` with all but its ``bits`` leading binary digits cleared (a value below
+    ``2**bits`` stays as it is)."""
+    shift = value.bit_length() - bits
+    return value if shift <= 0 else (value >> shift) << shift

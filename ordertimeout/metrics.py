@@ -13,7 +13,6 @@ Imported only with ``--metrics-addr``: prometheus-client is not loaded otherwise
 
 from __future__ import annotations
 
-from array import array
 from typing import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -22,7 +21,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .health import Health
-from .histogram import Buckets, window_bounds
+from .histogram import Buckets, LatencyCounts, window_bounds
 
 __all__ = ["RunCollector", "registry", "RESULT_KINDS", "EVENT_TYPES"]
 
@@ -38,7 +37,7 @@ class RunCollector(Collector):
     def __init__(
         self,
         counters: Callable[[], dict],
-        pay_latencies: array,
+        pay_latencies: LatencyCounts,
         within: int,
         timer_lateness: Buckets | None,
         health: Health,
@@ -46,8 +45,7 @@ class RunCollector(Collector):
     ) -> None:
         self._counters = counters
         self._latencies = pay_latencies
-        self._pay_buckets = Buckets(window_bounds(within))
-        self._seen = 0  # pay latencies already folded into _pay_buckets
+        self._pay_bounds = window_bounds(within)
         self._timer_lateness = timer_lateness
         self._health = health
         self._now_ms = now_ms
@@ -122,12 +120,9 @@ class RunCollector(Collector):
         )
 
     def _histograms(self) -> Iterator[Metric]:
-        latencies = self._latencies
-        if len(latencies) > self._seen:
-            self._pay_buckets.observe_all(latencies[self._seen :])
-            self._seen = len(latencies)
         yield _histogram(
-            "ordertimeout_pay_latency_seconds", "Time from create to pay of each success.", self._pay_buckets
+            "ordertimeout_pay_latency_seconds", "Time from create to pay of each success.",
+            self._latencies.buckets(self._pay_bounds),
         )
         if self._timer_lateness is None:
             return  # a host without wall-clock timers of its own

@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
-from array import array
 from typing import BinaryIO, Callable, Iterable, Sequence, TextIO
 
 import orjson
 
 from .durations import format_duration
+from .histogram import LatencyCounts
 from .events import MISSING as _ABSENT, field_getter
 from .logs import Log
 from .matcher import Cancelled, PaidLate, Result, Success, Timeout
@@ -23,6 +23,7 @@ from .matcher import Cancelled, PaidLate, Result, Success, Timeout
 __all__ = [
     "OutputBuffer",
     "json_line",
+    "json_lines",
     "JsonFormatter",
     "HumanFormatter",
     "ResultWriter",
@@ -92,17 +93,35 @@ _PLAIN_TIMEOUT = b'{"result":"timeout","id":"timeout:%b:%d:%d","key":"%b","creat
 
 def json_line(result: Result) -> bytes:
     """One result as one JSON line; the original create/pay objects are embedded unchanged."""
-    kind = type(result)
-    key = result[0]
-    if (kind is Success or kind is Timeout) and not key.strip(_PLAIN_KEY_CHARS):
-        key_bytes = key.encode()
-        if kind is Success:
-            _, created, paid, deadline, create, pay, seq = result
-            return _PLAIN_SUCCESS % (key_bytes, created, seq, key_bytes, created, paid, deadline, create, pay)
-        _, created, deadline, create, recovered, seq = result
-        if not recovered:
-            return _PLAIN_TIMEOUT % (key_bytes, created, seq, key_bytes, created, deadline, create)
-    return _json_line_any_key(result)
+    return json_lines((result,))[0]
+
+
+def json_lines(results: Iterable[Result]) -> list[bytes]:
+    """The JSON line of each result (see :func:`json_line`), in one loop.
+
+    The hot path of ``--json``: a success or timeout whose key is plain is one %-format;
+    the names it needs are looked up once per batch rather than once per result.
+    """
+    lines: list[bytes] = []
+    append = lines.append
+    success, timeout, plain = Success, Timeout, _PLAIN_KEY_CHARS
+    success_line, timeout_line, any_key = _PLAIN_SUCCESS, _PLAIN_TIMEOUT, _json_line_any_key
+    for result in results:
+        kind = type(result)
+        key = result[0]
+        # isascii and isalnum accept the usual key at half the cost of strip.
+        if (kind is success or kind is timeout) and (key.isascii() and key.isalnum() or not key.strip(plain)):
+            key_bytes = key.encode()
+            if kind is success:
+                _, created, paid, deadline, create, pay, seq = result
+                append(success_line % (key_bytes, created, seq, key_bytes, created, paid, deadline, create, pay))
+                continue
+            _, created, deadline, create, recovered, seq = result
+            if not recovered:
+                append(timeout_line % (key_bytes, created, seq, key_bytes, created, deadline, create))
+                continue
+        append(any_key(result))
+    return lines
 
 
 def _json_line_any_key(result: Result) -> bytes:
@@ -154,8 +173,10 @@ def _json_line_any_key(result: Result) -> bytes:
 class JsonFormatter:
     """Results as JSON lines, for jq and other programs."""
 
-    #: The JSON line of one result (json_line itself: no second call per result).
+    #: The JSON line of one result.
     format = staticmethod(json_line)
+    #: The JSON lines of a list of results (what :class:`ResultWriter` calls).
+    format_all = staticmethod(json_lines)
 
 
 #: The Gregorian calendar repeats every 400 years, to the millisecond.
@@ -279,16 +300,17 @@ class HumanFormatter:
                 texts.append(f"{name}={_field_text(value)}")
         return texts
 
-    def format_all(self, results: Sequence[Result]) -> bytes:
-        """The rows of ``results``, in order, as one piece of bytes: exactly what
-        :meth:`format` gives for each, joined (a property test holds them to it).
+    def format_all(self, results: Sequence[Result]) -> list[bytes]:
+        """The rows of ``results``, in order, as one piece of bytes in a list (what
+        :class:`ResultWriter` writes): exactly what :meth:`format` gives for each, joined
+        (a property test holds them to it).
 
         Rows cost a replay more than its JSON lines, so this is :meth:`format` again with
         less work per row: one loop, plain names looked up with ``dict.get``, and the texts
         that repeat (details, the time up to its seconds) worked out once.
         """
         if self._paint is not None:  # colour is for a terminal, which reads slower than this
-            return b"".join([self.format(result) for result in results])
+            return [self.format(result) for result in results]
         details = self._detail_texts
         if len(details) > _DETAIL_CACHE_SIZE:
             details.clear()
@@ -357,7 +379,7 @@ class HumanFormatter:
                 append(f"{moment}{head}{key}{before_fields}{shown}\n")
             else:
                 append(f"{moment}{head}{key}{ending}")
-        return "".join(rows).encode("utf-8", "backslashreplace")
+        return ["".join(rows).encode("utf-8", "backslashreplace")] if rows else []
 
     def format_event(self, time: int, raw: bytes) -> bytes:
         """A dimmed input event row (``simulate --show-events``)."""
@@ -418,24 +440,23 @@ class ResultWriter:
     def __init__(self, out: OutputBuffer, formatter, only: str | None = None) -> None:
         self.out = out
         self.formatter = formatter
+        # A formatter may format a whole list at once (format_all), for speed.
+        self._format_all = getattr(formatter, "format_all", None)
         self._keep = RESULT_TYPES[only] if only else None
-        self.latencies = array("q")
+        self.latencies = LatencyCounts()
 
     def write(self, results: Iterable[Result]) -> None:
         """Queue the lines of ``results``."""
         results = results if isinstance(results, list) else list(results)
         keep = self._keep
-        fmt = self.formatter.format
         self.latencies.extend([result[2] - result[1] for result in results if type(result) is Success])
-        if hasattr(self.formatter, "format_all"):  # rows for people: one call for the batch
-            kept = results if keep is None else [result for result in results if type(result) is keep]
-            if kept:
-                self.out.write(self.formatter.format_all(kept))
-            return
-        if keep is None:
-            self.out.write_lines([fmt(result) for result in results])
+        if keep is not None:
+            results = [result for result in results if type(result) is keep]
+        if self._format_all is not None:
+            self.out.write_lines(self._format_all(results))
         else:
-            self.out.write_lines([fmt(result) for result in results if type(result) is keep])
+            fmt = self.formatter.format
+            self.out.write_lines([fmt(result) for result in results])
 
 
     def flush(self) -> None:

@@ -12,7 +12,6 @@ stderr are not terminals (``--json | jq``, a service) never loads it.
 from __future__ import annotations
 
 import os
-from array import array
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from .durations import format_duration
@@ -20,6 +19,8 @@ from .sinks import format_time
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from .histogram import LatencyCounts
 
 __all__ = [
     "painter", "StatusLine", "AboveStatus", "latency_figures", "summary_text", "summary_table",
@@ -217,31 +218,24 @@ def delivery_summary(deliveries: dict) -> str:
             f"{deliveries['dead']:,} dead, {deliveries['pending']:,} pending")
 
 
-def latency_figures(latencies: array) -> dict | None:
+def latency_figures(latencies: LatencyCounts) -> dict | None:
     """p50/p90/p99/max of pay latency in ms, or None without successes."""
     if not latencies:
         return None
-    from statistics import fmean  # statistics loads fractions and decimal: not at start-up
-
-    ordered = sorted(latencies)
-
-    def percentile(share: float) -> int:
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
     return {
-        "p50_ms": percentile(0.50),
-        "p90_ms": percentile(0.90),
-        "p99_ms": percentile(0.99),
-        "max_ms": ordered[-1],
-        "mean_ms": round(fmean(ordered), 1),
+        "p50_ms": latencies.percentile(0.50),
+        "p90_ms": latencies.percentile(0.90),
+        "p99_ms": latencies.percentile(0.99),
+        "max_ms": latencies.max,
+        "mean_ms": round(latencies.sum / latencies.count, 1),
     }
 
 
-def histogram(latencies: array, within: int, buckets: int = 10, width: int = 30) -> list[tuple[str, int, str]]:
+def histogram(latencies: LatencyCounts, within: int, buckets: int = 10, width: int = 30) -> list[tuple[str, int, str]]:
     """Pay latency in ``buckets`` slices of the window: (label, count, bar)."""
     counts = [0] * buckets
-    for latency in latencies:
-        counts[min(buckets - 1, latency * buckets // within)] += 1
+    for latency, count in latencies.items():
+        counts[min(buckets - 1, latency * buckets // within)] += count
     top = max(counts) or 1
     rows = []
     for index, count in enumerate(counts):
@@ -287,7 +281,7 @@ def _run_facts(stats: dict) -> str:
     return ", ".join(facts)
 
 
-def summary_text(stats: dict, latencies: array, settings: list[tuple[str, str, str]] | None = None) -> str:
+def summary_text(stats: dict, latencies: LatencyCounts, settings: list[tuple[str, str, str]] | None = None) -> str:
     """The exit summary as plain text, for a stderr that is not a terminal.
 
     ``settings`` (``--verbose``): (option, value, where it came from) of each option.
@@ -311,7 +305,7 @@ def summary_text(stats: dict, latencies: array, settings: list[tuple[str, str, s
     return "\n".join(lines)
 
 
-def summary_table(stats: dict, latencies: array, within: int, settings: list[tuple[str, str, str]] | None = None):
+def summary_table(stats: dict, latencies: LatencyCounts, within: int, settings: list[tuple[str, str, str]] | None = None):
     """The exit summary as a small rich table, with pay latency and its histogram
     (and with ``settings``, where each option's value came from)."""
     from rich.table import Table

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from ordertimeout.events import (
     CANCEL, CREATE, OTHER, PAY, TIME_IGNORED, TIME_OPTIONAL, TIME_REQUIRED,
-    EventParser, EventSchema, RejectedLine, describe_unusable,
+    EventParser, EventSchema, RejectedLine,
 )
 from ordertimeout.durations import DurationError, format_duration, parse_duration
 
@@ -137,14 +137,3 @@ def test_times_outside_years_1_to_9999_are_rejected(ts, reason):
         parser.parse(b'{"userId":"1","type":"create","ts":%b}' % str(ts).encode(), TIME_REQUIRED)
     for edge in (253402300799999, -62135596800000):
         assert parser.parse(b'{"userId":"1","type":"create","ts":%d}' % edge, TIME_REQUIRED)[2] == edge
-
-
-def test_describe_unusable_names_fields_and_suggests_options():
-    lines = [b'{"customer":"c1","event":"create","when":1700000000000,"n":1}', b"not json"]
-    text = describe_unusable(2, "no key field 'userId'", lines, EventSchema())
-    assert text == ("2 lines, none usable: no key field 'userId' (the lines have: customer, event, when, n); "
-                    "try --key customer --type-field event --time-field when")
-    assert describe_unusable(1, "not valid JSON", [b"{"], EventSchema()) == "1 line, none usable: not valid JSON"
-    # a field that is there is not suggested again
-    present = [b'{"userId":"1","kind":"create","ts":"soon"}']
-    assert describe_unusable(1, "x", present, EventSchema()).endswith("try --type-field kind")

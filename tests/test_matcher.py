@@ -146,25 +146,6 @@ def test_results_carry_the_original_bytes():
     assert (success.create, success.pay, success.deadline) == (b'{"c":1}', b'{"p":2}', 1000)
 
 
-@pytest.mark.parametrize("mode", list(Mode))
-def test_snapshot_and_restore_continue_identically(mode):
-    events = [("a", CREATE, 0), ("b", CREATE, 100), ("a", CREATE, 200), ("b", OTHER, 250),
-              ("a", PAY, 300), ("c", CREATE, 400), ("a", PAY, 900), ("b", PAY, 950), ("c", PAY, 1300)]
-    whole, _ = run(events, mode)
-    for cut in range(len(events) + 1):
-        first = Matcher(W, mode)
-        results = []
-        for key, kind, time in events[:cut]:
-            results += first.on_event(key, kind, time, f"{key}/{time}".encode())
-        state = first.snapshot()
-        second = Matcher.restore(state)
-        for key, kind, time in events[cut:]:
-            results += second.on_event(key, kind, time, f"{key}/{time}".encode())
-        results += second.drain()
-        assert [short(r) for r in results] == whole, cut
-        assert second.counts() == run(events, mode)[1].counts()
-
-
 def test_many_open_orders_of_one_key_are_fifo():
     events = [("a", CREATE, t) for t in range(0, 500, 5)] + [("a", PAY, 600)] * 3
     results, matcher = run(events, "each", end=False)
@@ -225,15 +206,6 @@ def test_result_ids_are_ascii_and_unambiguous_for_any_key():
     out = matcher.on_event("a:b c/ключ", CREATE, 1, b"{}") + matcher.drain()
     assert out[0].id == "timeout:a%3Ab%20c%2F%D0%BA%D0%BB%D1%8E%D1%87:1:0"
     assert out[0].id.isascii() and '"' not in out[0].id
-
-
-def test_result_id_numbering_survives_a_snapshot_mid_millisecond():
-    first = Matcher(W)
-    first.on_event("u", CREATE, 3, b"{}")
-    first.on_event("u", PAY, 3, b"{}")
-    second = Matcher.restore(first.snapshot())
-    out = second.on_event("u", CREATE, 3, b"{}") + second.drain()
-    assert [result.id for result in out] == ["timeout:u:3:1"]
 
 
 def test_timeline_skips_resolved_entries_and_keeps_deadline_order():

@@ -23,7 +23,8 @@ import click
 import orjson
 
 from ..clocks import LoopClock
-from ..events import EventParser, EventSchema, describe_unusable
+from ..events import EventParser, EventSchema
+from ..unusable import describe_unusable
 from ..health import Health, MonitorError
 from ..logs import Log
 from ..matcher import Matcher

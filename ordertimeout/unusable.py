@@ -1,0 +1,106 @@
+"""When no line of a run is usable: why, the fields the lines do have, and the options
+that would probably fit them (``try --key user_id --type-field kind``).
+
+Only a run that ends with nothing usable comes here; the parser itself stays lean.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import orjson
+
+from .events import MISSING, EventSchema, field_getter
+
+__all__ = ["describe_unusable"]
+
+#: Field names (lower case, without ``_`` and ``-``) that usually hold each role.
+_ROLE_NAMES = {
+    "key": ("userid", "user", "customerid", "customer", "accountid", "account", "clientid", "buyerid", "memberid", "key"),
+    "type": ("type", "kind", "eventtype", "event", "action", "eventname", "status"),
+    "time": ("ts", "timestamp", "time", "at", "eventtime", "datetime", "date", "createdat", "when"),
+}
+
+
+def describe_unusable(count: int, reason: str, samples: list[bytes], schema: EventSchema) -> str:
+    """Why a run had no usable line, and what to try: the fields the lines do have, and
+    the ``--key``/``--type-field``/``--time-field`` that would probably fit, e.g.
+    ``13 lines, none usable: no key field 'userId' (the lines have: user_id, kind, at);
+    try --key user_id --type-field kind --time-field at``.
+
+    ``reason`` is the most common rejection, ``samples`` some of the rejected lines.
+    """
+    text = f"{count:,} line{'' if count == 1 else 's'}, none usable: {reason}"
+    objects = []
+    for raw in samples:
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if type(obj) is dict:
+            objects.append(obj)
+    if not objects:
+        return text
+    names = list(dict.fromkeys(name for obj in objects for name in obj))
+    if not names:
+        return text
+    shown = names[:12] + (["..."] if len(names) > 12 else [])
+    text += f" (the lines have: {', '.join(shown)})"
+    tries = []
+    for role, option, wanted in (("key", "--key", schema.key_field), ("type", "--type-field", schema.type_field),
+                                 ("time", "--time-field", schema.time_field)):
+        if any(field_getter(wanted)(obj) is not MISSING for obj in objects):
+            continue  # the configured field is there: nothing to suggest
+        guess = _guess_field(role, names, objects, schema, taken={*tries})
+        if guess is not None:
+            tries.append(f"{option} {guess}")
+    if tries:
+        text += "; try " + " ".join(tries)
+    return text
+
+
+def _guess_field(role: str, names: list[str], objects: list[dict], schema: EventSchema, taken: set) -> str | None:
+    """The field most likely to hold ``role`` (key, type or time), by its values, then its name."""
+    def values(name: str) -> list:
+        return [obj[name] for obj in objects if name in obj]
+
+    candidates = [name for name in names if not any(option.endswith(" " + name) for option in taken)]
+    if role == "type":
+        wanted = {schema.create_type, schema.pay_type}
+        for name in candidates:
+            if wanted & {value for value in values(name) if isinstance(value, str)}:
+                return name
+    if role == "time":
+        for name in candidates:
+            found = values(name)
+            if found and all(_looks_like_time(value) for value in found):
+                if _normal(name) in _ROLE_NAMES["time"] or len(candidates) == 1:
+                    return name
+    by_name = {_normal(name): name for name in candidates}
+    for known in _ROLE_NAMES[role]:
+        if known in by_name:
+            return by_name[known]
+    if role == "key":
+        for name in candidates:
+            if "user" in name.lower() or "customer" in name.lower():
+                return name
+    return None
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def _looks_like_time(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    if isinstance(value, str):
+        try:
+            _dt.datetime.fromisoformat(value)
+        except ValueError:
+            return False
+        return True
+    return False

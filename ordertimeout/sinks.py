@@ -307,7 +307,7 @@ class HumanFormatter:
 
         Rows cost a replay more than its JSON lines, so this is :meth:`format` again with
         less work per row: one loop, plain names looked up with ``dict.get``, and the texts
-        that repeat (details, the time up to its seconds) worked out once.
+        that repeat (a row's time, its detail) worked out once.
         """
         if self._paint is not None:  # colour is for a terminal, which reads slower than this
             return [self.format(result) for result in results]
@@ -390,8 +390,9 @@ class HumanFormatter:
 #: Milliseconds as a time shows them, ``000`` to ``999``.
 _MILLISECOND_TEXTS = [f"{millisecond:03d}" for millisecond in range(1000)]
 
-#: Pay latencies whose row texts a HumanFormatter keeps (rows repeat a few hundred).
-_DETAIL_CACHE_SIZE = 1 << 16
+#: Pay latencies whose detail texts a HumanFormatter keeps (~1 MB at most): with a
+#: window of 1s a run has at most 1,000 of them.
+_DETAIL_CACHE_SIZE = 1 << 12
 
 
 def _detail_columns(detail: str) -> tuple[str, str]:

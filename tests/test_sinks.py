@@ -1,6 +1,8 @@
-"""Rows for people: the order's fields, local time, and times beyond what datetime shows."""
+"""Rows for people: the order's fields, local time, times beyond what datetime shows, and
+the batch of rows (format_all) equal byte for byte to the row-by-row definition (format)."""
 
 import datetime as dt
+import io
 import os
 import time
 
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ordertimeout.matcher import Cancelled, PaidLate, Success, Timeout
-from ordertimeout.sinks import HumanFormatter, format_time
+from ordertimeout.sinks import HumanFormatter, OutputBuffer, ResultWriter, format_time
 
 FIRST_MS, LAST_MS = -62_135_596_800_000, 253_402_300_799_999
 
@@ -134,3 +136,17 @@ def test_format_all_of_a_replay_in_time_order_gives_the_rows_of_format():
         else:
             results.append(Timeout(f"u{n % 37}", 10**12 + n * 7 - 1000, 10**12 + n * 7, create, n % 2 == 0))
     assert b"".join(formatter.format_all(results)) == b"".join(map(formatter.format, results))
+
+
+@pytest.mark.parametrize("only", [None, "timeout"])
+def test_a_result_writer_writes_the_rows_of_format_for_the_kinds_it_keeps(only):
+    formatter = HumanFormatter(1000)
+    results = [Success("u1", 0, 500, 1000, CREATE, PAY), Timeout("u2", 100, 1100, CREATE),
+               Cancelled("u3", 200, 300, 1200, CREATE, b"{}")]
+    stream = io.BytesIO()
+    writer = ResultWriter(OutputBuffer(stream), formatter, only)
+    writer.write([])
+    writer.write(results)
+    writer.flush()
+    kept = [result for result in results if only is None or type(result) is Timeout]
+    assert stream.getvalue() == b"".join(map(formatter.format, kept))

@@ -92,6 +92,8 @@ class MemoryOutbox:
     """
 
     durable = False
+    #: Dead letters kept in memory; all are counted.
+    DEAD_KEPT = 1000
 
     def __init__(self, sinks: Iterable[str] = ()) -> None:
         self._sinks = tuple(sinks)
@@ -99,7 +101,10 @@ class MemoryOutbox:
         self._due: list[tuple[int, int, Entry]] = []
         self._order = itertools.count()
         self._taken: dict[int, Entry] = {}  # id(entry) -> entry: taken, not yet delivered or dead
-        self.dead: list[Entry] = []
+        #: The latest dead letters (each is also named on stderr when it dies): a run of
+        #: days against a dead endpoint keeps these, not every result it gave up on.
+        self.dead: deque[Entry] = deque(maxlen=self.DEAD_KEPT)
+        self._dead_count = 0
 
     def add(self, results: list, now: int) -> None:
         """Take results decided at ``now``, one entry per sink; deliverable at once."""
@@ -143,6 +148,7 @@ class MemoryOutbox:
         entry.dead = True
         self._taken.pop(id(entry), None)
         self.dead.append(entry)
+        self._dead_count += 1
 
     def pending_count(self) -> int:
         """Entries not yet delivered and not dead."""
@@ -150,7 +156,7 @@ class MemoryOutbox:
 
     def dead_count(self) -> int:
         """Dead letters held."""
-        return len(self.dead)
+        return self._dead_count
 
     def oldest_pending(self) -> int | None:
         """When the oldest pending entry was decided (epoch ms)."""

@@ -1,4 +1,4 @@
-"""Sinks: results to stdout as JSON lines or aligned rows, rejected lines to stderr and a file.
+"""Sinks: results to stdout as JSON lines or as rows (see :mod:`.rows`), rejected lines to stderr and a file.
 
 Everything for stdout goes through one :class:`OutputBuffer`: lines collect in memory and
 leave in one write per flush. The runtime flushes after each chunk of input and each timer
@@ -8,15 +8,11 @@ firing, so a pipe sees results promptly without one system call per line.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import functools
-from typing import BinaryIO, Callable, Iterable, Sequence, TextIO
+from typing import BinaryIO, Callable, Iterable, TextIO
 
 import orjson
 
-from .durations import format_duration
 from .histogram import LatencyCounts
-from .events import MISSING as _ABSENT, field_getter
 from .logs import Log
 from .matcher import Cancelled, PaidLate, Result, Success, Timeout
 
@@ -25,11 +21,9 @@ __all__ = [
     "json_line",
     "json_lines",
     "JsonFormatter",
-    "HumanFormatter",
     "ResultWriter",
     "RejectReporter",
     "SinkError",
-    "format_time",
     "reason_class",
 ]
 
@@ -177,138 +171,6 @@ class JsonFormatter:
     format = staticmethod(json_line)
     #: The JSON lines of a list of results (what :class:`ResultWriter` calls).
     format_all = staticmethod(json_lines)
-
-
-#: The Gregorian calendar repeats every 400 years, to the millisecond.
-_CYCLE_MS = 146_097 * 86_400_000
-_EPOCH = _dt.datetime(1970, 1, 1)
-
-
-def format_time(epoch_ms: int, local: bool = False) -> str:
-    """Epoch milliseconds as ISO-8601 with milliseconds: ``2026-11-23T10:00:02.500Z`` (UTC),
-    or in the machine's time zone with its offset (``local``).
-
-    A time beyond the years 1..9999 (a deadline just past the last accepted event time)
-    is still written, with the year in ISO's expanded form (``+10000-01-01T...``), rather
-    than failing.
-    """
-    second, millisecond = divmod(epoch_ms, 1000)
-    before, after = _second_text(second, local)
-    return f"{before}{millisecond:03d}{after}"
-
-
-@functools.lru_cache(maxsize=1024)
-def _second_text(second: int, local: bool) -> tuple[str, str]:
-    """The text of a time before and after its milliseconds. Results come in time order,
-    so rows share their second: worked out once per second."""
-    epoch_ms = second * 1000
-    cycles = 0
-    while True:
-        try:
-            moment = _EPOCH + _dt.timedelta(milliseconds=epoch_ms - cycles * _CYCLE_MS)
-            if local:
-                moment = moment.replace(tzinfo=_dt.timezone.utc).astimezone()
-            break
-        except OverflowError:
-            cycles += 1 if epoch_ms > 0 else -1
-    year = moment.year + 400 * cycles
-    text = f"{year:04d}" if 0 < year <= 9999 else f"{year:+05d}"
-    text += moment.strftime("-%m-%dT%H:%M:%S.")
-    if not local:
-        return text, "Z"
-    offset = moment.strftime("%z")
-    return text, offset[:3] + ":" + offset[3:]
-
-
-#: Rows repeat the same durations (pay latencies in whole milliseconds): formatted once each.
-_duration_text = functools.lru_cache(maxsize=4096)(format_duration)
-
-
-class HumanFormatter:
-    """Aligned rows for people: time, result, key, detail, and the chosen ``fields`` of the
-    order (``orderId=o-1 amount=29.0``) when its events have them; coloured when
-    ``paint`` is given.
-
-    ``paint(style, text)`` wraps text in the terminal's codes for a style name
-    (``success``, ``timeout``, ``cancelled``, ``dim``); without it rows are plain text
-    and carry the same words. ``fields`` are names or dotted paths looked up in the
-    create event, then in the pay or cancel. Times are UTC, or the machine's local time
-    with its offset (``local_time``).
-    """
-
-    KEY_WIDTH = 10
-    DETAIL_WIDTH = 22
-    #: What a person following up needs, when the events carry it (``--fields``).
-    DEFAULT_FIELDS = ("orderId", "amount")
-
-    def __init__(self, within: int, paint: Callable[[str, str], str] | None = None,
-                 fields: Sequence[str] = DEFAULT_FIELDS, local_time: bool = False) -> None:
-        self._within_text = format_duration(within)
-        self._paint = paint
-        self._fields = [(name, field_getter(name)) for name in fields]
-        self._local_time = local_time
-
-    def format(self, result: Result) -> bytes:
-        """One result as one row."""
-        kind, second = type(result), None
-        if kind is Success:
-            word, style, second = "success  ", "success", result.pay
-            detail = f"paid after {_duration_text(result.paid - result.created)}"
-        elif kind is Timeout:
-            word, style = "timeout  ", "timeout"
-            detail = f"no pay within {self._within_text}"
-            if result.recovered:
-                detail += " (recovered after restart)"
-        elif kind is PaidLate:
-            word, style, second = "paid_late", "cancelled", result.pay
-            detail = f"paid {_duration_text(result.paid - result.deadline)} after its deadline"
-        else:
-            word, style, second = "cancelled", "cancelled", result.cancel
-            detail = f"cancelled after {_duration_text(result.cancelled - result.created)}"
-        key = result.key if result.key.isprintable() else ascii(result.key)
-        moment = format_time(result.time, self._local_time)
-        if self._paint is not None:
-            moment, word = self._paint("dim", moment), self._paint(style, word)
-        shown = self._field_texts(result.create, second) if self._fields else None
-        if shown:
-            row = f"{moment}  {word}  {key:<{self.KEY_WIDTH}}  {detail:<{self.DETAIL_WIDTH}}  {' '.join(shown)}\n"
-        else:
-            row = f"{moment}  {word}  {key:<{self.KEY_WIDTH}}  {detail}\n"
-        return row.encode("utf-8", "backslashreplace")
-
-    def _field_texts(self, create: bytes, second: bytes | None) -> list[str]:
-        """``name=value`` of each chosen field, from the create event or else the second one."""
-        first, other = _object(create), None
-        texts = []
-        for name, get in self._fields:
-            value = get(first)
-            if (value is _ABSENT or value is None) and second is not None:
-                if other is None:  # decoded only when the create lacks a field
-                    other = _object(second)
-                value = get(other)
-            if value is not _ABSENT and value is not None:
-                texts.append(f"{name}={_field_text(value)}")
-        return texts
-
-    def format_event(self, time: int, raw: bytes) -> bytes:
-        """A dimmed input event row (``simulate --show-events``)."""
-        text = f"{format_time(time, self._local_time)}  {'event':<9}  {raw.decode('utf-8', 'backslashreplace')}"
-        return ((self._paint("dim", text) if self._paint else text) + "\n").encode()
-
-
-def _object(raw: bytes) -> dict:
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return obj if type(obj) is dict else {}
-
-
-def _field_text(value) -> str:
-    """A field's value as a person reads it: text bare, anything else as JSON."""
-    if isinstance(value, str):
-        return value if value.isprintable() and " " not in value else orjson.dumps(value).decode()
-    return orjson.dumps(value).decode()
 
 
 class ResultWriter:

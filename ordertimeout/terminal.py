@@ -15,7 +15,7 @@ import os
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from .durations import format_duration
-from .sinks import format_time
+from .rows import format_time
 
 if TYPE_CHECKING:
     from rich.console import Console

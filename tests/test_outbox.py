@@ -181,3 +181,16 @@ def test_outbox_command_refuses_a_file_in_use_and_a_foreign_file(tmp_path):
     refused = CliRunner().invoke(main, ["outbox", str(foreign)])
     assert refused.exit_code == 1 and "not an ordertimeout state file" in refused.stderr
     assert "Traceback" not in refused.output
+
+
+def test_memory_outbox_keeps_the_latest_dead_letters_and_counts_them_all():
+    outbox = MemoryOutbox(["exec"])
+    _, results = decided(LINES)
+    for round_ in range(MemoryOutbox.DEAD_KEPT // len(results) + 2):
+        outbox.add(results, round_)
+        for entry in outbox.take_due(round_, len(results), set()):
+            outbox.bury(entry)
+    buried = (MemoryOutbox.DEAD_KEPT // len(results) + 2) * len(results)
+    assert outbox.dead_count() == buried > MemoryOutbox.DEAD_KEPT
+    assert len(outbox.dead) == MemoryOutbox.DEAD_KEPT
+    assert outbox.dead[-1].id == results[-1].id and outbox.pending_count() == 0

@@ -1,71 +1,59 @@
-"""Rows for people: the order's fields, local time, and times beyond what datetime shows."""
+"""The stdout sink: the result writer keeps the kinds asked for and their pay latencies,
+and the output buffer writes once per flush (the JSON lines are held to the per-line path
+in test_batches.py)."""
 
-import datetime as dt
-import os
-import time
+import io
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from ordertimeout.matcher import Cancelled, Success, Timeout
-from ordertimeout.sinks import HumanFormatter, format_time
+from ordertimeout.rows import HumanFormatter
+from ordertimeout.sinks import JsonFormatter, OutputBuffer, ResultWriter, json_line
 
-FIRST_MS, LAST_MS = -62_135_596_800_000, 253_402_300_799_999
-
-
-@given(st.integers(min_value=FIRST_MS, max_value=LAST_MS))
-def test_format_time_is_iso_utc_with_milliseconds(ms):
-    moment = dt.datetime(1970, 1, 1) + dt.timedelta(milliseconds=ms)
-    assert format_time(ms) == moment.isoformat(timespec="milliseconds") + "Z"
-
-
-@given(st.integers(min_value=FIRST_MS - 10**13, max_value=LAST_MS + 10**13))
-def test_format_time_never_fails_and_keeps_order_and_milliseconds(ms):
-    text = format_time(ms)
-    assert text.endswith(f".{ms % 1000:03d}Z")
-    later = format_time(ms + 86_400_000)
-    year, later_year = (int(t[: t.index("-", 1)]) for t in (text, later))
-    assert later_year in (year, year + 1)
-
-
-def test_format_time_beyond_the_years_1_to_9999():
-    assert format_time(LAST_MS + 1) == "+10000-01-01T00:00:00.000Z"
-    assert format_time(FIRST_MS - 1) == "+0000-12-31T23:59:59.999Z"
-
-
-@pytest.fixture
-def kolkata():
-    before = os.environ.get("TZ")
-    os.environ["TZ"] = "Asia/Kolkata"
-    time.tzset()
-    yield
-    if before is None:
-        del os.environ["TZ"]
-    else:
-        os.environ["TZ"] = before
-    time.tzset()
-
-
-def test_local_time_has_the_zone_offset(kolkata):
-    assert format_time(0, local=True) == "1970-01-01T05:30:00.000+05:30"
-    assert format_time(0) == "1970-01-01T00:00:00.000Z"
-
-
-CREATE = b'{"userId":"u1","type":"create","ts":0,"orderId":"o-1","shop":{"id":7},"note":"two words"}'
+CREATE = b'{"userId":"u1","type":"create","ts":0,"orderId":"o-1"}'
 PAY = b'{"userId":"u1","type":"pay","ts":500,"amount":12.5}'
 
 
-def test_rows_show_the_order_fields_from_either_event():
-    formatter = HumanFormatter(1000, fields=("orderId", "amount", "shop.id", "note", "absent"))
-    row = formatter.format(Success("u1", 0, 500, 1000, CREATE, PAY)).decode()
-    assert row.rstrip("\n").endswith('orderId=o-1 amount=12.5 shop.id=7 note="two words"')
-    timeout = formatter.format(Timeout("u1", 0, 1000, CREATE)).decode()
-    assert "amount" not in timeout and "orderId=o-1" in timeout  # the create has no amount
-    cancelled = formatter.format(Cancelled("u1", 0, 300, 1000, CREATE, b'{"amount":1}')).decode()
-    assert "amount=1" in cancelled
+@pytest.mark.parametrize("only", [None, "timeout"])
+def test_a_result_writer_writes_the_rows_of_format_for_the_kinds_it_keeps(only):
+    formatter = HumanFormatter(1000)
+    results = [Success("u1", 0, 500, 1000, CREATE, PAY), Timeout("u2", 100, 1100, CREATE),
+               Cancelled("u3", 200, 300, 1200, CREATE, b"{}")]
+    stream = io.BytesIO()
+    writer = ResultWriter(OutputBuffer(stream), formatter, only)
+    writer.write([])
+    writer.write(results)
+    writer.flush()
+    kept = [result for result in results if only is None or type(result) is Timeout]
+    assert stream.getvalue() == b"".join(map(formatter.format, kept))
 
 
-def test_rows_without_fields_are_as_before():
-    plain = HumanFormatter(1000, fields=()).format(Timeout("u1", 0, 1000, CREATE)).decode()
-    assert plain == "1970-01-01T00:00:01.000Z  timeout    u1          no pay within 1s\n"
+def test_a_result_writer_counts_the_pay_latency_of_every_success_printed_or_not():
+    stream = io.BytesIO()
+    writer = ResultWriter(OutputBuffer(stream), JsonFormatter(), "timeout")
+    writer.write([Success("u1", 0, 500, 1000, CREATE, PAY), Timeout("u2", 100, 1100, CREATE),
+                  Success("u3", 10, 20, 1010, CREATE, PAY)])
+    writer.flush()
+    assert stream.getvalue() == json_line(Timeout("u2", 100, 1100, CREATE))
+    assert (len(writer.latencies), writer.latencies.percentile(1.0), writer.latencies.sum) == (2, 500, 510)
+
+
+class _Counting(io.BytesIO):
+    writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        return super().write(data)
+
+
+def test_the_output_buffer_writes_once_per_flush_and_early_when_large():
+    stream = _Counting()
+    out = OutputBuffer(stream, flush_bytes=100)
+    out.write_lines([b"a" * 10] * 5)
+    assert stream.writes == 0
+    out.flush()
+    assert (stream.writes, stream.getvalue()) == (1, b"a" * 50)
+    out.write_lines([b"b" * 60, b"c" * 60])  # past flush_bytes: written without waiting
+    assert stream.writes == 2
+    out.flush()  # nothing queued: no empty write
+    assert stream.writes == 2

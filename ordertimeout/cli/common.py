@@ -31,7 +31,8 @@ from ..matcher import Matcher
 from ..monitor import Monitor, run_counters
 from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
-from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, ResultWriter, SinkError
+from ..rows import HumanFormatter
+from ..sinks import JsonFormatter, OutputBuffer, ResultWriter, SinkError
 from ..sources import ChunkReader, SourceError
 from ..outbox import OutboxError
 from ..state import StateError, StateStore

@@ -15,7 +15,8 @@ from ..clocks import LoopClock
 from ..events import EventParser, EventSchema
 from ..matcher import Matcher, Mode
 from ..pipeline import Pipeline, TimeMode
-from ..sinks import HumanFormatter, JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
+from ..rows import HumanFormatter
+from ..sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from . import main
 from .common import _execute, _Run
 from .options import _fields, output_options

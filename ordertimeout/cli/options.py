@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from ..durations import DurationError, format_duration, parse_duration
 from ..matcher import Mode
-from ..sinks import HumanFormatter
+from ..rows import HumanFormatter
 
 __all__ = [
     "Duration", "WritableFile", "OrdertimeoutGroup", "OrdertimeoutCommand", "OPTION_GROUPS",

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from ..outbox import OutboxError, read_rows, retry_dead
-from ..sinks import format_time
+from ..rows import format_time
 from . import main
 
 

@@ -10,7 +10,7 @@ from .. import terminal
 from ..events import EventSchema
 from ..pipeline import TimeMode
 from ..simulator import cycle_events
-from ..sinks import HumanFormatter
+from ..rows import HumanFormatter
 from . import main
 from .metrics_options import metrics_options
 from .notify_options import notify_options

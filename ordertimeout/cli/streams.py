@@ -47,6 +47,10 @@ class _DiagnosingReporter(RejectReporter):
     the count of each reason and the first few rejected lines."""
 
     SAMPLES = 20
+    #: Distinct reason texts tallied. Texts carry numbers (a late event's time, a column),
+    #: so a run of days with late events would otherwise keep one entry per event; the
+    #: diagnosis only needs the most common reason of a run with nothing usable.
+    REASONS = 1000
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -54,7 +58,8 @@ class _DiagnosingReporter(RejectReporter):
         self.samples: list[bytes] = []
 
     def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
-        self.reasons[reason] += 1
+        if reason in self.reasons or len(self.reasons) < self.REASONS:
+            self.reasons[reason] += 1
         if len(self.samples) < self.SAMPLES:
             self.samples.append(bytes(raw))
         super().report(source, line, reason, raw)

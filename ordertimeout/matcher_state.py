@@ -96,7 +96,7 @@ class SavedState:
             "expired": [tuple(order) for order in self.expired_orders()],
             "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
             "counts": self.counts(),
-            "tick": [self._tick, self._tick_creates] if self._tick_creates else None,
+            "tick": [self._tick, dict(self._tick_creates)] if self._tick_creates else None,
         }
         if with_orders:
             state["open"] = [tuple(order) for order in self.open_orders()]
@@ -114,7 +114,10 @@ class SavedState:
             matcher._remember_expired(key, _pack(created, key, raw, seq), created + matcher.within)
         if state.get("tick"):
             matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
-        orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: (order.created, order.seq))
+        # In the order given (the saved timeline order: ties at a millisecond are in input
+        # order, which is the order their timeouts go out in), only put back in time order
+        # where a source gives them out of it; a stable sort keeps the ties as given.
+        orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: order.created)
         for created, key, raw, seq in orders:
             matcher._add(key, _pack(created, key, raw, seq), created)
         return matcher

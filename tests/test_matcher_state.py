@@ -75,3 +75,44 @@ def test_changes_applied_to_a_store_keep_it_equal_to_the_open_orders(events, mod
             store = {p: o for p, o in store.items() if p >= head}
         store.update(opened)
         assert sorted(store.items()) == matcher.numbered_open_orders()[1]
+
+
+def test_a_restore_keeps_timeouts_at_one_millisecond_in_input_order():
+    def fed():
+        matcher = Matcher(1, "each")
+        for key in "aaaab":
+            matcher.on_event(key, CREATE, 0, key.encode())
+        return matcher
+
+    whole = [(r.key, r.seq) for r in fed().drain()]
+    assert whole == [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("b", 0)]
+    restored = Matcher.restore(fed().snapshot())
+    assert [(r.key, r.seq) for r in restored.drain()] == whole
+
+
+def test_a_snapshot_is_a_copy_that_later_events_do_not_change():
+    matcher = Matcher(W)
+    matcher.on_event("a", CREATE, 5, b"{}")
+    state = matcher.snapshot()
+    matcher.on_event("b", CREATE, 5, b"{}")
+    assert state["tick"] == [5, {"a": 1}]
+    assert [order[1] for order in state["open"]] == ["a"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(events_strategy, st.sampled_from(list(Mode)), st.integers(0, 40), st.integers(1, 900))
+def test_any_cut_through_a_snapshot_gives_the_same_results_in_the_same_order(events, mode, cut, within):
+    def results(matcher, part, time):
+        out = []
+        for key, kind, gap, _ in part:
+            time += gap % 3 * (gap % 200)  # many events share a millisecond
+            out += matcher.on_event(key, kind, time, f"{key}/{time}".encode())
+        return out, time
+
+    uncut = Matcher(within, mode)
+    expected = results(uncut, events, 0)[0] + uncut.drain()
+    first = Matcher(within, mode)
+    before, time = results(first, events[:cut], 0)
+    second = Matcher.restore(first.snapshot())
+    after, _ = results(second, events[cut:], time)
+    assert before + after + second.drain() == expected

@@ -30,6 +30,8 @@ MAX_LINE_BYTES = 1 << 20
 
 #: Lines fed to the pipeline at a time (see Runtime._feed_lines).
 BATCH_LINES = 512
+#: Timeouts written at a time when a burst of them falls due (see Runtime._emit_due).
+EMIT_SLICE = 256
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -281,13 +283,21 @@ class Runtime:
             self._emit_due(self._moment(None))
 
     def _emit_due(self, now: int) -> None:
-        """Write every timeout due at ``now`` in one pass and one write: in a burst (many
-        orders created in the same millisecond) slices only added a write and a flush
-        each, and the last of the burst waited for all of them."""
-        results = self.pipeline.advance(now)
-        self._emit(results)
-        if self.pipeline.time_mode is TimeMode.PROCESSING:
-            self._record_lateness(results)  # after the write: how late they really went out
+        """Write every timeout due at ``now``. In processing time a burst (thousands of
+        orders read in the same millisecond at start-up) goes out in slices of
+        :data:`EMIT_SLICE`, each written as soon as it is decided, so the first of a
+        burst does not wait for the last."""
+        if self.pipeline.time_mode is not TimeMode.PROCESSING:
+            self._emit(self.pipeline.advance(now))
+            return
+        decided = []
+        while True:
+            results = self.pipeline.advance(now, EMIT_SLICE)
+            self._emit(results)
+            decided += results
+            if len(results) < EMIT_SLICE:
+                break
+        self._record_lateness(decided)  # after the writes: how late they really went out
 
     def _emit(self, results) -> None:
         if results:

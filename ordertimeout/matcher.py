@@ -207,28 +207,24 @@ class Matcher(SavedState):
                         else:
                             unmatched_pays += 1
                         continue
-                    if type(current) is not list:  # the common case: one open order
-                        if closed_early is not None:
-                            closed_early.append(current)
-                        created, length, seq = unpack(current)
-                        success += 1
-                        append(_new(Success, (key, created, time, created + within, current[size + length :], raw, seq)))
-                        continue
-                    if not followed_by:  # each: the pay closes the key's oldest open order
-                        order = current.pop(0)
+                    if type(current) is list:
+                        if followed_by:  # the pay closes every open order of the key
+                            if closed_early is not None:
+                                closed_early.extend(current)
+                            for order in current:
+                                created, length, seq = unpack(order)
+                                success += 1
+                                append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
+                            continue
+                        order = current.pop(0)  # each: the pay closes the key's oldest open order
                         open_orders[key] = current[0] if len(current) == 1 else current
-                        if closed_early is not None:
-                            closed_early.append(order)
-                        created, length, seq = unpack(order)
-                        success += 1
-                        append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
-                        continue
+                    else:  # the common case: the key's only open order
+                        order = current
                     if closed_early is not None:
-                        closed_early.extend(current)
-                    for order in current:  # followed-by: the pay closes all of them
-                        created, length, seq = unpack(order)
-                        success += 1
-                        append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
+                        closed_early.append(order)
+                    created, length, seq = unpack(order)
+                    success += 1
+                    append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
                 elif kind == CANCEL and each:
                     cancels += 1
                     if key in open_orders:

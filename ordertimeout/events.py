@@ -173,9 +173,12 @@ class EventParser:
         :data:`TIME_REQUIRED` (event time: a missing or invalid time rejects the line) or
         :data:`TIME_OPTIONAL` (deciding the mode: None when the field is absent).
         """
+        return self._parse_object(self.load(raw), raw, time_policy)
+
+    def _parse_object(self, obj: dict, raw: bytes, time_policy: int) -> tuple[str, int, int | None, bytes]:
+        """:meth:`parse` of a line already decoded into the object ``obj``."""
         # The common case (plain field names, a string key and type, integer ms) runs
         # inline; everything else goes through the slower, fully checked helpers.
-        obj = self.load(raw)
         schema = self.schema
         key = self._get_key(obj)
         if type(key) is not str:
@@ -210,32 +213,24 @@ class EventParser:
         append = events.append
         ignore_time = time_policy == TIME_IGNORED
         schema = self.schema
-        fields = (schema.key_field, schema.type_field, schema.time_field)
-        if any("." in field for field in fields) or (self._unit_num, self._unit_den) != (1, 1):
-            # Dotted paths or another time unit: every line through parse, still one batch.
-            for raw in itertools.islice(lines, start, None):
-                if not raw or raw[-1] != 125:  # 125 is "}": nothing after the object
-                    break
-                try:
-                    key, kind, time, raw = self.parse(raw, time_policy)
-                except RejectedLine:
-                    break
-                append((key, kind, default_time if ignore_time else time, raw))
-            return events, start + len(events)
+        key_field, type_field, time_field = schema.key_field, schema.type_field, schema.time_field
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
-        key_field, type_field, time_field = fields
-        kind_of = self._kinds.get
-        low, high = _MIN_TIME_MS, _MAX_TIME_MS
+        kind_of, parse_object = self._kinds.get, self._parse_object
+        # A time inline is integer milliseconds; in another unit the range is empty, so
+        # every time goes through _parse_object, which converts it.
+        low, high = (_MIN_TIME_MS, _MAX_TIME_MS) if (self._unit_num, self._unit_den) == (1, 1) else (1, 0)
         for raw in itertools.islice(lines, start, None):
             try:
                 obj = loads(raw)
-                # No .get: not an object. A field that is absent comes out as None.
+                # No .get: not an object. A field that is absent comes out as None. A
+                # dotted path is tried as one name first, as field_getter does; when that
+                # finds nothing, _parse_object follows the path.
                 key, type_value = obj.get(key_field), obj.get(type_field)
             except (decode_error, AttributeError):
                 break
             if raw[-1] != 125:  # 125 is "}": nothing after the object
                 break
-            # The common case inline, as in parse; anything else through parse itself.
+            # The common case inline, as in _parse_object; anything else through it.
             if type(key) is str and type(type_value) is str:
                 if ignore_time:
                     append((key, kind_of(type_value, OTHER), default_time, raw))
@@ -245,7 +240,7 @@ class EventParser:
                     append((key, kind_of(type_value, OTHER), time, raw))
                     continue
             try:
-                key, kind, time, raw = self.parse(raw, time_policy)
+                key, kind, time, raw = parse_object(obj, raw, time_policy)
             except RejectedLine:
                 break
             append((key, kind, default_time if ignore_time else time, raw))

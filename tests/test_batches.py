@@ -15,6 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
+from ordertimeout.events import TIME_IGNORED, TIME_OPTIONAL, TIME_REQUIRED, RejectedLine
 from ordertimeout.clocks import ManualClock
 from ordertimeout.matcher import Cancelled, PaidLate, Success, Timeout
 from ordertimeout.runtime import Runtime
@@ -83,13 +84,10 @@ def run(lines, cuts, batch, *, time_mode, within, lateness, mode, paid_late, can
     for cut in [*cuts, len(lines)]:
         chunk, start = lines[start:cut], max(start, cut)
         if restore:
-            # Time and the reorder buffer through a snapshot; the matcher is handed over
-            # as it is (a restored matcher times out orders of the same deadline by key,
-            # not in input order: a matcher_state issue of its own, not tested here).
-            state, matcher = copy.deepcopy(pipeline.snapshot()), pipeline.matcher
+            # Time, the reorder buffer and the matcher through a snapshot.
+            state = copy.deepcopy(pipeline.snapshot())
             pipeline = runtime.pipeline = new_pipeline()
             pipeline.restore(state)
-            pipeline.matcher = matcher
         clock.advance(7)
         runtime._emit_due(clock.now_ms())
         line_number = feed(chunk, "in", line_number, clock.now_ms())
@@ -163,6 +161,39 @@ def test_disordered_batches_equal_line_by_line(items, cuts, lateness, within, mo
                    cancel=True, idle=idle)
     cuts = sorted(cuts)
     assert run(lines, cuts, True, restore=restore, **options) == run(lines, cuts, False, **options)
+
+
+#: Objects for schemas with a dotted key path and a time in seconds: the path nested, as
+#: one literal dotted name, both, or neither; times as whole and fractional seconds.
+_NESTED_EVENTS = st.fixed_dictionaries(
+    {"type": st.sampled_from(["create", "pay", "other"]), "ts": st.one_of(st.integers(-5, 2000), st.sampled_from([1.5, 0.001, None]))},
+    optional={
+        "user": st.one_of(st.fixed_dictionaries({"id": st.one_of(st.sampled_from(["a", "b"]), st.integers(0, 3))}), st.just("x")),
+        "user.id": st.one_of(st.sampled_from(["a", "c"]), st.none(), st.integers(5, 6)),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(_NESTED_EVENTS.map(orjson.dumps), st.sampled_from(ODD_LINES)), max_size=30),
+    st.sampled_from([TIME_IGNORED, TIME_REQUIRED, TIME_OPTIONAL]),
+    st.sampled_from(["s", "ms"]),
+    st.integers(0, 3),
+)
+def test_parse_lines_equals_parse_for_dotted_paths_and_time_units(lines, policy, unit, start):
+    parser = EventParser(EventSchema(key_field="user.id", time_unit=unit))
+    events, stop = parser.parse_lines(lines, start, policy, default_time=7)
+    expected = []
+    for raw in lines[start:]:
+        if not raw or raw[-1] != 125:
+            break
+        try:
+            key, kind, time, raw = parser.parse(raw, policy)
+        except RejectedLine:
+            break
+        expected.append((key, kind, 7 if policy == TIME_IGNORED else time, raw))
+    assert (events, stop) == (expected, start + len(expected))
 
 
 @settings(max_examples=200, deadline=None)

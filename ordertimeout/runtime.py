@@ -206,8 +206,6 @@ class Runtime:
         """
         if not lines or type(lines[0]) is Overlong or max(map(len, lines)) > self.max_line_bytes:
             return self._feed_each(lines, name, line_number, now)
-        if len(lines) <= BATCH_LINES:
-            return self._feed_batch(lines, name, line_number, now)
         for begin in range(0, len(lines), BATCH_LINES):
             line_number = self._feed_batch(lines[begin : begin + BATCH_LINES], name, line_number, now)
         return line_number

@@ -428,15 +428,21 @@ def test_an_unreachable_broker_is_retried_then_given_up(tmp_path):
     assert elapsed >= 2
 
 
+def _worker_past_its_first_result(cluster, connect_timeout):
+    """A worker over two partitions with one order paid, once its success is out."""
+    cluster.create(partitions=2)
+    cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1}),
+                     orjson.dumps({"userId": "u", "type": "pay", "ts": 2})])
+    worker = cluster.worker("--connect-timeout", connect_timeout)
+    cluster.wait_for(lambda results: len(results) >= 1)
+    return worker
+
+
 def test_a_worker_that_loses_its_cluster_retries_then_exits_naming_it():
     with _tansu() as (address, broker):
         cluster = Cluster(address)
         try:
-            cluster.create(partitions=2)
-            cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1}),
-                             orjson.dumps({"userId": "u", "type": "pay", "ts": 2})])
-            worker = cluster.worker("--connect-timeout", "3s")
-            cluster.wait_for(lambda results: len(results) >= 1)
+            worker = _worker_past_its_first_result(cluster, "3s")
             broker.kill()  # SIGKILL: the cluster is gone, not leaving politely
             broker.wait()
             lost = time.monotonic()
@@ -458,11 +464,7 @@ def test_a_worker_whose_cluster_comes_back_in_time_carries_on():
     with _tansu() as (address, broker):
         cluster = Cluster(address)
         try:
-            cluster.create(partitions=2)
-            cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1}),
-                             orjson.dumps({"userId": "u", "type": "pay", "ts": 2})])
-            worker = cluster.worker("--connect-timeout", "30s")
-            cluster.wait_for(lambda results: len(results) >= 1)
+            worker = _worker_past_its_first_result(cluster, "30s")
             broker.send_signal(signal.SIGSTOP)  # unanswering, its data kept
             time.sleep(4)
             broker.send_signal(signal.SIGCONT)

@@ -134,7 +134,7 @@ class Pipeline:
         if not self.lateness and not self._buffer:
             # Without lateness an event is late exactly when it is older than the one
             # before it (or than the frontier): a batch in time order is applied as it is.
-            times = [event[2] for event in events]
+            times = list(map(_TIME, events))
             if times[0] >= self.frontier and times == sorted(times):
                 self.events += len(events)
                 if times[-1] > self._max_time:

@@ -173,19 +173,31 @@ class PartitionTask:
     async def _feed(self, records) -> None:
         now = self._now()
         await self._emit_due(now)
-        feed = self.pipeline.feed
+        # Records before self.offset were already applied (fetched before the seek to the
+        # restored offset). A record without a value is an empty line, rejected as such.
+        fresh = [record for record in records if record.offset >= self.offset]
+        if not fresh:
+            return
+        lines = [(record.value or b"").rstrip(b"\r\n") for record in fresh]
+        # The local runtime's batch loop: runs of plain lines in one parser loop and one
+        # matcher batch; a line the batch path stops at goes through feed alone, which
+        # says what is wrong with it (or decides what the batch path leaves to it).
+        feed_lines, feed = self.pipeline.feed_lines, self.pipeline.feed
         out: list[Result] = []
-        for record in records:
-            offset = record.offset
-            if offset < self.offset:
-                continue  # already applied (fetched before the seek to the restored offset)
-            self.offset = offset + 1
-            raw = (record.value or b"").rstrip(b"\r\n")
+        index, count = 0, len(lines)
+        while index < count:
+            results, stop = feed_lines(lines, now, index)
+            out += results
+            if stop == count:
+                break
+            record = fresh[stop]
             try:
-                out += feed(raw, now)
+                out += feed(lines[stop], now)
             except RejectedLine as rejected:
                 reason = rejected.reason if record.value is not None else "record without a value"
-                self.host.reject(self.partition, offset, reason, raw)
+                self.host.reject(self.partition, record.offset, reason, lines[stop])
+            index = stop + 1
+        self.offset = fresh[-1].offset + 1
         await self._emit(out)
 
     async def _emit_due(self, now: int, recovered: bool = False) -> None:

@@ -4,8 +4,8 @@
 #   (files, stdin,      (asyncio: cuts     (parse, time mode,   (pure rules:         (rows or JSON
 #    follow, simulator;  lines (framing),   watermark, reorder,  open orders,          lines to stdout;
 #    a reader thread     works each chunk   late + rejected)     deadlines)            rejects)
-#    stamps each pipe    at its arrival,                                                   │ --webhook,
-#    chunk's arrival)    sleeps to the next                                                ▼ --exec
+#    (arrivals) stamps   at its arrival,                                                   │ --webhook,
+#    each pipe chunk)    sleeps to the next                                                ▼ --exec
 #       │                timer, checkpoints)                                 notify ──▶ outbox ──▶ delivery
 #    files (identity,        │                                               (memory, or SQLite    (relay: webhook,
 #    resume points)          └──▶ state (SQLite: open orders, watermark,      rows in the           exec_sink;
@@ -49,8 +49,14 @@ def _stopped_before_the_run(signum: int, frame) -> None:
 # The first thing the command does, before the imports that take most of its start-up:
 # without it, a Ctrl-C in that time prints a KeyboardInterrupt traceback. (An ignored
 # SIGINT, as in a background job of a script, stays ignored.)
-if _started_as_the_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
-    _signal.signal(_signal.SIGINT, _stopped_before_the_run)
+if _started_as_the_command():
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, _stopped_before_the_run)
+    # Then stdin, if the command will read it: a producer's lines keep the moments they
+    # come at while the rest starts (see arrivals).
+    from .arrivals import prefetch_stdin as _prefetch_stdin
+
+    _prefetch_stdin(_sys.argv[1:])
 
 from .events import EventParser, EventSchema, RejectedLine  # noqa: E402
 from .matcher import Cancelled, Matcher, Mode, OpenOrder, PaidLate, Success, Timeout  # noqa: E402

@@ -62,6 +62,13 @@ class LoopClock:
         # The epsilon absorbs float error so a timer due at t does not read t - 1.
         return self._epoch_ms + math.floor(elapsed * 1000 + 1e-6)
 
+    def from_monotonic(self, moment: float) -> int:
+        """The epoch milliseconds of ``time.monotonic()`` reading ``moment``: this clock's
+        reading then, for a moment noted before the loop ran (a default loop's time is
+        ``time.monotonic``)."""
+        start = self._anchor()
+        return self._epoch_ms + math.floor((moment - start) * 1000 + 1e-6)
+
     def seconds_until(self, moment_ms: int | float) -> float:
         """Seconds until ``moment_ms`` from the loop's unrounded time, so a wait never
         overshoots by the fraction of a millisecond that ``now_ms`` floors away."""

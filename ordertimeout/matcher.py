@@ -35,6 +35,7 @@ from .events import CANCEL, CREATE, PAY
 from .matcher_state import COUNTER_NAMES, SavedState
 from .orders import (  # noqa: F401  (the packing helpers are re-exported for the tests)
     _HEADER,
+    _RAW,
     Cancelled,
     OpenOrder,
     PaidLate,
@@ -43,7 +44,6 @@ from .orders import (  # noqa: F401  (the packing helpers are re-exported for th
     Timeout,
     _created_of,
     _created_raw_seq,
-    _key_of,
     _pack,
     _unpack,
     result_id,
@@ -101,6 +101,7 @@ class Matcher(SavedState):
         # deque in deadline order, which is the order they time out and are forgotten in.
         self._expired: dict[str, list[bytes]] = {}
         self._expired_line: deque[bytes] = deque()
+        self._expired_keys: deque[str] = deque()  # the key of each, side by side
         self._forget_at: int | float = float("inf")  # when the oldest remembered is forgotten
         self.now: int | float = float("-inf")
         self._open: dict[str, bytes | list[bytes]] = {}  # packed orders, see _pack
@@ -113,7 +114,8 @@ class Matcher(SavedState):
         self.pending = 0
         # For incremental checkpoints: every timeline entry has a position (appended so
         # far when it was added); entries before ``_popped`` are gone. ``_closed_early``
-        # collects orders closed before their deadline, when a host asks for changes.
+        # collects (key, order) of orders closed before their deadline, when a host asks
+        # for changes.
         self._appended = 0
         self._popped = 0
         self._changes_mark = 0
@@ -150,7 +152,7 @@ class Matcher(SavedState):
         setdefault, pop = open_orders.setdefault, open_orders.pop
         timeline = self._timeline
         push, push_key = timeline.append, self._timeline_keys.append
-        pack, unpack, size = _HEADER.pack, _HEADER.unpack_from, _HEADER.size
+        pack, unpack, size = _HEADER.pack, _HEADER.unpack_from, _RAW
         tick_creates = self._tick_creates
         tick_get = tick_creates.get
         closed_early = self._closed_early
@@ -178,11 +180,7 @@ class Matcher(SavedState):
                         tick_creates.clear()
                     seq = tick_get(key, 0)
                     tick_creates[key] = seq + 1
-                    try:
-                        key_bytes = key.encode()
-                    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it as it is
-                        key_bytes = key.encode("utf-8", "surrogatepass")
-                    order = pack(time, len(key_bytes), seq) + key_bytes + raw
+                    order = pack(time, seq) + raw
                     # One dict operation in the common case (the key had nothing open).
                     current = setdefault(key, order)
                     if current is not order:
@@ -210,28 +208,28 @@ class Matcher(SavedState):
                     if type(current) is list:
                         if followed_by:  # the pay closes every open order of the key
                             if closed_early is not None:
-                                closed_early.extend(current)
+                                closed_early.extend([(key, order) for order in current])
                             for order in current:
-                                created, length, seq = unpack(order)
+                                created, seq = unpack(order)
                                 success += 1
-                                append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
+                                append(_new(Success, (key, created, time, created + within, order[size:], raw, seq)))
                             continue
                         order = current.pop(0)  # each: the pay closes the key's oldest open order
                         open_orders[key] = current[0] if len(current) == 1 else current
                     else:  # the common case: the key's only open order
                         order = current
                     if closed_early is not None:
-                        closed_early.append(order)
-                    created, length, seq = unpack(order)
+                        closed_early.append((key, order))
+                    created, seq = unpack(order)
                     success += 1
-                    append(_new(Success, (key, created, time, created + within, order[size + length :], raw, seq)))
+                    append(_new(Success, (key, created, time, created + within, order[size:], raw, seq)))
                 elif kind == CANCEL and each:
                     cancels += 1
                     if key in open_orders:
                         order = self._close_oldest(key)
-                        created, length, seq = unpack(order)
+                        created, seq = unpack(order)
                         cancelled += 1
-                        append(_new(Cancelled, (key, created, time, created + within, order[size + length :], raw, seq)))
+                        append(_new(Cancelled, (key, created, time, created + within, order[size:], raw, seq)))
                     else:
                         unmatched_cancels += 1
                 else:
@@ -274,14 +272,14 @@ class Matcher(SavedState):
         within = self.within
         open_orders = self._open
         pop = open_orders.pop
-        unpack, size = _HEADER.unpack_from, _HEADER.size
+        unpack, size = _HEADER.unpack_from, _RAW
         remember = self.paid_late_ms is not None
         popped = 0
         closed = 0
         complete = True
         while timeline:
             order = timeline[0]
-            created, length, seq = unpack(order)
+            created, seq = unpack(order)
             if created + within > time:
                 break
             if limit is not None and closed >= limit:
@@ -301,7 +299,7 @@ class Matcher(SavedState):
                         open_orders[key] = current
                     continue
             closed += 1
-            append(_new(Timeout, (key, created, created + within, order[size + length :], False, seq)))
+            append(_new(Timeout, (key, created, created + within, order[size:], False, seq)))
             if remember:
                 self._remember_expired(key, order, created + within)
         self._popped += popped
@@ -319,6 +317,7 @@ class Matcher(SavedState):
         if not self._expired_line:
             self._forget_at = deadline + self.paid_late_ms
         self._expired_line.append(order)
+        self._expired_keys.append(key)
 
     def _pay_late(self, key: str, time: int, pay: bytes) -> list[PaidLate]:
         """A pay with no open order: it pays the oldest remembered timed-out order(s)."""
@@ -336,7 +335,8 @@ class Matcher(SavedState):
 
     def _forget_expired(self, time: int | float) -> None:
         """Forget timed-out orders whose pay can no longer count: ``deadline + D <= time``."""
-        line, expired, horizon = self._expired_line, self._expired, self.within + self.paid_late_ms
+        line, keys, expired = self._expired_line, self._expired_keys, self._expired
+        horizon = self.within + self.paid_late_ms
         while line:
             order = line[0]
             created = _created_of(order)
@@ -344,7 +344,7 @@ class Matcher(SavedState):
                 self._forget_at = created + horizon
                 return
             line.popleft()
-            key = _key_of(order)
+            key = keys.popleft()
             remembered = expired.get(key)
             if remembered and remembered[0] is order:  # not paid late in the meantime
                 del remembered[0]
@@ -423,7 +423,7 @@ class Matcher(SavedState):
             if len(current) == 1:
                 self._open[key] = current[0]
         if early and self._closed_early is not None:
-            self._closed_early.append(order)
+            self._closed_early.append((key, order))
         return order
 
     def _close_all(self, key: str) -> list[bytes]:
@@ -431,5 +431,5 @@ class Matcher(SavedState):
         del self._open[key]
         self.pending -= len(orders)
         if self._closed_early is not None:
-            self._closed_early.extend(orders)
+            self._closed_early.extend([(key, order) for order in orders])
         return orders

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from .orders import OpenOrder, _key_of, _pack, _unpack
+from .orders import OpenOrder, _pack, _unpack
 
 if TYPE_CHECKING:
     from .matcher import Matcher
@@ -40,7 +40,7 @@ class SavedState:
     def expired_orders(self) -> list[OpenOrder]:
         """Timed-out orders still payable under ``paid_late``, in deadline order."""
         live = {id(order) for orders in self._expired.values() for order in orders}
-        return [_unpack(order) for order in self._expired_line if id(order) in live]
+        return [_unpack(key, order) for key, order in zip(self._expired_keys, self._expired_line) if id(order) in live]
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in deadline order (the order they would time out in)."""
@@ -51,8 +51,8 @@ class SavedState:
         position, as :meth:`take_changes` numbers them."""
         live = {id(order) for key in self._open for order in self._orders_of(key)}
         return self._popped, [
-            (self._popped + index, _unpack(order))
-            for index, order in enumerate(self._timeline)
+            (self._popped + index, _unpack(key, order))
+            for index, (key, order) in enumerate(zip(self._timeline_keys, self._timeline))
             if id(order) in live
         ]
 
@@ -68,18 +68,18 @@ class SavedState:
         Costs O(changes), not O(open orders).
         """
         closed_early, self._closed_early = self._closed_early or [], []
-        just_closed = {id(order) for order in closed_early}
+        just_closed = {id(order) for _, order in closed_early}
         new_count = min(self._appended - self._changes_mark, len(self._timeline))
-        new = list(itertools.islice(reversed(self._timeline), new_count))
+        new = list(itertools.islice(zip(reversed(self._timeline_keys), reversed(self._timeline)), new_count))
         position = self._popped + len(self._timeline)
         opened = []
-        for order in new:
+        for key, order in new:
             position -= 1
-            if id(order) not in just_closed and self._is_open(order):
-                opened.append((position, _unpack(order)))
+            if id(order) not in just_closed and self._is_open(key, order):
+                opened.append((position, _unpack(key, order)))
         opened.reverse()
-        new_ids = {id(order) for order in new}
-        closed = [_unpack(order) for order in closed_early if id(order) not in new_ids]
+        new_ids = {id(order) for _, order in new}
+        closed = [_unpack(key, order) for key, order in closed_early if id(order) not in new_ids]
         self._changes_mark = self._appended
         return self._popped, opened, closed
 
@@ -111,7 +111,7 @@ class SavedState:
         for name in COUNTER_NAMES:
             setattr(matcher, name, state["counts"].get(name, 0))
         for created, key, raw, seq in state.get("expired") or ():
-            matcher._remember_expired(key, _pack(created, key, raw, seq), created + matcher.within)
+            matcher._remember_expired(key, _pack(created, raw, seq), created + matcher.within)
         if state.get("tick"):
             matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
         # In the order given (the saved timeline order: ties at a millisecond are in input
@@ -119,11 +119,11 @@ class SavedState:
         # where a source gives them out of it; a stable sort keeps the ties as given.
         orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: order.created)
         for created, key, raw, seq in orders:
-            matcher._add(key, _pack(created, key, raw, seq), created)
+            matcher._add(key, _pack(created, raw, seq), created)
         return matcher
 
-    def _is_open(self, order: bytes) -> bool:
-        current = self._open.get(_key_of(order))
+    def _is_open(self, key: str, order: bytes) -> bool:
+        current = self._open.get(key)
         if current is order:
             return True
         return type(current) is list and any(candidate is order for candidate in current)

@@ -56,6 +56,9 @@ class Reader(Protocol):
 
     def identity(self, name: str) -> FileIdentity | None: ...
 
+    def reading_since(self) -> int | None:
+        """When reading began, if before :meth:`start` (optional: None)."""
+
 
 class Runtime:
     """Drives one pipeline from a reader or a simulator, writing results as they are decided."""
@@ -113,7 +116,10 @@ class Runtime:
         self.started_ms = self.clock.now_ms()
         reader.start(self.clock)
         try:
-            self._recover()
+            # Stdin read since before the run (a prefetch) has chunks stamped earlier than
+            # now: the run begins when reading did, so none of them is moved later.
+            since = getattr(reader, "reading_since", None)
+            self._recover(since() if since is not None else None)
             await self._read_until_end(reader)
             if self.final:
                 await self._settle()
@@ -126,11 +132,12 @@ class Runtime:
             reader.stop()
             self.finished_ms = self.clock.now_ms()
 
-    def _recover(self) -> None:
+    def _recover(self, since: int | None = None) -> None:
         """After a restart, orders whose deadline passed while the tool was down (in
-        processing time, or in event time moved by ``--idle``) time out at once, stamped
-        with their deadline and marked recovered."""
-        results = self.pipeline.advance(self._moment(None))
+        processing time, or in event time moved by ``--idle``) time out at once (at
+        ``since``, when reading began, or now), stamped with their deadline and marked
+        recovered."""
+        results = self.pipeline.advance(self._moment(since))
         self._emit([result._replace(recovered=True) if type(result) is Timeout else result for result in results])
 
     def _moment(self, arrival: int | None) -> int:

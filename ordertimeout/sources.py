@@ -18,11 +18,14 @@ import asyncio
 import io
 import os
 import stat
-import threading
 from dataclasses import dataclass
 from typing import AsyncIterator, BinaryIO, Sequence
 
-# Re-exported: what a file is (identity, resume points) and how chunks become lines.
+# Re-exported: the thread that reads pipes, what a file is (identity, resume points) and
+# how chunks become lines.
+from .arrivals import (  # noqa: F401
+    PIPE_CHUNK_BYTES, READ_AHEAD_CHUNKS, ROTATED, StampedReader, prefetched_since, take_prefetched,
+)
 from .files import (  # noqa: F401
     FINGERPRINT_BYTES, FileIdentity, OpenFile, SavedPosition, is_gzip, resume_inputs, resume_position,
 )
@@ -35,11 +38,6 @@ __all__ = [
 
 #: Bytes per read: big enough that per-chunk overhead vanishes next to per-line work.
 CHUNK_BYTES = 1 << 20
-#: Bytes per read from a pipe or device: live input is worked through in slices small
-#: enough (a few ms) that processing-time timers are never held up long by a burst.
-PIPE_CHUNK_BYTES = 1 << 16
-#: Chunks a reader thread may have read ahead of the consumer.
-READ_AHEAD_CHUNKS = 4
 #: How often a followed file is checked for new lines, rotation and truncation.
 FOLLOW_POLL_SECONDS = 0.05
 
@@ -61,15 +59,6 @@ class Input:
 
 #: Marks the end of every input.
 END = None
-
-
-class _Rotated(bytes):
-    """The chunk marking that a followed file was replaced (rotated or truncated)."""
-
-
-#: Yielded as a chunk when a followed file starts over: finish the old last line and
-#: restart byte offsets and line numbers.
-ROTATED = _Rotated()
 
 
 class ChunkReader:
@@ -102,6 +91,15 @@ class ChunkReader:
         """The identity of the file input ``name`` is reading (None for stdin and pipes)."""
         current = self._files.get(name)
         return None if current is None else current.identity
+
+    def reading_since(self) -> int | None:
+        """When stdin began to be read, on the clock given to :meth:`start`, if that was
+        before the run began (see :func:`~.arrivals.prefetch_stdin`); else None."""
+        since = prefetched_since()
+        convert = getattr(self._clock, "from_monotonic", None)
+        if since is None or convert is None or not any(_reads_stdin(source) for source in self._inputs):
+            return None
+        return convert(since)
 
     def start(self, clock=None) -> None:
         """Prepare reading (call from inside the running loop); ``clock`` stamps arrivals."""
@@ -198,79 +196,24 @@ class ChunkReader:
             await asyncio.sleep(0)  # let timers and signals in between chunks
 
     async def _thread_chunks(self, fd: int | None, name: str, path: str | None = None, reopen: bool = False):
-        """A pipe, terminal or device, read by a thread that stamps each chunk's arrival.
-
-        The thread reads at most :data:`READ_AHEAD_CHUNKS` ahead (bounded memory,
-        backpressure on the writer). It blocks in ``read`` where no event loop can help
-        (``/dev/null`` cannot be polled, a terminal may be shared); it is a daemon, so a
-        run that stops while it waits is not held up by it.
+        """A pipe, terminal or device, read by a :class:`~.arrivals.StampedReader` thread
+        that stamps each chunk's arrival on the run's clock (stdin may have been read since
+        the process began: :func:`~.arrivals.prefetch_stdin`).
 
         Without ``fd``, the thread opens the named pipe ``path`` itself: opening one waits
         for a writer, which only a thread can afford. With ``reopen`` (``--follow``), when
         the writers leave it marks the end of their lines with :data:`ROTATED` and waits
         for the next writer, for ever.
         """
-        loop = asyncio.get_running_loop()
-        arrived: asyncio.Queue = asyncio.Queue()
-        slots = threading.Semaphore(READ_AHEAD_CHUNKS)
-        stopping = threading.Event()
-        now_ms = self._clock.now_ms if self._clock is not None else None
-        size = min(self._chunk_bytes, PIPE_CHUNK_BYTES)
-
-        def deliver(chunk: bytes | OSError) -> bool:
-            stamp = now_ms() if now_ms is not None else None
-            try:
-                loop.call_soon_threadsafe(arrived.put_nowait, (chunk, stamp))
-            except RuntimeError:
-                return False  # the loop is gone: nobody is reading any more
-            return True
-
-        def read() -> None:
-            descriptor = fd
-            try:
-                while True:
-                    slots.acquire()  # one slot per item delivered
-                    if stopping.is_set():
-                        return
-                    if descriptor is None:
-                        try:
-                            descriptor = os.open(path, os.O_RDONLY)  # waits for a writer
-                        except OSError as error:
-                            deliver(error)
-                            return
-                        if stopping.is_set():
-                            return
-                    try:
-                        chunk: bytes | OSError = os.read(descriptor, size)
-                    except OSError as error:
-                        chunk = error
-                    if reopen and chunk == b"":  # the writers left: wait for the next one
-                        os.close(descriptor)
-                        descriptor, chunk = None, ROTATED
-                    if not deliver(chunk) or isinstance(chunk, OSError):
-                        return
-                    if chunk is not ROTATED and not chunk:  # the end of the input
-                        return
-            finally:
-                if fd is None and descriptor is not None:
-                    os.close(descriptor)
-
-        def stop() -> None:
-            stopping.set()
-            slots.release()
-
-        thread = threading.Thread(target=read, name=f"read {name}", daemon=True)
-        self._cleanup.append(stop)
-        thread.start()
-        while True:
-            chunk, stamp = await arrived.get()
-            slots.release()
-            if isinstance(chunk, OSError):
-                raise chunk
-            if chunk is ROTATED:
-                yield chunk, stamp
-                continue
-            if not chunk:
+        reader = take_prefetched(fd)
+        if reader is None:
+            reader = StampedReader(fd, path=path, reopen=reopen, name=name,
+                                   read_bytes=min(self._chunk_bytes, PIPE_CHUNK_BYTES))
+        self._cleanup.append(reader.stop)
+        clock = self._clock
+        now_ms = clock.now_ms if clock is not None else None
+        async for chunk, stamp in reader.chunks(now_ms, getattr(clock, "from_monotonic", None)):
+            if chunk is not ROTATED and not chunk:
                 return
             yield chunk, stamp
 
@@ -335,6 +278,13 @@ class ChunkReader:
                 return os.open(path, os.O_RDONLY)
             except FileNotFoundError:
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+
+def _reads_stdin(source: Input) -> bool:
+    try:
+        return source.stream is not None and source.stream.fileno() == 0
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 def _is_named_pipe(path: str) -> bool:

@@ -152,8 +152,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
     defaults = {}
     for name, value in table.items():
         option = options.get(name.replace("_", "-"))
-        if option is param or (option is None and name.replace("_", "-") not in others):
-            known = ", ".join(sorted(options))
+        if option is param:
+            raise click.BadParameter(f"{path}: {name} = ... cannot name a further file (give one --config)", ctx, param)
+        if option is None and name.replace("_", "-") not in others:
+            known = ", ".join(sorted(set(options) - {"config"}))
             raise click.BadParameter(f"{path}: no option {name!r} for this command (known: {known})", ctx, param)
         if option is None:
             continue

@@ -35,7 +35,7 @@ def result_id(kind: str, key: str, created: int, seq: int) -> str:
     The key is percent-encoded (``:`` and anything outside ``A-Za-z0-9_.-~@``), so the id
     is plain ASCII, fits an HTTP header, and reads back unambiguously.
     """
-    # A lone surrogate (from a JSON escape) is kept as its bytes, as the packed order keeps it.
+    # A lone surrogate (from a JSON escape) is kept as its bytes (percent-encoded like any other).
     return f"{kind}:{quote(key.encode('utf-8', 'surrogatepass'), safe='@')}:{created}:{seq}"
 
 

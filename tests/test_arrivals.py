@@ -13,6 +13,8 @@ import time
 import click
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ordertimeout.arrivals import (
     READ_AHEAD_CHUNKS,
@@ -119,6 +121,28 @@ def test_the_thread_stops_reading_ahead_of_the_run():
     os.close(read_fd)
     assert seen[0] <= READ_AHEAD_CHUNKS
     assert b"".join(chunk for chunk, _ in items).startswith(b"first\n") and items[-1] == (b"", None)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=20), st.integers(1, 64))
+def test_whatever_is_written_comes_out_whole_and_in_order(writes, read_bytes):
+    """Any writes, any read size, a slow or fast writer: the chunks are the bytes written,
+    in order, then the empty chunk that ends the input."""
+    read_fd, write_fd = os.pipe()
+    reader = StampedReader(read_fd, read_bytes=read_bytes)
+
+    def write_all():
+        for data in writes:
+            os.write(write_fd, data)
+        os.close(write_fd)
+
+    writer = threading.Thread(target=write_all)
+    writer.start()
+    items = _collect(reader)
+    writer.join()
+    os.close(read_fd)
+    assert b"".join(chunk for chunk, _ in items) == b"".join(writes)
+    assert items[-1] == (b"", None) and all(chunk and len(chunk) <= read_bytes for chunk, _ in items[:-1])
 
 
 def test_a_followed_named_pipe_marks_each_writers_end(tmp_path):

@@ -28,6 +28,10 @@ from .outbox import Entry
 
 __all__ = ["Outcome", "Sender", "Relay", "after_failure", "backoff_ms", "DELIVERED"]
 
+#: Failed attempts in a row before the report hears that deliveries are failing: a sink
+#: that fails now and then (a 503 among successes) is retried without a word each time.
+FAILING_AFTER = 3
+
 #: First retry delay bound and the cap of the exponential backoff, in ms.
 BACKOFF_BASE_MS = 500
 BACKOFF_CAP_MS = 5 * 60_000
@@ -100,7 +104,8 @@ class Relay:
                  report: Callable[[str, str, dict], None] | None = None) -> None:
         self.outbox = outbox
         #: ``report(level, message, fields)`` (a :meth:`.logs.Log.write`): told when delivery
-        #: starts failing and works again, and of each dead letter, so a log shows an endpoint
+        #: has failed :data:`FAILING_AFTER` times in a row and when it works again, and of
+        #: each dead letter, so a log shows an endpoint
         #: that is down without a terminal, metrics or a scrape.
         self.report = report
         self.senders = senders
@@ -244,14 +249,14 @@ class Relay:
         if outcome.ok:
             outbox.delivered(entry)
             self.delivered += 1
-            if self.failures_in_row and report is not None:
+            if self.failures_in_row >= FAILING_AFTER and report is not None:
                 report("info", f"deliveries work again ({self.failures_in_row:,} failed attempts before)",
                        {"sink": entry.sink, "failed_attempts": self.failures_in_row})
             self.failures_in_row = 0
             return
         self.failures_in_row += 1
         self.last_error = outcome.error
-        if self.failures_in_row == 1 and report is not None:  # once per spell of failures
+        if self.failures_in_row == FAILING_AFTER and report is not None:  # once per spell of failures
             report("warning", f"deliveries failing: {entry.sink} {entry.id}: {outcome.error} (retrying; results "
                    "wait in the outbox)", {"sink": entry.sink, "id": entry.id, "error": outcome.error})
         if after_failure(entry, outcome, self.clock.now_ms(), self.rng, self.max_age_ms, self.base_ms, self.cap_ms):

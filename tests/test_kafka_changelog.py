@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, RejectedLine, TimeMode
@@ -28,6 +28,34 @@ def _snapshot(pipeline: Pipeline) -> dict:
 def _log(records) -> list[tuple[bytes, bytes | None, int]]:
     """Records as the worker reads them back: key, value, epoch."""
     return [(record.key, record.value, record.epoch) for record in records]
+
+
+def _compact(log: list, upto: int | None = None, drop_tombstones: bool = False) -> list:
+    """What Kafka's log cleaner leaves of ``log`` after cleaning its first ``upto`` records
+    (all by default): of each key only its last record in the cleaned part, where it was;
+    the head after ``upto`` untouched. With ``drop_tombstones``, a tombstone that is the
+    last of its key in the cleaned part goes too (after ``delete.retention.ms``)."""
+    upto = len(log) if upto is None else upto
+    cleaned = log[:upto]
+    last = {record.key: index for index, record in enumerate(cleaned)}
+    kept = [
+        record for index, record in enumerate(cleaned)
+        if last[record.key] == index and not (drop_tombstones and record.value is None)
+    ]
+    return kept + log[upto:]
+
+
+def _restart(log: list, mode="each", paid_late=None, lateness=20):
+    """A new owner of the partition: fold the log, restore, and write its first batch.
+    Returns the pipeline, its writer, the offset to read from and that first batch."""
+    restored = fold(0, _log(log), CONFIG)
+    pipeline = _pipeline(mode, paid_late, lateness)
+    state = restored.pipeline_state()
+    if state is not None:
+        pipeline.restore(state)
+    offset = restored.offset or 0
+    writer = ChangelogWriter(0, CONFIG, restored.epoch + 1)
+    return pipeline, writer, offset, writer.start(pipeline, restored, offset)
 
 
 events = st.lists(
@@ -115,3 +143,117 @@ def test_a_writer_fenced_off_by_a_later_one_is_ignored():
     final = fold(0, _log(log), CONFIG)
     assert final.epoch == 2
     assert sorted(order.key for order in final.orders.values()) == ["a", "b"]  # a's pay never happened here
+
+    # The zombie's tombstone is the last record of a's key: the next owner writes a again,
+    # so that compaction, which keeps only that last record, cannot lose it.
+    assert final.stray == {b"0:order:open:a:1:0"}
+    log += _restart(log, lateness=0)[3]
+    for cleaned in (log, _compact(log), _compact(log, drop_tombstones=True)):
+        assert sorted(order.key for order in fold(0, _log(cleaned), CONFIG).orders.values()) == ["a", "b"]
+
+
+@pytest.mark.parametrize("keys", ["ab", "aa"])
+def test_ties_at_one_millisecond_keep_input_order_after_a_mended_batch_and_compaction(keys):
+    """Two creates at the same millisecond; a writer killed mid-batch had tombstoned the
+    first. The next owner writes it again at the end of the log; once the log is
+    compacted (only the last record of a key survives, where it is) the two must still
+    restore in input order, the order their timeouts go out in. With one key this decides
+    which order a pay closes."""
+    first, second = keys
+    pipeline = _pipeline(lateness=0)
+    writer = ChangelogWriter(0, CONFIG)
+    pipeline.feed(b'{"userId":"%s","type":"create","ts":10}' % first.encode(), now=0)
+    pipeline.feed(b'{"userId":"%s","type":"create","ts":10}' % second.encode(), now=0)
+    log = writer.batch(pipeline, 2)
+    saved = _snapshot(pipeline)
+    expected = [(result.key, result.seq) for result in Matcher.restore(pipeline.matcher.snapshot()).drain()]
+    assert expected == [(first, 0), (second, 1 if first == second else 0)]
+    pipeline.feed(b'{"userId":"%s","type":"pay","ts":20}' % first.encode(), now=0)
+    torn = writer.batch(pipeline, 3)
+    assert torn[0].value is None  # the first order's tombstone ...
+    log += torn[:-1]  # ... and the writer dies before the meta record
+
+    _, _, offset, started = _restart(log, lateness=0)
+    assert offset == 2
+    log += started
+    for cleaned in (log, _compact(log, len(log) - 1), _compact(log), _compact(log, drop_tombstones=True)):
+        again, _, _, _ = _restart(cleaned, lateness=0)
+        assert _snapshot(again)["matcher"]["open"] == saved["matcher"]["open"]
+        assert _snapshot(again) == saved
+        assert [(result.key, result.seq) for result in again.finish()] == expected
+
+
+tie_events = st.lists(
+    # Few keys and mostly no time between events: many creates share a millisecond.
+    st.tuples(st.sampled_from("abc"), st.sampled_from(["create", "create", "create", "pay", "view"]),
+              st.sampled_from([0] * 6 + [1, 30, 60]), st.sampled_from([0] * 5 + [-15])),
+    min_size=6, max_size=40,
+)
+operations = st.lists(
+    st.tuples(st.sampled_from(["feed"] * 3 + ["checkpoint"] * 2 + ["crash"] * 2 + ["compact"]), st.integers(0, 1000)),
+    min_size=10, max_size=80,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@example(  # a and b open at one millisecond; a killed writer tombstoned a; two restarts
+    [("a", "create", 0, 0), ("b", "create", 0, 0), ("a", "pay", 0, 0), ("c", "view", 0, 0)],
+    [("feed", 1), ("checkpoint", 0), ("feed", 0), ("crash", 7), ("crash", 0)], "each", None, 0,
+)
+@given(tie_events, operations, st.sampled_from(["each", "next", "followed-by"]), st.sampled_from([None, 50]),
+       st.sampled_from([0, 20]))
+def test_restarts_and_compaction_give_the_results_of_one_uninterrupted_run(events, operations, mode, paid_late,
+                                                                           lateness):
+    """A partition's owners come and go: checkpoints at random, writers killed anywhere
+    (mid-batch, or in the first batch after a restore), the log compacted at random (all of
+    it or a prefix, tombstones kept or dropped). Every new owner restores exactly the state
+    of the last complete batch (open orders in the same order), and the results (ids and
+    order) are those of one uninterrupted run: the ones delivered before each saved state,
+    then what the last owner decides from it."""
+    lines, time = [], 100
+    for key, kind, gap, jitter in events:
+        time += gap
+        lines.append(orjson.dumps({"userId": key, "type": kind, "ts": time + jitter}))
+
+    def feed(pipeline, line):
+        try:
+            return pipeline.feed(line, now=0)
+        except RejectedLine:
+            return []  # late: counted, and the same in every run
+
+    def restart(log):
+        return _restart(log, mode, paid_late, lateness)
+
+    uninterrupted = _pipeline(mode, paid_late, lateness)
+    expected = [result for line in lines for result in feed(uninterrupted, line)] + uninterrupted.finish()
+
+    log: list = []
+    pipeline, writer, offset, started = restart(log)
+    log += started
+    saved = _snapshot(pipeline)
+    results: list = []
+    delivered = 0  # results covered by the saved state
+    for operation, choice in operations:
+        if operation == "feed":
+            for line in lines[offset : offset + 1 + choice % 8]:
+                results += feed(pipeline, line)
+                offset += 1
+        elif operation == "checkpoint":
+            log += writer.batch(pipeline, offset)
+            saved, delivered = _snapshot(pipeline), len(results)
+        elif operation == "crash":
+            # Killed mid-batch: some of its records are written, never its meta.
+            torn = writer.batch(pipeline, offset)
+            log += torn[: choice % len(torn)]
+            for again in range(choice % 3, -1, -1):
+                pipeline, writer, offset, started = restart(log)
+                assert _snapshot(pipeline) == saved
+                del results[delivered:]  # decided again from the saved state, with the same ids
+                # Killed again in its first batch, up to twice.
+                log += started[: (choice // 3 + again) % len(started)] if again else started
+        elif operation == "compact":
+            log = _compact(log, choice % (len(log) + 1), drop_tombstones=choice % 2 == 1)
+    assert _snapshot(restart(log)[0]) == saved  # the log as it was left
+    results += [result for line in lines[offset:] for result in feed(pipeline, line)] + pipeline.finish()
+    assert [result.id for result in results] == [result.id for result in expected]
+    assert results == expected

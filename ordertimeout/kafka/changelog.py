@@ -11,10 +11,23 @@ as Kafka Streams does), as incremental records:
 
 Every record carries the input offset its batch covers in an ``offset`` header, and its
 writer's ``epoch``: one more than the highest in the log when that writer restored the
-partition. A batch counts only once its ``meta`` record is in the log: restoring folds
-the records batch by batch and drops what follows the last ``meta`` (a writer killed
-mid-batch), and drops records of an epoch lower than one already seen (a writer that
-kept going after its partition had moved on, say one frozen past its session timeout).
+partition. A batch counts only once its ``meta`` record is in the log: restoring drops
+what follows the last ``meta`` (a writer killed mid-batch), and records of an epoch lower
+than one already seen (a writer that kept going after its partition had moved on, say one
+frozen past its session timeout). The next owner's first batch writes every key such a
+record touched again, so that the last record of every key agrees with the state.
+
+The topic is compacted: the cleaner may keep only the last record of each key, where it
+was, and drop all but the last ``meta``. The log therefore means the same however much
+of it was cleaned: a key counts at its last write (also for its place, see below), and
+everything before the last ``meta`` counts, whatever the batches and epochs in between
+were (the mending above makes the records of a killed writer count for nothing).
+
+Open orders restore in the order of their last writes, and ``Matcher.restore`` sorts them
+by creation time only, keeping ties as given: among orders of one millisecond the last
+writes must be in timeline (input) order, the order their timeouts go out in. A batch
+appends the orders it opened in that order; an order written again is followed by every
+later open order of its millisecond, written again too.
 Pure data in and out: the worker does the producing and the reading.
 """
 
@@ -82,7 +95,8 @@ class Restored:
 
     meta: dict | None = None
     orders: dict[bytes, OpenOrder] = field(default_factory=dict)
-    #: Keys written after the last meta record: an unfinished batch, not part of the state.
+    #: Keys whose last record is not part of the state: written after the last meta record
+    #: (an unfinished batch) or by a fenced writer. The next writer writes them again.
     stray: set[bytes] = field(default_factory=set)
     #: The highest writer epoch in the log (the next writer takes one more).
     epoch: int = 0
@@ -109,21 +123,24 @@ class Restored:
 
 def fold(partition: int, records: Iterable[tuple[bytes, bytes | None, int]], config: dict) -> Restored:
     """Rebuild a partition's state from its changelog records ``(key, value, epoch)`` in
-    log order.
+    log order, compacted or not.
 
     Raises :class:`ChangelogError` if the state was written in another format or under other
     settings (key, window, match mode, ...): mixing them would give wrong results.
     """
     restored = Restored()
-    batch: list[tuple[bytes, bytes | None]] = []
+    orders = restored.orders
+    batch: list[tuple[bytes, bytes | None]] = []  # records since the last meta
+    fenced: set[bytes] = set()  # keys whose last record so far is a fenced writer's
     meta_key = _meta_key(partition)
     for key, value, epoch in records:
         if epoch < restored.epoch:
-            continue  # a writer fenced off by a later one
-        if epoch > restored.epoch:
-            batch.clear()  # the previous writer's unfinished batch ends with it
-            restored.epoch = epoch
+            if key != meta_key:
+                fenced.add(key)  # a writer fenced off by a later one: ignored, mended at start
+            continue
+        restored.epoch = epoch
         if key != meta_key:
+            fenced.discard(key)  # written again after the fenced writer's record
             batch.append((key, value))
             continue
         meta = orjson.loads(value)
@@ -131,15 +148,17 @@ def fold(partition: int, records: Iterable[tuple[bytes, bytes | None, int]], con
             raise ChangelogError(
                 f"state of partition {partition} has format {meta.get('format')}, this version reads {FORMAT}"
             )
+        # Not only this meta's own batch: after compaction the records of many batches (and
+        # of killed writers, mended by the batch that followed them) come before one meta.
         for order_key, order_value in batch:
-            if order_value is None:
-                restored.orders.pop(order_key, None)
-            else:
+            # Last write wins, also for its place, as compaction keeps it.
+            orders.pop(order_key, None)
+            if order_value is not None:
                 created, key_text, seq, raw = orjson.loads(order_value)
-                restored.orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq)
+                orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq)
         batch.clear()
         restored.meta = meta
-    restored.stray = {key for key, _ in batch}
+    restored.stray = fenced.union(key for key, _ in batch)
     if restored.meta is not None:
         stored = restored.meta["config"]
         differences = [
@@ -171,17 +190,21 @@ class ChangelogWriter:
 
     def start(self, pipeline: Pipeline, restored: Restored, offset: int) -> list[Record]:
         """After restoring ``pipeline`` from ``restored``: the batch that makes the log agree
-        with it (an unfinished batch of a killed writer is undone), ending in a meta record
+        with it (what a killed or a fenced writer left is undone), ending in a meta record
         that also fences off earlier writers (write it before anything else)."""
         matcher = pipeline.matcher
         matcher.take_changes()  # start change tracking from the restored picture
         _, numbered = matcher.numbered_open_orders()
         records = []
+        rewritten: set[int] = set()  # creation times of the orders written again so far
         for position, order in numbered:
             key = _order_key(self.partition, order)
             self._live[position] = key
             self._position_of[key] = position
-            if key in restored.stray:  # touched by the unfinished batch: write it again
+            # Touched by an unfinished batch (or a fenced writer): write it again. Every later
+            # order of its millisecond follows it, so their last writes stay in timeline order.
+            if key in restored.stray or order.created in rewritten:
+                rewritten.add(order.created)
                 records.append(Record(key, _order_value(order), offset, self.epoch))
         records += [Record(key, None, offset, self.epoch) for key in restored.stray if key not in self._position_of]
         records.append(self._meta(pipeline, offset))

@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import random as _random
-from typing import NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 from .clocks import Clock
 from .outbox import Entry
 
 __all__ = ["Outcome", "Sender", "Relay", "after_failure", "backoff_ms", "DELIVERED"]
+
+#: Failed attempts in a row before the report hears that deliveries are failing: a sink
+#: that fails now and then (a 503 among successes) is retried without a word each time.
+FAILING_AFTER = 3
 
 #: First retry delay bound and the cap of the exponential backoff, in ms.
 BACKOFF_BASE_MS = 500
@@ -96,8 +100,14 @@ class Relay:
 
     def __init__(self, outbox, senders: dict[str, Sender], clock: Clock, *, rng: _random.Random | None = None,
                  concurrency: int = 8, timeout_ms: int = 10_000, max_age_ms: int = 86_400_000,
-                 limit: int = 1_000_000, base_ms: int = BACKOFF_BASE_MS, cap_ms: int = BACKOFF_CAP_MS) -> None:
+                 limit: int = 1_000_000, base_ms: int = BACKOFF_BASE_MS, cap_ms: int = BACKOFF_CAP_MS,
+                 report: Callable[[str, str, dict], None] | None = None) -> None:
         self.outbox = outbox
+        #: ``report(level, message, fields)`` (a :meth:`.logs.Log.write`): told when delivery
+        #: has failed :data:`FAILING_AFTER` times in a row and when it works again, and of
+        #: each dead letter, so a log shows an endpoint
+        #: that is down without a terminal, metrics or a scrape.
+        self.report = report
         self.senders = senders
         self.clock = clock
         self.rng = rng or _random.Random()
@@ -235,13 +245,20 @@ class Relay:
 
     def _record(self, entry: Entry, outcome: Outcome) -> None:
         outbox = self.outbox
+        report = self.report
         if outcome.ok:
             outbox.delivered(entry)
             self.delivered += 1
+            if self.failures_in_row >= FAILING_AFTER and report is not None:
+                report("info", f"deliveries work again ({self.failures_in_row:,} failed attempts before)",
+                       {"sink": entry.sink, "failed_attempts": self.failures_in_row})
             self.failures_in_row = 0
             return
         self.failures_in_row += 1
         self.last_error = outcome.error
+        if self.failures_in_row == FAILING_AFTER and report is not None:  # once per spell of failures
+            report("warning", f"deliveries failing: {entry.sink} {entry.id}: {outcome.error} (retrying; results "
+                   "wait in the outbox)", {"sink": entry.sink, "id": entry.id, "error": outcome.error})
         if after_failure(entry, outcome, self.clock.now_ms(), self.rng, self.max_age_ms, self.base_ms, self.cap_ms):
             outbox.retry(entry)
             self.retried += 1
@@ -249,3 +266,6 @@ class Relay:
             outbox.bury(entry)
             self.died += 1
             self.last_dead_error = entry.last_error
+            if report is not None:
+                report("warning", f"dead letter: {entry.sink} {entry.id}: {entry.last_error}",
+                       {"sink": entry.sink, "id": entry.id, "error": entry.last_error})

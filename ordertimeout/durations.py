@@ -22,12 +22,17 @@ _UNIT_NS = {
     "d": 86_400_000_000_000,
 }
 _NS_PER_MS = 1_000_000
+#: The longest duration taken: 10,000 years. Event times end at the year 9999, so a longer
+#: window means nothing, and a deadline past 2**63 ms can be neither saved (SQLite,
+#: orjson: `--state` failed with a traceback) nor shown.
+MAX_MS = 10_000 * 146_097 * 86_400_000 // 400
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|ms|s|m|h|d)")
 _BARE_NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
 
 
 class DurationError(ValueError):
-    """A duration string that cannot be used: malformed, zero, negative or sub-millisecond."""
+    """A duration string that cannot be used: malformed, zero, negative, sub-millisecond or
+    longer than :data:`MAX_MS`."""
 
 
 def parse_duration(text: str, *, allow_zero: bool = False) -> int:
@@ -35,8 +40,8 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> int:
 
     Accepts one or more ``<number><unit>`` parts (``1h30m``, ``1.5s``) with units
     ns/us/ms/s/m/h/d, or a bare number meaning seconds. Raises :class:`DurationError`
-    when the text is malformed, negative, zero (unless ``allow_zero``) or not a whole
-    number of milliseconds.
+    when the text is malformed, negative, zero (unless ``allow_zero``), not a whole
+    number of milliseconds, or longer than 10,000 years.
     """
     cleaned = text.strip().lower()
     if not cleaned:
@@ -62,6 +67,8 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> int:
     milliseconds, remainder = divmod(total_ns, _NS_PER_MS)
     if remainder:
         raise DurationError(f"{text!r} is not a whole number of milliseconds")
+    if milliseconds > MAX_MS:
+        raise DurationError(f"{text!r} is longer than 10,000 years")
     return int(milliseconds)
 
 

@@ -29,16 +29,20 @@ __all__ = ["Notifier", "OutboxWriter", "PacedReader"]
 
 
 class Notifier:
-    """Delivery of every result (of the kind ``only``) to each of ``senders``."""
+    """Delivery of every result (of the kind ``only``) to each of ``senders``.
+
+    ``report(level, message, fields)`` hears of failing and recovered delivery and of
+    each dead letter (see :class:`.Relay`)."""
 
     def __init__(self, senders: Iterable[Sender], *, only: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, concurrency: int = 8, timeout_ms: int = 10_000,
-                 max_age_ms: int = 86_400_000, limit: int = 1_000_000) -> None:
+                 max_age_ms: int = 86_400_000, limit: int = 1_000_000,
+                 report: Callable[[str, str, dict], None] | None = None) -> None:
         self.senders = {sender.name: sender for sender in senders}
         self.only = only
         self.clock = clock or LoopClock()
         self._settings = dict(rng=rng, concurrency=concurrency, timeout_ms=timeout_ms, max_age_ms=max_age_ms,
-                              limit=limit)
+                              limit=limit, report=report)
         self._keep = RESULT_TYPES[only] if only else None
         self.outbox = MemoryOutbox(self.senders)
         self.relay = Relay(self.outbox, self.senders, self.clock, **self._settings)
@@ -52,6 +56,11 @@ class Notifier:
         #: Whether pending entries are decided again from uncommitted input by the next run.
         self.replayed = False
         self._tickets: dict[tuple[str, str], list[_Ticket]] = {}
+
+    def report_to(self, report: Callable[[str, str, dict], None]) -> None:
+        """Tell ``report(level, message, fields)`` (a :meth:`.logs.Log.write`) of failing and
+        recovered delivery and of each dead letter, from now on."""
+        self._settings["report"] = self.relay.report = report
 
     @property
     def durable(self) -> bool:

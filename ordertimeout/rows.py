@@ -45,14 +45,14 @@ def _second_text(second: int, local: bool) -> tuple[str, str]:
     so rows share their second: worked out once per second."""
     epoch_ms = second * 1000
     cycles = 0
-    while True:
-        try:
-            moment = _EPOCH + _dt.timedelta(milliseconds=epoch_ms - cycles * _CYCLE_MS)
-            if local:
-                moment = moment.replace(tzinfo=_dt.timezone.utc).astimezone()
-            break
-        except OverflowError:
-            cycles += 1 if epoch_ms > 0 else -1
+    try:
+        moment = _moment(epoch_ms, local)
+    except OverflowError:
+        # Beyond what datetime holds: move by whole 400-year cycles (the Gregorian
+        # calendar repeats after each) into 1970..2369, in one step however far it is
+        # (a deadline of --within 999999999999999d lies some 10^9 cycles away).
+        cycles = epoch_ms // _CYCLE_MS
+        moment = _moment(epoch_ms - cycles * _CYCLE_MS, local)
     year = moment.year + 400 * cycles
     text = f"{year:04d}" if 0 < year <= 9999 else f"{year:+05d}"
     text += moment.strftime("-%m-%dT%H:%M:%S.")
@@ -60,6 +60,12 @@ def _second_text(second: int, local: bool) -> tuple[str, str]:
         return text, "Z"
     offset = moment.strftime("%z")
     return text, offset[:3] + ":" + offset[3:]
+
+
+def _moment(epoch_ms: int, local: bool) -> _dt.datetime:
+    """The datetime of ``epoch_ms``, UTC or (``local``) in this machine's zone."""
+    moment = _EPOCH + _dt.timedelta(milliseconds=epoch_ms)
+    return moment.replace(tzinfo=_dt.timezone.utc).astimezone() if local else moment
 
 
 #: Rows repeat the same durations (pay latencies in whole milliseconds): formatted once each.

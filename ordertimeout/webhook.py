@@ -86,6 +86,12 @@ def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("the webhook URL must be http:// or https:// with a host")
+    try:
+        port = parts.port  # checked only when read: 99999 or :abc fail here, not at every attempt
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"the webhook URL's port must be a number from 1 to 65535 (got {parts.netloc})")
     if parts.scheme == "http" and not _is_local(parts.hostname):
         return f"the webhook to {parts.hostname} is plain http://: results and signatures travel unencrypted"
     return None

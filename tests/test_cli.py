@@ -164,6 +164,19 @@ def test_bad_durations_are_usage_errors(option, value):
     assert option in outcome.stderr and repr(value) in outcome.stderr
 
 
+@pytest.mark.parametrize("types", [
+    ["--create-type", "pay"], ["--pay-type", "create"], ["--cancel-type", "pay"], ["--cancel-type", "create"],
+    ["--create-type", "order", "--cancel-type", "order"],
+])
+def test_one_type_value_for_two_kinds_is_a_usage_error(types):
+    # Else every pay would be read as a create (or a cancel): no result, or the wrong
+    # kind, and exit 0.
+    outcome = invoke(["watch", str(SAMPLE), *types])
+    assert outcome.exit_code == 2
+    assert "each type needs its own value" in outcome.stderr
+    assert outcome.stdout == ""
+
+
 def test_processing_time_forced_and_custom_fields():
     data = b"\n".join([
         b'{"order":{"user":7},"event":"created","ts":1}',

@@ -195,3 +195,31 @@ def test_wait_for_room_returns_once_the_outbox_is_back_under_its_limit():
 
     run_virtual(scenario())
     assert seen == {"quick": False, "room": True, "at": 3000}  # 3 delivered, 3 left: at the limit
+
+
+def test_the_report_hears_of_failing_delivery_once_per_spell_its_recovery_and_each_dead_letter():
+    # A service's stderr (no terminal, no status line) must show an endpoint that is down
+    # (three failures in a row; a 503 now and then is retried without a word), and name
+    # each result given up on when it dies, as the README promises.
+    heard = []
+    down_until = 3  # u0: three failures, then delivered; u1 and u2: permanent failures
+    once = []
+    relay, sender = relay_run(lambda item, n: DELIVERED if n >= 2 else Outcome(False, "HTTP 503"), [entry(0)],
+                              report=lambda *said: once.append(said))
+    assert once == []  # two failures in a row: retried without a word
+
+    def outcome(item, n):
+        if item.key == "u0":
+            return DELIVERED if n >= down_until else Outcome(False, "HTTP 503")
+        return Outcome(False, "HTTP 400", permanent=True)
+
+    relay, sender = relay_run(outcome, [entry(0)], report=lambda *said: heard.append(said))
+    assert [(level, message) for level, message, _ in heard] == [
+        ("warning", f"deliveries failing: scripted {entry(0).id}: HTTP 503 (retrying; results wait in the outbox)"),
+        ("info", "deliveries work again (3 failed attempts before)"),
+    ]
+    heard.clear()
+    relay, sender = relay_run(outcome, [entry(1), entry(2)], report=lambda *said: heard.append(said))
+    dead = [fields["id"] for level, message, fields in heard if message.startswith("dead letter: ")]
+    assert dead == [entry(1).id, entry(2).id]
+    assert sum(message.startswith("deliveries failing") for _, message, _ in heard) == 0  # two in a row

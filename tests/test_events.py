@@ -100,6 +100,15 @@ def test_bad_durations(text):
         parse_duration(text)
 
 
+def test_durations_end_at_ten_thousand_years():
+    # Longer ones made deadlines past 2**63 ms: `--state` failed with a traceback and rows hung.
+    assert parse_duration("3652425d") == 10_000 * 365_2425 * 86_400_000 // 10_000
+    with pytest.raises(DurationError, match="longer than 10,000 years"):
+        parse_duration("3652426d")
+    with pytest.raises(DurationError, match="longer than 10,000 years"):
+        parse_duration("999999999999999d")
+
+
 def test_zero_allowed_where_asked():
     assert parse_duration("0", allow_zero=True) == 0
 

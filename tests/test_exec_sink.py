@@ -81,3 +81,18 @@ def test_paid_late_results_are_delivered_like_the_others(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (out / "env").read_text().split() == ["paid_late:u1:0:0", "paid_late", "u1", "nosecret"]
     assert orjson.loads((out / "bodies").read_bytes())["paid"] == 1500
+
+
+def test_stderr_says_when_deliveries_fail_recover_and_names_each_dead_letter(tmp_path):
+    # A service has no status line: its log must show the failing sink as it happens.
+    done, expected, out = run(tmp_path, [], fails=3)  # each result's first three attempts fail
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.decode().splitlines()
+    assert sum(line.startswith("ordertimeout: deliveries failing: exec ") for line in lines) >= 1
+    assert "command exited with status 7" in done.stderr.decode()
+    assert any(line.startswith("ordertimeout: deliveries work again") for line in lines)
+    (tmp_path / "dead").mkdir()
+    done, expected, out = run(tmp_path / "dead", ["--deliver-max-age", "1ms"], fails=1000)
+    assert done.returncode == 1
+    dead = [line for line in done.stderr.decode().splitlines() if line.startswith("ordertimeout: dead letter: exec ")]
+    assert sorted(line.split()[4].rstrip(":") for line in dead) == sorted(expected)

@@ -104,10 +104,12 @@ def test_config_file_values_are_read_as_the_command_line_reads_them(tmp_path):
     ('within = "soon"\n', "'soon'"),
     ("within = \n", "is not valid TOML"),
     ('within = {a = 1}\n', "is not a string, number, boolean or list"),
+    (b'within = "15m"\n\xff\xfe\n', "is not valid TOML: not UTF-8"),
+    ('config = "other.toml"\n', "config = ... cannot name a further file"),
 ])
 def test_a_wrong_config_file_is_a_usage_error_naming_it(tmp_path, text, message):
     config = tmp_path / "c.toml"
-    config.write_text(text)
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
     outcome = invoke(["watch", "--config", str(config)], input=b"")
     assert outcome.exit_code == 2
     assert message in outcome.stderr

@@ -3,6 +3,8 @@ the batch of rows (format_all) equal byte for byte to the row-by-row definition 
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -34,6 +36,27 @@ def test_format_time_never_fails_and_keeps_order_and_milliseconds(ms):
 def test_format_time_beyond_the_years_1_to_9999():
     assert format_time(LAST_MS + 1) == "+10000-01-01T00:00:00.000Z"
     assert format_time(FIRST_MS - 1) == "+0000-12-31T23:59:59.999Z"
+
+
+def test_format_time_far_beyond_the_year_9999_is_immediate():
+    # --within 999999999999999d is a valid duration: its deadlines lie ~7 * 10^9
+    # 400-year cycles away, and a row must still show them at once (stepping one cycle
+    # at a time hung the run for ever). The calendar repeats every 400 years: 2158-07-04
+    # is 6,844,767,517 cycles before the year 2,737,907,008,958.
+    far = 1 + 999_999_999_999_999 * 86_400_000
+    assert format_time(far) == "+2737907008958-07-04T00:00:00.001Z"
+    assert format_time(-far) == "-2737907005019-06-29T23:59:59.999Z"
+
+
+def test_a_run_with_the_longest_window_from_the_last_year_ends_and_shows_its_deadline(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"userId":"a","type":"create","ts":"9999-12-31T23:59:59.999Z"}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "ordertimeout", "watch", str(events), "--within", "3652425d", "-q"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("+19999-12-31T23:59:59.999Z  timeout    a ")
 
 
 @pytest.fixture

@@ -356,3 +356,19 @@ def test_a_gzip_input_resumes_after_its_last_decompressed_line(tmp_path):
     assert second.stdout == "" and "truncated" not in second.stderr
     stats = orjson.loads((tmp_path / "2.json").read_bytes())
     assert (stats["events"], stats["late"]) == (40, 0)
+
+
+def test_the_longest_windows_are_saved_and_resumed(tmp_path):
+    # A window past 10,000 years made deadlines beyond 64 bits: the state's config could not
+    # be written (a traceback). Now such windows are refused, and the longest taken works.
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"userId":"a","type":"create","ts":"9999-12-31T23:59:59.999Z"}\n')
+    state = str(tmp_path / "s.db")
+    longest = ["--within", "3652425d", "--paid-late", "3652425d", "--json", "-q", "--state", state]
+    first = CliRunner().invoke(main, ["watch", str(events), *longest], catch_exceptions=False)
+    assert first.exit_code == 0 and first.stdout == ""
+    last = CliRunner().invoke(main, ["watch", str(events), *longest, "--final"], catch_exceptions=False)
+    assert last.exit_code == 0
+    assert orjson.loads(last.stdout)["deadline"] == 253_402_300_799_999 + 315_569_520_000_000
+    refused = CliRunner().invoke(main, ["watch", str(events), "--within", "999999999999999d", "--state", state])
+    assert refused.exit_code == 2 and "longer than 10,000 years" in refused.stderr

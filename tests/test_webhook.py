@@ -57,6 +57,17 @@ def test_plain_http_to_another_host_earns_a_warning():
         check_url("ftp://helpdesk.example/hook")
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/hook", "http://127.0.0.1:0/hook", "http://127.0.0.1:abc/hook"])
+def test_a_url_with_an_impossible_port_is_a_usage_error_at_start(url):
+    # aiohttp refuses it only when an attempt is made: every result was retried until the
+    # drain timeout, then lost, with exit 1.
+    with pytest.raises(ValueError, match="port"):
+        check_url(url)
+    outcome = CliRunner().invoke(main, ["watch", "--webhook", url], input=b"", catch_exceptions=False)
+    assert outcome.exit_code == 2 and "port must be a number from 1 to 65535" in outcome.stderr
+    assert check_url("http://127.0.0.1:65535/hook") is None
+
+
 # -- against a real server ---------------------------------------------------------------
 
 USERS = 12

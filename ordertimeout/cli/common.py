@@ -114,6 +114,8 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
                                      param_hint="'--rejects'") from None
     err = terminal.AboveStatus(sys.stderr)
     monitor = monitor_from(params, err)
+    if notifier is not None:
+        notifier.report_to(monitor.log.write)
     reporter = _DiagnosingReporter(err, rejects, show_source=show_source, rejects_name=rejects_path or "",
                                    log=monitor.log)
     pipeline = Pipeline(

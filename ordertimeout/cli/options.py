@@ -143,6 +143,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
         raise click.BadParameter(f"cannot read {path}: {error.strerror}", ctx, param) from None
     except tomllib.TOMLDecodeError as error:
         raise click.BadParameter(f"{path} is not valid TOML: {error}", ctx, param) from None
+    except UnicodeDecodeError as error:  # TOML is UTF-8; tomllib decodes the file whole
+        raise click.BadParameter(f"{path} is not valid TOML: not UTF-8 (byte {error.start + 1})", ctx, param) from None
     options = {long_name(p)[2:]: p for p in ctx.command.params if isinstance(p, click.Option)}
     # One file may serve several commands (watch, kafka, simulate): a name another command
     # takes is left to it; a name no command takes is a typo.
@@ -150,8 +152,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
     defaults = {}
     for name, value in table.items():
         option = options.get(name.replace("_", "-"))
-        if option is param or (option is None and name.replace("_", "-") not in others):
-            known = ", ".join(sorted(options))
+        if option is param:
+            raise click.BadParameter(f"{path}: {name} = ... cannot name a further file (give one --config)", ctx, param)
+        if option is None and name.replace("_", "-") not in others:
+            known = ", ".join(sorted(set(options) - {"config"}))
             raise click.BadParameter(f"{path}: no option {name!r} for this command (known: {known})", ctx, param)
         if option is None:
             continue

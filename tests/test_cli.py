@@ -168,10 +168,11 @@ def test_bad_durations_are_usage_errors(option, value):
     ["--create-type", "pay"], ["--pay-type", "create"], ["--cancel-type", "pay"], ["--cancel-type", "create"],
     ["--create-type", "order", "--cancel-type", "order"],
 ])
-def test_one_type_value_for_two_kinds_is_a_usage_error(types):
+@pytest.mark.parametrize("command", [["watch", str(SAMPLE)], ["kafka", "--bootstrap", "127.0.0.1:9", "--topic", "t", "--group", "g", "--results-topic", "r"]])
+def test_one_type_value_for_two_kinds_is_a_usage_error(types, command):
     # Else every pay would be read as a create (or a cancel): no result, or the wrong
-    # kind, and exit 0.
-    outcome = invoke(["watch", str(SAMPLE), *types])
+    # kind, and exit 0. The kafka command refuses it before it looks for a broker.
+    outcome = invoke([*command, *types])
     assert outcome.exit_code == 2
     assert "each type needs its own value" in outcome.stderr
     assert outcome.stdout == ""

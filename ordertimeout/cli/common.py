@@ -27,7 +27,7 @@ from ..events import EventParser, EventSchema
 from ..unusable import describe_unusable
 from ..health import Health, MonitorError
 from ..logs import Log
-from ..matcher import Matcher
+from ..matcher import Matcher, Mode
 from ..monitor import Monitor, run_counters
 from ..pipeline import Pipeline, TimeMode
 from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
@@ -84,6 +84,22 @@ class _Run:
     def __post_init__(self) -> None:
         if self.err is None:
             self.err = terminal.AboveStatus(sys.stderr)
+
+
+def check_event_options(*, match_mode: str, create_type: str, pay_type: str, cancel_type: str | None,
+                        processing_time: bool, idle: int | None, lateness: int) -> None:
+    """Refuse the event options that contradict each other (``watch`` and ``kafka`` alike)."""
+    if cancel_type is not None and match_mode != Mode.EACH.value:
+        raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
+    if processing_time and (idle is not None or lateness):
+        raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
+    # One value for two kinds: the parser would take every such event as the first of
+    # them (a pay as a create), so the run would quietly report nothing or the wrong kind.
+    named = [("--create-type", create_type), ("--pay-type", pay_type), ("--cancel-type", cancel_type)]
+    for index, (option, value) in enumerate(named):
+        for other, other_value in named[index + 1 :]:
+            if value is not None and value == other_value:
+                raise click.UsageError(f"{option} and {other} are both {value!r}: each type needs its own value")
 
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,

@@ -13,12 +13,12 @@ import click
 from .. import terminal
 from ..clocks import LoopClock
 from ..events import EventParser, EventSchema
-from ..matcher import Matcher, Mode
+from ..matcher import Matcher
 from ..pipeline import Pipeline, TimeMode
 from ..rows import HumanFormatter
 from ..sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from . import main
-from .common import _execute, _Run
+from .common import _execute, _Run, check_event_options
 from .options import _fields, output_options
 from .metrics_options import metrics_options, monitor_from
 from .notify_options import build_notifier, notify_options
@@ -78,10 +78,9 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
 
     notifier = build_notifier(params)
     within, lateness, idle = params["within"], params["lateness"], params["idle"]
-    if params["cancel_type"] is not None and params["match_mode"] != Mode.EACH.value:
-        raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
-    if params["processing_time"] and (idle is not None or lateness):
-        raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
+    check_event_options(match_mode=params["match_mode"], create_type=params["create_type"], pay_type=params["pay_type"],
+                        cancel_type=params["cancel_type"], processing_time=params["processing_time"], idle=idle,
+                        lateness=lateness)
     if sasl_mechanism and not security_protocol.startswith("SASL"):
         raise click.UsageError("--sasl-mechanism needs --security-protocol SASL_PLAINTEXT or SASL_SSL")
     schema = EventSchema(

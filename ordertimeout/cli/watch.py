@@ -13,13 +13,12 @@ import click
 
 from ..clocks import LoopClock
 from ..events import TIME_UNITS, EventSchema
-from ..matcher import Mode
 from ..pipeline import TimeMode
 from ..runtime import MAX_LINE_BYTES
 from ..sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state import StateError, StateStore
 from . import main
-from .common import Duration, WritableFile, _build, _execute, _Run, stdin_hint
+from .common import Duration, WritableFile, _build, _execute, _Run, check_event_options, stdin_hint
 from .options import output_options
 from .metrics_options import context_log, metrics_options
 from .options import EXIT_STATUS_HELP
@@ -73,11 +72,8 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     FILES may be gzip-compressed (.gz). Each result is one row (or one JSON line with
     --json) on stdout; warnings, the live status line and the summary go to stderr.
     """
-    if cancel_type is not None and params["match_mode"] != Mode.EACH.value:
-        raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
-    if processing_time and (idle is not None or lateness):
-        raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
-    _check_distinct_types(create_type, pay_type, cancel_type)
+    check_event_options(match_mode=params["match_mode"], create_type=create_type, pay_type=pay_type,
+                        cancel_type=cancel_type, processing_time=processing_time, idle=idle, lateness=lateness)
     if follow and (len(files) != 1 or files[0] == "-"):
         raise click.UsageError("--follow needs exactly one FILE (not stdin)")
     if final and state_path is None:
@@ -100,17 +96,6 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         run.runtime.final = final
     run.reader = ChunkReader(inputs)
     _execute(run, lambda: run.runtime.watch(run.reader))
-
-
-def _check_distinct_types(create_type: str, pay_type: str, cancel_type: str | None) -> None:
-    """Refuse type values that name one type twice: the parser would take every such
-    event as the first of them (a pay as a create), so the run would quietly report
-    nothing or the wrong kind."""
-    named = [("--create-type", create_type), ("--pay-type", pay_type), ("--cancel-type", cancel_type)]
-    for index, (option, value) in enumerate(named):
-        for other, other_value in named[index + 1 :]:
-            if value is not None and value == other_value:
-                raise click.UsageError(f"{option} and {other} are both {value!r}: each type needs its own value")
 
 
 def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: int,

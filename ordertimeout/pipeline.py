@@ -106,6 +106,11 @@ class Pipeline:
             return self.matcher.on_event(key, kind, now, raw)
         return self._feed_event_time(key, kind, time, raw, now)
 
+    def refuse(self) -> None:
+        """Count a line the host rejected unread (longer than it reads), as :meth:`feed`
+        counts the lines it rejects."""
+        self.rejected += 1
+
     def feed_lines(self, lines: list[bytes], now: int, start: int = 0) -> tuple[list[Result], int]:
         """Feed ``lines[start:]``, read at ``now``, as :meth:`feed` would one by one, up to
         the first line that :meth:`feed` must see itself (one to reject, a late event, the

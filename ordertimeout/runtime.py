@@ -240,6 +240,7 @@ class Runtime:
             if len(raw) > limit or type(raw) is Overlong:
                 size = raw.size if type(raw) is Overlong else len(raw)
                 reason = f"line longer than {limit} bytes ({size} bytes)"
+                self.pipeline.refuse()
                 self._reject(name, line_number, reason, raw[: LineSplitter.PREFIX_BYTES])
                 continue
             if raw.endswith(b"\r"):

@@ -191,11 +191,14 @@ def test_every_kind_of_rejected_line_is_counted_under_its_own_reason(tmp_path):
     lines = [event("9", "create", 5000), *kinds]
     CliRunner().invoke(main, ["watch", "-q", "--max-line-bytes", "200", "--stats", str(stats_path)],
                        input=b"\n".join(lines) + b"\n")
-    by_reason = orjson.loads(stats_path.read_bytes())["rejected_by_reason"]
+    stats = orjson.loads(stats_path.read_bytes())
+    by_reason = stats["rejected_by_reason"]
     expected = {}
     for reason in kinds.values():
         expected[reason] = expected.get(reason, 0) + 1
     assert by_reason == expected  # no "other": each reason text has its class
+    # The counters agree with the reasons: a line too long to read is rejected too.
+    assert (stats["rejected"], stats["late"]) == (len(kinds) - 1, 1)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import orjson
 
 from .events import MISSING, EventSchema, field_getter
 
-__all__ = ["describe_unusable"]
+__all__ = ["describe_unusable", "describe_no_orders"]
 
 #: Field names (lower case, without ``_`` and ``-``) that usually hold each role.
 _ROLE_NAMES = {
@@ -58,6 +58,23 @@ def describe_unusable(count: int, reason: str, samples: list[bytes], schema: Eve
     if tries:
         text += "; try " + " ".join(tries)
     return text
+
+
+def describe_no_orders(stats: dict, schema: EventSchema) -> str | None:
+    """Why a run whose events were all usable opened no order, if that is what happened:
+    ``no event was a create: none of 3,000 events had type 'created' in field 'type'
+    (1,200 were pays, 1,800 other types); see --create-type and --type-field``.
+    None when some event was a create, or there were no events."""
+    events, creates = stats.get("events", 0), stats.get("creates", 0)
+    if not events or creates:
+        return None
+    text = (f"no event was a create: none of {events:,} event{'' if events == 1 else 's'} had type "
+            f"{schema.create_type!r} in field {schema.type_field!r}")
+    kinds = [f"{count:,} {name}" for count, name in ((stats.get("pays", 0), "pays"), (stats.get("cancels", 0), "cancels"),
+                                                      (stats.get("other", 0), "other types")) if count]
+    if kinds:
+        text += f" ({', '.join(kinds)})"
+    return text + "; see --create-type and --type-field"
 
 
 def _guess_field(role: str, names: list[str], objects: list[dict], schema: EventSchema, taken: set) -> str | None:

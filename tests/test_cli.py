@@ -178,6 +178,16 @@ def test_one_type_value_for_two_kinds_is_a_usage_error(types, command):
     assert outcome.stdout == ""
 
 
+@pytest.mark.parametrize("options", [["--create-type", "created"], ["--type-field", "userId"]])
+def test_a_run_whose_events_open_no_order_says_what_to_check(options):
+    """A mistyped type value looks like a quiet shop (no result, exit 0): a warning says so."""
+    outcome = invoke(["watch", str(SAMPLE), "-q", *options])
+    assert outcome.exit_code == 0 and outcome.stdout == ""
+    assert "no event was a create: none of 13 events had type" in outcome.stderr
+    assert "see --create-type and --type-field" in outcome.stderr
+    assert "no event was a create" not in invoke(["watch", str(SAMPLE), "-q"]).stderr
+
+
 def test_processing_time_forced_and_custom_fields():
     data = b"\n".join([
         b'{"order":{"user":7},"event":"created","ts":1}',

@@ -1,7 +1,7 @@
 """When no line is usable: the reason, the fields the lines have, and options to try."""
 
 from ordertimeout.events import EventSchema
-from ordertimeout.unusable import describe_unusable
+from ordertimeout.unusable import describe_no_orders, describe_unusable
 
 
 def test_describe_unusable_names_fields_and_suggests_options():
@@ -21,3 +21,15 @@ def test_a_time_field_is_guessed_by_its_values_and_iso_text_counts():
     assert text.endswith("try --key user_id --type-field kind --time-field at")
     booleans = [b'{"userId":"u1","type":"create","flag":true}']
     assert "--time-field" not in describe_unusable(1, "no time field 'ts'", booleans, EventSchema())
+
+
+def test_events_that_opened_no_order_are_described_with_the_options_to_check():
+    schema = EventSchema(create_type="created")
+    text = describe_no_orders({"events": 3000, "creates": 0, "pays": 1200, "other": 1800}, schema)
+    assert text == ("no event was a create: none of 3,000 events had type 'created' in field 'type' "
+                    "(1,200 pays, 1,800 other types); see --create-type and --type-field")
+    assert describe_no_orders({"events": 1, "creates": 0, "other": 1}, EventSchema()).startswith(
+        "no event was a create: none of 1 event had type 'create'")
+    # Some order opened, or nothing usable at all: nothing to say here.
+    assert describe_no_orders({"events": 10, "creates": 1, "other": 9}, schema) is None
+    assert describe_no_orders({"events": 0, "creates": 0}, schema) is None

@@ -24,7 +24,7 @@ import orjson
 
 from ..clocks import LoopClock
 from ..events import EventParser, EventSchema
-from ..unusable import describe_unusable
+from ..unusable import describe_no_orders, describe_unusable
 from ..health import Health, MonitorError
 from ..logs import Log
 from ..matcher import Matcher, Mode
@@ -335,9 +335,14 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
 
 
 def _fail_if_nothing_usable(run: _Run) -> None:
-    """A run that read lines and could use none of them failed (exit 1), and says why."""
+    """A run that read lines and could use none of them failed (exit 1), and says why. A
+    run whose events opened no order at all is warned about (a type value mistyped
+    looks like a quiet shop: no result, exit 0)."""
     reporter = run.runtime.reporter
     stats = run.pipeline.stats()
+    no_orders = describe_no_orders(stats, run.pipeline.parser.schema)
+    if no_orders is not None:
+        run.monitor.log.warning(no_orders)
     if stats["events"] or not isinstance(reporter, _DiagnosingReporter) or not reporter.count:
         return
     reason = reporter.reasons.most_common(1)[0][0]

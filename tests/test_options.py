@@ -116,6 +116,20 @@ def test_a_wrong_config_file_is_a_usage_error_naming_it(tmp_path, text, message)
     assert invoke(["watch", "--config", str(tmp_path / "missing.toml")], input=b"").exit_code == 2
 
 
+def test_a_bad_value_is_reported_with_where_it_came_from(tmp_path):
+    """Not the environment variable when the value was in the file, or on the command line."""
+    config = tmp_path / "c.toml"
+    config.write_text('within = "soon"\n')
+    where = {
+        "command line": invoke(["watch", "--within", "soon"], input=b"").stderr,
+        "environment": invoke(["watch"], env={"ORDERTIMEOUT_WITHIN": "soon"}, input=b"").stderr,
+        "file": invoke(["watch", "--config", str(config)], input=b"").stderr,
+    }
+    assert "Invalid value for '--within': 'soon'" in where["command line"]
+    assert "Invalid value for '--within' (env var: 'ORDERTIMEOUT_WITHIN'): 'soon'" in where["environment"]
+    assert f"Invalid value for '--within' (config {config}): 'soon'" in where["file"]
+
+
 def test_help_lists_options_in_groups_with_examples_and_exit_statuses():
     help_text = invoke(["watch", "--help"]).stdout
     sections = [line for line in help_text.splitlines() if line.endswith("options:")]

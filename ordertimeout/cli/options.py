@@ -229,9 +229,26 @@ def prepare_command(command: click.Command) -> click.Command:
         if isinstance(param, click.Option) and param.envvar is None:
             param.envvar = ENV_PREFIX + long_name(param)[2:].upper().replace("-", "_")
             param.show_envvar = True
+        if type(param) is click.Option:
+            param.__class__ = _SourcedOption  # same fields, only its error hint differs
     if not any(long_name(param) == "--config" for param in command.params if isinstance(param, click.Option)):
         command.params.append(config_option())
     return command
+
+
+class _SourcedOption(click.Option):
+    """An option whose bad value is reported with where it came from: click names the
+    environment variable whatever the source, which sent people hunting for a variable
+    they never set when the value was in the ``--config`` file."""
+
+    def get_error_hint(self, ctx: click.Context | None) -> str:
+        hint = click.Parameter.get_error_hint(self, ctx)
+        source = ctx.get_parameter_source(self.name) if ctx is not None and self.name else None
+        if source is ParameterSource.ENVIRONMENT:
+            hint += f" (env var: '{_envvar_used(self)}')"
+        elif source is ParameterSource.DEFAULT_MAP:
+            hint += f" (config {ctx.meta.get('ordertimeout.config') or 'file'})"
+        return hint
 
 
 class OrdertimeoutGroup(click.Group):

@@ -87,6 +87,14 @@ def median_ratio(samples: dict, name: str, floor: str) -> float:
     return statistics.median(a[0] / b[0] for a, b in zip(samples[name], samples[floor]))
 
 
+def best_ratio(samples: dict, name: str, floor: str) -> float:
+    """Fastest round of ``name`` over fastest round of ``floor``. A shared VM's noise only
+    ever slows a run (here the same loop took 0.83 to 1.42 s within an hour), so the
+    fastest rounds are the steadiest estimate of each side's own cost; the verdicts keep
+    the median, the stricter figure."""
+    return min(s for s, _ in samples[name]) / min(s for s, _ in samples[floor])
+
+
 def replay(path: pathlib.Path, runs: int) -> dict:
     """The floor loop and `watch FILE --json > /dev/null` per mode, round by round."""
     events = sum(1 for _ in open(path, "rb"))
@@ -101,6 +109,7 @@ def replay(path: pathlib.Path, runs: int) -> dict:
             "seconds": seconds,
             "events_per_s": events / seconds,
             "vs_floor": median_ratio(samples, mode, "floor"),
+            "best_vs_floor": best_ratio(samples, mode, "floor"),
             "peak_rss_mb": max(rss for _, rss in samples[mode]) / 2**20,
         }
     return figures
@@ -113,6 +122,7 @@ def human_rows(path: pathlib.Path, runs: int) -> dict:
         "json_s": statistics.median(s for s, _ in samples["json"]),
         "rows_s": statistics.median(s for s, _ in samples["rows"]),
         "ratio": median_ratio(samples, "rows", "json"),
+        "best_ratio": best_ratio(samples, "rows", "json"),
     }
 
 
@@ -128,6 +138,7 @@ def disorder(sorted_path: pathlib.Path, disordered_path: pathlib.Path, runs: int
         "sorted_s": statistics.median(s for s, _ in samples["sorted"]),
         "disordered_s": statistics.median(s for s, _ in samples["disordered"]),
         "ratio": median_ratio(samples, "disordered", "sorted"),
+        "best_ratio": best_ratio(samples, "disordered", "sorted"),
         "ratio_same_lateness": median_ratio(samples, "disordered", "sorted_lateness"),
     }
 
@@ -280,19 +291,19 @@ def main() -> None:
                   f"({figures['events'] / figures['floor_s']:,.0f} events/s)")
             for mode, m in figures["modes"].items():
                 print(f"  --match {mode:<12} {m['seconds']:.2f} s  {m['events_per_s']:>10,.0f} events/s  "
-                      f"{m['vs_floor']:.2f}x floor  peak RSS {m['peak_rss_mb']:.0f} MB")
+                      f"{m['vs_floor']:.2f}x floor (best rounds {m['best_vs_floor']:.2f}x)  peak RSS {m['peak_rss_mb']:.0f} MB")
                 verdict(f"replay {label} {mode}: {m['vs_floor']:.2f}x floor", "<= 2.0x", m["vs_floor"] <= 2.0)
             top_rss = max(m["peak_rss_mb"] for m in figures["modes"].values())
             verdict(f"replay {label} peak RSS {top_rss:.0f} MB", "< 150 MB", top_rss < 150)
     if "human" in only:
         rows = human_rows(replay_file, args.runs)
         print(f"\nhuman rows (piped, no colour): {rows['rows_s']:.2f} s against --json {rows['json_s']:.2f} s: "
-              f"{rows['ratio']:.2f}x")
+              f"{rows['ratio']:.2f}x (best rounds {rows['best_ratio']:.2f}x)")
         verdict(f"human rows {rows['ratio']:.2f}x --json", "<= 1.3x", rows["ratio"] <= 1.3)
     if "disorder" in only:
         shuffled = disorder(replay_file, disordered, args.runs)
         print(f"\ndisorder: the replay shuffled within 500 ms, --lateness 500ms: {shuffled['disordered_s']:.2f} s "
-              f"against sorted {shuffled['sorted_s']:.2f} s: {shuffled['ratio']:.2f}x "
+              f"against sorted {shuffled['sorted_s']:.2f} s: {shuffled['ratio']:.2f}x (best rounds {shuffled['best_ratio']:.2f}x) "
               f"({shuffled['ratio_same_lateness']:.2f}x against sorted with --lateness 500ms)")
         verdict(f"disorder {shuffled['ratio']:.2f}x sorted", "<= 1.3x", shuffled["ratio"] <= 1.3)
     if "memory" in only:

@@ -131,6 +131,8 @@ class ChunkReader:
     async def _read_all(self):
         for source in self._inputs:
             chunks = self._follow(source) if source.follow else self._chunks(source)
+            if not source.follow and (source.path is None or not _is_regular_file(source.path)):
+                chunks = _gunzip_if_compressed(chunks)  # (a gzip file by path is read by _gzip_chunks)
             try:
                 async for chunk, arrival in chunks:
                     self.bytes_read += len(chunk)
@@ -287,6 +289,13 @@ def _reads_stdin(source: Input) -> bool:
         return False
 
 
+def _is_regular_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _is_named_pipe(path: str) -> bool:
     """Whether ``path`` is a named pipe (FIFO), which only a thread may open: opening one
     waits for a writer."""
@@ -331,3 +340,50 @@ async def _gzip_chunks(path: str, start_offset: int, chunk_bytes: int):
                 await asyncio.sleep(0)  # let timers and signals in between chunks
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise OSError(f"not a complete gzip file ({error})") from None
+
+
+#: The first bytes of every gzip stream.
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+async def _gunzip_if_compressed(chunks):
+    """An input read as a stream (stdin, a pipe, a device), decompressed as it comes when
+    it starts with gzip's magic bytes (``curl .../events.jsonl.gz | ordertimeout watch``);
+    anything else passes through unchanged (no JSON text starts with those bytes).
+    Members written one after another are read in turn, as ``gzip -d`` reads them; no
+    piece of output is larger than a chunk, whatever the compression ratio."""
+    head, arrival = b"", None
+    async for chunk, arrival in chunks:
+        head += chunk
+        if len(head) >= len(GZIP_MAGIC):
+            break
+    if not head.startswith(GZIP_MAGIC):
+        if head:
+            yield head, arrival
+        async for item in chunks:
+            yield item
+        return
+    import zlib
+
+    inflate = zlib.decompressobj(31)  # 31: the gzip format
+
+    def expand(data: bytes):
+        nonlocal inflate
+        while data:
+            if inflate.eof:
+                inflate = zlib.decompressobj(31)  # the next member
+            piece = inflate.decompress(data, CHUNK_BYTES)
+            if piece:
+                yield piece
+            data = inflate.unconsumed_tail or (inflate.unused_data if inflate.eof else b"")
+
+    try:
+        for piece in expand(head):
+            yield piece, arrival
+        async for chunk, arrival in chunks:
+            for piece in expand(chunk):
+                yield piece, arrival
+    except zlib.error as error:
+        raise OSError(f"not a complete gzip stream ({error})") from None
+    if not inflate.eof:
+        raise OSError("not a complete gzip stream (it ends in the middle)")

@@ -401,6 +401,22 @@ def test_gzip_files_are_read_as_their_lines(tmp_path):
     assert outcome.exit_code == 1 and outcome.stderr.startswith(f"Error: cannot read {broken}: ")
 
 
+def test_a_gzip_stream_on_stdin_is_read_as_its_lines():
+    """`curl .../events.jsonl.gz | ordertimeout watch`: decompressed as it comes, members in
+    turn (two files' gzip output one after the other), a cut stream an error."""
+    plain = SAMPLE.read_bytes()
+    half = plain.index(b"\n", len(plain) // 2) + 1
+    for data in (gzip.compress(plain), gzip.compress(plain[:half]) + gzip.compress(plain[half:])):
+        done = subprocess.run([*COMMAND, "watch", "--within", "15m", "--json", "-q"], input=data,
+                              capture_output=True, env=_env(), timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.decode() == SAMPLE_EXPECTED.read_text()
+    cut = subprocess.run([*COMMAND, "watch", "--json", "-q"], input=gzip.compress(plain)[:-30],
+                         capture_output=True, env=_env(), timeout=60)
+    assert cut.returncode == 1
+    assert b"cannot read <stdin>: not a complete gzip stream" in cut.stderr
+
+
 def test_follow_refuses_a_gzip_file(tmp_path):
     packed = tmp_path / "orders.jsonl.gz"
     packed.write_bytes(gzip.compress(SAMPLE.read_bytes()))

@@ -171,3 +171,27 @@ def test_no_progress_fraction_for_gzip_inputs(tmp_path):
     assert ChunkReader([Input(str(plain), path=str(plain))]).progress() == 0.0
     # Its reads count decompressed bytes, which the compressed size cannot measure.
     assert ChunkReader([Input(str(packed), path=str(packed))]).progress() is None
+
+
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=4), st.integers(1, 40), st.booleans())
+def test_a_gzip_stream_is_read_as_its_bytes_whatever_the_chunks(members, chunk_bytes, compress):
+    """stdin or a pipe starting with gzip's magic is decompressed as it comes: members one
+    after another, the magic split across reads; anything else passes through unchanged."""
+    import gzip
+    import io
+
+    plain = b"".join(members)
+    data = b"".join(gzip.compress(member) for member in members) if compress else b"{" + plain
+    items = asyncio.run(read_everything(ChunkReader([Input("<stdin>", stream=io.BytesIO(data))], chunk_bytes=chunk_bytes)))
+    assert b"".join(chunk for _, chunk, _ in items) == (plain if compress else data)
+
+
+def test_a_cut_gzip_stream_is_an_error_of_its_input():
+    import gzip
+    import io
+
+    from ordertimeout.sources import SourceError
+
+    data = gzip.compress(b'{"userId":"a"}\n' * 100)[:-12]
+    with pytest.raises(SourceError, match="cannot read <stdin>: not a complete gzip stream"):
+        asyncio.run(read_everything(ChunkReader([Input("<stdin>", stream=io.BytesIO(data))], chunk_bytes=64)))

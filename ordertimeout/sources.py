@@ -350,8 +350,9 @@ async def _gunzip_if_compressed(chunks):
     """An input read as a stream (stdin, a pipe, a device), decompressed as it comes when
     it starts with gzip's magic bytes (``curl .../events.jsonl.gz | ordertimeout watch``);
     anything else passes through unchanged (no JSON text starts with those bytes).
-    Members written one after another are read in turn, as ``gzip -d`` reads them; no
-    piece of output is larger than a chunk, whatever the compression ratio."""
+    Members written one after another are read in turn, as ``gzip -d`` reads them (zero
+    padding after one skipped); no piece of output is larger than a chunk, whatever the
+    compression ratio."""
     head, arrival = b"", None
     async for chunk, arrival in chunks:
         head += chunk
@@ -371,6 +372,11 @@ async def _gunzip_if_compressed(chunks):
         nonlocal inflate
         while data:
             if inflate.eof:
+                # Zero bytes after a member are padding (tar, dd), skipped as gzip -d and
+                # Python's gzip (a .gz file by path) skip them; a member starts with the magic.
+                data = data.lstrip(b"\0")
+                if not data:
+                    return
                 inflate = zlib.decompressobj(31)  # the next member
             piece = inflate.decompress(data, CHUNK_BYTES)
             if piece:

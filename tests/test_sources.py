@@ -195,3 +195,17 @@ def test_a_cut_gzip_stream_is_an_error_of_its_input():
     data = gzip.compress(b'{"userId":"a"}\n' * 100)[:-12]
     with pytest.raises(SourceError, match="cannot read <stdin>: not a complete gzip stream"):
         asyncio.run(read_everything(ChunkReader([Input("<stdin>", stream=io.BytesIO(data))], chunk_bytes=64)))
+
+
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=3), st.integers(1, 40))
+def test_zero_padding_after_a_gzip_member_is_skipped_as_in_a_gz_file(paddings, chunk_bytes):
+    """A gzip stream padded with zero bytes (tar, dd) reads as ``gzip -d`` and a .gz file
+    by path read it (Python's gzip skips the padding): on stdin too, padding between
+    members and at the end, split across reads any way."""
+    import gzip
+    import io
+
+    members = [b'{"userId":"%d"}\n' % index for index in range(len(paddings))]
+    data = b"".join(gzip.compress(member) + b"\0" * padding for member, padding in zip(members, paddings))
+    items = asyncio.run(read_everything(ChunkReader([Input("<stdin>", stream=io.BytesIO(data))], chunk_bytes=chunk_bytes)))
+    assert b"".join(chunk for _, chunk, _ in items) == b"".join(members)

@@ -43,6 +43,13 @@ def _stopped_before_the_run(signum: int, frame) -> None:
     # Ctrl-C before a run's own handlers are in place (while the command starts, or in a
     # command without a run, like generate): nothing was decided that must still be
     # written, so end at once, quietly, with the status a stopped run has.
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            # Inside an import: an exception raised here may have to unwind through a
+            # compiled module's initialization, and orjson's then crashes the process
+            # (a segfault). Imports come before any output: nothing to flush, leave now.
+            _os._exit(128 + signum)
+        frame = frame.f_back
     raise SystemExit(128 + signum)
 
 

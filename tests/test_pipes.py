@@ -179,6 +179,24 @@ def test_ctrl_c_while_the_command_is_still_starting_ends_quietly_with_130():
     assert (outcome.returncode, outcome.stdout, outcome.stderr) == (130, b"", b"")
 
 
+def test_ctrl_c_while_a_compiled_module_initializes_ends_quietly_with_130():
+    """A SIGINT that lands while orjson's compiled module is initializing (it imports
+    Python modules then) used to crash the process with a segfault (status -11): the
+    SystemExit raised by the start-up handler cannot unwind through that init."""
+    script = (
+        "import os, signal, sys\n"
+        "sys.argv = ['/usr/local/bin/ordertimeout', 'generate']  # as the installed script is named\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'json.decoder':  # imported by orjson's compiled module as it initializes\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "import ordertimeout\n"
+    )
+    outcome = subprocess.run([COMMAND[0], "-c", script], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    assert (outcome.returncode, outcome.stdout, outcome.stderr) == (130, b"", b"")
+
+
 def test_ctrl_c_while_options_are_read_ends_quietly_with_130(tmp_path):
     """A SIGINT while `python -m ordertimeout` reads its options (here a --config that is a
     named pipe nobody has written yet) used to end as click's "Aborted!" with status 1."""

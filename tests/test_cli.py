@@ -286,6 +286,14 @@ def test_some_usable_lines_or_no_lines_at_all_exit_0():
 
 
 @pytest.mark.parametrize("option", ["--stats", "--rejects"])
+def test_a_dash_for_stats_or_rejects_is_a_usage_error_not_a_file_named_dash(tmp_path, monkeypatch, option):
+    monkeypatch.chdir(tmp_path)
+    outcome = invoke(["watch", option, "-"], input=b"")
+    assert outcome.exit_code == 2 and "'-' is no file here" in outcome.stderr
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("option", ["--stats", "--rejects"])
 def test_unwritable_stats_and_rejects_paths_are_usage_errors_before_input_is_read(tmp_path, option):
     for path in (tmp_path / "no" / "such" / "dir" / "x.json", tmp_path):
         # stdin stays open and empty: a run that started reading would wait for ever

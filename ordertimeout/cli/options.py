@@ -109,6 +109,9 @@ class WritableFile(click.ParamType):
 
     def convert(self, value: Any, param, ctx) -> str:
         path = os.fspath(value)
+        if path == "-":
+            # Not stdout, which carries the results, and not a file named "-" either.
+            self.fail("'-' is no file here: give a path (/dev/stderr for the terminal)", param, ctx)
         problem = _unwritable(path)
         if problem is not None:
             self.fail(f"cannot write {path}: {problem}", param, ctx)

@@ -163,7 +163,8 @@ class OpenFile:
 # -- gzip-compressed files ----------------------------------------------------------------
 
 
-_GZIP_MAGIC = b"\x1f\x8b"
+#: The first bytes of every gzip stream.
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def is_gzip(path: str) -> bool:
@@ -175,6 +176,6 @@ def is_gzip(path: str) -> bool:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
         with open(path, "rb") as handle:
-            return handle.read(2) == _GZIP_MAGIC
+            return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
     except OSError:
         return False

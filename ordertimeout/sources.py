@@ -27,7 +27,7 @@ from .arrivals import (  # noqa: F401
     PIPE_CHUNK_BYTES, READ_AHEAD_CHUNKS, ROTATED, StampedReader, prefetched_since, take_prefetched,
 )
 from .files import (  # noqa: F401
-    FINGERPRINT_BYTES, FileIdentity, OpenFile, SavedPosition, is_gzip, resume_inputs, resume_position,
+    FINGERPRINT_BYTES, GZIP_MAGIC, FileIdentity, OpenFile, SavedPosition, is_gzip, resume_inputs, resume_position,
 )
 from .framing import LineSplitter, Overlong  # noqa: F401
 
@@ -131,8 +131,6 @@ class ChunkReader:
     async def _read_all(self):
         for source in self._inputs:
             chunks = self._follow(source) if source.follow else self._chunks(source)
-            if not source.follow and (source.path is None or not _is_regular_file(source.path)):
-                chunks = _gunzip_if_compressed(chunks)  # (a gzip file by path is read by _gzip_chunks)
             try:
                 async for chunk, arrival in chunks:
                     self.bytes_read += len(chunk)
@@ -142,7 +140,10 @@ class ChunkReader:
             yield source.name, b"", None
 
     async def _chunks(self, source: Input):
-        """(chunk, arrival) pairs of one input that is not followed."""
+        """(chunk, arrival) pairs of one input that is not followed: a gzip file named by
+        its path through the gzip module (its offsets resume in decompressed bytes);
+        anything else as read, decompressed as it comes if it starts with gzip's magic
+        bytes (stdin or a pipe: a regular file that does is a gzip file by path)."""
         if source.path is not None and is_gzip(source.path):
             # Known by the compressed file's identity; its offsets count decompressed bytes.
             fd = os.open(source.path, os.O_RDONLY)
@@ -153,6 +154,14 @@ class ChunkReader:
             async for chunk in _gzip_chunks(source.path, source.start_offset, self._chunk_bytes):
                 yield chunk, None
             return
+        chunks = self._read_chunks(source)
+        if not source.start_offset:  # (a file resumed mid-way is plain: is_gzip saw its start)
+            chunks = _gunzip_if_compressed(chunks)
+        async for item in chunks:
+            yield item
+
+    async def _read_chunks(self, source: Input):
+        """(chunk, arrival) pairs of one input as it is read (not a gzip file by path)."""
         if source.path is not None and _is_named_pipe(source.path):
             async for item in self._thread_chunks(None, source.name, path=source.path):
                 yield item
@@ -289,13 +298,6 @@ def _reads_stdin(source: Input) -> bool:
         return False
 
 
-def _is_regular_file(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _is_named_pipe(path: str) -> bool:
     """Whether ``path`` is a named pipe (FIFO), which only a thread may open: opening one
     waits for a writer."""
@@ -340,10 +342,6 @@ async def _gzip_chunks(path: str, start_offset: int, chunk_bytes: int):
                 await asyncio.sleep(0)  # let timers and signals in between chunks
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise OSError(f"not a complete gzip file ({error})") from None
-
-
-#: The first bytes of every gzip stream.
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 async def _gunzip_if_compressed(chunks):

@@ -15,6 +15,7 @@ So after every event the reorder buffer holds exactly the accepted events after 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Iterator
 from operator import itemgetter
 
 from .events import (
@@ -151,6 +152,18 @@ class Pipeline:
             self._parsed = (lines, start, events, stop)
             stop = start + used
         return self._apply(ready, frontier), stop
+
+    def feed_runs(self, lines: list[bytes], now: int) -> Iterator[tuple[list[Result], int]]:
+        """Every line of ``lines`` (read at ``now``) through :meth:`feed_lines`: yields the
+        results of each run of lines it takes and the index of the line it stopped at
+        (``len(lines)`` after the last run). The host feeds that line itself with
+        :meth:`feed`, reporting what it raises, before taking the next run: the one loop
+        of every host's batch path."""
+        index, count = 0, len(lines)
+        while index < count:
+            results, stop = self.feed_lines(lines, now, index)
+            yield results, stop
+            index = stop + 1
 
     def _parse_event_time(self, lines: list[bytes], start: int) -> tuple[list, int]:
         """``parse_lines`` in event time, each line of a batch once. After a late event the

@@ -218,18 +218,13 @@ class Runtime:
         return line_number
 
     def _feed_batch(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
-        feed_lines, write = self.pipeline.feed_lines, self.writer.write
-        index, count = 0, len(lines)
-        while index < count:
-            results, stop = feed_lines(lines, now, index)
+        write, count = self.writer.write, len(lines)
+        for results, stop in self.pipeline.feed_runs(lines, now):
             if results:
                 write(results)
-            line_number += stop - index
-            if stop == count:
-                break
-            line_number = self._feed_each(lines[stop : stop + 1], name, line_number, now)
-            index = stop + 1
-        return line_number
+            if stop < count:
+                self._feed_each(lines[stop : stop + 1], name, line_number + stop, now)
+        return line_number + count
 
     def _feed_each(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
         feed = self.pipeline.feed

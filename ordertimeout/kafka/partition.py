@@ -179,16 +179,14 @@ class PartitionTask:
         if not fresh:
             return
         lines = [(record.value or b"").rstrip(b"\r\n") for record in fresh]
-        # The local runtime's batch loop: runs of plain lines in one parser loop and one
-        # matcher batch; a line the batch path stops at goes through feed alone, which
-        # says what is wrong with it (or decides what the batch path leaves to it).
-        feed_lines, feed = self.pipeline.feed_lines, self.pipeline.feed
+        # Runs of plain lines in one parser loop and one matcher batch; a line the batch
+        # path stops at goes through feed alone, which says what is wrong with it (or
+        # decides what the batch path leaves to it).
+        feed = self.pipeline.feed
         out: list[Result] = []
-        index, count = 0, len(lines)
-        while index < count:
-            results, stop = feed_lines(lines, now, index)
+        for results, stop in self.pipeline.feed_runs(lines, now):
             out += results
-            if stop == count:
+            if stop == len(lines):
                 break
             record = fresh[stop]
             try:
@@ -196,7 +194,6 @@ class PartitionTask:
             except RejectedLine as rejected:
                 reason = rejected.reason if record.value is not None else "record without a value"
                 self.host.reject(self.partition, record.offset, reason, lines[stop])
-            index = stop + 1
         self.offset = fresh[-1].offset + 1
         await self._emit(out)
 

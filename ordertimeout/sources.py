@@ -350,7 +350,9 @@ async def _gunzip_if_compressed(chunks):
     anything else passes through unchanged (no JSON text starts with those bytes).
     Members written one after another are read in turn, as ``gzip -d`` reads them (zero
     padding after one skipped); no piece of output is larger than a chunk, whatever the
-    compression ratio."""
+    compression ratio. A stream that only starts like gzip (a bad first line, say) and
+    fails before its first decompressed byte is passed on as it came, so its lines are
+    rejected one by one like any bad line and the good ones still count."""
     head, arrival = b"", None
     async for chunk, arrival in chunks:
         head += chunk
@@ -381,13 +383,33 @@ async def _gunzip_if_compressed(chunks):
                 yield piece
             data = inflate.unconsumed_tail or (inflate.unused_data if inflate.eof else b"")
 
+    # What came before the first decompressed byte, until a chunk's worth: while it is
+    # kept, the stream may still turn out not to be gzip.
+    undecided: list[tuple[bytes, int | None]] | None = []
+    failure = None
+    chunk = head
     try:
-        for piece in expand(head):
-            yield piece, arrival
-        async for chunk, arrival in chunks:
-            for piece in expand(chunk):
+        while True:
+            if undecided is not None:
+                undecided.append((chunk, arrival))
+            pieces = list(expand(chunk))
+            if pieces or (undecided is not None and sum(len(held) for held, _ in undecided) > CHUNK_BYTES):
+                undecided = None
+            for piece in pieces:
                 yield piece, arrival
+            try:
+                chunk, arrival = await anext(chunks)
+            except StopAsyncIteration:
+                break
+        if not inflate.eof:
+            failure = "it ends in the middle"
     except zlib.error as error:
-        raise OSError(f"not a complete gzip stream ({error})") from None
-    if not inflate.eof:
-        raise OSError("not a complete gzip stream (it ends in the middle)")
+        failure = str(error)
+    if failure is None:
+        return
+    if undecided is None:
+        raise OSError(f"not a complete gzip stream ({failure})")
+    for item in undecided:  # no gzip after all: the bytes as they came
+        yield item
+    async for item in chunks:
+        yield item

@@ -186,6 +186,16 @@ def test_a_gzip_stream_is_read_as_its_bytes_whatever_the_chunks(members, chunk_b
     assert b"".join(chunk for _, chunk, _ in items) == (plain if compress else data)
 
 
+@pytest.mark.parametrize("data", [b"\x1f\x8b", b"\x1f\x8b bad first line\n" + b'{"userId":"a"}\n' * 3])
+def test_a_stream_that_only_starts_like_gzip_passes_as_it_came(data):
+    """A bad first line that happens to start with gzip's magic is a bad line, rejected on
+    its own: the input is not a failed gzip stream, and the lines after it still count."""
+    import io
+
+    items = asyncio.run(read_everything(ChunkReader([Input("<stdin>", stream=io.BytesIO(data))], chunk_bytes=5)))
+    assert b"".join(chunk for _, chunk, _ in items) == data
+
+
 def test_a_cut_gzip_stream_is_an_error_of_its_input():
     import gzip
     import io

@@ -175,8 +175,7 @@ def test_ctrl_c_while_the_command_is_still_starting_ends_quietly_with_130():
         "from ordertimeout.cli import main\n"
         "main(['watch', '--json'])\n"
     )
-    outcome = subprocess.run([COMMAND[0], "-c", script], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
-    assert (outcome.returncode, outcome.stdout, outcome.stderr) == (130, b"", b"")
+    assert_ends_quietly_with_130(script)
 
 
 def test_ctrl_c_while_a_compiled_module_initializes_ends_quietly_with_130():
@@ -193,6 +192,11 @@ def test_ctrl_c_while_a_compiled_module_initializes_ends_quietly_with_130():
         "sys.meta_path.insert(0, CtrlC())\n"
         "import ordertimeout\n"
     )
+    assert_ends_quietly_with_130(script)
+
+
+def assert_ends_quietly_with_130(script: str) -> None:
+    """``python -c script`` ends with status 130 and prints nothing at all."""
     outcome = subprocess.run([COMMAND[0], "-c", script], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
     assert (outcome.returncode, outcome.stdout, outcome.stderr) == (130, b"", b"")
 

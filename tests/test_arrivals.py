@@ -86,7 +86,6 @@ def test_chunks_read_before_the_run_keep_their_moments_on_its_clock():
     while not reader._items and time.monotonic() < deadline:
         time.sleep(0.01)
     read_at = reader._items[0][1]  # monotonic seconds, when the thread read it
-    time.sleep(0.05)
 
     def more(count):
         if count == 1:

@@ -61,13 +61,13 @@ if _started_as_the_command():
         _signal.signal(_signal.SIGINT, _stopped_before_the_run)
     # Then stdin, if the command will read it: a producer's lines keep the moments they
     # come at while the rest starts (see arrivals).
-    from .arrivals import prefetch_stdin as _prefetch_stdin
+    from .inputs.arrivals import prefetch_stdin as _prefetch_stdin
 
     _prefetch_stdin(_sys.argv[1:])
 
-from .events import EventParser, EventSchema, RejectedLine  # noqa: E402
-from .matcher import Cancelled, Matcher, Mode, OpenOrder, PaidLate, Success, Timeout  # noqa: E402
-from .pipeline import Pipeline, TimeMode  # noqa: E402
+from .rules.events import EventParser, EventSchema, RejectedLine  # noqa: E402
+from .rules.matcher import Cancelled, Matcher, Mode, OpenOrder, PaidLate, Success, Timeout  # noqa: E402
+from .rules.pipeline import Pipeline, TimeMode  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -11,7 +11,7 @@ import sys
 import orjson
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, RejectedLine, TimeMode
-from ordertimeout.sinks import json_line
+from ordertimeout.outputs.sinks import json_line
 
 SEMANTICS = pathlib.Path(__file__).parent / "semantics"
 PROBES = SEMANTICS / "probes"

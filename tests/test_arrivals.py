@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.arrivals import (
+from ordertimeout.inputs.arrivals import (
     READ_AHEAD_CHUNKS,
     ROTATED,
     WATCH_FLAG_OPTIONS,
@@ -182,7 +182,7 @@ def test_a_read_error_reaches_the_run():
 SLOW_START = """
 import sys, time
 if {prefetch}:
-    from ordertimeout.arrivals import prefetch_stdin
+    from ordertimeout.inputs.arrivals import prefetch_stdin
     prefetch_stdin(["watch"])  # as the package does when it is the command
 time.sleep(0.4)  # a start-up slower than any machine's
 from ordertimeout.cli import main

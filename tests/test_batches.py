@@ -15,11 +15,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
-from ordertimeout.events import TIME_IGNORED, TIME_OPTIONAL, TIME_REQUIRED, RejectedLine
-from ordertimeout.clocks import ManualClock
-from ordertimeout.matcher import Cancelled, PaidLate, Success, Timeout
-from ordertimeout.runtime import Runtime
-from ordertimeout.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, _json_line_any_key, json_line
+from ordertimeout.rules.events import TIME_IGNORED, TIME_OPTIONAL, TIME_REQUIRED, RejectedLine
+from ordertimeout.rules.clocks import ManualClock
+from ordertimeout.rules.matcher import Cancelled, PaidLate, Success, Timeout
+from ordertimeout.hosts.runtime import Runtime
+from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, _json_line_any_key, json_line
 
 KEYS = ["a", "b", "u-1", 7, "k:é"]
 TYPES = ["create", "pay", "other", "cancel"]

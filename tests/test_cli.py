@@ -477,7 +477,7 @@ def test_progress_rule(choice, stderr_tty, stdin_tty, shown):
         def isatty(self):
             return self.tty
 
-    from ordertimeout.terminal import wants_progress
+    from ordertimeout.outputs.terminal import wants_progress
     env = dict(os.environ, TERM="xterm")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(os, "environ", env)

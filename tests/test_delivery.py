@@ -6,9 +6,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.clocks import LoopClock
-from ordertimeout.delivery import BACKOFF_BASE_MS, BACKOFF_CAP_MS, DELIVERED, Outcome, Relay, after_failure, backoff_ms
-from ordertimeout.outbox import Entry, MemoryOutbox
+from ordertimeout.rules.clocks import LoopClock
+from ordertimeout.notify.delivery import BACKOFF_BASE_MS, BACKOFF_CAP_MS, DELIVERED, Outcome, Relay, after_failure, backoff_ms
+from ordertimeout.notify.outbox import Entry, MemoryOutbox
 
 from .virtual_time import run_virtual
 

@@ -4,11 +4,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ordertimeout.events import (
+from ordertimeout.rules.events import (
     CANCEL, CREATE, OTHER, PAY, TIME_IGNORED, TIME_OPTIONAL, TIME_REQUIRED,
     EventParser, EventSchema, RejectedLine,
 )
-from ordertimeout.durations import DurationError, format_duration, parse_duration
+from ordertimeout.rules.durations import DurationError, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(

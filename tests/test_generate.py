@@ -7,7 +7,7 @@ import orjson
 from click.testing import CliRunner
 
 from ordertimeout.cli import main
-from ordertimeout.simulator import generate_traffic
+from ordertimeout.inputs.simulator import generate_traffic
 
 
 def generated(seed=1, **options):

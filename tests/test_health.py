@@ -8,10 +8,10 @@ import subprocess
 
 import orjson
 
-from ordertimeout.health import Health
-from ordertimeout.monitor import Monitor
-from ordertimeout.logs import Log
-from ordertimeout.sources import ChunkReader, Input, SourceError
+from ordertimeout.observe.health import Health
+from ordertimeout.observe.monitor import Monitor
+from ordertimeout.observe.logs import Log
+from ordertimeout.inputs.sources import ChunkReader, Input, SourceError
 
 from .helpers import COMMAND, event
 from .monitoring import free_port, get, scrape, start_monitored, wait_for
@@ -134,9 +134,9 @@ def test_healthz_is_503_once_the_input_fails(tmp_path):
     monitor = Monitor(Log(io.StringIO()), health, ("127.0.0.1", free_port()))
 
     async def scenario():
-        from ordertimeout import metrics
-        from ordertimeout.histogram import Buckets
-        from ordertimeout.metrics_server import MetricsServer
+        from ordertimeout.observe import metrics
+        from ordertimeout.observe.histogram import Buckets
+        from ordertimeout.observe.metrics_server import MetricsServer
 
         collector = metrics.RunCollector(lambda: {}, [], 1000, Buckets([]), health, lambda: 0)
         server = MetricsServer(*monitor.address, metrics.registry(collector), health, lambda: 0)

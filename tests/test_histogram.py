@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.histogram import Buckets, LatencyCounts, window_bounds
+from ordertimeout.observe.histogram import Buckets, LatencyCounts, window_bounds
 
 
 def test_a_value_on_a_bound_is_in_that_bucket():

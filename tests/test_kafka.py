@@ -21,7 +21,7 @@ import uuid
 import orjson
 import pytest
 
-from ordertimeout.simulator import generate_traffic
+from ordertimeout.inputs.simulator import generate_traffic
 
 from .helpers import COMMAND
 

@@ -11,7 +11,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, RejectedLine, TimeMode
-from ordertimeout.kafka.changelog import ChangelogError, ChangelogWriter, fold
+from ordertimeout.hosts.kafka.changelog import ChangelogError, ChangelogWriter, fold
 
 CONFIG = {"within_ms": 100, "match": "each"}
 

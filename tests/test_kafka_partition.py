@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, RejectedLine, TimeMode
-from ordertimeout.clocks import ManualClock
-from ordertimeout.kafka.partition import EMIT_SLICE, PartitionTask
+from ordertimeout.rules.clocks import ManualClock
+from ordertimeout.hosts.kafka.partition import EMIT_SLICE, PartitionTask
 
 from .test_batches import as_lines, lines_strategy
 

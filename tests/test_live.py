@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
-from ordertimeout.clocks import LoopClock, ManualClock
+from ordertimeout.rules.clocks import LoopClock, ManualClock
 
 from .helpers import event
 from .test_runtime import EPOCH, ScriptedReader, make_runtime

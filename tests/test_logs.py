@@ -6,7 +6,7 @@ import orjson
 from click.testing import CliRunner
 
 from ordertimeout.cli import main
-from ordertimeout.logs import Log
+from ordertimeout.observe.logs import Log
 
 from .helpers import event
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ordertimeout.events import CANCEL, CREATE, OTHER, PAY
-from ordertimeout.matcher import (
+from ordertimeout.rules.events import CANCEL, CREATE, OTHER, PAY
+from ordertimeout.rules.matcher import (
     Matcher,
     Mode,
     OpenOrder,

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.events import CANCEL, CREATE, OTHER, PAY
-from ordertimeout.matcher import Matcher, Mode
+from ordertimeout.rules.events import CANCEL, CREATE, OTHER, PAY
+from ordertimeout.rules.matcher import Matcher, Mode
 
 from .test_matcher import W, run, short
 

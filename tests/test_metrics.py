@@ -7,7 +7,7 @@ import sys
 import orjson
 import pytest
 
-from ordertimeout.histogram import Buckets, window_bounds
+from ordertimeout.observe.histogram import Buckets, window_bounds
 
 from .helpers import COMMAND, event
 from .monitoring import free_port, get, scrape, start_monitored, wait_for

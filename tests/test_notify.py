@@ -6,10 +6,10 @@ import random
 
 import orjson
 
-from ordertimeout.clocks import LoopClock
-from ordertimeout.delivery import DELIVERED, Outcome
-from ordertimeout.notify import Notifier
-from ordertimeout.terminal import delivery_status, summary_text
+from ordertimeout.rules.clocks import LoopClock
+from ordertimeout.notify.delivery import DELIVERED, Outcome
+from ordertimeout.notify.notifier import Notifier
+from ordertimeout.outputs.terminal import delivery_status, summary_text
 
 from .helpers import event
 from .test_delivery import Scripted

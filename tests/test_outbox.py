@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
-from ordertimeout.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for, read_rows, retry_dead
-from ordertimeout.sinks import json_line
-from ordertimeout.state import StateError, StateStore
+from ordertimeout.notify.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for, read_rows, retry_dead
+from ordertimeout.outputs.sinks import json_line
+from ordertimeout.state.store import StateError, StateStore
 
 from .helpers import event
 

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ordertimeout.cli import main
-from ordertimeout.events import CREATE, OTHER, PAY
-from ordertimeout.matcher import Matcher, PaidLate, Success, Timeout
+from ordertimeout.rules.events import CREATE, OTHER, PAY
+from ordertimeout.rules.matcher import Matcher, PaidLate, Success, Timeout
 
 from .helpers import event
 

@@ -4,8 +4,8 @@ import orjson
 import pytest
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, RejectedLine, TimeMode
-from ordertimeout.clocks import ManualClock
-from ordertimeout.pipeline import LateEvent
+from ordertimeout.rules.clocks import ManualClock
+from ordertimeout.rules.pipeline import LateEvent
 
 from .helpers import event
 

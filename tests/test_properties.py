@@ -3,8 +3,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.events import CREATE, OTHER, PAY
-from ordertimeout.matcher import Matcher, Mode, Success, Timeout
+from ordertimeout.rules.events import CREATE, OTHER, PAY
+from ordertimeout.rules.matcher import Matcher, Mode, Success, Timeout
 
 from .helpers import event, run_event_time
 

@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.reorder import RUN_SHARE, ReorderBuffer
+from ordertimeout.rules.reorder import RUN_SHARE, ReorderBuffer
 
 
 def event(time, number):

@@ -31,11 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
-from ordertimeout.clocks import LoopClock
-from ordertimeout.runtime import Runtime
-from ordertimeout.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
-from ordertimeout.sources import END, ChunkReader, Input, resume_inputs
-from ordertimeout.state import StateStore
+from ordertimeout.rules.clocks import LoopClock
+from ordertimeout.hosts.runtime import Runtime
+from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
+from ordertimeout.inputs.sources import END, ChunkReader, Input, resume_inputs
+from ordertimeout.state.store import StateStore
 
 from .helpers import COMMAND
 from .virtual_time import run_virtual

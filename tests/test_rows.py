@@ -12,8 +12,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.matcher import Cancelled, PaidLate, Success, Timeout
-from ordertimeout.rows import HumanFormatter, format_time
+from ordertimeout.rules.matcher import Cancelled, PaidLate, Success, Timeout
+from ordertimeout.outputs.rows import HumanFormatter, format_time
 
 FIRST_MS, LAST_MS = -62_135_596_800_000, 253_402_300_799_999
 

@@ -6,11 +6,11 @@ import io
 import orjson
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
-from ordertimeout.clocks import LoopClock
-from ordertimeout.runtime import Runtime
-from ordertimeout.simulator import cycle_events
-from ordertimeout.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
-from ordertimeout.sources import END
+from ordertimeout.rules.clocks import LoopClock
+from ordertimeout.hosts.runtime import Runtime
+from ordertimeout.inputs.simulator import cycle_events
+from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
+from ordertimeout.inputs.sources import END
 
 from .helpers import EXPECTED
 from .virtual_time import run_virtual

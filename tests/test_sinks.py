@@ -6,9 +6,9 @@ import io
 
 import pytest
 
-from ordertimeout.matcher import Cancelled, Success, Timeout
-from ordertimeout.rows import HumanFormatter
-from ordertimeout.sinks import JsonFormatter, OutputBuffer, ResultWriter, json_line
+from ordertimeout.rules.matcher import Cancelled, Success, Timeout
+from ordertimeout.outputs.rows import HumanFormatter
+from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, ResultWriter, json_line
 
 CREATE = b'{"userId":"u1","type":"create","ts":0,"orderId":"o-1"}'
 PAY = b'{"userId":"u1","type":"pay","ts":500,"amount":12.5}'

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ordertimeout.sources import (
+from ordertimeout.inputs.sources import (
     END, FINGERPRINT_BYTES, ChunkReader, FileIdentity, Input, LineSplitter, Overlong, SavedPosition, resume_position,
 )
 
@@ -200,7 +200,7 @@ def test_a_cut_gzip_stream_is_an_error_of_its_input():
     import gzip
     import io
 
-    from ordertimeout.sources import SourceError
+    from ordertimeout.inputs.sources import SourceError
 
     data = gzip.compress(b'{"userId":"a"}\n' * 100)[:-12]
     with pytest.raises(SourceError, match="cannot read <stdin>: not a complete gzip stream"):

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
-from ordertimeout.sinks import json_line
-from ordertimeout.sources import SavedPosition
-from ordertimeout.state import StateError, StateStore
+from ordertimeout.outputs.sinks import json_line
+from ordertimeout.inputs.sources import SavedPosition
+from ordertimeout.state.store import StateError, StateStore
 
 from .helpers import COMMAND, event, live_watch, run_event_time
 
@@ -274,7 +274,7 @@ def test_save_runs_also_inside_the_checkpoint_transaction(tmp_path):
     store = StateStore(path, CONFIG)
     store.open()
 
-    def outbox(connection):  # the state file's own outbox table (see ordertimeout.outbox)
+    def outbox(connection):  # the state file's own outbox table (see ordertimeout.notify.outbox)
         connection.execute("INSERT INTO outbox (sink, id, key, body, enqueued, next_attempt)"
                            " VALUES ('webhook', 'timeout:1:100:0', '1', x'7b7d', 0, 0)")
 

@@ -1,7 +1,7 @@
 """When no line is usable: the reason, the fields the lines have, and options to try."""
 
-from ordertimeout.events import EventSchema
-from ordertimeout.unusable import describe_no_orders, describe_unusable
+from ordertimeout.rules.events import EventSchema
+from ordertimeout.inputs.unusable import describe_no_orders, describe_unusable
 
 
 def test_describe_unusable_names_fields_and_suggests_options():

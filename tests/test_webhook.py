@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from ordertimeout.cli import main
-from ordertimeout.webhook import SecretError, check_url, parse_retry_after, parse_secret, signature
+from ordertimeout.notify.webhook import SecretError, check_url, parse_retry_after, parse_secret, signature
 
 from .helpers import COMMAND, event, run_event_time
 from .webhook_receiver import SECRET, Receiver

@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import __version__
-from ..logs import Log
+from ..observe.logs import Log
 from .options import EXIT_STATUS_HELP, OrdertimeoutGroup
 
 
@@ -49,7 +49,10 @@ def main() -> None:
     """
 
 
-from . import generate, kafka, outbox, simulate, watch  # noqa: E402,F401  (the commands register on main)
+from . import generate, kafka, outbox, simulate, watch  # noqa: E402  (each command, defined apart)
+
+for _command in (simulate.simulate, watch.watch, kafka.kafka, generate.generate, outbox.outbox):
+    main.add_command(_command)
 
 __all__ = ["main", "entry"]
 

@@ -22,21 +22,21 @@ from typing import Any, Callable
 import click
 import orjson
 
-from ..clocks import LoopClock
-from ..events import EventParser, EventSchema
-from ..unusable import describe_no_orders, describe_unusable
-from ..health import Health, MonitorError
-from ..logs import Log
-from ..matcher import Matcher, Mode
-from ..monitor import Monitor, run_counters
-from ..pipeline import Pipeline, TimeMode
-from ..runtime import MAX_LINE_BYTES, Runtime, StrictStop
-from ..rows import HumanFormatter
-from ..sinks import JsonFormatter, OutputBuffer, ResultWriter, SinkError
-from ..sources import ChunkReader, SourceError
-from ..outbox import OutboxError
-from ..state import StateError, StateStore
-from .. import terminal
+from ..rules.clocks import LoopClock
+from ..rules.events import EventParser, EventSchema
+from ..inputs.unusable import describe_no_orders, describe_unusable
+from ..observe.health import Health, MonitorError
+from ..observe.logs import Log
+from ..rules.matcher import Matcher, Mode
+from ..observe.monitor import Monitor, run_counters
+from ..rules.pipeline import Pipeline, TimeMode
+from ..hosts.runtime import MAX_LINE_BYTES, Runtime, StrictStop
+from ..outputs.rows import HumanFormatter
+from ..outputs.sinks import JsonFormatter, OutputBuffer, ResultWriter, SinkError
+from ..inputs.sources import ChunkReader, SourceError
+from ..notify.outbox import OutboxError
+from ..state.store import StateError, StateStore
+from ..outputs import terminal
 from .metrics_options import monitor_from
 from .options import Duration, WritableFile, _fields, settings_of  # noqa: F401 (Duration, WritableFile re-exported)
 from .streams import StdoutError, _DiagnosingReporter, _flush_quietly, _silence_stdout, _Stdout

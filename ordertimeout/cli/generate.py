@@ -7,9 +7,8 @@ import sys
 
 import click
 
-from ..simulator import generate_traffic
-from ..sinks import OutputBuffer
-from . import main
+from ..inputs.simulator import generate_traffic
+from ..outputs.sinks import OutputBuffer
 from .common import EXIT_BROKEN_PIPE, Duration, _silence_stdout
 
 GENERATE_EXAMPLES = """\b
@@ -19,7 +18,7 @@ Examples:
 """
 
 
-@main.command(epilog=GENERATE_EXAMPLES)
+@click.command(epilog=GENERATE_EXAMPLES)
 @click.option("--events", "event_count", type=click.IntRange(min=0), default=1000, show_default=True, help="Number of events to write.")
 @click.option("--users", type=click.IntRange(min=1), default=100, show_default=True, help="Number of distinct users (keys).")
 @click.option("--pay-ratio", type=click.FloatRange(0, 1), default=0.7, show_default=True, help="Share of orders that get a pay (some pay too late).")

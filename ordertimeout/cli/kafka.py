@@ -10,14 +10,13 @@ import sys
 
 import click
 
-from .. import terminal
-from ..clocks import LoopClock
-from ..events import EventParser, EventSchema
-from ..matcher import Matcher
-from ..pipeline import Pipeline, TimeMode
-from ..rows import HumanFormatter
-from ..sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
-from . import main
+from ..outputs import terminal
+from ..rules.clocks import LoopClock
+from ..rules.events import EventParser, EventSchema
+from ..rules.matcher import Matcher
+from ..rules.pipeline import Pipeline, TimeMode
+from ..outputs.rows import HumanFormatter
+from ..outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from .common import _execute, _Run, check_event_options
 from .options import _fields, output_options
 from .metrics_options import metrics_options, monitor_from
@@ -73,8 +72,8 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
           --results-topic order-results --within 15m --idle 30s
       ordertimeout kafka ... --create-topics 12 --json | jq -c 'select(.result=="timeout")'
     """
-    from ..kafka.connect import ClientSettings
-    from ..kafka.worker import Worker, WorkerSettings
+    from ..hosts.kafka.connect import ClientSettings
+    from ..hosts.kafka.worker import Worker, WorkerSettings
 
     notifier = build_notifier(params)
     within, lateness, idle = params["within"], params["lateness"], params["idle"]
@@ -160,4 +159,3 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
 
 # The matching and time options are watch's own option objects, so the two never drift.
 kafka.params.extend(param for param in _watch.params if param.name in SHARED_WATCH_OPTIONS)
-main.add_command(kafka)

@@ -9,9 +9,9 @@ from typing import Any, TextIO
 
 import click
 
-from ..health import Health
-from ..logs import FORMATS, Log
-from ..monitor import Monitor
+from ..observe.health import Health
+from ..observe.logs import FORMATS, Log
+from ..observe.monitor import Monitor
 from .options import Duration, apply
 
 #: Where ``ctx.meta`` keeps the chosen log format, for errors raised outside a run.

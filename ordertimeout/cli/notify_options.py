@@ -62,13 +62,13 @@ def build_notifier(params: dict):
         if secret_text is not None and (moved_from_command_line or _given_on_command_line("webhook_secret")):
             raise click.UsageError("--webhook-secret needs --webhook")
         return None
-    from ..clocks import LoopClock
-    from ..notify import Notifier
+    from ..rules.clocks import LoopClock
+    from ..notify.notifier import Notifier
 
     clock = LoopClock()
     senders = []
     if url is not None:
-        from ..webhook import SecretError, WebhookSender, check_url, parse_secret
+        from ..notify.webhook import SecretError, WebhookSender, check_url, parse_secret
 
         try:
             warning = check_url(url)
@@ -87,7 +87,7 @@ def build_notifier(params: dict):
                                       "users (ps); set ORDERTIMEOUT_WEBHOOK_SECRET instead")
         senders.append(WebhookSender(url, key, clock, values["deliver_concurrency"]))
     if command is not None:
-        from ..exec_sink import ExecSender
+        from ..notify.exec_sink import ExecSender
 
         senders.append(ExecSender(command))
     notifier = Notifier(

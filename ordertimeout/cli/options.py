@@ -18,9 +18,9 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
-from ..durations import DurationError, format_duration, parse_duration
-from ..matcher import Mode
-from ..rows import HumanFormatter
+from ..rules.durations import DurationError, format_duration, parse_duration
+from ..rules.matcher import Mode
+from ..outputs.rows import HumanFormatter
 
 __all__ = [
     "Duration", "WritableFile", "OrdertimeoutGroup", "OrdertimeoutCommand", "OPTION_GROUPS",

@@ -8,9 +8,8 @@ import time
 import click
 import orjson
 
-from ..outbox import OutboxError, read_rows, retry_dead
-from ..rows import format_time
-from . import main
+from ..notify.outbox import OutboxError, read_rows, retry_dead
+from ..outputs.rows import format_time
 
 
 OUTBOX_EXAMPLES = """\b
@@ -21,7 +20,7 @@ Examples:
 """
 
 
-@main.command(epilog=OUTBOX_EXAMPLES)
+@click.command(epilog=OUTBOX_EXAMPLES)
 @click.argument("state_path", metavar="STATE", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row, for jq and programs.")
 @click.option("--retry-dead", is_flag=True,

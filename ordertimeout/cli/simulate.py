@@ -6,12 +6,11 @@ import sys
 
 import click
 
-from .. import terminal
-from ..events import EventSchema
-from ..pipeline import TimeMode
-from ..simulator import cycle_events
-from ..rows import HumanFormatter
-from . import main
+from ..outputs import terminal
+from ..rules.events import EventSchema
+from ..rules.pipeline import TimeMode
+from ..inputs.simulator import cycle_events
+from ..outputs.rows import HumanFormatter
 from .metrics_options import metrics_options
 from .notify_options import notify_options
 from .common import Duration, _build, _execute
@@ -27,7 +26,7 @@ Examples:
 """
 
 
-@main.command(epilog=SIMULATE_EXAMPLES + EXIT_STATUS_HELP)
+@click.command(epilog=SIMULATE_EXAMPLES + EXIT_STATUS_HELP)
 @click.option("--within", type=Duration(), default="1.5s", show_default=True, help="The time limit to pay; --within 1s reproduces the original demo.")
 @click.option("--interval", type=Duration(), default="1s", show_default=True, help="Time between simulated events.")
 @click.option("--count", type=click.IntRange(min=0), default=None, help="Stop after N events (default: run forever).")

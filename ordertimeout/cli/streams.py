@@ -8,7 +8,7 @@ import os
 import sys
 from collections import Counter
 
-from ..sinks import OutputBuffer, RejectReporter, SinkError
+from ..outputs.sinks import OutputBuffer, RejectReporter, SinkError
 
 __all__ = ["StdoutError"]
 

@@ -11,13 +11,12 @@ import time
 
 import click
 
-from ..clocks import LoopClock
-from ..events import TIME_UNITS, EventSchema
-from ..pipeline import TimeMode
-from ..runtime import MAX_LINE_BYTES
-from ..sources import ChunkReader, Input, is_gzip, resume_inputs
-from ..state import StateError, StateStore
-from . import main
+from ..rules.clocks import LoopClock
+from ..rules.events import TIME_UNITS, EventSchema
+from ..rules.pipeline import TimeMode
+from ..hosts.runtime import MAX_LINE_BYTES
+from ..inputs.sources import ChunkReader, Input, is_gzip, resume_inputs
+from ..state.store import StateError, StateStore
 from .common import Duration, WritableFile, _build, _execute, _Run, check_event_options, stdin_hint
 from .options import output_options
 from .metrics_options import context_log, metrics_options
@@ -41,7 +40,7 @@ Examples:
 """
 
 
-@main.command(epilog=WATCH_EXAMPLES + EXIT_STATUS_HELP)
+@click.command(epilog=WATCH_EXAMPLES + EXIT_STATUS_HELP)
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
 @click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay: 250ms, 1.5s, 15m, 1h30m, 2d.")
 @output_options

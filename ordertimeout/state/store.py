@@ -26,9 +26,10 @@ from typing import Any, Callable
 
 import orjson
 
-from .outbox import OUTBOX_SCHEMA
-from .pipeline import Pipeline
-from .files import SavedPosition
+from ..errors import StateError, StateWriteError
+from ..notify.outbox import OUTBOX_SCHEMA
+from ..rules.pipeline import Pipeline
+from ..inputs.files import SavedPosition
 
 __all__ = ["StateStore", "StateError", "StateWriteError", "FORMAT"]
 
@@ -55,15 +56,6 @@ CREATE TABLE IF NOT EXISTS offsets (
 _TABLES = {"meta", "open_orders", "buffered", "expired_orders", "offsets", "outbox"}
 #: Files written before the outbox existed lack only that table; it is added on open.
 _TABLES_BEFORE_OUTBOX = _TABLES - {"outbox"}
-
-
-class StateError(Exception):
-    """The state file cannot be used; the message says why and names the file."""
-
-
-class StateWriteError(StateError):
-    """A checkpoint could not be written (a full disk, an I/O error): the file keeps its
-    last checkpoint, and a later save may succeed (it writes everything again)."""
 
 
 class StateStore:

@@ -12,12 +12,20 @@ import dataclasses
 import hashlib
 import os
 import stat
-from typing import TYPE_CHECKING, NamedTuple, Sequence
+from typing import BinaryIO, NamedTuple, Sequence
 
-if TYPE_CHECKING:
-    from .sources import Input
+__all__ = ["Input", "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "FINGERPRINT_BYTES"]
 
-__all__ = ["FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "FINGERPRINT_BYTES"]
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """One input: a display ``name`` and either a ``path`` or an open binary ``stream``."""
+
+    name: str
+    path: str | None = None
+    stream: BinaryIO | None = None
+    follow: bool = False
+    start_offset: int = 0
+
 
 #: Leading bytes of a file that fingerprint it.
 FINGERPRINT_BYTES = 1024

@@ -15,15 +15,15 @@ import asyncio
 from collections import Counter
 from typing import Callable, Iterable, Protocol
 
-from .clocks import Clock, elapsed_ms
-from .events import RejectedLine
-from .histogram import TIMER_LATENESS_BOUNDS_MS, Buckets
-from .matcher import Timeout
-from .pipeline import Pipeline, TimeMode
-from .sinks import RejectReporter, ResultWriter
-from .files import FileIdentity, SavedPosition
-from .framing import LineSplitter, Overlong
-from .sources import END, ROTATED
+from ..rules.clocks import Clock, elapsed_ms
+from ..rules.events import RejectedLine
+from ..observe.histogram import TIMER_LATENESS_BOUNDS_MS, Buckets
+from ..rules.matcher import Timeout
+from ..rules.pipeline import Pipeline, TimeMode
+from ..outputs.sinks import RejectReporter, ResultWriter
+from ..inputs.files import FileIdentity, SavedPosition
+from ..inputs.framing import LineSplitter, Overlong
+from ..inputs.sources import END, ROTATED
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20

@@ -18,8 +18,7 @@ import asyncio
 import io
 import os
 import stat
-from dataclasses import dataclass
-from typing import AsyncIterator, BinaryIO, Sequence
+from typing import AsyncIterator, Sequence
 
 # Re-exported: the thread that reads pipes, what a file is (identity, resume points) and
 # how chunks become lines.
@@ -27,9 +26,11 @@ from .arrivals import (  # noqa: F401
     PIPE_CHUNK_BYTES, READ_AHEAD_CHUNKS, ROTATED, StampedReader, prefetched_since, take_prefetched,
 )
 from .files import (  # noqa: F401
-    FINGERPRINT_BYTES, GZIP_MAGIC, FileIdentity, OpenFile, SavedPosition, is_gzip, resume_inputs, resume_position,
+    FINGERPRINT_BYTES, GZIP_MAGIC, FileIdentity, Input, OpenFile, SavedPosition, is_gzip, resume_inputs, resume_position,
 )
 from .framing import LineSplitter, Overlong  # noqa: F401
+from .compressed import gunzip_if_compressed, gzip_file_chunks
+from ..errors import SourceError
 
 __all__ = [
     "Input", "ChunkReader", "SourceError", "END", "ROTATED", "CHUNK_BYTES",
@@ -40,21 +41,6 @@ __all__ = [
 CHUNK_BYTES = 1 << 20
 #: How often a followed file is checked for new lines, rotation and truncation.
 FOLLOW_POLL_SECONDS = 0.05
-
-
-class SourceError(Exception):
-    """An input could not be opened or read; the message names it."""
-
-
-@dataclass(frozen=True)
-class Input:
-    """One input: a display ``name`` and either a ``path`` or an open binary ``stream``."""
-
-    name: str
-    path: str | None = None
-    stream: BinaryIO | None = None
-    follow: bool = False
-    start_offset: int = 0
 
 
 #: Marks the end of every input.
@@ -151,12 +137,12 @@ class ChunkReader:
                 self._files[source.name] = OpenFile(fd, source.path, source.start_offset, compressed=True)
             finally:
                 os.close(fd)
-            async for chunk in _gzip_chunks(source.path, source.start_offset, self._chunk_bytes):
+            async for chunk in gzip_file_chunks(source.path, source.start_offset, self._chunk_bytes):
                 yield chunk, None
             return
         chunks = self._read_chunks(source)
         if not source.start_offset:  # (a file resumed mid-way is plain: is_gzip saw its start)
-            chunks = _gunzip_if_compressed(chunks)
+            chunks = gunzip_if_compressed(chunks, CHUNK_BYTES)
         async for item in chunks:
             yield item
 
@@ -321,95 +307,3 @@ def _regular_file_bytes(inputs: Sequence[Input]) -> int | None:
         except OSError:
             return None
     return total
-
-
-# -- gzip-compressed files ----------------------------------------------------------------
-
-
-async def _gzip_chunks(path: str, start_offset: int, chunk_bytes: int):
-    """The decompressed bytes of a gzip file in chunks, from ``start_offset`` (counted in
-    decompressed bytes, as line offsets are). A damaged file is an ``OSError`` (the reader
-    reports it as the input's failure)."""
-    import gzip
-    import zlib
-
-    try:
-        with gzip.open(path, "rb") as stream:
-            if start_offset:
-                stream.seek(start_offset)
-            while chunk := stream.read1(chunk_bytes):
-                yield chunk
-                await asyncio.sleep(0)  # let timers and signals in between chunks
-    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise OSError(f"not a complete gzip file ({error})") from None
-
-
-async def _gunzip_if_compressed(chunks):
-    """An input read as a stream (stdin, a pipe, a device), decompressed as it comes when
-    it starts with gzip's magic bytes (``curl .../events.jsonl.gz | ordertimeout watch``);
-    anything else passes through unchanged (no JSON text starts with those bytes).
-    Members written one after another are read in turn, as ``gzip -d`` reads them (zero
-    padding after one skipped); no piece of output is larger than a chunk, whatever the
-    compression ratio. A stream that only starts like gzip (a bad first line, say) and
-    fails before its first decompressed byte is passed on as it came, so its lines are
-    rejected one by one like any bad line and the good ones still count."""
-    head, arrival = b"", None
-    async for chunk, arrival in chunks:
-        head += chunk
-        if len(head) >= len(GZIP_MAGIC):
-            break
-    if not head.startswith(GZIP_MAGIC):
-        if head:
-            yield head, arrival
-        async for item in chunks:
-            yield item
-        return
-    import zlib
-
-    inflate = zlib.decompressobj(31)  # 31: the gzip format
-
-    def expand(data: bytes):
-        nonlocal inflate
-        while data:
-            if inflate.eof:
-                # Zero bytes after a member are padding (tar, dd), skipped as gzip -d and
-                # Python's gzip (a .gz file by path) skip them; a member starts with the magic.
-                data = data.lstrip(b"\0")
-                if not data:
-                    return
-                inflate = zlib.decompressobj(31)  # the next member
-            piece = inflate.decompress(data, CHUNK_BYTES)
-            if piece:
-                yield piece
-            data = inflate.unconsumed_tail or (inflate.unused_data if inflate.eof else b"")
-
-    # What came before the first decompressed byte, until a chunk's worth: while it is
-    # kept, the stream may still turn out not to be gzip.
-    undecided: list[tuple[bytes, int | None]] | None = []
-    failure = None
-    chunk = head
-    try:
-        while True:
-            if undecided is not None:
-                undecided.append((chunk, arrival))
-            pieces = list(expand(chunk))
-            if pieces or (undecided is not None and sum(len(held) for held, _ in undecided) > CHUNK_BYTES):
-                undecided = None
-            for piece in pieces:
-                yield piece, arrival
-            try:
-                chunk, arrival = await anext(chunks)
-            except StopAsyncIteration:
-                break
-        if not inflate.eof:
-            failure = "it ends in the middle"
-    except zlib.error as error:
-        failure = str(error)
-    if failure is None:
-        return
-    if undecided is None:
-        raise OSError(f"not a complete gzip stream ({failure})")
-    for item in undecided:  # no gzip after all: the bytes as they came
-        yield item
-    async for item in chunks:
-        yield item

@@ -39,8 +39,8 @@ from typing import Iterable
 
 import orjson
 
-from ..matcher import OpenOrder, result_id
-from ..pipeline import Pipeline
+from ...rules.matcher import OpenOrder, result_id
+from ...rules.pipeline import Pipeline
 
 __all__ = ["Record", "Restored", "ChangelogError", "ChangelogWriter", "fold", "state_topic"]
 

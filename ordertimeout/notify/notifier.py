@@ -20,10 +20,10 @@ import asyncio
 import random
 from typing import Callable, Iterable
 
-from .clocks import Clock, LoopClock
+from ..rules.clocks import Clock, LoopClock
 from .delivery import Relay, Sender
 from .outbox import MemoryOutbox, SqliteOutbox
-from .sinks import RESULT_TYPES
+from ..outputs.sinks import RESULT_TYPES
 
 __all__ = ["Notifier", "OutboxWriter", "PacedReader"]
 

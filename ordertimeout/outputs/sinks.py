@@ -12,9 +12,9 @@ from typing import BinaryIO, Callable, Iterable, TextIO
 
 import orjson
 
-from .histogram import LatencyCounts
-from .logs import Log
-from .matcher import Cancelled, PaidLate, Result, Success, Timeout
+from ..observe.histogram import LatencyCounts
+from ..observe.logs import Log
+from ..rules.matcher import Cancelled, PaidLate, Result, Success, Timeout
 
 __all__ = [
     "OutputBuffer",

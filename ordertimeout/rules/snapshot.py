@@ -8,12 +8,9 @@ Nothing here decides a result; a restored matcher goes on exactly where the save
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import Self
 
 from .orders import OpenOrder, _pack, _unpack
-
-if TYPE_CHECKING:
-    from .matcher import Matcher
 
 __all__ = ["COUNTER_NAMES", "SavedState"]
 
@@ -103,7 +100,7 @@ class SavedState:
         return state
 
     @classmethod
-    def restore(cls, state: dict) -> "Matcher":
+    def restore(cls, state: dict) -> Self:
         """A matcher continuing exactly where ``snapshot()`` left off."""
         matcher = cls(state["within"], state["mode"], state.get("paid_late"))
         if state["now"] is not None:

@@ -25,8 +25,8 @@ import hmac
 import ipaddress
 from urllib.parse import urlsplit
 
-from . import __version__
-from .clocks import Clock
+from .. import __version__
+from ..rules.clocks import Clock
 from .delivery import DELIVERED, Outcome
 from .outbox import Entry
 

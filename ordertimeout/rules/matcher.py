@@ -28,15 +28,16 @@ skipped when their deadline comes (lazy deletion), which keeps a pay O(1).
 from __future__ import annotations
 
 from collections import deque
-from enum import Enum
 from typing import Iterable
 
 from .events import CANCEL, CREATE, PAY
-from .matcher_state import COUNTER_NAMES, SavedState
+from .paid_late import PaidLateMemory
+from .snapshot import COUNTER_NAMES, SavedState
 from .orders import (  # noqa: F401  (the packing helpers are re-exported for the tests)
     _HEADER,
     _RAW,
     Cancelled,
+    Mode,
     OpenOrder,
     PaidLate,
     Result,
@@ -64,14 +65,6 @@ __all__ = [
 ]
 
 
-class Mode(str, Enum):
-    """How a pay finds its create; see SEMANTICS.md."""
-
-    EACH = "each"  #: every create gets one result; a pay closes the oldest open create
-    NEXT = "next"  #: Flink ``.next()``: any other event of the key discards the open create
-    FOLLOWED_BY = "followed-by"  #: Flink ``.followedBy()``: a pay completes every open create
-
-
 # Results are built with tuple.__new__ on the hot paths: the same objects as calling the
 # class, without the Python-level __new__ frame a NamedTuple adds (a third of the cost).
 _new = tuple.__new__
@@ -81,7 +74,7 @@ class OutOfOrderError(ValueError):
     """The host fed an event older than the time the matcher has already reached."""
 
 
-class Matcher(SavedState):
+class Matcher(SavedState, PaidLateMemory):
     """Keyed create/pay matching with a window of ``within`` milliseconds.
 
     ``on_event`` and ``advance_to`` return the results they decide, in canonical order.
@@ -309,48 +302,6 @@ class Matcher(SavedState):
         if complete and time > self.now:
             self.now = time
         return out
-
-    # -- --paid-late -----------------------------------------------------------------
-
-    def _remember_expired(self, key: str, order: bytes, deadline: int) -> None:
-        self._expired.setdefault(key, []).append(order)
-        if not self._expired_line:
-            self._forget_at = deadline + self.paid_late_ms
-        self._expired_line.append(order)
-        self._expired_keys.append(key)
-
-    def _pay_late(self, key: str, time: int, pay: bytes) -> list[PaidLate]:
-        """A pay with no open order: it pays the oldest remembered timed-out order(s)."""
-        remembered = self._expired[key]
-        count = len(remembered) if self.mode is Mode.FOLLOWED_BY else 1
-        paid, remembered[:count] = remembered[:count], []
-        if not remembered:
-            del self._expired[key]
-        out = []
-        for order in paid:
-            created, create, seq = _created_raw_seq(order)
-            self.paid_late += 1
-            out.append(PaidLate(key, created, created + self.within, time, create, pay, seq))
-        return out
-
-    def _forget_expired(self, time: int | float) -> None:
-        """Forget timed-out orders whose pay can no longer count: ``deadline + D <= time``."""
-        line, keys, expired = self._expired_line, self._expired_keys, self._expired
-        horizon = self.within + self.paid_late_ms
-        while line:
-            order = line[0]
-            created = _created_of(order)
-            if created + horizon > time:
-                self._forget_at = created + horizon
-                return
-            line.popleft()
-            key = keys.popleft()
-            remembered = expired.get(key)
-            if remembered and remembered[0] is order:  # not paid late in the meantime
-                del remembered[0]
-                if not remembered:
-                    del expired[key]
-        self._forget_at = float("inf")
 
     def drain(self) -> list[Timeout]:
         """End of input: every open order times out at its deadline; nothing stays pending."""

@@ -17,9 +17,8 @@ from typing import Any, Callable
 
 from .health import Health
 from .logs import Log
-from .pipeline import TimeMode
-from .sources import SourceError
-from .state import StateWriteError
+from ..errors import SourceError, StateWriteError
+from ..rules.pipeline import TimeMode
 
 __all__ = ["Monitor", "WatchedReader", "run_counters"]
 
@@ -70,7 +69,7 @@ class Monitor:
     def guard_checkpoints(self, save: Callable[..., None]) -> Callable[..., None]:
         """``save`` that does not end the run when a checkpoint cannot be written.
 
-        A write failure (:class:`~.state.StateWriteError`, e.g. a full disk) makes the run
+        A write failure (:class:`~ordertimeout.errors.StateWriteError`, e.g. a full disk) makes the run
         unhealthy and is warned about once; the run goes on and the next checkpoint tries
         again (writing everything, so nothing decided meanwhile is lost from state). Other
         state errors (the file was removed: no retry can help) end the run as before. The host checks :meth:`state_failure` at the end: a run whose last

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Callable, TextIO
 
-from .durations import format_duration
+from ..rules.durations import format_duration
 from .rows import format_time
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from .histogram import LatencyCounts
+    from ..observe.histogram import LatencyCounts
 
 __all__ = [
     "painter", "StatusLine", "AboveStatus", "latency_figures", "summary_text", "summary_table",

@@ -1,5 +1,5 @@
-"""Orders and results as plain data: the open order and its packed form inside the
-matcher, the four result kinds, and the stable id every result carries.
+"""Orders and results as plain data: the matching modes, the open order and its packed
+form inside the matcher, the four result kinds, and the stable id every result carries.
 
 Nothing here decides anything: the rules are in :mod:`.matcher`, which builds these.
 """
@@ -7,10 +7,19 @@ Nothing here decides anything: the rules are in :mod:`.matcher`, which builds th
 from __future__ import annotations
 
 import struct
+from enum import Enum
 from typing import NamedTuple
 from urllib.parse import quote
 
-__all__ = ["OpenOrder", "Success", "Timeout", "Cancelled", "PaidLate", "Result", "result_id"]
+__all__ = ["Mode", "OpenOrder", "Success", "Timeout", "Cancelled", "PaidLate", "Result", "result_id"]
+
+
+class Mode(str, Enum):
+    """How a pay finds its create; see SEMANTICS.md."""
+
+    EACH = "each"  #: every create gets one result; a pay closes the oldest open create
+    NEXT = "next"  #: Flink ``.next()``: any other event of the key discards the open create
+    FOLLOWED_BY = "followed-by"  #: Flink ``.followedBy()``: a pay completes every open create
 
 
 class OpenOrder(NamedTuple):

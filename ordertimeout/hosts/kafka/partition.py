@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, Protocol
 
-from ..clocks import Clock
-from ..events import RejectedLine
-from ..matcher import Result
-from ..pipeline import Pipeline, TimeMode
+from ...rules.clocks import Clock
+from ...rules.events import RejectedLine
+from ...rules.matcher import Result
+from ...rules.pipeline import Pipeline, TimeMode
 from .changelog import ChangelogWriter, Record, Restored
 
 __all__ = ["PartitionTask", "Host"]

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from ..clocks import Clock, elapsed_ms
-from ..matcher import COUNTER_NAMES, Result
-from ..pipeline import Pipeline, TimeMode
-from ..sinks import RejectReporter, ResultWriter, json_line
-from .changelog import ChangelogError, Record, Restored, epoch_of, fold, state_topic
-from .connect import ClientSettings, KafkaRunError, check_topics, connect_admin, watch_cluster
+from ...rules.clocks import Clock, elapsed_ms
+from ...rules.matcher import COUNTER_NAMES, Result
+from ...rules.pipeline import Pipeline, TimeMode
+from ...outputs.sinks import RejectReporter, ResultWriter, json_line
+from .changelog import ChangelogError, Record, Restored, epoch_of, fold
+from .connect import ClientSettings, KafkaRunError, WorkerSettings, check_topics, connect_admin, watch_cluster
 from .partition import PartitionTask
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -44,28 +43,6 @@ logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 #: Counters summed over partitions for the status line and the summary.
 _SUMMED = ("events", *COUNTER_NAMES, "late", "rejected")
-
-
-@dataclass
-class WorkerSettings:
-    """What a worker reads, where it writes, and how it behaves in the group."""
-
-    client: ClientSettings
-    topic: str
-    group: str
-    results_topic: str
-    start: str = "earliest"
-    create_topics: int | None = None
-    replication: int = 1
-    connect_timeout: int = 30_000
-    session_timeout: int = 10_000
-    request_timeout: int = 30_000
-    checkpoint_every: int = 1000
-
-    @property
-    def state_topic(self) -> str:
-        """The changelog topic, ``<group>-state``."""
-        return state_topic(self.group)
 
 
 class Worker(ConsumerRebalanceListener):

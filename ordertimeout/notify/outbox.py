@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Iterable
 
-from .sinks import RESULT_TYPES, json_line
+from ..outputs.sinks import RESULT_TYPES, json_line
 
 __all__ = ["Entry", "MemoryOutbox", "SqliteOutbox", "OUTBOX_SCHEMA", "OutboxError", "entries_for",
            "read_rows", "retry_dead"]

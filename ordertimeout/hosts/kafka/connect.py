@@ -1,4 +1,5 @@
-"""Reaching the cluster: client settings (TLS, SASL), connecting with retries, the topics.
+"""Reaching the cluster: client and worker settings (TLS, SASL, topics, timeouts),
+connecting with retries, the topics.
 
 Imported only by ``ordertimeout kafka`` (it loads aiokafka). Failures become
 :class:`KafkaRunError` with a message naming what is wrong, never a traceback.
@@ -15,9 +16,10 @@ from typing import Awaitable, Callable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from ..sources import SourceError
+from ...errors import SourceError
+from .changelog import state_topic
 
-__all__ = ["ClientSettings", "KafkaRunError", "connect_admin", "check_topics", "watch_cluster"]
+__all__ = ["ClientSettings", "WorkerSettings", "KafkaRunError", "connect_admin", "check_topics", "watch_cluster"]
 
 
 class KafkaRunError(SourceError):
@@ -153,3 +155,25 @@ async def check_topics(admin: AIOKafkaAdminClient, bootstrap: str, topic: str, r
             "the state topic needs one partition per input partition"
         )
     return counts[topic]
+
+
+@dataclass
+class WorkerSettings:
+    """What a worker reads, where it writes, and how it behaves in the group."""
+
+    client: ClientSettings
+    topic: str
+    group: str
+    results_topic: str
+    start: str = "earliest"
+    create_topics: int | None = None
+    replication: int = 1
+    connect_timeout: int = 30_000
+    session_timeout: int = 10_000
+    request_timeout: int = 30_000
+    checkpoint_every: int = 1000
+
+    @property
+    def state_topic(self) -> str:
+        """The changelog topic, ``<group>-state``."""
+        return state_topic(self.group)

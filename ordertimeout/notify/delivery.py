@@ -23,7 +23,7 @@ import asyncio
 import random as _random
 from typing import Callable, NamedTuple, Protocol
 
-from .clocks import Clock
+from ..rules.clocks import Clock
 from .outbox import Entry
 
 __all__ = ["Outcome", "Sender", "Relay", "after_failure", "backoff_ms", "DELIVERED"]

@@ -14,9 +14,9 @@ from typing import Callable, Sequence
 
 import orjson
 
-from .durations import format_duration
-from .events import MISSING as _ABSENT, field_getter
-from .matcher import PaidLate, Result, Success, Timeout
+from ..rules.durations import format_duration
+from ..rules.events import MISSING as _ABSENT, field_getter
+from ..rules.matcher import PaidLate, Result, Success, Timeout
 
 __all__ = ["HumanFormatter", "format_time"]
 

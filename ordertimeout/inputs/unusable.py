@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .events import MISSING, EventSchema, field_getter
+from ..rules.events import MISSING, EventSchema, field_getter
 
 __all__ = ["describe_unusable", "describe_no_orders"]
 

@@ -500,9 +500,15 @@ def test_a_closed_stdout_is_one_line_and_exit_1():
 
 
 def readme_sessions():
-    """Each README shell block written as a session (`$ command` then its output): the
-    commands, each with the stdout lines shown under it (summary lines are stderr's)."""
-    text = (ROOT / "README.md").read_text()
+    """Each shell block of the README and the docs/ pages written as a session (`$ command`
+    then its output): the page, and the commands, each with the stdout lines shown under it
+    (summary lines are stderr's)."""
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for session in _sessions(page.read_text()):
+            yield page.relative_to(ROOT).as_posix(), session
+
+
+def _sessions(text):
     for block in text.split("```sh\n")[1:]:
         block = block.split("```")[0]
         if not block.startswith("$ "):
@@ -519,8 +525,12 @@ def readme_sessions():
         yield [("\n".join(command), expected) for command, expected in session]
 
 
-@pytest.mark.parametrize("session", list(readme_sessions()), ids=lambda session: session[0][0][:40])
-def test_readme_sessions_print_what_the_readme_shows(session, tmp_path):
+README_SESSIONS = list(readme_sessions())
+
+
+@pytest.mark.parametrize(("page", "session"), README_SESSIONS,
+                         ids=[f"{page}:{session[0][0][:40]}" for page, session in README_SESSIONS])
+def test_readme_sessions_print_what_the_readme_shows(page, session, tmp_path):
     (tmp_path / "sample_data").mkdir()
     (tmp_path / "sample_data" / "orders.jsonl").write_bytes(SAMPLE.read_bytes())
     define = f'ordertimeout() {{ "{sys.executable}" -m ordertimeout "$@"; }}\n'
@@ -528,4 +538,4 @@ def test_readme_sessions_print_what_the_readme_shows(session, tmp_path):
     for command, expected in session:
         outcome = subprocess.run(["bash", "-c", define + command], cwd=tmp_path, env=env, capture_output=True,
                                  timeout=60)
-        assert outcome.stdout.decode().splitlines() == expected, command
+        assert outcome.stdout.decode().splitlines() == expected, f"{page}: {command}"

@@ -146,9 +146,9 @@ def test_help_lists_options_in_groups_with_examples_and_exit_statuses():
         assert status in invoke(["--help"]).stdout
 
 
-def test_the_readme_has_the_same_exit_status_table():
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Exit status", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_have_the_same_exit_status_table():
+    options = (ROOT / "docs" / "options.md").read_text()
+    table = options.split("## Exit status", 1)[1].split("\n## ", 1)[0]
     for code in ("0", "1", "2", "129", "130", "143", "141"):
         assert f"| {code} |" in table, code
         assert f" {code} " in EXIT_STATUS_HELP, code

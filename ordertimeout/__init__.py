@@ -1,24 +1,20 @@
-# ordertimeout: find orders created and not paid within a time limit.
+# ordertimeout: find orders created and not paid within a time limit. The rooms, lowest first
+# (a room imports only the rooms above it in this list; see docs/architecture.md):
 #
-#   sources ──chunks──▶ runtime ──lines──▶ pipeline ──events──▶ matcher ──results──▶ sinks
-#   (files, stdin,      (asyncio: cuts     (parse, time mode,   (pure rules:         (rows or JSON
-#    follow, simulator;  lines (framing),   watermark, reorder,  open orders,          lines to stdout;
-#    a reader thread     works each chunk   late + rejected)     deadlines)            rejects)
-#    (arrivals) stamps   at its arrival,                                                   │ --webhook,
-#    each pipe chunk)    sleeps to the next                                                ▼ --exec
-#       │                timer, checkpoints)                                 notify ──▶ outbox ──▶ delivery
-#    files (identity,        │                                               (memory, or SQLite    (relay: webhook,
-#    resume points)          └──▶ state (SQLite: open orders, watermark,      rows in the           exec_sink;
-#                                 reorder buffer, file offsets, outbox)       checkpoint)           retries)
+#   errors    the exceptions several rooms share
+#   rules     pure and synchronous: events (parsing), orders (results, ids), matcher (+ paid_late,
+#             snapshot), reorder, pipeline (time modes, watermark, lateness, idleness)
+#   observe   logs, histogram, health, metrics (+ metrics_server), monitor (all the counters)
+#   inputs    framing, arrivals (the reader thread), files (identity, resume), sources, simulator
+#   outputs   sinks (JSON lines, writer, rejects), rows (for people), terminal (status, summary)
+#   notify    notifier ──▶ outbox (memory or SQLite) ──▶ delivery (relay) ──▶ webhook, exec_sink
+#   state     store: SQLite checkpoints (open orders, watermark, reorder buffer, offsets, outbox)
+#   hosts     runtime (the local asyncio host), kafka/ (a worker, a task per partition)
+#   cli       thin: options, one module per command
 #
-# orders holds the data the matcher hands out: open orders, the four result kinds, their
-# stable ids. kafka/ is a second host for the same pipeline: a worker per group member, a
-# task per assigned partition (its own pipeline and watermark), state in a changelog topic.
-# monitor gathers the counters of all of it (--stats at exit; metrics + metrics_server
-# serve them and health on /metrics and /healthz); logs writes diagnostics as text or JSON.
-# clocks inject "now" into the runtime; durations parse --within and friends; terminal
-# draws the status line and the summary; cli only validates options, builds this
-# pipeline and runs it.
+#   inputs ──chunks──▶ host ──lines──▶ pipeline ──events──▶ matcher ──results──▶ outputs
+#                       │                                                  └──▶ notify
+#                       └──▶ state (local) or changelog topic (kafka)
 """ordertimeout: Flink CEP's create-then-pay timeout job as a Unix tool."""
 
 import os as _os

@@ -200,7 +200,7 @@ def test_wait_for_room_returns_once_the_outbox_is_back_under_its_limit():
 def test_the_report_hears_of_failing_delivery_once_per_spell_its_recovery_and_each_dead_letter():
     # A service's stderr (no terminal, no status line) must show an endpoint that is down
     # (three failures in a row; a 503 now and then is retried without a word), and name
-    # each result given up on when it dies, as the README promises.
+    # each result given up on when it dies, as docs/notify.md promises.
     heard = []
     down_until = 3  # u0: three failures, then delivered; u1 and u2: permanent failures
     once = []

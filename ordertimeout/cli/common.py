@@ -2,7 +2,7 @@
 it, reporting.
 
 Library errors become ``click`` errors here, with one table of exit statuses
-(:data:`.options.EXIT_STATUS_HELP`, also in ``--help`` and the README): usage mistakes exit
+(:data:`.options.EXIT_STATUS_HELP`, also in ``--help`` and docs/options.md): usage mistakes exit
 2, run failures print one ``Error: ...`` line and exit 1, a reader that leaves
 (``| head``) ends the run with 141, and a signal ends it in order with 129 (SIGHUP), 130
 (SIGINT) or 143 (SIGTERM).

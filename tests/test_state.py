@@ -41,10 +41,10 @@ def test_checkpoint_round_trip(tmp_path):
     store.close()
     reopened = StateStore(path, CONFIG)
     checkpoint = reopened.open()
-    reopened.close()
     assert checkpoint["offsets"] == {"/data/a.jsonl": (1, 2, 3, "abc", 1234, 7)}
     restored = Pipeline(EventParser(EventSchema()), Matcher(1000), lateness=50)
-    restored.restore(checkpoint["pipeline"])
+    restored.restore(checkpoint["pipeline"])  # its open orders are read from the open file
+    reopened.close()
     assert restored.stats() == pipeline.stats()
     assert [tuple(r) for r in restored.finish()] == [tuple(r) for r in pipeline.finish()]
     connection = sqlite3.connect(path)

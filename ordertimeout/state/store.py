@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from array import array
 from typing import Any, Callable
 
 import orjson
@@ -70,10 +71,21 @@ class StateStore:
         self.config = config
         self._connection: sqlite3.Connection | None = None
         self._synced = False  # whether the file's open orders match the matcher's
+        # Where the matcher's timeline positions are in the file's open_orders: after a
+        # restore, the i-th restored order is at _restored_positions[i] (the file keeps
+        # the gaps of orders closed early), and every later one at position + _offset.
+        self._restored_positions: array | None = None
+        self._offset = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
 
     def open(self) -> dict | None:
-        """Open (creating if new) and return the last checkpoint, or None for a new file."""
+        """Open (creating if new) and return the last checkpoint, or None for a new file.
+
+        The checkpoint's open orders (``["pipeline"]["matcher"]["open"]``) are read from
+        the file as they are iterated, so a million of them are never held twice: restore
+        a pipeline from it before :meth:`close`. A store whose open orders were restored
+        that way is in sync with the matcher, and its next checkpoint writes changes only.
+        """
         try:
             _create_owner_only(self.path)
             connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
@@ -136,17 +148,11 @@ class StateStore:
                 "refusing to mix them: use another --state file"
             )
 
-    @staticmethod
-    def _read(connection: sqlite3.Connection, meta: dict[str, str]) -> dict | None:
+    def _read(self, connection: sqlite3.Connection, meta: dict[str, str]) -> dict | None:
         if "pipeline" not in meta:
             return None  # created, but no checkpoint yet
         pipeline = orjson.loads(meta["pipeline"])
-        pipeline["matcher"]["open"] = [
-            (created, key, bytes(raw), seq)
-            for key, created, raw, seq in connection.execute(
-                "SELECT key, created, raw, seq FROM open_orders ORDER BY position"
-            )
-        ]
+        pipeline["matcher"]["open"] = _RestoredOrders(self, connection)
         pipeline["buffer"] = [
             (time, sequence, key, kind, bytes(raw))
             for time, sequence, key, kind, raw in connection.execute(
@@ -199,6 +205,7 @@ class StateStore:
             connection.execute("BEGIN")
             if not self._synced:
                 matcher.take_changes()  # (re)start change tracking from this full picture
+                self._restored_positions, self._offset = None, 0
                 head, opened = matcher.numbered_open_orders()
                 connection.execute("DELETE FROM open_orders")
             else:
@@ -209,11 +216,14 @@ class StateStore:
                     " WHERE key = ? AND created = ? AND seq = ? ORDER BY position LIMIT 1)",
                     [(order.key, order.created, order.seq) for order in closed],
                 )
-                connection.execute("DELETE FROM open_orders WHERE position < ?", (head,))
+                connection.execute("DELETE FROM open_orders WHERE position < ?", (self._position(head),))
+                if self._restored_positions is not None and head >= len(self._restored_positions):
+                    self._restored_positions = None  # every restored order is gone: offsets only
+            position_of = self._position
             connection.executemany(
                 "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?, ?)",
-                [(position, order.key, order.created, order.created + within, order.raw, order.seq)
-                 for position, order in opened],
+                ((position_of(position), order.key, order.created, order.created + within, order.raw, order.seq)
+                 for position, order in opened),
             )
             connection.execute("DELETE FROM expired_orders")
             connection.executemany(
@@ -240,11 +250,51 @@ class StateStore:
             raise
         self._synced = True
 
+    def _position(self, timeline_position: int) -> int:
+        """The open_orders position of the matcher's order at ``timeline_position``."""
+        restored = self._restored_positions
+        if restored is not None and timeline_position < len(restored):
+            return restored[timeline_position]
+        return timeline_position + self._offset
+
+    def _restored(self, positions: array) -> None:
+        """The checkpoint's open orders were all read into a matcher, which numbers them
+        0, 1, ... in the file's order: the file is in sync with it, so the next checkpoint
+        writes changes only, not every open order again."""
+        self._restored_positions = positions
+        self._offset = positions[-1] + 1 - len(positions) if positions else 0
+        self._synced = True
+
     def close(self) -> None:
         """Release the file (and its lock)."""
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+class _RestoredOrders:
+    """The open orders of a checkpoint, ``(created, key, raw, seq)`` in the matcher's
+    timeline order, read from the file while a matcher is rebuilt from them: a million
+    of them never sit in a list beside the matcher that takes them. Once read to the end,
+    the store knows where each one is in the file (see :meth:`StateStore._restored`)."""
+
+    #: In the order the matcher's timeline had them: a restore need not sort them.
+    in_timeline_order = True
+
+    def __init__(self, store: StateStore, connection: sqlite3.Connection) -> None:
+        self._store = store
+        self._connection = connection
+
+    def __iter__(self):
+        if self._store.connection is None:
+            raise StateError(f"the open orders of {self._store.path} are read from the file: restore them before close()")
+        positions = array("q")
+        append = positions.append
+        rows = self._connection.execute("SELECT position, key, created, raw, seq FROM open_orders ORDER BY position")
+        for position, key, created, raw, seq in rows:
+            append(position)
+            yield created, key, raw, seq
+        self._store._restored(positions)
 
 
 def _create_owner_only(path: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 from ..rules.clocks import Clock, elapsed_ms
 from ..rules.events import RejectedLine
@@ -32,6 +32,8 @@ MAX_LINE_BYTES = 1 << 20
 BATCH_LINES = 512
 #: Timeouts written at a time when a burst of them falls due (see Runtime._emit_due).
 EMIT_SLICE = 256
+#: Results decided at once when everything open is settled (see :meth:`Runtime._slices`).
+SETTLE_SLICE = 4096
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -137,8 +139,9 @@ class Runtime:
         processing time, or in event time moved by ``--idle``) time out at once (at
         ``since``, when reading began, or now), stamped with their deadline and marked
         recovered."""
-        results = self.pipeline.advance(self._moment(since))
-        self._emit([result._replace(recovered=True) if type(result) is Timeout else result for result in results])
+        moment = self._moment(since)
+        for results in self._slices(lambda limit: self.pipeline.advance(moment, limit)):
+            self._emit([result._replace(recovered=True) if type(result) is Timeout else result for result in results])
 
     def _moment(self, arrival: int | None) -> int:
         """The time to work at: a chunk's arrival stamp, or now; never before a moment
@@ -278,7 +281,8 @@ class Runtime:
 
     async def _settle(self) -> None:
         """End of input: event time settles at once; processing time waits for deadlines."""
-        self._emit(self.pipeline.finish())
+        for results in self._slices(self.pipeline.finish):
+            self._emit(results)
         while (timer := self.pipeline.next_timer()) is not None:
             await self.clock.sleep_until(timer)
             self._emit_due(self._moment(None))
@@ -299,6 +303,17 @@ class Runtime:
             if len(results) < EMIT_SLICE:
                 break
         self._record_lateness(decided)  # after the writes: how late they really went out
+
+    @staticmethod
+    def _slices(step: Callable[[int], list]) -> Iterator[list]:
+        """The results of ``step(limit)`` called until it decides less than a slice of
+        :data:`SETTLE_SLICE`: settling a million open orders (end of input, ``--final``,
+        a restart after their deadlines passed) holds one slice of results at a time."""
+        while True:
+            results = step(SETTLE_SLICE)
+            yield results
+            if len(results) < SETTLE_SLICE:
+                return
 
     def _emit(self, results) -> None:
         if results:

@@ -235,11 +235,13 @@ class Pipeline:
         self._buffer.push((key, kind, time, raw))
         return self.advance_frontier(frontier)
 
-    def advance_frontier(self, frontier: int | float) -> list[Result]:
+    def advance_frontier(self, frontier: int | float, limit: int | None = None) -> list[Result]:
         """Event time: everything before ``frontier`` is settled (watermark = frontier - 1).
 
         Used by the feed itself and by hosts that know more about time than the events
-        do: the simulator, whose watermark follows its schedule.
+        do: the simulator, whose watermark follows its schedule. With ``limit``, at most
+        that many timeouts come after the released events' results; call again with the
+        same frontier while a full slice comes back.
         """
         # An equal frontier still releases an event that came exactly at it (the buffer
         # holds only events after the frontier).
@@ -248,7 +250,7 @@ class Pipeline:
         self.frontier = frontier
         due = self._buffer.release(frontier)
         out = self.matcher.on_events(due) if due else []
-        out += self.matcher.advance_to(frontier)
+        out += self.matcher.advance_to(frontier, limit)
         return out
 
     def advance(self, now: int, limit: int | None = None) -> list[Result]:
@@ -260,14 +262,15 @@ class Pipeline:
         arrived, minus ``idle``. So a quiet stream still times orders out, ``idle`` after
         their deadline, and an event whose time is no more than ``idle`` behind the wall
         clock is never late. ``limit`` caps the timeouts of one call in processing time
-        (call again while a full slice comes back).
+        (call again while a full slice comes back), also in event time with ``idle``
+        (a restart after a long stop may find every open order due at once).
         """
         if self.time_mode is TimeMode.PROCESSING:
             return self.matcher.advance_to(now, limit)
         frontier = self._idle_frontier(now)
         if frontier is None:
             return []
-        return self.advance_frontier(frontier)  # never backwards: advance_frontier ignores a lower one
+        return self.advance_frontier(frontier, limit)  # never backwards: advance_frontier ignores a lower one
 
     def _idle_frontier(self, now: int) -> int | None:
         if self.idle is None or self._max_arrival is None:
@@ -276,16 +279,19 @@ class Pipeline:
         elapsed = max(0, now - self._max_arrival)
         return self._max_time - self.lateness + elapsed - self.idle
 
-    def finish(self) -> list[Result]:
+    def finish(self, limit: int | None = None) -> list[Result]:
         """End of input in event time: a final watermark of +infinity settles everything.
 
         Afterwards the watermark reads as it was before (what the events showed), so a
         checkpoint taken after a final run keeps a watermark a later run can go on from.
+        With ``limit``, at most that many timeouts per call after the reorder buffer's
+        results: call again while a full slice comes back, so a host settling a million
+        open orders holds one slice of results at a time, not all of them.
         """
         if self.time_mode is TimeMode.PROCESSING:
             return []
         before = self.frontier
-        out = self.advance_frontier(float("inf"))
+        out = self.advance_frontier(float("inf"), limit)
         self.frontier = before
         return out
 

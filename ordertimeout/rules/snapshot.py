@@ -8,7 +8,7 @@ Nothing here decides a result; a restored matcher goes on exactly where the save
 from __future__ import annotations
 
 import itertools
-from typing import Self
+from typing import Iterator, Self
 
 from .orders import OpenOrder, _pack, _unpack
 
@@ -43,15 +43,18 @@ class SavedState:
         """Every open order, in deadline order (the order they would time out in)."""
         return [order for _, order in self.numbered_open_orders()[1]]
 
-    def numbered_open_orders(self) -> tuple[int, list[tuple[int, OpenOrder]]]:
-        """``(head, [(position, order), ...])``: every open order with its timeline
-        position, as :meth:`take_changes` numbers them."""
+    def numbered_open_orders(self) -> tuple[int, Iterator[tuple[int, OpenOrder]]]:
+        """``(head, (position, order), ...)``: every open order with its timeline
+        position, as :meth:`take_changes` numbers them, made as they are taken (a store
+        writing a million of them holds one at a time). Take them before the matcher
+        goes on."""
         live = {id(order) for key in self._open for order in self._orders_of(key)}
-        return self._popped, [
+        numbered = (
             (self._popped + index, _unpack(key, order))
             for index, (key, order) in enumerate(zip(self._timeline_keys, self._timeline))
             if id(order) in live
-        ]
+        )
+        return self._popped, numbered
 
     def take_changes(self) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
         """What changed since the previous call, for a host that saves state incrementally.

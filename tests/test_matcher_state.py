@@ -74,7 +74,7 @@ def test_changes_applied_to_a_store_keep_it_equal_to_the_open_orders(events, mod
                     del store[same[0]]
             store = {p: o for p, o in store.items() if p >= head}
         store.update(opened)
-        assert sorted(store.items()) == matcher.numbered_open_orders()[1]
+        assert sorted(store.items()) == list(matcher.numbered_open_orders()[1])
 
 
 def test_a_restore_keeps_timeouts_at_one_millisecond_in_input_order():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import pathlib
 import re
 import subprocess
@@ -82,3 +84,25 @@ def live_watch(*args):
         process.stdout.close()
         process.stderr.close()
     assert process.returncode == 0
+
+
+def obeying_file_permissions() -> None:
+    """For ``preexec_fn``: the child obeys file permissions even if the suite runs as root.
+
+    Root reads a mode-000 file through two capabilities (CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH); dropping them from the bounding set before exec leaves the new
+    program without them, so it meets the permission error a user meets. It stays root,
+    so it still reaches Python and the code under /root or wherever they are installed.
+    """
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed: the suite needs CAP_SETPCAP as root")
+
+
+# <linux/prctl.h> and <linux/capability.h>
+_PR_CAPBSET_DROP = 24
+_CAP_DAC_OVERRIDE = 1
+_CAP_DAC_READ_SEARCH = 2

@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -13,7 +14,7 @@ from click.testing import CliRunner
 from ordertimeout.cli import main
 from ordertimeout.cli.options import option_group
 
-from .helpers import EXPECTED, event
+from .helpers import COMMAND, EXPECTED, event, obeying_file_permissions
 
 ROOT = pathlib.Path(__file__).parent.parent
 SAMPLE = ROOT / "sample_data" / "orders.jsonl"
@@ -248,18 +249,22 @@ def test_a_missing_and_an_unreadable_input_exit_the_same_way(tmp_path):
     unreadable = tmp_path / "locked.jsonl"
     unreadable.write_bytes(event("1", "create", 1) + b"\n")
     unreadable.chmod(0)
+    # A real process that file permissions apply to, even when the suite runs as root (CI).
+    locked = subprocess.run([*COMMAND, "watch", str(unreadable)], capture_output=True, timeout=60,
+                            preexec_fn=obeying_file_permissions)
     outcomes = {
         "missing": invoke(["watch", str(tmp_path / "missing.jsonl")]),
         "a directory": invoke(["watch", str(tmp_path)]),
-        "unreadable": invoke(["watch", str(unreadable)]),
+        "unreadable": SimpleNamespace(exit_code=locked.returncode, stdout=locked.stdout.decode(),
+                                      stderr=locked.stderr.decode()),
     }
-    if os.geteuid() == 0:
-        del outcomes["unreadable"]  # root reads it anyway
     for name, outcome in outcomes.items():
         assert outcome.exit_code == 1, name
         assert outcome.stdout == "", name
         (line,) = outcome.stderr.splitlines()
         assert line.startswith("Error: cannot "), name
+    assert outcomes["missing"].stderr == f"Error: cannot open {tmp_path / 'missing.jsonl'}: No such file or directory\n"
+    assert outcomes["unreadable"].stderr == f"Error: cannot open {unreadable}: Permission denied\n"
 
 
 def test_no_usable_line_exits_1_and_suggests_the_fields_it_found():
@@ -313,7 +318,6 @@ def _env(**extra):
     return {**env, **extra}
 
 
-COMMAND = [sys.executable, "-m", "ordertimeout"]
 
 
 def test_a_full_disk_for_stdout_is_one_line_and_exit_1():

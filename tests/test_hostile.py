@@ -7,6 +7,7 @@ import sys
 import time
 
 import orjson
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -102,6 +103,25 @@ def test_every_kind_of_bad_line_is_reported_with_its_reason(tmp_path):
         assert reason in record["reason"], record
     assert len(orjson.dumps(records[4])) < 1000  # an enormous line is kept as a prefix only
     assert '"result":"timeout"' in outcome.stdout
+
+
+def padded(key, kind, ts, size):
+    """An event line of exactly ``size`` bytes."""
+    line = orjson.dumps({"userId": key, "type": kind, "ts": ts, "pad": ""})
+    return line[:-2] + b"x" * (size - len(line)) + b'"}'
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["after-a-plain-line", "first-in-its-chunk"])
+def test_a_line_of_max_line_bytes_is_read_and_one_byte_more_is_refused(first):
+    exact, over = padded("1", "create", 1, MAX_LINE), padded("2", "create", 2, MAX_LINE + 1)
+    assert (len(exact), len(over)) == (MAX_LINE, MAX_LINE + 1)
+    lines = [over, exact] if first else [event("0", "other", 0), exact, over]
+    outcome = run([*lines, event("1", "pay", 5), event("2", "pay", 6)])
+    results = [orjson.loads(line) for line in outcome.stdout.splitlines()]
+    assert [(r["key"], r["result"]) for r in results] == [("1", "success")]  # 2's create was refused
+    over_at = lines.index(over) + 1
+    assert f"line {over_at}: line longer than {MAX_LINE} bytes ({MAX_LINE + 1} bytes)" in outcome.stderr
+    assert outcome.stderr.count("line longer than") == 1
 
 
 def test_duplicate_keys_do_not_crash():

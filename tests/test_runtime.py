@@ -106,6 +106,23 @@ def test_processing_time_end_of_input_waits_for_open_deadlines():
     assert runtime.pipeline.pending == 0
 
 
+def test_a_chunk_stamped_before_a_timer_that_already_fired_is_worked_at_the_timer():
+    """A chunk stamped at +990 waited in the queue while the timer of +1000 fired; taken at
+    +1100, it is worked at +1000, never back before a moment already worked at: the
+    results stay in time order and an order it opens is not created in the past."""
+    clock = LoopClock(EPOCH)
+    runtime, stream = make_runtime(clock)
+    script = [
+        (EPOCH, ("<stdin>", b'{"userId":"1","type":"create"}\n')),
+        (EPOCH + 1100, ("<stdin>", b'{"userId":"2","type":"create"}\n{"userId":"2","type":"pay"}\n', EPOCH + 990)),
+    ]
+    run_virtual(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 1200)))
+    (timeout_at, timeout), (success_at, success) = stream.lines()
+    assert (timeout["key"], timeout["result"]) == ("1", "timeout") and timeout_at == timeout["deadline"] == EPOCH + 1000
+    assert (success["key"], success["result"]) == ("2", "success") and success_at == EPOCH + 1100
+    assert success["created"] == success["paid"] == EPOCH + 1000
+
+
 def test_simulation_prints_each_result_when_due_and_matches_the_probe():
     clock = LoopClock(EPOCH)
     runtime, stream = make_runtime(clock, time_mode=TimeMode.EVENT, within=1500)

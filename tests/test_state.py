@@ -345,8 +345,8 @@ def test_save_runs_also_inside_the_checkpoint_transaction(tmp_path):
                            " VALUES ('webhook', 'lost', '2', x'7b7d', 0, 0)")
         raise RuntimeError("delivery bookkeeping failed")
 
-    with pytest.raises(RuntimeError):
-        pipeline.feed(event("2", "create", 200), 0)
+    pipeline.feed(event("2", "create", 200), 0)
+    with pytest.raises(RuntimeError, match="delivery bookkeeping failed"):
         store.save(pipeline, {"/f": SavedPosition(1, 2, 0, "", 9, 1)}, also=failing)
     store.close()
     connection = sqlite3.connect(path)

@@ -28,6 +28,7 @@ class Received:
     body: dict
     verified: bool
     status: int
+    at: float = 0.0  # time.monotonic() when the request came (one clock for all processes)
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Receiver:
         self._loop.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        at = time.monotonic()
         body = await request.read()
         headers = dict(request.headers)
         verified = False
@@ -97,7 +99,7 @@ class Receiver:
         if delay:
             await asyncio.sleep(delay)
         with self._lock:
-            self.received.append(Received(request.headers.get("webhook-id", ""), decoded, verified, status))
+            self.received.append(Received(request.headers.get("webhook-id", ""), decoded, verified, status, at))
         return web.Response(status=status, headers=extra)
 
     # -- what the tests read -----------------------------------------------------------

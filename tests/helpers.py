@@ -45,11 +45,11 @@ def brief(result: dict) -> dict:
     return {name: result[name] for name in RESULT_FIELDS if name in result}
 
 
-def run_event_time(lines, within, mode="each", lateness=0, schema=None):
+def run_event_time(lines, within, mode="each", lateness=0, schema=None, paid_late=None):
     """Feed ``lines`` (bytes) through a fresh event-time pipeline; return result dicts."""
     pipeline = Pipeline(
         EventParser(schema or EventSchema()),
-        Matcher(within, mode),
+        Matcher(within, mode, paid_late),
         time_mode=TimeMode.EVENT,
         lateness=lateness,
     )

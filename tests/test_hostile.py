@@ -3,7 +3,6 @@ results of the good lines are exactly the results without the bad ones."""
 
 import os
 import subprocess
-import sys
 import time
 
 import orjson
@@ -14,9 +13,7 @@ from hypothesis import strategies as st
 
 from ordertimeout.cli import main
 
-from .helpers import event
-
-COMMAND = [sys.executable, "-m", "ordertimeout"]
+from .helpers import COMMAND, event
 MAX_LINE = 4096
 
 

@@ -17,11 +17,9 @@ from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
 from ordertimeout.rules.clocks import LoopClock, ManualClock
 
-from .helpers import event
-from .test_runtime import EPOCH, ScriptedReader, make_runtime
+from .helpers import COMMAND, EPOCH, ScriptedReader, event, make_runtime
 from .virtual_time import run_virtual
 
-COMMAND = [sys.executable, "-m", "ordertimeout"]
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "sample_data", "orders.jsonl")
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from ordertimeout.observe.histogram import Buckets, window_bounds
 
-from .helpers import COMMAND, event
-from .monitoring import free_port, get, scrape, start_monitored, wait_for
+from .helpers import COMMAND, event, free_port
+from .monitoring import get, scrape, start_monitored, wait_for
 
 LINES = [
     event("a", "create", 1000),

@@ -11,9 +11,7 @@ from ordertimeout.notify.delivery import DELIVERED, Outcome
 from ordertimeout.notify.notifier import Notifier
 from ordertimeout.outputs.terminal import delivery_status, summary_text
 
-from .helpers import event
-from .test_delivery import Scripted
-from .test_runtime import EPOCH, ScriptedReader, make_runtime
+from .helpers import EPOCH, Scripted, ScriptedReader, event, make_runtime
 from .virtual_time import run_virtual
 
 PAIRS = 60

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from ordertimeout.cli import main
 from ordertimeout.notify.webhook import SecretError, check_url, parse_retry_after, parse_secret, signature
 
-from .helpers import COMMAND, event, run_event_time
+from .helpers import COMMAND, USERS, event, traffic
 from .webhook_receiver import SECRET, Receiver
 
 
@@ -70,18 +70,6 @@ def test_a_url_with_an_impossible_port_is_a_usage_error_at_start(url):
 
 
 # -- against a real server ---------------------------------------------------------------
-
-USERS = 12
-
-
-def traffic():
-    """USERS orders, every third paid in time: 12 results with known ids."""
-    lines = [event(f"u{user}", "create", 1000 + user) for user in range(USERS)]
-    lines += [event(f"u{user}", "pay", 1500 + user) for user in range(0, USERS, 3)]
-    results, _ = run_event_time(lines, 1000)
-    assert len(results) == USERS
-    return b"\n".join(lines) + b"\n", {result["id"]: result for result in results}
-
 
 @pytest.fixture
 def receiver():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import io
 import os
 import pathlib
@@ -13,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import termios
 
 import orjson
 from hypothesis import strategies as st
@@ -99,6 +101,26 @@ def live_watch(*args):
         process.stdout.close()
         process.stderr.close()
     assert process.returncode == 0
+
+
+def small_pipe(size: int = 4096):
+    """A pipe that holds only ``size`` bytes (F_SETPIPE_SZ; 4096, a page, is the least):
+    ``(reader, writer)`` file objects, unbuffered. A test that needs a full pipe fills it
+    with a few kilobytes instead of megabytes."""
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(write_fd, F_SETPIPE_SZ, size)
+    assert fcntl.fcntl(write_fd, F_GETPIPE_SZ) == size
+    return os.fdopen(read_fd, "rb", buffering=0), os.fdopen(write_fd, "wb", buffering=0)
+
+
+def pipe_bytes(reader) -> int:
+    """How many bytes wait in the pipe of ``reader`` (FIONREAD)."""
+    return int.from_bytes(fcntl.ioctl(reader, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+
+
+# <linux/fcntl.h>; the fcntl module names them from Python 3.10 on, not on every build.
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 def obeying_file_permissions() -> None:

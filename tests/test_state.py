@@ -239,11 +239,17 @@ def kill_rounds(tmp_path, seed, kills):
         while True:
             starts += 1
             bounded(starts)
-            before = wal_mark(state)
+            seen = wal_mark(state)
+            # Commits to wait for: a new file's first one is its layout, not a checkpoint.
+            needed = 2 if seen is None else 1
             with open(output, "ab") as out:
                 process = subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL)
                 time.sleep(rng.uniform(0.05, 0.5))
-                while process.poll() is None and wal_mark(state) == before:  # not yet saved anything
+                while process.poll() is None and needed:
+                    mark = wal_mark(state)
+                    if mark != seen:
+                        needed, seen = needed - 1, mark
+                        continue
                     bounded(starts)
                     time.sleep(0.005)
                 if process.poll() is not None:

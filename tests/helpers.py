@@ -201,6 +201,7 @@ class ScriptedReader:
 
 
 def make_runtime(clock, time_mode=None, within=1000, mode="each"):
+    """A runtime on ``clock`` writing JSON results to a :class:`RecordingStream`: (runtime, stream)."""
     stream = RecordingStream(clock)
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(within, mode), time_mode=time_mode)
     writer = ResultWriter(OutputBuffer(stream), JsonFormatter())
@@ -260,6 +261,7 @@ def run_matcher(events, mode="each", within=W, end=True):
 
 
 def short(result):
+    """A result as a tuple: (kind, key, created, paid / deadline / cancelled)."""
     if isinstance(result, Success):
         return ("success", result.key, result.created, result.paid)
     if isinstance(result, Timeout):

@@ -1,8 +1,7 @@
-"""Test helpers for monitored runs: a free port, a watch process with --metrics-addr, scrapes."""
+"""Test helpers for monitored runs: a watch process with --metrics-addr, scrapes."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 import urllib.error
@@ -11,13 +10,6 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import COMMAND
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:

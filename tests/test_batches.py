@@ -21,45 +21,7 @@ from ordertimeout.rules.matcher import Cancelled, PaidLate, Success, Timeout
 from ordertimeout.hosts.runtime import Runtime
 from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, _json_line_any_key, json_line
 
-KEYS = ["a", "b", "u-1", 7, "k:é"]
-TYPES = ["create", "pay", "other", "cancel"]
-#: Lines that stop a batch or go through the full parser: every way the fast path must step aside.
-ODD_LINES = [
-    b"",
-    b"   ",
-    b"not json",
-    b"[1, 2]",
-    b'{"userId": "a"}',
-    b'{"userId": ["a"], "type": "create", "ts": 5}',
-    b'{"userId": "a", "type": "create", "ts": "1970-01-01T00:00:00.005Z"}',
-    b'{"userId": "b", "type": "pay", "ts": 5.0}',
-    b'{"userId": "a", "type": "create"}',
-    b'{"userId": "b", "type": "create", "ts": 99999999999999999}',
-    b'\xef\xbb\xbf{"userId": "a", "type": "create", "ts": 0}',
-    b'{"userId": "a", "type": "pay", "ts": 3}\r',
-    b'{"userId": "b", "type": "create", "ts": 4}  ',
-]
-
-lines_strategy = st.lists(
-    st.one_of(
-        st.tuples(st.sampled_from(KEYS), st.sampled_from(TYPES), st.integers(0, 40), st.integers(0, 30)),
-        st.sampled_from(ODD_LINES),
-    ),
-    max_size=60,
-)
-
-
-def as_lines(items):
-    """Turn (key, type, gap, jitter) items into lines with times that mostly rise."""
-    time, lines = 0, []
-    for item in items:
-        if isinstance(item, bytes):
-            lines.append(item)
-            continue
-        key, kind, gap, jitter = item
-        time += gap
-        lines.append(orjson.dumps({"userId": key, "type": kind, "ts": max(0, time - jitter), "n": len(lines)}))
-    return lines
+from .helpers import KEYS, ODD_LINES, TYPES, as_lines, lines_strategy
 
 
 def run(lines, cuts, batch, *, time_mode, within, lateness, mode, paid_late, cancel, idle, restore=False):

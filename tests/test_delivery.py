@@ -10,6 +10,7 @@ from ordertimeout.rules.clocks import LoopClock
 from ordertimeout.notify.delivery import BACKOFF_BASE_MS, BACKOFF_CAP_MS, DELIVERED, Outcome, Relay, after_failure, backoff_ms
 from ordertimeout.notify.outbox import Entry, MemoryOutbox
 
+from .helpers import Scripted
 from .virtual_time import run_virtual
 
 HOUR = 3_600_000
@@ -61,37 +62,6 @@ def test_a_permanent_failure_is_dead_at_once():
 
 
 # -- the relay on virtual time -----------------------------------------------------------
-
-
-class Scripted:
-    """A sender answering from a script: ``outcome(entry, attempt_number) -> Outcome``."""
-
-    name = "scripted"
-
-    def __init__(self, outcome, seconds=0.01, clock=None):
-        self.outcome = outcome
-        self.seconds = seconds
-        self.clock = clock
-        self.calls = []
-        self.running = 0
-        self.most_running = 0
-
-    async def open(self):
-        pass
-
-    async def close(self):
-        pass
-
-    async def send(self, item):
-        number = sum(1 for _, rid in self.calls if rid == item.id)
-        self.calls.append((self.clock.now_ms(), item.id))
-        self.running += 1
-        self.most_running = max(self.most_running, self.running)
-        try:
-            await asyncio.sleep(self.seconds)
-        finally:
-            self.running -= 1
-        return self.outcome(item, number)
 
 
 def relay_run(outcome, entries, *, seconds=0.01, until=None, drain=3600.0, **settings):

@@ -5,20 +5,7 @@ import subprocess
 
 import orjson
 
-from .helpers import COMMAND, event
-from .test_webhook import traffic
-
-# Appends "id result key" and the stdin object to files in $OUT; fails the first $FAILS
-# attempts of each result (a counter file per id).
-SCRIPT = r'''
-count="$OUT/tries-$ORDERTIMEOUT_ID"
-tries=$(cat "$count" 2>/dev/null || echo 0)
-echo $((tries + 1)) > "$count"
-if [ "$tries" -lt "${FAILS:-0}" ]; then exit 7; fi
-body=$(cat)
-echo "$ORDERTIMEOUT_ID $ORDERTIMEOUT_RESULT $ORDERTIMEOUT_KEY ${ORDERTIMEOUT_WEBHOOK_SECRET:-nosecret}" >> "$OUT/env"
-echo "$body" >> "$OUT/bodies"
-'''
+from .helpers import COMMAND, SCRIPT, event, traffic
 
 
 def run(tmp_path, args, fails=0, extra_env=None):

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 from ordertimeout.cli import main
 from ordertimeout.inputs.simulator import generate_traffic
 
+from .helpers import COMMAND
+
 
 def generated(seed=1, **options):
     settings = dict(events=2000, users=50, pay_ratio=0.7, within_ms=1000, rate_per_s=500.0)
@@ -60,10 +62,9 @@ def test_disordered_traffic_within_lateness_has_no_late_events(tmp_path):
 def test_generate_to_a_full_disk_or_a_closed_pipe_ends_cleanly():
     import os
     import subprocess
-    import sys
 
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parent.parent)}
-    command = [sys.executable, "-m", "ordertimeout", "generate", "--events", "200000"]
+    command = [*COMMAND, "generate", "--events", "200000"]
     for args, name in (([], "stdout"), (["-o", "/dev/full"], "/dev/full")):
         with open("/dev/full", "wb") as full:
             process = subprocess.run([*command, *args], stdout=full, stderr=subprocess.PIPE, env=env, timeout=60)

@@ -13,8 +13,8 @@ from ordertimeout.observe.monitor import Monitor
 from ordertimeout.observe.logs import Log
 from ordertimeout.inputs.sources import ChunkReader, Input, SourceError
 
-from .helpers import COMMAND, event
-from .monitoring import free_port, get, scrape, start_monitored, wait_for
+from .helpers import COMMAND, event, free_port
+from .monitoring import get, scrape, start_monitored, wait_for
 
 
 class Deliveries:

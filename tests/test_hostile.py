@@ -2,20 +2,19 @@
 results of the good lines are exactly the results without the bad ones."""
 
 import os
+import select
 import subprocess
-import sys
 import time
 
 import orjson
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ordertimeout.cli import main
 
-from .helpers import event
-
-COMMAND = [sys.executable, "-m", "ordertimeout"]
+from .helpers import COMMAND, event, small_pipe
 MAX_LINE = 4096
 
 
@@ -104,24 +103,67 @@ def test_every_kind_of_bad_line_is_reported_with_its_reason(tmp_path):
     assert '"result":"timeout"' in outcome.stdout
 
 
+def padded(key, kind, ts, size):
+    """An event line of exactly ``size`` bytes."""
+    line = orjson.dumps({"userId": key, "type": kind, "ts": ts, "pad": ""})
+    return line[:-2] + b"x" * (size - len(line)) + b'"}'
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["after-a-plain-line", "first-in-its-chunk"])
+def test_a_line_of_max_line_bytes_is_read_and_one_byte_more_is_refused(first):
+    exact, over = padded("1", "create", 1, MAX_LINE), padded("2", "create", 2, MAX_LINE + 1)
+    assert (len(exact), len(over)) == (MAX_LINE, MAX_LINE + 1)
+    lines = [over, exact] if first else [event("0", "other", 0), exact, over]
+    outcome = run([*lines, event("1", "pay", 5), event("2", "pay", 6)])
+    results = [orjson.loads(line) for line in outcome.stdout.splitlines()]
+    assert [(r["key"], r["result"]) for r in results] == [("1", "success")]  # 2's create was refused
+    over_at = lines.index(over) + 1
+    assert f"line {over_at}: line longer than {MAX_LINE} bytes ({MAX_LINE + 1} bytes)" in outcome.stderr
+    assert outcome.stderr.count("line longer than") == 1
+
+
 def test_duplicate_keys_do_not_crash():
     outcome = run([b'{"userId":"1","userId":"2","type":"create","type":"create","ts":5}'])
     assert orjson.loads(outcome.stdout)["result"] == "timeout"
 
 
+def peak_kib_once_decided(path, *args):
+    """A `watch --follow` of ``path``: its first result, and its peak memory (VmHWM, KiB)
+    once that result is out (read while it still runs: a finished process has no /proc)."""
+    process = subprocess.Popen([*COMMAND, "watch", str(path), "--follow", "--json", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        assert ready, "no result came"
+        result = orjson.loads(process.stdout.readline())
+        with open(f"/proc/{process.pid}/status") as status:
+            peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    return result, peak
+
+
 def test_endless_line_is_skipped_without_loading_it(tmp_path):
-    source = tmp_path / "huge.jsonl"
+    source, small = tmp_path / "huge.jsonl", tmp_path / "small.jsonl"
     with open(source, "wb") as handle:
         handle.write(event("1", "create", 0) + b"\n")
-        for _ in range(40):  # 40 MiB with no newline
+        for _ in range(8):  # 8 MiB with no newline: 2,048 times the limit below
             handle.write(b"z" * (1 << 20))
         handle.write(b"\n" + event("1", "pay", 10) + b"\n")
-    process = subprocess.run([*COMMAND, "watch", str(source), "--json", "--max-line-bytes", "65536", "--rejects",
+    small.write_bytes(event("1", "create", 0) + b"\n" + event("1", "pay", 10) + b"\n")
+    process = subprocess.run([*COMMAND, "watch", str(source), "--json", "--max-line-bytes", "4096", "--rejects",
                               str(tmp_path / "r.jsonl")], capture_output=True, timeout=60)
     assert process.returncode == 0
     assert orjson.loads(process.stdout)["result"] == "success"
-    assert f"line 2: line longer than 65536 bytes ({40 << 20} bytes)".encode() in process.stderr
+    assert f"line 2: line longer than 4096 bytes ({8 << 20} bytes)".encode() in process.stderr
     assert (tmp_path / "r.jsonl").stat().st_size < 1000
+    # Not held whole on its way: the run's peak memory is that of a run without the line,
+    # plus its read buffers (measured: +3 MiB; holding the line adds 8 MiB and more).
+    result, peak = peak_kib_once_decided(source, "--max-line-bytes", "4096")
+    _, baseline = peak_kib_once_decided(small, "--max-line-bytes", "4096")
+    assert result["result"] == "success"
+    assert peak - baseline < 6 * 1024, (peak, baseline)
 
 
 def test_a_full_disk_for_rejects_is_a_clear_error():
@@ -145,12 +187,16 @@ def rss_kib(pid):
 
 def test_a_stopped_consumer_pauses_reading_and_memory_stays_bounded(tmp_path):
     source = tmp_path / "big.jsonl"
-    subprocess.run([*COMMAND, "generate", "--events", "400000", "--users", "1000", "-o", str(source)], check=True)
-    producer = subprocess.Popen(["cat", str(source)], stdout=subprocess.PIPE)
-    process = subprocess.Popen([*COMMAND, "watch", "--json", "-q"], stdin=producer.stdout,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    producer.stdout.close()
-    process.stdout.read(4096)  # the consumer reads a little, then stops for a while
+    # 9 MB: more than the pipes (one page each, below) and the run's own read-ahead (the
+    # first 4 MiB of a piped stdin are read at once) can hold, so the producer must wait.
+    subprocess.run([*COMMAND, "generate", "--events", "100000", "--users", "1000", "-o", str(source)], check=True)
+    creates = source.read_bytes().count(b'"type":"create"')
+    into, feeding = small_pipe()
+    with into, feeding:
+        producer = subprocess.Popen(["cat", str(source)], stdout=feeding)
+        process = subprocess.Popen([*COMMAND, "watch", "--json", "-q"], stdin=into,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = process.stdout.read(4096)  # the consumer reads a little, then stops for a while
     peak = 0
     for _ in range(10):
         time.sleep(0.1)
@@ -163,4 +209,4 @@ def test_a_stopped_consumer_pauses_reading_and_memory_stays_bounded(tmp_path):
     assert process.returncode == 0
     process.stdout.close()
     process.stderr.close()
-    assert rest.count(b"\n") > 200_000
+    assert (first + rest).count(b"\n") == creates  # one result per order, none lost while paused

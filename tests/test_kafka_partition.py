@@ -20,7 +20,7 @@ from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, RejectedLi
 from ordertimeout.rules.clocks import ManualClock
 from ordertimeout.hosts.kafka.partition import EMIT_SLICE, PartitionTask
 
-from .test_batches import as_lines, lines_strategy
+from .helpers import as_lines, lines_strategy
 
 CONFIG = {"within_ms": 100, "match": "each"}
 

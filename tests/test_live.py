@@ -17,11 +17,9 @@ from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
 from ordertimeout.rules.clocks import LoopClock, ManualClock
 
-from .helpers import event
-from .test_runtime import EPOCH, ScriptedReader, make_runtime
+from .helpers import COMMAND, EPOCH, ScriptedReader, event, make_runtime, pipe_bytes, small_pipe
 from .virtual_time import run_virtual
 
-COMMAND = [sys.executable, "-m", "ordertimeout"]
 SAMPLE = os.path.join(os.path.dirname(__file__), "..", "sample_data", "orders.jsonl")
 
 
@@ -260,17 +258,23 @@ def test_follow_needs_one_file():
 
 def test_second_interrupt_exits_at_once_even_when_stdout_is_stalled(tmp_path):
     big = tmp_path / "big.jsonl"
-    subprocess.run([*COMMAND, "generate", "--events", "200000", "-o", str(big)], check=True)
-    # Nobody reads stdout: the run blocks in a write once the pipe is full.
-    process = subprocess.Popen([*COMMAND, "watch", str(big), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(1.0)
+    subprocess.run([*COMMAND, "generate", "--events", "20000", "-o", str(big)], check=True)
+    # Nobody reads stdout: the run blocks in a write once the pipe (one page) is full.
+    reader, writer = small_pipe()
+    with writer:
+        process = subprocess.Popen([*COMMAND, "watch", str(big), "--json"], stdout=writer, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while not pipe_bytes(reader):  # results are coming: the run has started and soon stalls
+        assert process.poll() is None and time.monotonic() < deadline, "no result came"
+        time.sleep(0.01)
+    time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     start = time.monotonic()
     process.wait(timeout=5)
     assert process.returncode == 130 and time.monotonic() - start < 2
-    process.stdout.close()
+    reader.close()
     process.stderr.close()
 
 

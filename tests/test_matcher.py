@@ -8,35 +8,14 @@ from ordertimeout.rules.matcher import (
     Mode,
     OpenOrder,
     OutOfOrderError,
-    Success,
-    Timeout,
     _created_raw_seq,
     _created_of,
     _pack,
     _unpack,
 )
 
-W = 1000
-
-
-def run(events, mode="each", within=W, end=True):
-    """Feed (key, kind, time) events; return results as short tuples and the matcher."""
-    matcher = Matcher(within, mode)
-    results = []
-    for key, kind, time in events:
-        results += matcher.on_event(key, kind, time, f"{key}/{time}".encode())
-    if end:
-        results += matcher.drain()
-    return [short(result) for result in results], matcher
-
-
-def short(result):
-    if isinstance(result, Success):
-        return ("success", result.key, result.created, result.paid)
-    if isinstance(result, Timeout):
-        return ("timeout", result.key, result.created, result.deadline)
-    return ("cancelled", result.key, result.created, result.cancelled)
-
+from .helpers import W, short
+from .helpers import run_matcher as run
 
 @pytest.mark.parametrize(
     "paid,expected",

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from ordertimeout.rules.events import CANCEL, CREATE, OTHER, PAY
 from ordertimeout.rules.matcher import Matcher, Mode
 
-from .test_matcher import W, run, short
+from .helpers import W, short
+from .helpers import run_matcher as run
 
 
 @pytest.mark.parametrize("mode", list(Mode))

@@ -3,14 +3,15 @@
 import signal
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
 
 from ordertimeout.observe.histogram import Buckets, window_bounds
 
-from .helpers import COMMAND, event
-from .monitoring import free_port, get, scrape, start_monitored, wait_for
+from .helpers import COMMAND, event, free_port
+from .monitoring import get, scrape, start_monitored, wait_for
 
 LINES = [
     event("a", "create", 1000),
@@ -95,15 +96,23 @@ def test_timer_lateness_in_processing_time_equals_stats(tmp_path):
     process = start_monitored(["--processing-time", "--within", "100ms", "--stats", str(stats_path)], port)
     process.stdin.write(b"".join(event(f"u{i}", "create", 0) + b"\n" for i in range(5)))
     process.stdin.flush()
-    metrics = wait_for(lambda: (m := scrape(port)).get('ordertimeout_results_total{kind="timeout"}') == 5 and m,
-                       what="five timeouts", process=process)
+    metrics = wait_for(lambda: (m := scrape(port)).get('ordertimeout_results_total{kind="timeout"}') == 5
+                       and m.get("ordertimeout_timer_lateness_seconds_count") == 5 and m,
+                       what="five timeouts and their lateness", process=process)
+    seen_by = time.time_ns() // 1_000_000  # every lateness was measured before this moment
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
+    out, _ = process.communicate(timeout=30)
     stats = orjson.loads(stats_path.read_bytes())
     lateness = stats["timer_lateness"]
     assert metrics["ordertimeout_timer_lateness_seconds_count"] == lateness["count"] == stats["timeout"] == 5
     assert metrics["ordertimeout_timer_lateness_seconds_sum"] == pytest.approx(lateness["sum_ms"] / 1000)
-    assert 0 <= lateness["max_ms"] < 5000
+    # No later than this test saw them go out, however loaded the machine: a tool that
+    # reported its timers late (or counted from the wrong moment) fails here.
+    # (The tool's clock is the wall clock read once, then monotonic: 10 ms covers both.)
+    deadlines = [orjson.loads(line)["deadline"] for line in out.splitlines()]
+    assert len(deadlines) == 5
+    assert 0 <= lateness["max_ms"] <= seen_by - min(deadlines) + 10
+    assert lateness["sum_ms"] <= sum(seen_by - deadline + 10 for deadline in deadlines)
     # Every timeout is in the bucket of the largest lateness (or a smaller one).
     assert metrics['ordertimeout_timer_lateness_seconds_bucket{le="10.0"}'] == 5
     assert "ordertimeout_watermark_seconds" not in metrics  # processing time has none

@@ -5,13 +5,10 @@ import subprocess
 import tempfile
 
 import orjson
-import pytest
 
-from .helpers import COMMAND, event
-from .monitoring import free_port, get, scrape, wait_for
-
-pytest.importorskip("aiokafka")
-from .test_kafka import bootstrap, cluster  # noqa: E402,F401  (the broker and topics fixtures)
+from .helpers import COMMAND, event, free_port
+from .kafka_cluster import bootstrap, cluster  # noqa: F401  (the broker and topics fixtures)
+from .monitoring import get, scrape, wait_for
 
 
 def test_a_worker_serves_partition_lag_and_counters_equal_to_stats(cluster, tmp_path):  # noqa: F811

@@ -11,9 +11,7 @@ from ordertimeout.notify.delivery import DELIVERED, Outcome
 from ordertimeout.notify.notifier import Notifier
 from ordertimeout.outputs.terminal import delivery_status, summary_text
 
-from .helpers import event
-from .test_delivery import Scripted
-from .test_runtime import EPOCH, ScriptedReader, make_runtime
+from .helpers import EPOCH, Scripted, ScriptedReader, event, make_runtime
 from .virtual_time import run_virtual
 
 PAIRS = 60
@@ -84,4 +82,10 @@ def test_status_and_summary_show_deliveries():
     stats = {"events": 10, "success": 1, "timeout": 2, "late": 0, "rejected": 0, "pending": 0, "time_mode": "event",
              "elapsed_s": 1.0, "deliveries": figures}
     assert "deliveries 1,200 delivered, 30 retried, 2 dead, 45 pending" in summary_text(stats, [])
-    assert orjson.dumps(figures)  # plain numbers: --stats and metrics take them as they are
+    # The figures above have the shape a real notifier reports: the same names, plain
+    # integers that --stats (JSON) and the metrics take as they are.
+    sender = Scripted(lambda item, n: DELIVERED, 0.01, LoopClock(EPOCH))
+    sender.name = "webhook"
+    real = Notifier([sender], clock=LoopClock(EPOCH)).stats()
+    assert set(real) == set(figures) and all(type(value) is int for value in real.values())
+    assert orjson.loads(orjson.dumps(real)) == real

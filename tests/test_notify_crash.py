@@ -10,8 +10,7 @@ from collections import Counter
 
 import pytest
 
-from .helpers import COMMAND, event, run_event_time
-from .test_exec_sink import SCRIPT
+from .helpers import COMMAND, SCRIPT, event, run_event_time
 from .webhook_receiver import SECRET, Receiver
 
 ORDERS = 300

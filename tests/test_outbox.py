@@ -1,8 +1,10 @@
 """The outbox: in memory, and in the state file written inside the checkpoint's transaction."""
 
 import os
+import random
 import sqlite3
 import stat
+import time
 
 import orjson
 import pytest
@@ -10,6 +12,7 @@ from click.testing import CliRunner
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
+from ordertimeout.notify.delivery import Outcome, after_failure
 from ordertimeout.notify.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for, read_rows, retry_dead
 from ordertimeout.outputs.sinks import json_line
 from ordertimeout.state.store import StateError, StateStore
@@ -164,6 +167,30 @@ def test_outbox_command_lists_rows_and_json_and_moves_dead_letters_back(tmp_path
     moved = runner.invoke(main, ["outbox", path, "--retry-dead"])
     assert moved.exit_code == 0 and "1 dead letters moved back to pending" in moved.stderr
     assert all(not entry.dead for entry in read_rows(path))
+
+
+def test_a_dead_letter_moved_back_gets_a_fresh_maximum_age(tmp_path):
+    """--retry-dead restarts the age limit: a letter that died old is retried after its
+    next failure, not buried again at once by --deliver-max-age."""
+    path = str(tmp_path / "state.db")
+    filled_state(path, dead_ids={"timeout:b:200:0"})  # decided at 7 ms
+    day = 86_400_000
+    now = 7 + 3 * day  # long past a one-day maximum age
+    assert retry_dead(path, now) == 1
+    (entry,) = [entry for entry in read_rows(path) if entry.id == "timeout:b:200:0"]
+    assert (entry.dead, entry.attempts, entry.next_attempt, entry.enqueued) == (False, 0, now, now)
+    assert after_failure(entry, Outcome(False, "HTTP 503"), now + 1, random.Random(1), max_age_ms=day)
+    assert now < entry.next_attempt <= now + day and "maximum age" not in entry.last_error
+    # and it does die once the fresh day has passed
+    assert not after_failure(entry, Outcome(False, "HTTP 503"), now + day, random.Random(1), max_age_ms=day)
+    assert "older than the maximum age" in entry.last_error
+    # The command line stamps the move with the wall clock.
+    filled_state(str(tmp_path / "other.db"), dead_ids={"timeout:b:200:0"})
+    before = time.time_ns() // 1_000_000
+    assert CliRunner().invoke(main, ["outbox", str(tmp_path / "other.db"), "--retry-dead"]).exit_code == 0
+    after = time.time_ns() // 1_000_000
+    (moved,) = [entry for entry in read_rows(str(tmp_path / "other.db")) if entry.id == "timeout:b:200:0"]
+    assert before <= moved.enqueued == moved.next_attempt <= after
 
 
 def test_outbox_command_refuses_a_file_in_use_and_a_foreign_file(tmp_path):

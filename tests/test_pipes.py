@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from .helpers import COMMAND, live_watch
+from .helpers import COMMAND, live_watch, small_pipe
 
 
 def read_line(stream, timeout):
@@ -22,7 +22,7 @@ def read_line(stream, timeout):
 def big_file(tmp_path):
     path = tmp_path / "big.jsonl"
     lines = []
-    for i in range(200_000):
+    for i in range(4000):  # ~130 kB of results: far more than the small pipe below holds
         kind = "create" if i % 2 == 0 else "other"
         lines.append(b'{"userId":"%d","type":"%b","ts":%d}' % (i % 1000, kind.encode(), i))
     path.write_bytes(b"\n".join(lines) + b"\n")
@@ -30,10 +30,11 @@ def big_file(tmp_path):
 
 
 def test_head_ends_the_run_quietly_with_status_141(big_file):
-    process = subprocess.Popen([*COMMAND, "watch", str(big_file), "--json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    first = process.stdout.readline()
-    process.stdout.close()  # what `| head -1` does after its line
+    reader, writer = small_pipe()  # a page: the run cannot write all of its results ahead
+    with writer:
+        process = subprocess.Popen([*COMMAND, "watch", str(big_file), "--json"], stdout=writer, stderr=subprocess.PIPE)
+    first = reader.readline()
+    reader.close()  # what `| head -1` does after its line
     _, err = process.communicate(timeout=30)
     assert orjson.loads(first)["result"] == "timeout"
     assert process.returncode == 141  # as `yes | head` would: the reader left, nothing more was written

@@ -34,10 +34,10 @@ from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
 from ordertimeout.rules.clocks import LoopClock
 from ordertimeout.hosts.runtime import Runtime
 from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
-from ordertimeout.inputs.sources import END, ChunkReader, Input, resume_inputs
+from ordertimeout.inputs.sources import ChunkReader, Input, resume_inputs
 from ordertimeout.state.store import StateStore
 
-from .helpers import COMMAND
+from .helpers import COMMAND, ScriptedReader
 from .virtual_time import run_virtual
 
 EPOCH = 1_700_000_000_000
@@ -174,32 +174,6 @@ async def scenario(tmp, options, pieces, runs, final_at):
     await clock.sleep_until(final_at)
     data, pipeline = await one_run(path, state, options, clock, log, follow=False, final=True)
     return out + data, log, pipeline, path.read_bytes()
-
-
-class ScriptedReader:
-    """The reference run's input: each line at the moment the cut runs fed it."""
-
-    def __init__(self, clock, script, end_at):
-        self.clock, self.script, self.end_at = clock, list(script), end_at
-
-    def start(self, clock=None):
-        pass
-
-    def stop(self):
-        pass
-
-    def identity(self, name):
-        return None
-
-    async def get(self, timeout=None):
-        at, item = self.script[0] if self.script else (self.end_at, END)
-        if timeout is not None and at > self.clock.now_ms() + timeout * 1000:
-            await asyncio.sleep(timeout)
-            raise TimeoutError
-        await self.clock.sleep_until(at)
-        if self.script:
-            self.script.pop(0)
-        return item
 
 
 async def reference_run(options, data=None, fed=None, end_at=None):

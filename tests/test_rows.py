@@ -4,7 +4,6 @@ the batch of rows (format_all) equal byte for byte to the row-by-row definition 
 import datetime as dt
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -14,6 +13,8 @@ from hypothesis import strategies as st
 
 from ordertimeout.rules.matcher import Cancelled, PaidLate, Success, Timeout
 from ordertimeout.outputs.rows import HumanFormatter, format_time
+
+from .helpers import COMMAND
 
 FIRST_MS, LAST_MS = -62_135_596_800_000, 253_402_300_799_999
 
@@ -52,7 +53,7 @@ def test_a_run_with_the_longest_window_from_the_last_year_ends_and_shows_its_dea
     events = tmp_path / "events.jsonl"
     events.write_text('{"userId":"a","type":"create","ts":"9999-12-31T23:59:59.999Z"}\n')
     done = subprocess.run(
-        [sys.executable, "-m", "ordertimeout", "watch", str(events), "--within", "3652425d", "-q"],
+        [*COMMAND, "watch", str(events), "--within", "3652425d", "-q"],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr

@@ -48,6 +48,13 @@ def test_an_over_long_last_line_without_newline():
     assert type(lines[0]) is Overlong and lines[0].size == 150
 
 
+def test_a_line_across_chunks_is_kept_up_to_the_limit_and_not_one_byte_more():
+    exact, _, _ = split_all([b"e" * 60, b"e" * 40, b"\n"], limit=100)
+    assert exact == [b"e" * 100] and type(exact[0]) is bytes
+    over, _, _ = split_all([b"o" * 60, b"o" * 41, b"\n"], limit=100)
+    assert type(over[0]) is Overlong and over[0].size == 101
+
+
 @given(st.lists(st.binary(max_size=40), max_size=20), st.integers(min_value=1, max_value=30))
 def test_splitting_agrees_with_split_for_any_chunking(chunks, limit):
     data = b"".join(chunks)

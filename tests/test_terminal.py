@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 
+from .helpers import COMMAND
+
 ROOT = pathlib.Path(__file__).parent.parent
 SAMPLE = ROOT / "sample_data" / "orders.jsonl"
 WIDTH = 60
@@ -87,7 +89,7 @@ def tmux(tmp_path):
 
 
 def ordertimeout(*args: str) -> str:
-    return " ".join(shlex.quote(part) for part in [sys.executable, "-m", "ordertimeout", *args])
+    return " ".join(shlex.quote(part) for part in [*COMMAND, *args])
 
 
 def producer(tmp_path: pathlib.Path) -> str:

@@ -4,6 +4,7 @@
 import base64
 import os
 import pathlib
+import select
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from ordertimeout.cli import main
 from ordertimeout.notify.webhook import SecretError, check_url, parse_retry_after, parse_secret, signature
 
-from .helpers import COMMAND, event, run_event_time
+from .helpers import COMMAND, USERS, event, traffic
 from .webhook_receiver import SECRET, Receiver
 
 
@@ -70,18 +71,6 @@ def test_a_url_with_an_impossible_port_is_a_usage_error_at_start(url):
 
 # -- against a real server ---------------------------------------------------------------
 
-USERS = 12
-
-
-def traffic():
-    """USERS orders, every third paid in time: 12 results with known ids."""
-    lines = [event(f"u{user}", "create", 1000 + user) for user in range(USERS)]
-    lines += [event(f"u{user}", "pay", 1500 + user) for user in range(0, USERS, 3)]
-    results, _ = run_event_time(lines, 1000)
-    assert len(results) == USERS
-    return b"\n".join(lines) + b"\n", {result["id"]: result for result in results}
-
-
 @pytest.fixture
 def receiver():
     server = Receiver()
@@ -99,6 +88,18 @@ def run_watch(tmp_path, args, env_extra=None, timeout=60):
     return process, expected
 
 
+def read_until(stream, text, timeout):
+    """Read a process's pipe until ``text`` has come (or fail after ``timeout`` seconds)."""
+    seen, end = b"", time.monotonic() + timeout
+    while text not in seen:
+        left = end - time.monotonic()
+        assert left > 0 and select.select([stream], [], [], left)[0], f"{text!r} never came: {seen!r}"
+        chunk = os.read(stream.fileno(), 65536)
+        assert chunk, f"{text!r} never came: {seen!r}"
+        seen += chunk
+    return seen
+
+
 def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, receiver):
     _, expected = traffic()
     rejected = sorted(expected)[0]
@@ -106,6 +107,7 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, re
 
     others = iter(range(1_000_000))  # the requests for the other results, counted apart: the
     # rejected one may come at any place among concurrent requests
+    slow = []
 
     def answer(_, body):
         if body["id"] == rejected:
@@ -116,6 +118,7 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, re
         if number == 2:
             return 429, {"Retry-After": "1"}, 0
         if number == 3:
+            slow.append((body["id"], time.monotonic()))
             return 200, {}, 3.0  # slower than --deliver-timeout: a failed attempt, retried
         return 200, {}, 0
 
@@ -123,17 +126,29 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, re
     process, expected = run_watch(
         tmp_path, ["--webhook", receiver.url, "--deliver-timeout", "1s", "--deliver-concurrency", "2"],
         {"ORDERTIMEOUT_WEBHOOK_SECRET": SECRET})
-    time.sleep(1.0)  # refused meanwhile: nothing listens yet
+    # Nothing listens until the run has said its deliveries fail: connections refused.
+    warned = read_until(process.stderr, b"deliveries failing", timeout=30)
     receiver.accept()
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, rest = process.communicate(timeout=60)
+    stderr = warned + rest
     assert process.returncode == 1, stderr  # one dead letter
+    assert b"deliveries failing: webhook " in warned and b": connection failed (" in warned
     assert len(stdout.splitlines()) == USERS  # stdout is not silenced by a sink
     received = receiver.snapshot()
     assert all(r.verified for r in received)
     assert all(r.webhook_id == r.body["id"] and r.body == expected[r.webhook_id] for r in received)
     assert receiver.delivered_ids() == set(expected) - {rejected}
     assert [r.status for r in received if r.webhook_id == rejected] == [400]  # never retried
-    assert {429, 503}.issubset({r.status for r in received})
+    assert sorted(r.status for r in received if r.status != 200) == [400, 429, 503, 503]
+    attempts = {rid: sorted((r for r in received if r.webhook_id == rid), key=lambda r: r.at) for rid in expected}
+    for refused in (r for r in received if r.status in (429, 503)):  # each retried, and delivered
+        assert attempts[refused.webhook_id][-1].status == 200
+    (limited,) = [r for r in received if r.status == 429]
+    after = [r for r in attempts[limited.webhook_id] if r.at > limited.at]
+    assert after[0].at - limited.at >= 0.95  # Retry-After: 1 is honoured (to the millisecond)
+    ((slow_id, slow_at),) = slow
+    again = [r for r in attempts[slow_id] if r.at > slow_at]  # given up at --deliver-timeout
+    assert again and again[0].at - slow_at >= 0.95 and again[-1].status == 200
     text = stderr.decode()
     assert f"deliveries {USERS - 1} delivered" in text and "1 dead" in text and "0 pending" in text
     assert "1 dead (last: HTTP 400)" in text

@@ -9,7 +9,6 @@ listening socket, so connections are refused meanwhile.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections import Counter
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 import orjson
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from .helpers import free_port
 
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -28,6 +29,7 @@ class Received:
     body: dict
     verified: bool
     status: int
+    at: float = 0.0  # time.monotonic() when the request came (one clock for all processes)
 
 
 @dataclass
@@ -39,9 +41,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -79,6 +79,7 @@ class Receiver:
         self._loop.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
+        at = time.monotonic()
         body = await request.read()
         headers = dict(request.headers)
         verified = False
@@ -97,7 +98,7 @@ class Receiver:
         if delay:
             await asyncio.sleep(delay)
         with self._lock:
-            self.received.append(Received(request.headers.get("webhook-id", ""), decoded, verified, status))
+            self.received.append(Received(request.headers.get("webhook-id", ""), decoded, verified, status, at))
         return web.Response(status=status, headers=extra)
 
     # -- what the tests read -----------------------------------------------------------

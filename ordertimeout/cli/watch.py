@@ -41,7 +41,8 @@ Examples:
 
 
 @click.command(epilog=WATCH_EXAMPLES + EXIT_STATUS_HELP)
-@click.argument("files", nargs=-1, type=click.Path(allow_dash=True))
+# readable=False: _inputs reports an unreadable file as it reports a missing one (exit 1).
+@click.argument("files", nargs=-1, type=click.Path(allow_dash=True, readable=False))
 @click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay: 250ms, 1.5s, 15m, 1h30m, 2d.")
 @output_options
 @metrics_options

@@ -5,7 +5,8 @@
 #   rules     pure and synchronous: events (parsing), orders (results, ids), matcher (+ paid_late,
 #             snapshot), reorder, pipeline (time modes, watermark, lateness, idleness)
 #   observe   logs, histogram, health, metrics (+ metrics_server), monitor (all the counters)
-#   inputs    framing, arrivals (the reader thread), files (identity, resume), sources, simulator
+#   inputs    framing, arrivals (the reader thread), files (identity, resume), sources, simulator,
+#             unusable and hints (a new user's mistakes, named with their fix)
 #   outputs   sinks (JSON lines, writer, rejects), rows (for people), terminal (status, summary)
 #   notify    notifier ──▶ outbox (memory or SQLite) ──▶ delivery (relay) ──▶ webhook, exec_sink
 #   state     store: SQLite checkpoints (open orders, watermark, reorder buffer, offsets, outbox)

@@ -124,7 +124,7 @@ def test_late_events_are_reported_as_rejects(tmp_path):
     rejects = tmp_path / "r.jsonl"
     data = b"\n".join([event("1", "create", 1000), event("2", "create", 2000), event("1", "pay", 1499)])
     outcome = invoke(["watch", "--json", "--lateness", "500ms", "--rejects", str(rejects)], input=data)
-    assert "line 3: late: time 1499 is at or before the watermark 1499" in outcome.stderr
+    assert "line 3: late: time 1970-01-01T00:00:01.499Z is at or before the watermark 1970-01-01T00:00:01.499Z" in outcome.stderr
     assert json_lines(rejects.read_text())[0]["reason"].startswith("late")
     assert [r["result"] for r in json_lines(outcome.stdout)] == ["timeout", "timeout"]
 

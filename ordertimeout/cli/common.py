@@ -346,8 +346,10 @@ def _fail_if_nothing_usable(run: _Run) -> None:
     if stats["events"] or not isinstance(reporter, _DiagnosingReporter) or not reporter.count:
         return
     reason = reporter.reasons.most_common(1)[0][0]
+    (source, *others) = reporter.sources
+    file = source if not others and source != "<stdin>" else None
     raise click.ClickException(
-        describe_unusable(reporter.count, reason, reporter.samples, run.pipeline.parser.schema)
+        describe_unusable(reporter.count, reason, reporter.samples, run.pipeline.parser.schema, file)
     )
 
 

@@ -15,6 +15,7 @@ from ..rules.clocks import LoopClock
 from ..rules.events import TIME_UNITS, EventSchema
 from ..rules.pipeline import TimeMode
 from ..hosts.runtime import MAX_LINE_BYTES
+from ..inputs.hints import late_hint, processing_time_hint, time_unit_hint
 from ..inputs.sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state.store import StateError, StateStore
 from .common import Duration, WritableFile, _build, _execute, _Run, check_event_options, stdin_hint
@@ -94,6 +95,7 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
         run.runtime.final = final
     run.reader = ChunkReader(inputs)
+    run.runtime.on_input_end = lambda: _hint_at_end(run, schema, asked_for_processing_time=processing_time)
     _execute(run, lambda: run.runtime.watch(run.reader))
 
 
@@ -125,6 +127,19 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
         _notice(notice)
     runtime.positions.update(positions)
     return resumed
+
+
+def _hint_at_end(run: _Run, schema: EventSchema, asked_for_processing_time: bool) -> None:
+    """The input has ended: warn about what looks like a mistake (see inputs.hints), once."""
+    pipeline = run.pipeline
+    hints = [time_unit_hint(pipeline.first_event, schema.time_field, schema.time_unit)
+             if pipeline.time_mode is TimeMode.EVENT else None,
+             late_hint(pipeline.events, pipeline.late, pipeline.late_by, pipeline.lateness, pipeline.idle)]
+    if pipeline.time_mode is TimeMode.PROCESSING and not asked_for_processing_time:
+        hints.insert(0, processing_time_hint(pipeline.first_event, schema.time_field))
+    for hint in hints:
+        if hint is not None:
+            run.monitor.log.warning(hint)
 
 
 def _notice(text: str) -> None:

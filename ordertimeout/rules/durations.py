@@ -1,4 +1,5 @@
-"""Durations: ``1s``, ``250ms``, ``1.5s``, ``1h30m``, ``2d`` to integer milliseconds and back.
+"""Durations: ``1s``, ``250ms``, ``1.5s``, ``1h30m``, ``2d`` to integer milliseconds and back;
+and a moment as people read it (``format_instant``).
 
 All times inside ordertimeout are integer milliseconds, so a duration must come to a
 whole number of milliseconds; ``1500us`` is refused rather than silently rounded, because
@@ -7,9 +8,10 @@ a window that is not what the user typed breaks "correct to the millisecond".
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 
-__all__ = ["DurationError", "parse_duration", "format_duration"]
+__all__ = ["DurationError", "parse_duration", "format_duration", "format_instant"]
 
 #: Nanoseconds per unit, so every supported unit is an exact integer factor.
 _UNIT_NS = {
@@ -100,3 +102,17 @@ def format_duration(milliseconds: int) -> str:
     if remainder:
         parts.append(format_duration(remainder))
     return "".join(parts)
+
+
+_EPOCH = _dt.datetime(1970, 1, 1)
+
+
+def format_instant(epoch_ms: int) -> str:
+    """Epoch milliseconds as the rows show a moment (ISO-8601, UTC, milliseconds):
+    ``2026-11-23T10:00:02.500Z``; the bare number beyond the years 1..9999."""
+    try:
+        moment = _EPOCH + _dt.timedelta(milliseconds=epoch_ms)
+    except OverflowError:
+        return f"{epoch_ms} (epoch ms)"
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+            f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")

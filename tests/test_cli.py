@@ -262,6 +262,17 @@ def test_a_missing_and_an_unreadable_input_exit_the_same_way(tmp_path):
         assert line.startswith("Error: cannot "), name
 
 
+def test_usage_errors_name_the_command_as_users_type_it_also_after_the_secret_re_exec():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for extra in ([], ["--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]):
+        outcome = subprocess.run([sys.executable, "-m", "ordertimeout", "watch", *extra, "--bogus"], env=env,
+                                 capture_output=True, timeout=60)
+        assert outcome.returncode == 2
+        stderr = outcome.stderr.decode()
+        assert stderr.startswith("Usage: ordertimeout watch [OPTIONS]"), stderr
+        assert "python -m" not in stderr and "whsec_" not in stderr
+
+
 def test_no_usable_line_exits_1_and_suggests_the_fields_it_found():
     lines = [
         orjson.dumps({"user_id": f"u{n}", "kind": kind, "at": f"2026-11-23T10:00:0{n}.{offset}Z"})

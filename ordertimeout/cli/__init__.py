@@ -73,4 +73,4 @@ def entry() -> None:
         os.environ[SECRET_ENVIRONMENT] = secret
         os.environ[MOVED_MARKER] = "1"
         os.execv(sys.executable, [sys.executable, "-m", "ordertimeout", *rest])
-    main()
+    main(prog_name="ordertimeout")  # not "python -m ordertimeout", which the re-exec above runs

@@ -510,43 +510,4 @@ def test_a_closed_stdout_is_one_line_and_exit_1():
     assert process.stderr.decode().splitlines() == ["Error: cannot write: stdout or stderr is closed"]
 
 
-def readme_sessions():
-    """Each shell block of the README and the docs/ pages written as a session (`$ command`
-    then its output): the page, and the commands, each with the stdout lines shown under it
-    (summary lines are stderr's)."""
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for session in _sessions(page.read_text()):
-            yield page.relative_to(ROOT).as_posix(), session
-
-
-def _sessions(text):
-    for block in text.split("```sh\n")[1:]:
-        block = block.split("```")[0]
-        if not block.startswith("$ "):
-            continue
-        session, command = [], None
-        for line in block.splitlines():
-            if line.startswith("$ "):
-                command = [line[2:]]
-                session.append((command, []))
-            elif command is not None and command[-1].endswith("\\"):
-                command.append(line)
-            elif not line.startswith("ordertimeout:"):
-                session[-1][1].append(line)
-        yield [("\n".join(command), expected) for command, expected in session]
-
-
-README_SESSIONS = list(readme_sessions())
-
-
-@pytest.mark.parametrize(("page", "session"), README_SESSIONS,
-                         ids=[f"{page}:{session[0][0][:40]}" for page, session in README_SESSIONS])
-def test_readme_sessions_print_what_the_readme_shows(page, session, tmp_path):
-    (tmp_path / "sample_data").mkdir()
-    (tmp_path / "sample_data" / "orders.jsonl").write_bytes(SAMPLE.read_bytes())
-    define = f'ordertimeout() {{ "{sys.executable}" -m ordertimeout "$@"; }}\n'
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for command, expected in session:
-        outcome = subprocess.run(["bash", "-c", define + command], cwd=tmp_path, env=env, capture_output=True,
-                                 timeout=60)
-        assert outcome.stdout.decode().splitlines() == expected, f"{page}: {command}"
+# Every shell example of the README and docs/ runs as written: tests/test_examples.py.

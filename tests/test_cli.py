@@ -472,15 +472,17 @@ def test_rich_stays_unimported_on_the_json_path(tmp_path):
     assert not [name for name in imported if name.split(".")[0] in ("rich", "tomllib", "gzip")]
 
 
-@pytest.mark.parametrize("choice, stderr_tty, stdin_tty, shown", [
-    (None, True, False, True),    # auto: piped input, a person watching stderr
-    (None, True, True, False),    # auto: typing events, or `watch FILE | jq` on one terminal
-    (None, False, False, False),  # auto: stderr is a file
-    (True, True, True, True),     # --progress
-    (True, False, False, False),  # --progress cannot draw on a file
-    (False, True, False, False),  # --no-progress
+@pytest.mark.parametrize("choice, stderr_tty, stdin_tty, stdout_pipe, shown", [
+    (None, True, False, False, True),   # auto: piped input, a person watching stderr
+    (None, True, None, False, True),    # auto: `watch FILE` typed at a terminal (stdin not read)
+    (None, True, True, False, False),   # auto: typing events
+    (None, True, None, True, False),    # auto: `watch FILE | jq`: jq writes to the same screen
+    (None, False, False, False, False),  # auto: stderr is a file
+    (True, True, True, True, True),     # --progress
+    (True, False, False, False, False),  # --progress cannot draw on a file
+    (False, True, False, False, False),  # --no-progress
 ])
-def test_progress_rule(choice, stderr_tty, stdin_tty, shown):
+def test_progress_rule(choice, stderr_tty, stdin_tty, stdout_pipe, shown):
     class Stream:
         def __init__(self, tty):
             self.tty = tty
@@ -490,9 +492,51 @@ def test_progress_rule(choice, stderr_tty, stdin_tty, shown):
 
     from ordertimeout.outputs.terminal import wants_progress
     env = dict(os.environ, TERM="xterm")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "environ", env)
-        assert wants_progress(choice, Stream(stderr_tty), Stream(stdin_tty)) is shown
+    read, write = os.pipe()
+    try:
+        with pytest.MonkeyPatch.context() as patch, open(write if stdout_pipe else os.devnull, "w") as stdout:
+            patch.setattr(os, "environ", env)
+            stdin = None if stdin_tty is None else Stream(stdin_tty)
+            assert wants_progress(choice, Stream(stderr_tty), stdin, stdout) is shown
+    finally:
+        os.close(read)
+        if not stdout_pipe:
+            os.close(write)
+
+
+def on_a_terminal(args, stdout=None):
+    """``ordertimeout ARGS`` typed at a terminal (a pseudo-terminal on stdin, stderr and,
+    unless given, stdout): everything the terminal was sent."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen([*COMMAND, *args], stdin=slave, stdout=stdout or slave, stderr=slave,
+                               env={**_env(), "TERM": "xterm"})
+    os.close(slave)
+    shown = b""
+    while select.select([master], [], [], 60)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not data:
+            break
+        shown += data
+    os.close(master)
+    assert process.wait(timeout=60) == 0
+    if process.stdout is not None:
+        process.stdout.close()
+    return shown.decode()
+
+
+def test_watch_file_typed_at_a_terminal_shows_the_status_with_percent_and_rate():
+    shown = on_a_terminal(["watch", str(SAMPLE), "--within", "15m"])
+    assert "100%" in shown and " ev/s" in shown
+    assert "success" in shown  # the rows, between the redrawn status lines
+    # Into a pipe (`| jq`), whose reader shares the screen: no status line.
+    piped = on_a_terminal(["watch", str(SAMPLE), "--within", "15m", "--json"], stdout=subprocess.PIPE)
+    assert "ev/s" not in piped and "13 (event time" in piped
 
 
 def test_a_full_stderr_loses_only_diagnostics():

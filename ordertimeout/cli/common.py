@@ -146,7 +146,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
         {"within_ms": within, "match": params["match_mode"]},
         # JSON logs are for collectors: no status line drawn between their lines.
         progress=not params["quiet"] and not monitor.log.is_json
-        and terminal.wants_progress(params["progress"], sys.stderr, stdin),
+        and terminal.wants_progress(params["progress"], sys.stderr, stdin, sys.stdout),
         err=err, notifier=notifier,
         settings=settings_of(ctx) if params["verbose"] and ctx is not None else None,
         monitor=monitor,

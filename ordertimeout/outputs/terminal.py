@@ -342,13 +342,25 @@ def wants_status(file: TextIO) -> bool:
     return _is_terminal(file) and os.environ.get("TERM") != "dumb"
 
 
-def wants_progress(choice: bool | None, stderr: TextIO, stdin: TextIO | None) -> bool:
+def wants_progress(choice: bool | None, stderr: TextIO, stdin: TextIO | None, stdout: TextIO | None = None) -> bool:
     """Whether to draw the status line (``--progress/--no-progress``, None for auto).
 
-    Auto: on when stderr is a terminal and stdin is not one. With stdin on the terminal
-    the user may be typing events, or a ``| jq`` shares the screen: a redrawn line would
+    ``stdin``: the stream events are read from when the run reads stdin (None when it
+    reads only files). Auto: on when stderr is a terminal (``watch FILE`` typed at one),
+    except while events are typed on the terminal, and when ``stdout`` goes into a pipe
+    (``| jq``): the reader of the pipe writes to the same screen, and a redrawn line would
     garble both.
     """
     if choice is not None:
         return choice and wants_status(stderr)
-    return wants_status(stderr) and (stdin is None or not _is_terminal(stdin))
+    return wants_status(stderr) and not (stdin is not None and _is_terminal(stdin)) and not _is_pipe(stdout)
+
+
+def _is_pipe(file: TextIO | None) -> bool:
+    import stat
+
+    try:
+        mode = os.fstat(file.fileno()).st_mode
+    except (AttributeError, ValueError, OSError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

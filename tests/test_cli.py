@@ -472,17 +472,40 @@ def test_rich_stays_unimported_on_the_json_path(tmp_path):
     assert not [name for name in imported if name.split(".")[0] in ("rich", "tomllib", "gzip")]
 
 
-@pytest.mark.parametrize("choice, stderr_tty, stdin_tty, stdout_pipe, shown", [
-    (None, True, False, False, True),   # auto: piped input, a person watching stderr
-    (None, True, None, False, True),    # auto: `watch FILE` typed at a terminal (stdin not read)
-    (None, True, True, False, False),   # auto: typing events
-    (None, True, None, True, False),    # auto: `watch FILE | jq`: jq writes to the same screen
-    (None, False, False, False, False),  # auto: stderr is a file
-    (True, True, True, True, True),     # --progress
-    (True, False, False, False, False),  # --progress cannot draw on a file
-    (False, True, False, False, False),  # --no-progress
+def imported_by(*args, stdin=None):
+    process = subprocess.run([sys.executable, "-X", "importtime", "-m", "ordertimeout", *args], capture_output=True,
+                             env=_env(), timeout=60, input=stdin)
+    assert process.returncode == 0
+    return {line.rsplit("|", 1)[-1].strip() for line in process.stderr.decode().splitlines() if "|" in line}
+
+
+def test_start_up_imports_only_what_the_command_runs():
+    """Start-up within 1.3x of `python -c "import click, orjson, asyncio"` comes from not
+    importing what a run does not use: here as module sets, which a loaded machine cannot
+    blur as it blurs timings (docs/performance.md has the timings)."""
+    version = imported_by("--version")
+    heavy = ("asyncio", "ordertimeout.hosts", "ordertimeout.notify", "ordertimeout.state", "ordertimeout.observe",
+             "ordertimeout.rules.pipeline", "ordertimeout.cli.watch", "ordertimeout.cli.notify_options")
+    assert [name for name in version if name.startswith(heavy)] == []
+    watch = imported_by("watch", "--json", stdin=event("1", "create", 1) + b"\n")
+    assert "ordertimeout.cli.watch" in watch
+    unused = {"ordertimeout.cli.kafka", "ordertimeout.cli.generate", "ordertimeout.cli.outbox", "ordertimeout.cli.simulate",
+              "random", "hashlib", "rich", "tomllib", "gzip"}
+    assert watch & unused == set()
+
+
+@pytest.mark.parametrize("choice, stderr_tty, stdin_tty, reads_stdin, stdout_pipe, shown", [
+    (None, True, False, True, True, True),     # auto: piped input, a person watching stderr
+    (None, True, False, False, True, True),    # auto: a job without a terminal on stdin, stdout to a pipe
+    (None, True, True, False, False, True),    # auto: `watch FILE` typed at a terminal
+    (None, True, True, True, False, False),    # auto: typing events
+    (None, True, True, False, True, False),    # auto: `watch FILE | jq` typed: jq writes to the same screen
+    (None, False, False, True, False, False),  # auto: stderr is a file
+    (True, True, True, True, True, True),      # --progress
+    (True, False, False, True, False, False),  # --progress cannot draw on a file
+    (False, True, False, True, False, False),  # --no-progress
 ])
-def test_progress_rule(choice, stderr_tty, stdin_tty, stdout_pipe, shown):
+def test_progress_rule(choice, stderr_tty, stdin_tty, reads_stdin, stdout_pipe, shown):
     class Stream:
         def __init__(self, tty):
             self.tty = tty
@@ -496,8 +519,7 @@ def test_progress_rule(choice, stderr_tty, stdin_tty, stdout_pipe, shown):
     try:
         with pytest.MonkeyPatch.context() as patch, open(write if stdout_pipe else os.devnull, "w") as stdout:
             patch.setattr(os, "environ", env)
-            stdin = None if stdin_tty is None else Stream(stdin_tty)
-            assert wants_progress(choice, Stream(stderr_tty), stdin, stdout) is shown
+            assert wants_progress(choice, Stream(stderr_tty), Stream(stdin_tty), stdout, reads_stdin=reads_stdin) is shown
     finally:
         os.close(read)
         if not stdout_pipe:

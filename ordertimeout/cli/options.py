@@ -357,7 +357,7 @@ output_options = apply(
         ),
         click.option(
             "--progress/--no-progress", default=None,
-            help="The live status line on stderr. Default: on when stderr is a terminal, unless events are typed on it or stdout is a pipe.",
+            help="The live status line on stderr. Default: on when stderr is a terminal, unless the command typed there reads events typed there or writes to a pipe.",
         ),
         click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr."),
         click.option(

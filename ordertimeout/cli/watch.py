@@ -89,8 +89,7 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     run = _build(
         params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
         strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle, max_line_bytes=max_line_bytes,
-        # The terminal on stdin matters only when events are read from it (typed by hand).
-        stdin=sys.stdin if any(source.path is None for source in inputs) else None,
+        stdin=sys.stdin, reads_stdin=any(source.path is None for source in inputs),
     )
     if state_path is not None:
         inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)

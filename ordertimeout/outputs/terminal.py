@@ -342,18 +342,19 @@ def wants_status(file: TextIO) -> bool:
     return _is_terminal(file) and os.environ.get("TERM") != "dumb"
 
 
-def wants_progress(choice: bool | None, stderr: TextIO, stdin: TextIO | None, stdout: TextIO | None = None) -> bool:
+def wants_progress(choice: bool | None, stderr: TextIO, stdin: TextIO | None, stdout: TextIO | None = None,
+                   *, reads_stdin: bool = True) -> bool:
     """Whether to draw the status line (``--progress/--no-progress``, None for auto).
 
-    ``stdin``: the stream events are read from when the run reads stdin (None when it
-    reads only files). Auto: on when stderr is a terminal (``watch FILE`` typed at one),
-    except while events are typed on the terminal, and when ``stdout`` goes into a pipe
-    (``| jq``): the reader of the pipe writes to the same screen, and a redrawn line would
-    garble both.
+    Auto: on when stderr is a terminal, unless the command was typed at that terminal
+    (stdin one too) and either reads its events from it (``reads_stdin``: they are being
+    typed) or writes into a pipe (``watch FILE --json | jq``: jq writes to the same
+    screen). A redrawn line would garble both; ``watch FILE`` typed at a terminal shows it.
     """
     if choice is not None:
         return choice and wants_status(stderr)
-    return wants_status(stderr) and not (stdin is not None and _is_terminal(stdin)) and not _is_pipe(stdout)
+    typed_here = stdin is not None and _is_terminal(stdin)
+    return wants_status(stderr) and not (typed_here and (reads_stdin or _is_pipe(stdout)))
 
 
 def _is_pipe(file: TextIO | None) -> bool:

@@ -189,3 +189,14 @@ def test_right_input_gets_no_hint(tmp_path):
     assert outcome.exit_code == 0
     assert [line for line in outcome.stderr.splitlines() if not line.startswith("ordertimeout: 13 events")
             and "pay latency" not in line] == []
+
+
+def test_a_state_run_hints_from_its_own_events_only(tmp_path):
+    path, state = tmp_path / "e.jsonl", tmp_path / "state.db"
+    path.write_bytes(disordered(100, 200))
+    first = invoke(["watch", str(path), "--json", "--state", str(state)])
+    assert len(hints(first.stderr, "of events were late")) == 1
+    more = write(tmp_path / "more.jsonl", [{"userId": "z", "type": "create", "ts": BASE + 60_000}])
+    second = invoke(["watch", more, "--json", "--state", str(state)])
+    assert "late" in second.stderr.splitlines()[-1]  # the counters go on from the first run...
+    assert hints(second.stderr, "of events were late") == []  # ...but this run had no late event

@@ -95,7 +95,9 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
         run.runtime.final = final
     run.reader = ChunkReader(inputs)
-    run.runtime.on_input_end = lambda: _hint_at_end(run, schema, asked_for_processing_time=processing_time)
+    # This run's own counts (a --state run starts from the earlier runs' counters).
+    before = (run.pipeline.events, run.pipeline.late)
+    run.runtime.on_input_end = lambda: _hint_at_end(run, schema, processing_time, before)
     _execute(run, lambda: run.runtime.watch(run.reader))
 
 
@@ -129,12 +131,14 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
     return resumed
 
 
-def _hint_at_end(run: _Run, schema: EventSchema, asked_for_processing_time: bool) -> None:
-    """The input has ended: warn about what looks like a mistake (see inputs.hints), once."""
+def _hint_at_end(run: _Run, schema: EventSchema, asked_for_processing_time: bool, before: tuple[int, int]) -> None:
+    """The input has ended: warn about what looks like a mistake (see inputs.hints), once.
+    ``before``: the events and late events counted before this run."""
     pipeline = run.pipeline
+    events, late = pipeline.events - before[0], pipeline.late - before[1]
     hints = [time_unit_hint(pipeline.first_event, schema.time_field, schema.time_unit)
              if pipeline.time_mode is TimeMode.EVENT else None,
-             late_hint(pipeline.events, pipeline.late, pipeline.late_by, pipeline.lateness, pipeline.idle)]
+             late_hint(events, late, pipeline.late_by, pipeline.lateness, pipeline.idle)]
     if pipeline.time_mode is TimeMode.PROCESSING and not asked_for_processing_time:
         hints.insert(0, processing_time_hint(pipeline.first_event, schema.time_field))
     for hint in hints:

@@ -158,7 +158,9 @@ def check_options(args: list[str], config: pathlib.Path) -> None:
     """Parse ``ordertimeout ARGS`` as the command would, without running it."""
     args = [str(config) if before == "--config" else arg for before, arg in zip(["", *args], args)]
     name, *rest = args
-    context = click.Context(main, info_name="ordertimeout")
+    # With the group's settings, as a real run has them (click caches a command's help
+    # option from the first context it sees: -h must stay in it for later tests).
+    context = click.Context(main, info_name="ordertimeout", **main.context_settings)
     command = main.get_command(context, name)
     if command is None:
         raise click.UsageError(f"no such command {name!r}")

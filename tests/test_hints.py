@@ -172,6 +172,15 @@ def test_a_json_array_says_json_lines_and_the_jq_that_converts_it(tmp_path):
             assert invoke(["watch", "--json", "-q"], input=converted).stdout.count("\"result\":\"success\"") == 1
 
 
+def test_an_array_longer_than_a_line_may_be_is_named_too(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_bytes(orjson.dumps([{"userId": f"u{n}", "type": "create", "ts": n} for n in range(20)]))
+    outcome = invoke(["watch", str(path), "--max-line-bytes", "100"])  # rejected unread: only its start is kept
+    assert outcome.exit_code == 1
+    assert "line longer than 100 bytes" in outcome.stderr
+    assert outcome.stderr.splitlines()[-1].endswith(f"convert it: jq -c '.[]' {path} | ordertimeout watch")
+
+
 def test_pretty_printed_objects_and_csv_say_json_lines(tmp_path):
     pretty = tmp_path / "pretty.json"
     pretty.write_bytes(orjson.dumps({"userId": "u1", "type": "create", "ts": 1}, option=orjson.OPT_INDENT_2))

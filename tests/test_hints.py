@@ -107,6 +107,14 @@ def test_late_warnings_print_times_as_the_rows_do(tmp_path):
             in outcome.stderr)
 
 
+@given(st.integers(-62_135_596_800_000, 253_402_300_799_999))
+def test_a_moment_in_a_late_warning_reads_as_in_a_row(epoch_ms):
+    from ordertimeout.outputs.rows import format_time
+    from ordertimeout.rules.durations import format_instant
+
+    assert format_instant(epoch_ms) == format_time(epoch_ms)
+
+
 def test_a_few_late_events_or_none_give_no_lateness_hint():
     assert late_hint(events=1000, late=9, late_by=100, lateness=0, idle=None) is None
     assert late_hint(events=1000, late=0, late_by=0, lateness=0, idle=None) is None

@@ -9,6 +9,7 @@ a window that is not what the user typed breaks "correct to the millisecond".
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 
 __all__ = ["DurationError", "parse_duration", "format_duration", "format_instant"]
@@ -104,15 +105,29 @@ def format_duration(milliseconds: int) -> str:
     return "".join(parts)
 
 
-_EPOCH = _dt.datetime(1970, 1, 1)
+#: Days from 0001-01-01 (ordinal 1) to 1970-01-01.
+_EPOCH_ORDINAL = 719_163
 
 
 def format_instant(epoch_ms: int) -> str:
     """Epoch milliseconds as the rows show a moment (ISO-8601, UTC, milliseconds):
     ``2026-11-23T10:00:02.500Z``; the bare number beyond the years 1..9999."""
-    try:
-        moment = _EPOCH + _dt.timedelta(milliseconds=epoch_ms)
-    except OverflowError:
+    day, rest = divmod(epoch_ms, 86_400_000)
+    date = _date_text(day)
+    if date is None:
         return f"{epoch_ms} (epoch ms)"
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
-            f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
+    hour, rest = divmod(rest, 3_600_000)
+    minute, rest = divmod(rest, 60_000)
+    second, millisecond = divmod(rest, 1000)
+    return f"{date}T{hour:02d}:{minute:02d}:{second:02d}.{millisecond:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _date_text(day: int) -> str | None:
+    """The date of a day since the epoch, worked out once per day (late events of a run
+    share a few days, and each late warning names two moments)."""
+    try:
+        date = _dt.date.fromordinal(_EPOCH_ORDINAL + day)
+    except (ValueError, OverflowError):
+        return None
+    return f"{date.year:04d}-{date.month:02d}-{date.day:02d}"

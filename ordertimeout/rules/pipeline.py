@@ -85,8 +85,7 @@ class Pipeline:
         self.idle = idle
         self._max_arrival: int | None = None  # wall-clock arrival of the event at _max_time
         self._parsed: tuple | None = None  # a batch stopped at a late event (_parse_event_time)
-        #: The most a late event was behind the largest time (the --lateness that would have
-        #: kept every one), and the line that decided the time mode: for the run's hints.
+        # For hints: the most a late event was behind (the --lateness keeping all), the line deciding the mode.
         self.late_by, self.first_event = 0, None
 
     # -- feeding -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """A new user's usual mistakes get one clear hint on stderr naming the fix (inputs.hints,
 inputs.unusable), through the command line; right input gets none."""
 
+import pathlib
 import random
 import shutil
 import subprocess
@@ -57,6 +58,25 @@ def test_a_finished_stdin_in_processing_time_warns_too_and_the_hint_comes_before
     assert "(fields that look like times: created_at, meta.when)" in hint
     # The hint is written when the input ends, before the timeout that came after the wait.
     assert outcome.stderr.index("arrival time") < outcome.stderr.index("1 timeout")
+
+
+def test_the_hint_comes_before_the_wait_for_the_last_deadline(tmp_path):
+    import os
+    import signal
+    import sys
+
+    path = write(tmp_path / "e.jsonl", [{"userId": "u1", "type": "create", "timestamp": "2026-11-23T10:00:00Z"}])
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parent.parent)}
+    process = subprocess.Popen([sys.executable, "-m", "ordertimeout", "watch", path, "--within", "1h"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        first = process.stderr.readline().decode()
+        assert "matching by arrival time" in first
+        assert process.poll() is None  # still waiting an hour for the order's deadline
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    assert process.returncode == 130
 
 
 def test_processing_time_asked_for_or_event_time_gives_no_hint(tmp_path):

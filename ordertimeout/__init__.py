@@ -5,7 +5,8 @@
 #   rules     pure and synchronous: events (parsing), orders (results, ids), matcher (+ paid_late,
 #             snapshot), reorder, pipeline (time modes, watermark, lateness, idleness)
 #   observe   logs, histogram, health, metrics (+ metrics_server), monitor (all the counters)
-#   inputs    framing, arrivals (the reader thread), files (identity, resume), sources, simulator
+#   inputs    framing, arrivals (the reader thread), files (identity, resume), sources, simulator,
+#             unusable and hints (a new user's mistakes, named with their fix)
 #   outputs   sinks (JSON lines, writer, rejects), rows (for people), terminal (status, summary)
 #   notify    notifier ──▶ outbox (memory or SQLite) ──▶ delivery (relay) ──▶ webhook, exec_sink
 #   state     store: SQLite checkpoints (open orders, watermark, reorder buffer, offsets, outbox)
@@ -61,9 +62,29 @@ if _started_as_the_command():
 
     _prefetch_stdin(_sys.argv[1:])
 
-from .rules.events import EventParser, EventSchema, RejectedLine  # noqa: E402
-from .rules.matcher import Cancelled, Matcher, Mode, OpenOrder, PaidLate, Success, Timeout  # noqa: E402
-from .rules.pipeline import Pipeline, TimeMode  # noqa: E402
+#: The public API, each name imported from its module when first used: the command's
+#: start-up (``--version``, or ``watch`` importing only what it runs) does not pay for it.
+_API = {
+    "EventParser": "rules.events", "EventSchema": "rules.events", "RejectedLine": "rules.events",
+    "Cancelled": "rules.matcher", "Matcher": "rules.matcher", "Mode": "rules.matcher", "OpenOrder": "rules.matcher",
+    "PaidLate": "rules.matcher", "Success": "rules.matcher", "Timeout": "rules.matcher",
+    "Pipeline": "rules.pipeline", "TimeMode": "rules.pipeline",
+}
+
+
+def __getattr__(name: str):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # __import__, not importlib.import_module: `python -X importtime` sees only the former.
+    value = getattr(__import__(f"{__name__}.{module}", fromlist=[name]), name)
+    globals()[name] = value  # once: later lookups find it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
 
 __all__ = [
     "__version__",

@@ -125,7 +125,7 @@ def test_late_events_are_reported_as_rejects(tmp_path):
     rejects = tmp_path / "r.jsonl"
     data = b"\n".join([event("1", "create", 1000), event("2", "create", 2000), event("1", "pay", 1499)])
     outcome = invoke(["watch", "--json", "--lateness", "500ms", "--rejects", str(rejects)], input=data)
-    assert "line 3: late: time 1499 is at or before the watermark 1499" in outcome.stderr
+    assert "line 3: late: time 1970-01-01T00:00:01.499Z is at or before the watermark 1970-01-01T00:00:01.499Z" in outcome.stderr
     assert json_lines(rejects.read_text())[0]["reason"].startswith("late")
     assert [r["result"] for r in json_lines(outcome.stdout)] == ["timeout", "timeout"]
 
@@ -264,6 +264,8 @@ def test_a_missing_and_an_unreadable_input_exit_the_same_way(tmp_path):
         "unreadable": SimpleNamespace(exit_code=locked.returncode, stdout=locked.stdout.decode(),
                                       stderr=locked.stderr.decode()),
     }
+    if os.path.exists("/proc/self/mem"):  # opens, then every read fails (EIO): also for root
+        outcomes["a read error"] = invoke(["watch", "-q", "/proc/self/mem"])
     for name, outcome in outcomes.items():
         assert outcome.exit_code == 1, name
         assert outcome.stdout == "", name
@@ -271,6 +273,17 @@ def test_a_missing_and_an_unreadable_input_exit_the_same_way(tmp_path):
         assert line.startswith("Error: cannot "), name
     assert outcomes["missing"].stderr == f"Error: cannot open {tmp_path / 'missing.jsonl'}: No such file or directory\n"
     assert outcomes["unreadable"].stderr == f"Error: cannot open {unreadable}: Permission denied\n"
+
+
+def test_usage_errors_name_the_command_as_users_type_it_also_after_the_secret_re_exec():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for extra in ([], ["--webhook-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]):
+        outcome = subprocess.run([sys.executable, "-m", "ordertimeout", "watch", *extra, "--bogus"], env=env,
+                                 capture_output=True, timeout=60)
+        assert outcome.returncode == 2
+        stderr = outcome.stderr.decode()
+        assert stderr.startswith("Usage: ordertimeout watch [OPTIONS]"), stderr
+        assert "python -m" not in stderr and "whsec_" not in stderr
 
 
 def test_no_usable_line_exits_1_and_suggests_the_fields_it_found():
@@ -471,15 +484,40 @@ def test_rich_stays_unimported_on_the_json_path(tmp_path):
     assert not [name for name in imported if name.split(".")[0] in ("rich", "tomllib", "gzip")]
 
 
-@pytest.mark.parametrize("choice, stderr_tty, stdin_tty, shown", [
-    (None, True, False, True),    # auto: piped input, a person watching stderr
-    (None, True, True, False),    # auto: typing events, or `watch FILE | jq` on one terminal
-    (None, False, False, False),  # auto: stderr is a file
-    (True, True, True, True),     # --progress
-    (True, False, False, False),  # --progress cannot draw on a file
-    (False, True, False, False),  # --no-progress
+def imported_by(*args, stdin=None):
+    process = subprocess.run([sys.executable, "-X", "importtime", "-m", "ordertimeout", *args], capture_output=True,
+                             env=_env(), timeout=60, input=stdin)
+    assert process.returncode == 0
+    return {line.rsplit("|", 1)[-1].strip() for line in process.stderr.decode().splitlines() if "|" in line}
+
+
+def test_start_up_imports_only_what_the_command_runs():
+    """Start-up within 1.3x of `python -c "import click, orjson, asyncio"` comes from not
+    importing what a run does not use: here as module sets, which a loaded machine cannot
+    blur as it blurs timings (docs/performance.md has the timings)."""
+    version = imported_by("--version")
+    heavy = ("asyncio", "ordertimeout.hosts", "ordertimeout.notify", "ordertimeout.state", "ordertimeout.observe",
+             "ordertimeout.rules.pipeline", "ordertimeout.cli.watch", "ordertimeout.cli.notify_options")
+    assert [name for name in version if name.startswith(heavy)] == []
+    watch = imported_by("watch", "--json", stdin=event("1", "create", 1) + b"\n")
+    assert "ordertimeout.cli.watch" in watch
+    unused = {"ordertimeout.cli.kafka", "ordertimeout.cli.generate", "ordertimeout.cli.outbox", "ordertimeout.cli.simulate",
+              "random", "hashlib", "rich", "tomllib", "gzip"}
+    assert watch & unused == set()
+
+
+@pytest.mark.parametrize("choice, stderr_tty, stdin_tty, reads_stdin, stdout_pipe, shown", [
+    (None, True, False, True, True, True),     # auto: piped input, a person watching stderr
+    (None, True, False, False, True, True),    # auto: a job without a terminal on stdin, stdout to a pipe
+    (None, True, True, False, False, True),    # auto: `watch FILE` typed at a terminal
+    (None, True, True, True, False, False),    # auto: typing events
+    (None, True, True, False, True, False),    # auto: `watch FILE | jq` typed: jq writes to the same screen
+    (None, False, False, True, False, False),  # auto: stderr is a file
+    (True, True, True, True, True, True),      # --progress
+    (True, False, False, True, False, False),  # --progress cannot draw on a file
+    (False, True, False, True, False, False),  # --no-progress
 ])
-def test_progress_rule(choice, stderr_tty, stdin_tty, shown):
+def test_progress_rule(choice, stderr_tty, stdin_tty, reads_stdin, stdout_pipe, shown):
     class Stream:
         def __init__(self, tty):
             self.tty = tty
@@ -489,9 +527,50 @@ def test_progress_rule(choice, stderr_tty, stdin_tty, shown):
 
     from ordertimeout.outputs.terminal import wants_progress
     env = dict(os.environ, TERM="xterm")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(os, "environ", env)
-        assert wants_progress(choice, Stream(stderr_tty), Stream(stdin_tty)) is shown
+    read, write = os.pipe()
+    try:
+        with pytest.MonkeyPatch.context() as patch, open(write if stdout_pipe else os.devnull, "w") as stdout:
+            patch.setattr(os, "environ", env)
+            assert wants_progress(choice, Stream(stderr_tty), Stream(stdin_tty), stdout, reads_stdin=reads_stdin) is shown
+    finally:
+        os.close(read)
+        if not stdout_pipe:
+            os.close(write)
+
+
+def on_a_terminal(args, stdout=None):
+    """``ordertimeout ARGS`` typed at a terminal (a pseudo-terminal on stdin, stderr and,
+    unless given, stdout): everything the terminal was sent."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen([*COMMAND, *args], stdin=slave, stdout=stdout or slave, stderr=slave,
+                               env={**_env(), "TERM": "xterm"})
+    os.close(slave)
+    shown = b""
+    while select.select([master], [], [], 60)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not data:
+            break
+        shown += data
+    os.close(master)
+    assert process.wait(timeout=60) == 0
+    if process.stdout is not None:
+        process.stdout.close()
+    return shown.decode()
+
+
+def test_watch_file_typed_at_a_terminal_shows_the_status_with_percent_and_rate():
+    shown = on_a_terminal(["watch", str(SAMPLE), "--within", "15m"])
+    assert "100%" in shown and " ev/s" in shown
+    assert "success" in shown  # the rows, between the redrawn status lines
+    # Into a pipe (`| jq`), whose reader shares the screen: no status line.
+    piped = on_a_terminal(["watch", str(SAMPLE), "--within", "15m", "--json"], stdout=subprocess.PIPE)
+    assert "ev/s" not in piped and "13 (event time" in piped
 
 
 def test_a_full_stderr_loses_only_diagnostics():
@@ -509,43 +588,4 @@ def test_a_closed_stdout_is_one_line_and_exit_1():
     assert process.stderr.decode().splitlines() == ["Error: cannot write: stdout or stderr is closed"]
 
 
-def readme_sessions():
-    """Each shell block of the README and the docs/ pages written as a session (`$ command`
-    then its output): the page, and the commands, each with the stdout lines shown under it
-    (summary lines are stderr's)."""
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for session in _sessions(page.read_text()):
-            yield page.relative_to(ROOT).as_posix(), session
-
-
-def _sessions(text):
-    for block in text.split("```sh\n")[1:]:
-        block = block.split("```")[0]
-        if not block.startswith("$ "):
-            continue
-        session, command = [], None
-        for line in block.splitlines():
-            if line.startswith("$ "):
-                command = [line[2:]]
-                session.append((command, []))
-            elif command is not None and command[-1].endswith("\\"):
-                command.append(line)
-            elif not line.startswith("ordertimeout:"):
-                session[-1][1].append(line)
-        yield [("\n".join(command), expected) for command, expected in session]
-
-
-README_SESSIONS = list(readme_sessions())
-
-
-@pytest.mark.parametrize(("page", "session"), README_SESSIONS,
-                         ids=[f"{page}:{session[0][0][:40]}" for page, session in README_SESSIONS])
-def test_readme_sessions_print_what_the_readme_shows(page, session, tmp_path):
-    (tmp_path / "sample_data").mkdir()
-    (tmp_path / "sample_data" / "orders.jsonl").write_bytes(SAMPLE.read_bytes())
-    define = f'ordertimeout() {{ "{sys.executable}" -m ordertimeout "$@"; }}\n'
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for command, expected in session:
-        outcome = subprocess.run(["bash", "-c", define + command], cwd=tmp_path, env=env, capture_output=True,
-                                 timeout=60)
-        assert outcome.stdout.decode().splitlines() == expected, f"{page}: {command}"
+# Every shell example of the README and docs/ runs as written: tests/test_examples.py.

@@ -168,6 +168,17 @@ def test_a_bad_address_is_a_usage_error(address):
     assert outcome.exit_code == 2 and "is not HOST:PORT" in outcome.stderr
 
 
+def test_an_address_without_a_host_is_refused_rather_than_binding_every_interface():
+    from click.testing import CliRunner
+
+    from ordertimeout.cli import main
+
+    outcome = CliRunner().invoke(main, ["watch", "--metrics-addr", ":9108"], input=b"")
+    assert outcome.exit_code == 2
+    assert "':9108' names no host: 127.0.0.1:9108 serves this machine only, 0.0.0.0:9108 every interface" in (
+        outcome.stderr.replace("\n", " "))
+
+
 def test_plain_watch_never_imports_the_metrics_libraries():
     code = (
         "import sys, io; from click.testing import CliRunner; from ordertimeout.cli import main;"
@@ -212,7 +223,7 @@ def test_every_kind_of_rejected_line_is_counted_under_its_own_reason(tmp_path):
 
 @pytest.mark.parametrize(
     "text, address",
-    [("127.0.0.1:9108", ("127.0.0.1", 9108)), (":9108", ("0.0.0.0", 9108)), ("[::1]:9108", ("::1", 9108))],
+    [("127.0.0.1:9108", ("127.0.0.1", 9108)), ("0.0.0.0:9108", ("0.0.0.0", 9108)), ("[::1]:9108", ("::1", 9108))],
 )
 def test_addresses(text, address):
     from ordertimeout.cli.metrics_options import Address

@@ -9,7 +9,7 @@ def test_describe_unusable_names_fields_and_suggests_options():
     text = describe_unusable(2, "no key field 'userId'", lines, EventSchema())
     assert text == ("2 lines, none usable: no key field 'userId' (the lines have: customer, event, when, n); "
                     "try --key customer --type-field event --time-field when")
-    assert describe_unusable(1, "not valid JSON", [b"{"], EventSchema()) == "1 line, none usable: not valid JSON"
+    assert describe_unusable(1, "not valid JSON", [b"not json"], EventSchema()) == "1 line, none usable: not valid JSON"
     # a field that is there is not suggested again
     present = [b'{"userId":"1","kind":"create","ts":"soon"}']
     assert describe_unusable(1, "x", present, EventSchema()).endswith("try --type-field kind")

@@ -12,8 +12,7 @@ import sys
 import click
 
 from .. import __version__
-from ..observe.logs import Log
-from .options import EXIT_STATUS_HELP, OrdertimeoutGroup
+from .options import EXIT_STATUS_HELP, OrdertimeoutGroup, prepare_command
 
 
 class _Main(OrdertimeoutGroup):
@@ -25,6 +24,8 @@ class _Main(OrdertimeoutGroup):
         except click.ClickException as error:
             if ctx.meta.get("ordertimeout.log_format") != "json":
                 raise
+            from ..observe.logs import Log
+
             Log(sys.stderr, "json").error(error.format_message(), exit_status=error.exit_code)
             raise click.exceptions.Exit(error.exit_code) from None
 
@@ -49,10 +50,51 @@ def main() -> None:
     """
 
 
-from . import generate, kafka, outbox, simulate, watch  # noqa: E402  (each command, defined apart)
+class _Commands(dict):
+    """``main.commands``, each command's module imported when the command is first looked
+    up: ``ordertimeout --version`` or ``watch`` then never pays for the others (kafka,
+    generate, outbox...). Names are known without importing; iterating values or items
+    imports them all, as ``--help`` of the group does to show each one's summary."""
 
-for _command in (simulate.simulate, watch.watch, kafka.kafka, generate.generate, outbox.outbox):
-    main.add_command(_command)
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self._names = names
+
+    def _load(self, name: str) -> None:
+        if name in self._names and not dict.__contains__(self, name):
+            # __import__, not importlib.import_module: `python -X importtime` sees only the former.
+            command = getattr(__import__(f"{__name__}.{name}", fromlist=[name]), name)
+            dict.__setitem__(self, name, prepare_command(command))
+
+    def __getitem__(self, name: str) -> click.Command:
+        self._load(name)
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default=None):
+        self._load(name)
+        return dict.get(self, name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names or dict.__contains__(self, name)
+
+    def keys(self):
+        return list(dict.fromkeys([*self._names, *dict.keys(self)]))
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def values(self):
+        return [self[name] for name in self.keys()]
+
+    def items(self):
+        return [(name, self[name]) for name in self.keys()]
+
+
+# Each command is defined apart, in the module of its name.
+main.commands = _Commands(("simulate", "watch", "kafka", "generate", "outbox"))
 
 __all__ = ["main", "entry"]
 
@@ -65,6 +107,9 @@ def entry() -> None:
     starts itself again with the secret moved into its environment, which only its owner
     can read; the command line still wins over an environment value, as it always does.
     """
+    if not any(arg.startswith("--webhook-secret") for arg in sys.argv[1:]):
+        main(prog_name="ordertimeout")  # (a cheap test first: most runs need no notify options)
+        return
     from .notify_options import MOVED_MARKER, SECRET_ENVIRONMENT, secret_out_of_argv
 
     moved = secret_out_of_argv(sys.argv[1:])
@@ -73,4 +118,4 @@ def entry() -> None:
         os.environ[SECRET_ENVIRONMENT] = secret
         os.environ[MOVED_MARKER] = "1"
         os.execv(sys.executable, [sys.executable, "-m", "ordertimeout", *rest])
-    main()
+    main(prog_name="ordertimeout")  # not "python -m ordertimeout", which the re-exec above runs

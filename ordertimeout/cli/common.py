@@ -104,10 +104,11 @@ def check_event_options(*, match_mode: str, create_type: str, pay_type: str, can
 
 def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
            strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES,
-           stdin=None) -> _Run:
+           stdin=None, reads_stdin=True) -> _Run:
     """The pipeline, runtime and sinks for one run, from the command's options.
 
-    ``stdin``: the stream the run reads, if it reads one (it decides ``--progress`` auto).
+    ``stdin``: the process's stdin, and ``reads_stdin`` whether events come from it (they
+    decide ``--progress`` auto).
     """
     from .notify_options import build_notifier  # (that module builds on this one)
 
@@ -146,7 +147,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
         {"within_ms": within, "match": params["match_mode"]},
         # JSON logs are for collectors: no status line drawn between their lines.
         progress=not params["quiet"] and not monitor.log.is_json
-        and terminal.wants_progress(params["progress"], sys.stderr, stdin),
+        and terminal.wants_progress(params["progress"], sys.stderr, stdin, sys.stdout, reads_stdin=reads_stdin),
         err=err, notifier=notifier,
         settings=settings_of(ctx) if params["verbose"] and ctx is not None else None,
         monitor=monitor,
@@ -346,8 +347,10 @@ def _fail_if_nothing_usable(run: _Run) -> None:
     if stats["events"] or not isinstance(reporter, _DiagnosingReporter) or not reporter.count:
         return
     reason = reporter.reasons.most_common(1)[0][0]
+    (source, *others) = reporter.sources
+    file = source if not others and source != "<stdin>" else None
     raise click.ClickException(
-        describe_unusable(reporter.count, reason, reporter.samples, run.pipeline.parser.schema)
+        describe_unusable(reporter.count, reason, reporter.samples, run.pipeline.parser.schema, file)
     )
 
 

@@ -19,7 +19,8 @@ LOG_FORMAT_KEY = "ordertimeout.log_format"
 
 
 class Address(click.ParamType):
-    """``HOST:PORT`` to listen on (``[::1]:9108`` for IPv6; ``:9108`` for every interface)."""
+    """``HOST:PORT`` to listen on (``[::1]:9108`` for IPv6, ``0.0.0.0:9108`` for every
+    interface). The host is required: ``:9108`` is refused rather than read as every interface."""
 
     name = "host:port"
 
@@ -29,9 +30,14 @@ class Address(click.ParamType):
         host, colon, port = str(value).rpartition(":")
         if not colon or not port.isdigit() or not 0 < int(port) < 65536:
             self.fail(f"{value!r} is not HOST:PORT (for example 127.0.0.1:9108)", param, ctx)
+        if not host:
+            # Explicit rather than every interface by default: the pages have no
+            # authentication, so exposing them beyond this machine must be asked for.
+            self.fail(f"{value!r} names no host: 127.0.0.1:{port} serves this machine only, "
+                      f"0.0.0.0:{port} every interface", param, ctx)
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
-        return host or "0.0.0.0", int(port)
+        return host, int(port)
 
 
 def _remember_log_format(ctx: click.Context, param, value: str) -> str:
@@ -44,7 +50,7 @@ metrics_options = apply(
         click.option(
             "--metrics-addr", type=Address(), default=None,
             help="Serve Prometheus metrics on GET /metrics and a health check on GET /healthz at "
-            "HOST:PORT, e.g. 127.0.0.1:9108.",
+            "HOST:PORT, e.g. 127.0.0.1:9108 (0.0.0.0:9108: every interface; a host is required).",
         ),
         click.option(
             "--unhealthy-after", type=Duration(), default="5m", show_default=True,

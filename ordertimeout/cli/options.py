@@ -357,7 +357,7 @@ output_options = apply(
         ),
         click.option(
             "--progress/--no-progress", default=None,
-            help="The live status line on stderr. Default: on when stderr is a terminal and stdin is not.",
+            help="The live status line on stderr. Default: on when stderr is a terminal, unless the command typed there reads events typed there or writes to a pipe.",
         ),
         click.option("--quiet", "-q", is_flag=True, help="No status line and no summary on stderr."),
         click.option(

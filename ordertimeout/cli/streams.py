@@ -56,8 +56,12 @@ class _DiagnosingReporter(RejectReporter):
         super().__init__(*args, **kwargs)
         self.reasons: Counter = Counter()
         self.samples: list[bytes] = []
+        #: The inputs whose lines were rejected (a hint names the file to convert).
+        self.sources: set[str] = set()
 
     def report(self, source: str, line: int, reason: str, raw: bytes) -> None:
+        if len(self.sources) < 2:
+            self.sources.add(source)
         if reason in self.reasons or len(self.reasons) < self.REASONS:
             self.reasons[reason] += 1
         if len(self.samples) < self.SAMPLES:

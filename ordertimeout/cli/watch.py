@@ -15,6 +15,7 @@ from ..rules.clocks import LoopClock
 from ..rules.events import TIME_UNITS, EventSchema
 from ..rules.pipeline import TimeMode
 from ..hosts.runtime import MAX_LINE_BYTES
+from ..inputs.hints import late_hint, processing_time_hint, time_unit_hint
 from ..inputs.sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state.store import StateError, StateStore
 from .common import Duration, WritableFile, _build, _execute, _Run, check_event_options, stdin_hint
@@ -89,12 +90,15 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     run = _build(
         params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
         strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle, max_line_bytes=max_line_bytes,
-        stdin=sys.stdin,
+        stdin=sys.stdin, reads_stdin=any(source.path is None for source in inputs),
     )
     if state_path is not None:
         inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
         run.runtime.final = final
     run.reader = ChunkReader(inputs)
+    # This run's own counts (a --state run starts from the earlier runs' counters).
+    before = (run.pipeline.events, run.pipeline.late)
+    run.runtime.on_input_end = lambda: _hint_at_end(run, schema, processing_time, before)
     _execute(run, lambda: run.runtime.watch(run.reader))
 
 
@@ -126,6 +130,21 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
         _notice(notice)
     runtime.positions.update(positions)
     return resumed
+
+
+def _hint_at_end(run: _Run, schema: EventSchema, asked_for_processing_time: bool, before: tuple[int, int]) -> None:
+    """The input has ended: warn about what looks like a mistake (see inputs.hints), once.
+    ``before``: the events and late events counted before this run."""
+    pipeline = run.pipeline
+    events, late = pipeline.events - before[0], pipeline.late - before[1]
+    hints = [time_unit_hint(pipeline.first_event, schema.time_field, schema.time_unit)
+             if pipeline.time_mode is TimeMode.EVENT else None,
+             late_hint(events, late, pipeline.late_by, pipeline.lateness, pipeline.idle)]
+    if pipeline.time_mode is TimeMode.PROCESSING and not asked_for_processing_time:
+        hints.insert(0, processing_time_hint(pipeline.first_event, schema.time_field))
+    for hint in hints:
+        if hint is not None:
+            run.monitor.log.warning(hint)
 
 
 def _notice(text: str) -> None:

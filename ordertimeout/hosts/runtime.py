@@ -104,6 +104,9 @@ class Runtime:
         # timeouts went out after their deadline.
         self.lines_read = 0
         self.timer_lateness = Buckets(TIMER_LATENESS_BOUNDS_MS)
+        #: Called once when the input has ended, before open orders are settled (the
+        #: command's hints about the run come then, not after a wait for deadlines).
+        self.on_input_end: Callable[[], None] | None = None
 
     @property
     def elapsed_ms(self) -> int:
@@ -123,6 +126,8 @@ class Runtime:
             since = getattr(reader, "reading_since", None)
             self._recover(since() if since is not None else None)
             await self._read_until_end(reader)
+            if self.on_input_end is not None:
+                self.on_input_end()
             if self.final:
                 await self._settle()
         except asyncio.CancelledError:

@@ -9,7 +9,6 @@ log shippers do). A checkpoint keeps, per file, a :class:`SavedPosition`; a late
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import stat
 from typing import BinaryIO, NamedTuple, Sequence
@@ -58,6 +57,8 @@ class SavedPosition(NamedTuple):
 
 
 def _digest(data: bytes) -> str:
+    import hashlib  # here: only runs that checkpoint (--state) digest, and start-up is shared by all
+
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 

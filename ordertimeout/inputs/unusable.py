@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from ..rules.events import MISSING, EventSchema, field_getter
+from .hints import unit_hint
 
 __all__ = ["describe_unusable", "describe_no_orders"]
 
@@ -23,15 +24,22 @@ _ROLE_NAMES = {
 }
 
 
-def describe_unusable(count: int, reason: str, samples: list[bytes], schema: EventSchema) -> str:
+def describe_unusable(count: int, reason: str, samples: list[bytes], schema: EventSchema,
+                      source: str | None = None) -> str:
     """Why a run had no usable line, and what to try: the fields the lines do have, and
     the ``--key``/``--type-field``/``--time-field`` that would probably fit, e.g.
     ``13 lines, none usable: no key field 'userId' (the lines have: user_id, kind, at);
     try --key user_id --type-field kind --time-field at``.
 
-    ``reason`` is the most common rejection, ``samples`` some of the rejected lines.
+    ``reason`` is the most common rejection, ``samples`` some of the rejected lines (the
+    first ones), ``source`` the one file read, if one was. Input in another format (a JSON
+    array, pretty-printed JSON, CSV) is named, with the ``jq`` that converts it; numeric
+    times that fit another ``--time-unit`` get that unit.
     """
     text = f"{count:,} line{'' if count == 1 else 's'}, none usable: {reason}"
+    other_format = _other_format(samples, source)
+    if other_format is not None:
+        return f"{text}; {other_format}"
     objects = []
     for raw in samples:
         try:
@@ -57,7 +65,43 @@ def describe_unusable(count: int, reason: str, samples: list[bytes], schema: Eve
             tries.append(f"{option} {guess}")
     if tries:
         text += "; try " + " ".join(tries)
+    for obj in objects:
+        value = field_getter(schema.time_field)(obj)
+        hint = None if value is MISSING else unit_hint(value, schema.time_unit)
+        if hint is not None:
+            return f"{text}; {hint}"
     return text
+
+
+def _other_format(samples: list[bytes], source: str | None) -> str | None:
+    """What the input is, when it is not JSON Lines, and how to convert it."""
+    lines = [raw.strip() for raw in samples if raw.strip()]
+    if not lines:
+        return None
+    first = lines[0]
+    file = _shell_word(source) if source else "FILE"
+    expects = "ordertimeout expects JSON Lines: one object per line"
+    if first.startswith(b"["):
+        return f"this looks like a JSON array; {expects}; convert it: jq -c '.[]' {file} | ordertimeout watch"
+    if first.startswith(b"{") and not _is_json(first):
+        return f"this looks like pretty-printed JSON; {expects}; convert it: jq -c . {file} | ordertimeout watch"
+    if not _is_json(first) and b"," in first:
+        return f"this looks like CSV or other text; {expects}"
+    return None
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _shell_word(text: str) -> str:
+    import shlex  # only when a run had nothing usable
+
+    return shlex.quote(text)
 
 
 def describe_no_orders(stats: dict, schema: EventSchema) -> str | None:

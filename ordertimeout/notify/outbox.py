@@ -319,20 +319,26 @@ def _entry(row: tuple) -> Entry:
 
 
 def _open(path: str) -> sqlite3.Connection:
+    connection = None
     try:
         connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0, isolation_level=None)
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as error:
+        if "meta" not in tables:
+            raise OutboxError(f"{path} is not an ordertimeout state file")
+        if "outbox" not in tables:
+            connection.execute(OUTBOX_SCHEMA.split(";")[0])  # an older file: an empty outbox
+        return connection
+    except BaseException as error:
+        # Closed on every failure, the first query's too (Python 3.13 warns about a
+        # connection left to the garbage collector, and the file stays locked until then).
+        if connection is not None:
+            connection.close()
+        if not isinstance(error, sqlite3.Error):
+            raise
         text = str(error)
         if "locked" in text:
             raise OutboxError(f"state file {path} is in use by a running ordertimeout (stop it first)") from None
         raise OutboxError(f"cannot open state file {path}: {text}") from None
-    if "meta" not in tables:
-        connection.close()
-        raise OutboxError(f"{path} is not an ordertimeout state file")
-    if "outbox" not in tables:
-        connection.execute(OUTBOX_SCHEMA.split(";")[0])  # an older file: an empty outbox
-    return connection
 
 
 def read_rows(path: str) -> list[Entry]:

@@ -342,13 +342,26 @@ def wants_status(file: TextIO) -> bool:
     return _is_terminal(file) and os.environ.get("TERM") != "dumb"
 
 
-def wants_progress(choice: bool | None, stderr: TextIO, stdin: TextIO | None) -> bool:
+def wants_progress(choice: bool | None, stderr: TextIO, stdin: TextIO | None, stdout: TextIO | None = None,
+                   *, reads_stdin: bool = True) -> bool:
     """Whether to draw the status line (``--progress/--no-progress``, None for auto).
 
-    Auto: on when stderr is a terminal and stdin is not one. With stdin on the terminal
-    the user may be typing events, or a ``| jq`` shares the screen: a redrawn line would
-    garble both.
+    Auto: on when stderr is a terminal, unless the command was typed at that terminal
+    (stdin one too) and either reads its events from it (``reads_stdin``: they are being
+    typed) or writes into a pipe (``watch FILE --json | jq``: jq writes to the same
+    screen). A redrawn line would garble both; ``watch FILE`` typed at a terminal shows it.
     """
     if choice is not None:
         return choice and wants_status(stderr)
-    return wants_status(stderr) and (stdin is None or not _is_terminal(stdin))
+    typed_here = stdin is not None and _is_terminal(stdin)
+    return wants_status(stderr) and not (typed_here and (reads_stdin or _is_pipe(stdout)))
+
+
+def _is_pipe(file: TextIO | None) -> bool:
+    import stat
+
+    try:
+        mode = os.fstat(file.fileno()).st_mode
+    except (AttributeError, ValueError, OSError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

@@ -1,4 +1,5 @@
-"""Durations: ``1s``, ``250ms``, ``1.5s``, ``1h30m``, ``2d`` to integer milliseconds and back.
+"""Durations: ``1s``, ``250ms``, ``1.5s``, ``1h30m``, ``2d`` to integer milliseconds and back;
+and a moment as people read it (``format_instant``).
 
 All times inside ordertimeout are integer milliseconds, so a duration must come to a
 whole number of milliseconds; ``1500us`` is refused rather than silently rounded, because
@@ -7,9 +8,11 @@ a window that is not what the user typed breaks "correct to the millisecond".
 
 from __future__ import annotations
 
+import datetime as _dt
+import functools
 import re
 
-__all__ = ["DurationError", "parse_duration", "format_duration"]
+__all__ = ["DurationError", "parse_duration", "format_duration", "format_instant"]
 
 #: Nanoseconds per unit, so every supported unit is an exact integer factor.
 _UNIT_NS = {
@@ -100,3 +103,31 @@ def format_duration(milliseconds: int) -> str:
     if remainder:
         parts.append(format_duration(remainder))
     return "".join(parts)
+
+
+#: Days from 0001-01-01 (ordinal 1) to 1970-01-01.
+_EPOCH_ORDINAL = 719_163
+
+
+def format_instant(epoch_ms: int) -> str:
+    """Epoch milliseconds as the rows show a moment (ISO-8601, UTC, milliseconds):
+    ``2026-11-23T10:00:02.500Z``; the bare number beyond the years 1..9999."""
+    day, rest = divmod(epoch_ms, 86_400_000)
+    date = _date_text(day)
+    if date is None:
+        return f"{epoch_ms} (epoch ms)"
+    hour, rest = divmod(rest, 3_600_000)
+    minute, rest = divmod(rest, 60_000)
+    second, millisecond = divmod(rest, 1000)
+    return f"{date}T{hour:02d}:{minute:02d}:{second:02d}.{millisecond:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _date_text(day: int) -> str | None:
+    """The date of a day since the epoch, worked out once per day (late events of a run
+    share a few days, and each late warning names two moments)."""
+    try:
+        date = _dt.date.fromordinal(_EPOCH_ORDINAL + day)
+    except (ValueError, OverflowError):
+        return None
+    return f"{date.year:04d}-{date.month:02d}-{date.day:02d}"

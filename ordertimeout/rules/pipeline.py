@@ -26,6 +26,7 @@ from .events import (
     EventParser,
     RejectedLine,
 )
+from .durations import format_instant
 from .matcher import Matcher, Result
 from .reorder import ReorderBuffer
 
@@ -84,6 +85,8 @@ class Pipeline:
         self.idle = idle
         self._max_arrival: int | None = None  # wall-clock arrival of the event at _max_time
         self._parsed: tuple | None = None  # a batch stopped at a late event (_parse_event_time)
+        # For hints: the most a late event was behind (the --lateness keeping all), the line deciding the mode.
+        self.late_by, self.first_event = 0, None
 
     # -- feeding -------------------------------------------------------------------
 
@@ -102,6 +105,7 @@ class Pipeline:
             raise
         if mode is None:
             mode = self.time_mode = TimeMode.PROCESSING if time is None else TimeMode.EVENT
+            self.first_event = raw
         self.events += 1
         if mode is TimeMode.PROCESSING:
             return self.matcher.on_event(key, kind, now, raw)
@@ -218,9 +222,9 @@ class Pipeline:
     def _feed_event_time(self, key: str, kind: int, time: int, raw: bytes, now: int) -> list[Result]:
         if time < self.frontier:
             self.late += 1
-            raise LateEvent(
-                f"late: time {time} is at or before the watermark {self.frontier - 1}"
-            )
+            self.late_by = max(self.late_by, self._max_time - time)
+            raise LateEvent(f"late: time {format_instant(time)} is at or before the watermark "
+                            f"{format_instant(self.frontier - 1)}")
         if time > self._max_time:
             self._max_time = time
             self._max_arrival = now

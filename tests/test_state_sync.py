@@ -94,7 +94,7 @@ def runs_of_events(draw):
     return events, runs, saves
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=runs_of_events(), mode=st.sampled_from(["each", "next", "followed-by"]),
        paid_late=st.sampled_from([None, 500]), lateness=st.sampled_from([0, 300]))
 def test_runs_through_one_state_file_give_the_results_of_one_run(tmp_path_factory, case, mode, paid_late, lateness):

@@ -68,8 +68,14 @@ class Options:
                 "paid_late_ms": self.paid_late}
 
 
+#: Noted in a run's log beside the lines fed (--idle): the run caught up with its input,
+#: and the run ended (its successor reads its backlog in event time until it catches up).
+CAUGHT_UP, ENDED = "caught up", "ended"
+
+
 class RecordingPipeline(Pipeline):
-    """A pipeline that notes every line it is fed with the moment it was fed."""
+    """A pipeline that notes every line it is fed with the moment it was fed, and when it
+    caught up with its input."""
 
     def __init__(self, *args, log, **kwargs):
         super().__init__(*args, **kwargs)
@@ -83,6 +89,10 @@ class RecordingPipeline(Pipeline):
         results, stop = super().feed_lines(lines, now, start)
         self.log.extend((now, bytes(raw)) for raw in lines[start:stop])
         return results, stop
+
+    def catch_up(self, now):
+        self.log.append((now, CAUGHT_UP))
+        return super().catch_up(now)
 
 
 class Sink(io.RawIOBase):
@@ -143,6 +153,7 @@ async def one_run(path, state_path, options, clock, log, *, follow, final, stop_
         pass
     finally:
         store.close()
+    log.append((clock.now_ms(), ENDED))
     return bytes(sink.data), runtime.pipeline
 
 
@@ -177,10 +188,18 @@ async def scenario(tmp, options, pieces, runs, final_at):
 
 
 class ScriptedReader:
-    """The reference run's input: each line at the moment the cut runs fed it."""
+    """The reference run's input: each line at the moment the cut runs fed it. Where a cut
+    run ended, the reference's pipeline falls behind as a restored one is (``pipeline``:
+    it is saved and restored); where a cut run caught up, the reference catches up."""
 
-    def __init__(self, clock, script, end_at):
+    def __init__(self, clock, script, end_at, pipeline=None):
         self.clock, self.script, self.end_at = clock, list(script), end_at
+        self.pipeline = pipeline
+        self.ready = False
+
+    def caught_up(self):
+        ready, self.ready = self.ready, False
+        return ready
 
     def start(self, clock=None):
         pass
@@ -199,6 +218,12 @@ class ScriptedReader:
         await self.clock.sleep_until(at)
         if self.script:
             self.script.pop(0)
+        if item == CAUGHT_UP:  # the runtime asks caught_up() after a read that found nothing
+            self.ready = True
+            raise TimeoutError
+        if item == ENDED:
+            self.pipeline.restore(self.pipeline.snapshot())
+            raise TimeoutError  # (so the runtime sees it is behind before its next read)
         return item
 
 
@@ -212,7 +237,8 @@ async def reference_run(options, data=None, fed=None, end_at=None):
     if fed is None:
         reader = ScriptedReader(clock, [(EPOCH, ("whole", data, None)), (EPOCH, ("whole", b"", None))], EPOCH)
     else:
-        reader = ScriptedReader(clock, [(at, ("whole", raw + b"\n", at)) for at, raw in fed], end_at)
+        script = [(at, raw if isinstance(raw, str) else ("whole", raw + b"\n", at)) for at, raw in fed]
+        reader = ScriptedReader(clock, script, end_at, runtime.pipeline)
     await runtime.watch(reader)
     return bytes(sink.data), runtime.pipeline
 
@@ -272,7 +298,7 @@ def check(tmp, options, pieces, runs, final_at):
     killed = any(kind == "kill" for _, _, kind in runs)
     if not killed:
         # Graceful stops: every line read exactly once, in order, whatever the cuts.
-        assert [raw for _, raw in fed] == [line for line in data.split(b"\n") if line]
+        assert [raw for _, raw in fed if isinstance(raw, bytes)] == [line for line in data.split(b"\n") if line]
     if options.event_time and options.idle is None:
         whole_out, whole_pipeline = run_virtual(reference_run(options, data=data))
     else:  # arrival times matter: feed the reference each line when the cut runs did

@@ -2,7 +2,8 @@
 
 One loop takes chunks from the reader and waits, at most, until the pipeline's next
 timer (a deadline in processing time, the --idle watermark in event time) so timeouts
-fire on time with no other input. A chunk's lines are worked at the moment the chunk
+fire on time with no other input. With --idle, a run first reads what is there in event
+time; the wall clock moves the watermark once a read found nothing new (caught up). A chunk's lines are worked at the moment the chunk
 arrived (the reader's stamp), never before a moment already worked at. Every rule lives
 in the pipeline and the matcher; this module owns waiting, flushing, checkpointing and
 stopping. Results are always flushed before the checkpoint that counts their input as
@@ -32,6 +33,9 @@ MAX_LINE_BYTES = 1 << 20
 BATCH_LINES = 512
 #: Timeouts written at a time when a burst of them falls due (see Runtime._emit_due).
 EMIT_SLICE = 256
+#: Event time with --idle, until the inputs are caught up: how long a read must find
+#: nothing new before the runtime asks the reader whether anything is left unread.
+CATCH_UP_POLL_SECONDS = 0.05
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -58,6 +62,10 @@ class Reader(Protocol):
 
     def reading_since(self) -> int | None:
         """When reading began, if before :meth:`start` (optional: None)."""
+
+    def caught_up(self) -> bool:
+        """Asked after a ``get`` that timed out: whether nothing is left unread now (every
+        input waits for new data). Optional: a reader without it is caught up then."""
 
 
 class Runtime:
@@ -98,6 +106,7 @@ class Runtime:
         self.started_ms: int | None = None
         self.finished_ms: int | None = None
         self._handled_ms: int | float = float("-inf")  # the latest moment worked at
+        self._resumed = False  # event time with --idle: the first catch-up finds what the downtime decided
         # Observability (--stats, /metrics): lines read, and how late timer-driven
         # timeouts went out after their deadline.
         self.lines_read = 0
@@ -133,12 +142,23 @@ class Runtime:
             self.finished_ms = self.clock.now_ms()
 
     def _recover(self, since: int | None = None) -> None:
-        """After a restart, orders whose deadline passed while the tool was down (in
-        processing time, or in event time moved by ``--idle``) time out at once (at
-        ``since``, when reading began, or now), stamped with their deadline and marked
-        recovered."""
-        results = self.pipeline.advance(self._moment(since))
-        self._emit([result._replace(recovered=True) if type(result) is Timeout else result for result in results])
+        """After a restart, orders whose deadline passed while the tool was down time out
+        stamped with their deadline and marked recovered: in processing time at once (at
+        ``since``, when reading began, or now); in event time with ``--idle`` once the
+        backlog is read (see :meth:`_catch_up`)."""
+        self._resumed = self.pipeline.wall.arrival is not None
+        self._emit(_recovered(self.pipeline.advance(self._moment(since))))
+
+    def _waits_to_catch_up(self) -> bool:
+        """Event time with ``--idle``, inputs not yet read to their end in this run."""
+        pipeline = self.pipeline
+        return pipeline.idle is not None and pipeline.time_mode is not TimeMode.PROCESSING and not pipeline.caught_up
+
+    def _catch_up(self, now: int) -> None:
+        """Every input was read to its end: the wall clock moves event time from here on."""
+        if self._waits_to_catch_up():
+            results = self.pipeline.catch_up(now)
+            self._emit(_recovered(results) if self._resumed else results)
 
     def _moment(self, arrival: int | None) -> int:
         """The time to work at: a chunk's arrival stamp, or now; never before a moment
@@ -153,18 +173,26 @@ class Runtime:
         pipeline = self.pipeline
         clock = self.clock
         identity_of = getattr(reader, "identity", lambda name: None)
+        caught_up = getattr(reader, "caught_up", lambda: True)
         current = splitter = None
         line_number = 0
         while True:
             timer = pipeline.next_timer()
             timeout = None if timer is None else clock.seconds_until(timer)
+            waiting = self._waits_to_catch_up()
+            if waiting:  # a read that finds nothing new for a moment is caught up
+                timeout = CATCH_UP_POLL_SECONDS if timeout is None else min(timeout, CATCH_UP_POLL_SECONDS)
             try:
                 item = await reader.get(timeout)
             except TimeoutError:
-                self._emit_due(self._moment(None))
+                now = self._moment(None)
+                if waiting and caught_up():
+                    self._catch_up(now)
+                self._emit_due(now)
                 self.checkpoint()
                 continue
             if item is END:
+                self._catch_up(self._moment(None))
                 return
             name, chunk, arrival = item
             if name != current:
@@ -341,3 +369,8 @@ class Runtime:
             lateness = Counter([now - result[2] for result in timeouts if type(result) is Timeout])
             for value, count in lateness.items():
                 self.timer_lateness.observe(value, count)
+
+
+def _recovered(results: list) -> list:
+    """``results`` with their timeouts marked as found at a restart."""
+    return [result._replace(recovered=True) if type(result) is Timeout else result for result in results]

@@ -65,6 +65,7 @@ class ChunkReader:
         self._files: dict[str, OpenFile] = {}
         self._clock = None
         self.bytes_read = 0
+        self._waiting = False  # the input at hand waits for data that is not there yet
         self._total_bytes = _regular_file_bytes(self._inputs)
 
     def progress(self) -> float | None:
@@ -86,6 +87,14 @@ class ChunkReader:
         if since is None or convert is None or not any(_reads_stdin(source) for source in self._inputs):
             return None
         return convert(since)
+
+    def caught_up(self) -> bool:
+        """Whether nothing is left unread at the moment: a ``get`` is still waiting, and
+        it waits for data not written yet (a followed file read to its end, or not there
+        yet; a pipe, terminal or device with nothing to read), not for a read under way.
+        (A file that is not followed is caught up at :data:`END`.)"""
+        pending = self._next
+        return pending is not None and not pending.done() and self._waiting
 
     def start(self, clock=None) -> None:
         """Prepare reading (call from inside the running loop); ``clock`` stamps arrivals."""
@@ -209,10 +218,16 @@ class ChunkReader:
         self._cleanup.append(reader.stop)
         clock = self._clock
         now_ms = clock.now_ms if clock is not None else None
-        async for chunk, stamp in reader.chunks(now_ms, getattr(clock, "from_monotonic", None)):
-            if chunk is not ROTATED and not chunk:
-                return
-            yield chunk, stamp
+        # The thread reads as soon as data is there: while the run waits for a chunk of
+        # it, nothing is left unread.
+        self._waiting = True
+        try:
+            async for chunk, stamp in reader.chunks(now_ms, getattr(clock, "from_monotonic", None)):
+                if chunk is not ROTATED and not chunk:
+                    return
+                yield chunk, stamp
+        finally:
+            self._waiting = False
 
     async def _follow(self, source: Input):
         """Lines appended to ``source.path`` forever, like ``tail -F``.
@@ -236,6 +251,7 @@ class ChunkReader:
         current_file = self._files[name] = OpenFile(fd, path, position)
         while True:
             chunk = os.read(fd, self._chunk_bytes)
+            self._waiting = not chunk
             if chunk:
                 position += len(chunk)
                 current_file.read(chunk)
@@ -264,8 +280,7 @@ class ChunkReader:
                 continue
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
-    @staticmethod
-    async def _open_when_there(path: str) -> int | None:
+    async def _open_when_there(self, path: str) -> int | None:
         """Open ``path``, waiting (polling) while it does not exist, as ``tail -F`` does.
         None for a named pipe: opening one waits for a writer, so the reader thread does."""
         while True:
@@ -274,7 +289,10 @@ class ChunkReader:
             try:
                 return os.open(path, os.O_RDONLY)
             except FileNotFoundError:
+                self._waiting = True  # nothing to read until it appears
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            finally:
+                self._waiting = False
 
 
 def _reads_stdin(source: Input) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import signal
 import subprocess
 import threading
 import time
@@ -27,6 +28,7 @@ from ordertimeout.rules.pipeline import FutureEvent
 
 from .helpers import COMMAND
 from .monitoring import free_port, scrape, start_monitored, wait_for
+from .test_restarts import wait_until_catching
 
 WALL = 1_800_000_000_000  # the manual clock's start
 
@@ -264,6 +266,38 @@ def test_the_issues_example_with_real_runs(tmp_path):
     assert (stats["late"], stats["rejected"], stats["pending"]) == (0, 0, 0)
     # The timeouts the downtime decided are marked as found at the restart.
     assert all(result.get("recovered") for result in results if result["result"] == "timeout")
+
+
+def test_a_followed_service_stopped_longer_than_idle_reads_its_backlog_in_event_time(tmp_path):
+    """The systemd way: ``--follow --state --idle``, stopped by SIGTERM, down 4 s while the
+    shop writes, started again: the backlog is read in event time, then the wall clock
+    times out what the downtime made due."""
+    events, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    args = [*COMMAND, "watch", "--json", "-q", "--follow", str(events), "--state", state, "--idle", "1s", "--within", "2s"]
+    append(events, ev("o1", "create", now_ms()))
+
+    def run(stdout_path, until):
+        with open(stdout_path, "wb") as out:
+            process = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE)
+            try:
+                wait_until_catching(process.pid, signal.SIGTERM)
+                wait_for(lambda: until(stdout_path.read_bytes().splitlines()), what="the results", process=process)
+            finally:
+                process.send_signal(signal.SIGTERM)
+                _, err = process.communicate(timeout=30)
+        assert process.returncode == 143, err
+        return [orjson.loads(line) for line in stdout_path.read_bytes().splitlines()], err
+
+    # It reads o1 and stops (on a slow machine it may already time o1 out: then it says so).
+    first, _ = run(tmp_path / "first.jsonl", lambda lines: time.sleep(0.3) or True)
+    append(events, ev("o2", "create", now_ms()))
+    time.sleep(0.5)
+    append(events, ev("o2", "pay", now_ms()), ev("o3", "create", now_ms()))
+    time.sleep(4)
+    second, err = run(tmp_path / "second.jsonl", lambda lines: len(first) + len(lines) >= 3)
+    results = first + second
+    assert {result["key"]: result["result"] for result in results} == {"o1": "timeout", "o2": "success", "o3": "timeout"}
+    assert len(results) == 3 and b"late:" not in err
 
 
 def test_the_cron_recipe_scaled_down_loses_no_order(tmp_path):

@@ -66,6 +66,7 @@ class ChunkReader:
         self._clock = None
         self.bytes_read = 0
         self._waiting = False  # the input at hand waits for data that is not there yet
+        self._unread = True  # inputs after the one at hand are still to be read
         self._total_bytes = _regular_file_bytes(self._inputs)
 
     def progress(self) -> float | None:
@@ -94,7 +95,7 @@ class ChunkReader:
         yet; a pipe, terminal or device with nothing to read), not for a read under way.
         (A file that is not followed is caught up at :data:`END`.)"""
         pending = self._next
-        return pending is not None and not pending.done() and self._waiting
+        return pending is not None and not pending.done() and self._waiting and not self._unread
 
     def start(self, clock=None) -> None:
         """Prepare reading (call from inside the running loop); ``clock`` stamps arrivals."""
@@ -124,7 +125,8 @@ class ChunkReader:
         return item.result()
 
     async def _read_all(self):
-        for source in self._inputs:
+        for number, source in enumerate(self._inputs, 1):
+            self._unread = number < len(self._inputs)  # inputs after this one
             chunks = self._follow(source) if source.follow else self._chunks(source)
             try:
                 async for chunk, arrival in chunks:

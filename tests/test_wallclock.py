@@ -125,6 +125,21 @@ def test_without_a_catch_up_the_wall_clock_never_moves_event_time():
     assert not restarted(fresh).caught_up  # a restart reads its backlog first again
 
 
+def test_a_run_that_stops_reading_for_a_while_makes_nothing_late():
+    """Live, then lines come in and the run stops reading for a while (an outbox over
+    --outbox-limit, a slow disk): until a read finds nothing new again, the wall clock
+    does not move event time, so the lines written meanwhile are not late."""
+    run = pipeline(within=1000, idle=300)
+    run.catch_up(WALL)
+    run.feed(ev("a", "create", WALL), WALL)
+    run.behind()  # lines came: more may be unread
+    assert run.advance(WALL + 60_000) == [] and run.next_timer() is None
+    results = run.feed(ev("a", "pay", WALL + 500), WALL + 60_000)  # written long ago, read now
+    assert outcome(results) == {"a": "success"} and run.late == 0
+    run.feed(ev("b", "create", WALL + 59_900), WALL + 60_000)
+    assert outcome(run.catch_up(WALL + 60_000)) == {} and run.next_timer() == WALL + 60_000 + 1000 + 300
+
+
 PRODUCER_STEP = st.tuples(
     st.integers(0, 400),  # wall time since the previous line was written
     st.integers(0, 1000),  # how far its time is behind the wall clock (in --idle's share)

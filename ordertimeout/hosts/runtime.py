@@ -155,10 +155,11 @@ class Runtime:
         return pipeline.idle is not None and pipeline.time_mode is not TimeMode.PROCESSING and not pipeline.caught_up
 
     def _catch_up(self, now: int) -> None:
-        """Every input was read to its end: the wall clock moves event time from here on."""
+        """Every input was read to its end: the wall clock moves event time until lines come."""
         if self._waits_to_catch_up():
             results = self.pipeline.catch_up(now)
             self._emit(_recovered(results) if self._resumed else results)
+            self._resumed = False  # (only the first catch-up ends a downtime)
 
     def _moment(self, arrival: int | None) -> int:
         """The time to work at: a chunk's arrival stamp, or now; never before a moment
@@ -210,6 +211,8 @@ class Runtime:
             now = self._moment(arrival)
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit_due(now)
+            if chunk:  # a read found lines: more may be unread, the --idle clock waits
+                pipeline.behind()
             line_number = self._feed_lines(lines, name, line_number, now)
             if chunk is ROTATED:  # a followed file was replaced: positions restart with it
                 splitter, line_number = LineSplitter(self.max_line_bytes), 0

@@ -281,11 +281,17 @@ class Pipeline:
 
     def catch_up(self, now: int) -> list[Result]:
         """Every input has been read to its end at wall-clock ``now`` (a read found nothing
-        new): from here on the wall clock moves event time too (``idle``); returns what
-        that decides at once. Until the first call of a run, and after :meth:`restore`,
-        event time moves by the events alone, so a backlog is read in event time."""
-        self.wall.caught_up = True
+        new): the wall clock moves event time too (``idle``) until :meth:`behind`; returns
+        what that decides at once. Until the first call of a run, and after
+        :meth:`restore`, event time moves by the events alone: a backlog is read in event
+        time, and its newest event counts as known as the events before it came."""
+        self.wall.caught_up = self.wall.live = True
         return self.advance(now)
+
+    def behind(self) -> None:
+        """Lines came in, so more may be unread: the wall clock waits for the next
+        :meth:`catch_up` (a run that paused reading does not make what came meanwhile late)."""
+        self.wall.caught_up = False
 
     @property
     def caught_up(self) -> bool:
@@ -386,7 +392,7 @@ class Pipeline:
         # When the largest event time was known: with --idle, restored orders time out on
         # a stream that stays quiet after the restart, once its backlog is read.
         self.wall.arrival = state.get("max_arrival")
-        self.wall.caught_up = False
+        self.wall.caught_up = self.wall.live = False
 
 
 def _finite_or_none(value: int | float) -> int | None:

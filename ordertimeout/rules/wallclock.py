@@ -2,14 +2,15 @@
 
 The rules never read a clock: the host hands every line over with the wall-clock moment
 it was read (a reader thread's arrival stamp, or the host clock's now), and says when
-every input has been read to its end (:meth:`WallTime.catch_up`). From those two alone:
+every input has been read to its end (``Pipeline.catch_up``) and when lines came in
+again (``Pipeline.behind``). From those alone:
 
 - ``--idle``: while the inputs are caught up, the watermark also follows the wall clock,
   ``idle`` behind it: ``largest time - lateness + (now - when that time was known) -
-  idle``. Before the first catch-up of a run (a restart or a Kafka takeover reading its
-  backlog) time moves by the events only, so no line written while the tool was down is
-  late because of the downtime; the catch-up then moves the watermark by the wall time
-  since the newest event was known, the downtime included.
+  idle``. While anything may be unread (a restart or a Kafka takeover reading its
+  backlog, a run that paused reading) time moves by the events only, so no line written
+  meanwhile is late because of the wait; the catch-up then moves the watermark by the
+  wall time since the newest event was known, the downtime included.
 - ``--max-future``: an event more than ``max_future`` ahead of the wall clock is
   rejected (a client's bad clock); it never reaches the watermark.
 """
@@ -31,8 +32,9 @@ class WallTime:
     """The wall-clock side of one pipeline's event time.
 
     ``arrival`` is the wall-clock moment the largest event time so far counts as known
-    (saved with the state as ``max_arrival``). ``caught_up`` is False from the start of a
-    run (and after a restore) until the host says every input was read to its end.
+    (saved with the state as ``max_arrival``). ``caught_up``: the host said every input
+    was read to its end, and no line came since. ``live``: that happened at least once
+    since the run began (or the state was restored); before, the run reads a backlog.
     """
 
     def __init__(self, idle: int | None = None, max_future: int | None = None) -> None:
@@ -44,18 +46,19 @@ class WallTime:
         self.max_future = max_future
         self.arrival: int | None = None
         self.caught_up = False
+        self.live = False
 
     def newest(self, previous: int | float, time: int, now: int) -> None:
         """``time`` (read at ``now``) is the new largest event time; ``previous`` was.
 
-        Caught up, the line came just now: it is known from ``now`` (Bytewax's rule). In a
+        Live, the line came just now: it is known from ``now`` (Bytewax's rule). In a
         backlog it may have been written long before it was read, so reading it tells only
         that it was known by ``now``; until then the line is taken to have come as the
         events before it did, as far ahead of ``arrival`` as its time is of ``previous``.
         So the wall time of a downtime still counts once the backlog is read (a quiet
         night times orders out at the next run), and never more than the events allow.
         """
-        if self.caught_up or self.arrival is None:
+        if self.live or self.arrival is None:
             self.arrival = now
         else:
             self.arrival = min(now, self.arrival + (time - previous))

@@ -206,6 +206,7 @@ class PartitionTask:
                 reason = rejected.reason if record.value is not None else "record without a value"
                 self.host.reject(self.partition, record.offset, reason, lines[stop])
         self.offset = fresh[-1].offset + 1
+        self.pipeline.behind()  # records came: the --idle clock waits for the high watermark
         await self._emit(out)
 
     def _waits_to_catch_up(self) -> bool:
@@ -213,7 +214,7 @@ class PartitionTask:
         return pipeline.idle is not None and pipeline.time_mode is not TimeMode.PROCESSING and not pipeline.caught_up
 
     async def _catch_up(self) -> None:
-        """``--idle``: the wall clock moves this partition's event time only once it has
+        """``--idle``: the wall clock moves this partition's event time only while it has
         nothing left to read (its next offset at the high watermark): a restore or a
         takeover reads its backlog in event time first, so no record written while nobody
         owned the partition is late because of that. The first catch-up then times out
@@ -226,6 +227,7 @@ class PartitionTask:
         results = self.pipeline.catch_up(self._now())
         if self._restored:  # found at a restart, as the local runtime marks them
             results = [result._replace(recovered=True) if type(result) is Timeout else result for result in results]
+            self._restored = False
         await self._emit(results)
 
     async def _emit_due(self, now: int, recovered: bool = False) -> None:

@@ -2,9 +2,10 @@
 
 One loop takes chunks from the reader and waits, at most, until the pipeline's next
 timer (a deadline in processing time, the --idle watermark in event time) so timeouts
-fire on time with no other input. With --idle, a run first reads what is there in event
-time; the wall clock moves the watermark once a read found nothing new (caught up). A chunk's lines are worked at the moment the chunk
-arrived (the reader's stamp), never before a moment already worked at. Every rule lives
+fire on time with no other input. With --idle the wall clock moves the watermark only
+while the reader is caught up (its last read found nothing new), so a restart reads its
+backlog in event time. A chunk's lines are worked at the moment the chunk arrived (the
+reader's stamp), never before a moment already worked at. Every rule lives
 in the pipeline and the matcher; this module owns waiting, flushing, checkpointing and
 stopping. Results are always flushed before the checkpoint that counts their input as
 done, so a crash repeats a result rather than losing it.
@@ -33,8 +34,8 @@ MAX_LINE_BYTES = 1 << 20
 BATCH_LINES = 512
 #: Timeouts written at a time when a burst of them falls due (see Runtime._emit_due).
 EMIT_SLICE = 256
-#: Event time with --idle, until the inputs are caught up: how long a read must find
-#: nothing new before the runtime asks the reader whether anything is left unread.
+#: Event time with --idle, while lines may be unread: how long a read must find nothing
+#: new before the runtime asks the reader whether it is caught up.
 CATCH_UP_POLL_SECONDS = 0.05
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
@@ -150,7 +151,7 @@ class Runtime:
         self._emit(_recovered(self.pipeline.advance(self._moment(since))))
 
     def _waits_to_catch_up(self) -> bool:
-        """Event time with ``--idle``, inputs not yet read to their end in this run."""
+        """Event time with ``--idle``, and lines came in since a read last found nothing new."""
         pipeline = self.pipeline
         return pipeline.idle is not None and pipeline.time_mode is not TimeMode.PROCESSING and not pipeline.caught_up
 

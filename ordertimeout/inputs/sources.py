@@ -266,6 +266,7 @@ class ChunkReader:
                 named = None  # between rename and re-create: keep waiting on the old file
             current = os.fstat(fd)
             if named is not None and (named.st_ino, named.st_dev) != (current.st_ino, current.st_dev):
+                self._waiting = False  # the old file's rest and the new file are to be read
                 while chunk := os.read(fd, self._chunk_bytes):  # what came before the rename
                     yield chunk, None
                 yield ROTATED, None

@@ -71,7 +71,7 @@ def test_without_idle_a_quiet_event_time_stream_waits():
 def test_idle_on_the_runtime_fires_without_input():
     clock = LoopClock(EPOCH)
     runtime, stream = make_runtime(clock, time_mode=TimeMode.EVENT)
-    runtime.pipeline.idle = 2000
+    runtime.pipeline.wall.idle = 2000
     script = [(EPOCH + 10, ("<stdin>", event("1", "create", 500) + b"\n"))]
     run_virtual(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 3_600_000)))
     ((at, timeout),) = stream.lines()

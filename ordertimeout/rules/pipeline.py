@@ -282,9 +282,8 @@ class Pipeline:
     def catch_up(self, now: int) -> list[Result]:
         """Every input has been read to its end at wall-clock ``now`` (a read found nothing
         new): the wall clock moves event time too (``idle``) until :meth:`behind`; returns
-        what that decides at once. Until the first call of a run, and after
-        :meth:`restore`, event time moves by the events alone: a backlog is read in event
-        time, and its newest event counts as known as the events before it came."""
+        what that decides at once. Before the first call of a run (or after :meth:`restore`)
+        a backlog is read in event time alone (see :mod:`.wallclock`)."""
         self.wall.caught_up = self.wall.live = True
         return self.advance(now)
 
@@ -302,10 +301,6 @@ class Pipeline:
     def idle(self) -> int | None:
         """``--idle`` in milliseconds (None: the wall clock never moves event time)."""
         return self.wall.idle
-
-    @idle.setter
-    def idle(self, value: int | None) -> None:
-        self.wall.idle = value
 
     def _new_max(self, time: int, now: int) -> None:
         self.wall.newest(self._max_time, time, now)

@@ -13,6 +13,7 @@ import pathlib
 import re
 import socket
 import subprocess
+import time
 import sys
 import termios
 
@@ -342,3 +343,16 @@ body=$(cat)
 echo "$ORDERTIMEOUT_ID $ORDERTIMEOUT_RESULT $ORDERTIMEOUT_KEY ${ORDERTIMEOUT_WEBHOOK_SECRET:-nosecret}" >> "$OUT/env"
 echo "$body" >> "$OUT/bodies"
 '''
+
+
+def wait_until_catching(pid, signum, timeout=30):
+    """Wait until process ``pid`` has its own handler for ``signum`` (Linux: SigCgt in
+    /proc), so the signal finds the run going rather than Python starting up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
+        if caught & (1 << (signum - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never set up its handler for signal {signum}")

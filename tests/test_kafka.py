@@ -391,3 +391,38 @@ def test_a_worker_killed_with_deliveries_pending_leaves_them_to_the_next(cluster
         _stop(second)
     _assert_well_formed(receiver, expected)
     assert receiver.delivered_ids() == set(expected)
+
+
+def test_a_takeover_with_idle_reads_its_backlog_in_event_time(cluster):
+    """Issue 25 item 7 (issue 19 item 2 on the kafka path): what was written while no worker
+    owned the partition is read in event time, none of it late; the idle clock of a
+    partition moves only once it is caught up to its high watermark, and then by the
+    downtime too: the order created last times out though no record comes after it."""
+    cluster.create(partitions=1)
+
+    def record(key: str, kind: str, ts: int) -> bytes:
+        return orjson.dumps({"userId": key, "type": kind, "ts": ts})
+
+    options = ("--json", "--idle", "1s", "--within", "8s")
+    start = time.time_ns() // 1_000_000
+    cluster.produce([record("o1", "create", start), record("m", "create", start), record("m", "pay", start + 1)],
+                    partition=0)
+    first = cluster.worker(*options)
+    try:
+        cluster.wait_for(lambda results: any(result["key"] == "m" for result in results), what="the first result")
+    finally:
+        _stop(first)
+    written = time.time_ns() // 1_000_000
+    cluster.produce([record("o2", "create", written), record("o2", "pay", written + 500),
+                     record("o3", "create", written + 500)], partition=0)
+    time.sleep(4)  # nobody owns the partition for longer than --idle
+    second = cluster.worker(*options)
+    try:
+        results = cluster.wait_for(lambda results: {result["key"] for result in results} >= {"o1", "o2", "o3"},
+                                   what="the backlog's results")
+    finally:
+        _, err = _stop(second)
+    outcomes = {result["key"]: result["result"] for result in _by_id(results).values()}
+    assert outcomes == {"m": "success", "o1": "timeout", "o2": "success", "o3": "timeout"}
+    assert len(_by_id(results)) == 4
+    assert _summary(err)["late"] == 0, err

@@ -34,6 +34,7 @@ def test_idle_watermark_follows_the_wall_clock_idle_behind():
     clock = ManualClock(50_000)
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT, idle=5000)
     pipeline.feed(event("1", "create", 1000), clock.now_ms())
+    pipeline.catch_up(clock.now_ms())  # the host read everything there was
     # Event time moves with the wall clock from the event's time, 5 s behind: the
     # deadline 2000 is reached 1 s (to the deadline) + 5 s (idle) of wall time later.
     assert pipeline.next_timer() == 56_000
@@ -46,6 +47,7 @@ def test_idle_watermark_follows_the_wall_clock_idle_behind():
 def test_idle_waits_until_event_time_reaches_the_deadline():
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(60_000), time_mode=TimeMode.EVENT, idle=1000)
     pipeline.feed(event("1", "create", 0), now=0)
+    pipeline.catch_up(0)
     assert pipeline.next_timer() == 61_000  # 60 s of event time to go, then the idle delay
     assert pipeline.advance(60_999) == []
     assert [r.deadline for r in pipeline.advance(61_000)] == [60_000]
@@ -67,7 +69,7 @@ def test_without_idle_a_quiet_event_time_stream_waits():
 def test_idle_on_the_runtime_fires_without_input():
     clock = LoopClock(EPOCH)
     runtime, stream = make_runtime(clock, time_mode=TimeMode.EVENT)
-    runtime.pipeline.idle = 2000
+    runtime.pipeline.wall.idle = 2000
     script = [(EPOCH + 10, ("<stdin>", event("1", "create", 500) + b"\n"))]
     run_virtual(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 3_600_000)))
     ((at, timeout),) = stream.lines()
@@ -286,6 +288,7 @@ def test_a_live_event_after_a_quiet_gap_is_not_late():
     live event, a few ms behind the wall clock, was rejected as late."""
     clock = ManualClock(1_700_000_000_000)
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT, idle=300)
+    pipeline.catch_up(clock.now_ms())
     pipeline.feed(event("1", "create", clock.now_ms() - 3), clock.now_ms())  # written 3 ms ago
     clock.advance(2000)
     pipeline.advance(clock.now_ms())
@@ -303,6 +306,7 @@ def test_no_event_within_idle_of_the_wall_clock_is_ever_late(idle, steps):
     clock = ManualClock(1_700_000_000_000)
     pipeline = Pipeline(EventParser(EventSchema()), Matcher(500), time_mode=TimeMode.EVENT, idle=idle)
     frontier, time = pipeline.frontier, 0
+    pipeline.catch_up(clock.now_ms())  # live from the start: nothing unread
     for gap, behind, kind in steps:
         clock.advance(gap)
         pipeline.advance(clock.now_ms())  # the runtime's timers

@@ -34,10 +34,10 @@ from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
 from ordertimeout.rules.clocks import LoopClock
 from ordertimeout.hosts.runtime import Runtime
 from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
-from ordertimeout.inputs.sources import ChunkReader, Input, resume_inputs
+from ordertimeout.inputs.sources import END, ChunkReader, Input, resume_inputs
 from ordertimeout.state.store import StateStore
 
-from .helpers import COMMAND, ScriptedReader
+from .helpers import COMMAND, wait_until_catching
 from .virtual_time import run_virtual
 
 EPOCH = 1_700_000_000_000
@@ -68,8 +68,14 @@ class Options:
                 "paid_late_ms": self.paid_late}
 
 
+#: Noted in a run's log beside the lines fed (--idle): the run caught up with its input,
+#: and the run ended (its successor reads its backlog in event time until it catches up).
+CAUGHT_UP, ENDED = "caught up", "ended"
+
+
 class RecordingPipeline(Pipeline):
-    """A pipeline that notes every line it is fed with the moment it was fed."""
+    """A pipeline that notes every line it is fed with the moment it was fed, and when it
+    caught up with its input."""
 
     def __init__(self, *args, log, **kwargs):
         super().__init__(*args, **kwargs)
@@ -83,6 +89,11 @@ class RecordingPipeline(Pipeline):
         results, stop = super().feed_lines(lines, now, start)
         self.log.extend((now, bytes(raw)) for raw in lines[start:stop])
         return results, stop
+
+    def catch_up(self, now, limit=None):
+        if not self.caught_up:  # (a settle in slices calls again while a slice comes back full)
+            self.log.append((now, CAUGHT_UP))
+        return super().catch_up(now, limit)
 
 
 class Sink(io.RawIOBase):
@@ -143,6 +154,7 @@ async def one_run(path, state_path, options, clock, log, *, follow, final, stop_
         pass
     finally:
         store.close()
+    log.append((clock.now_ms(), ENDED))
     return bytes(sink.data), runtime.pipeline
 
 
@@ -176,6 +188,46 @@ async def scenario(tmp, options, pieces, runs, final_at):
     return out + data, log, pipeline, path.read_bytes()
 
 
+class ReferenceReader:
+    """The reference run's input: each line at the moment the cut runs fed it. Where a cut
+    run ended, the reference's pipeline falls behind as a restored one is (``pipeline``:
+    it is saved and restored); where a cut run caught up, the reference catches up."""
+
+    def __init__(self, clock, script, end_at, pipeline=None):
+        self.clock, self.script, self.end_at = clock, list(script), end_at
+        self.pipeline = pipeline
+        self.ready = False
+
+    def caught_up(self):
+        ready, self.ready = self.ready, False
+        return ready
+
+    def start(self, clock=None):
+        pass
+
+    def stop(self):
+        pass
+
+    def identity(self, name):
+        return None
+
+    async def get(self, timeout=None):
+        at, item = self.script[0] if self.script else (self.end_at, END)
+        if timeout is not None and at > self.clock.now_ms() + timeout * 1000:
+            await asyncio.sleep(timeout)
+            raise TimeoutError
+        await self.clock.sleep_until(at)
+        if self.script:
+            self.script.pop(0)
+        if item == CAUGHT_UP:  # the runtime asks caught_up() after a read that found nothing
+            self.ready = True
+            raise TimeoutError
+        if item == ENDED:
+            self.pipeline.restore(self.pipeline.snapshot())
+            raise TimeoutError  # (so the runtime sees it is behind before its next read)
+        return item
+
+
 async def reference_run(options, data=None, fed=None, end_at=None):
     """One run without state: over the whole file at once, or (when arrival times matter:
     processing time, --idle) fed each line at the moment the cut runs fed it."""
@@ -184,9 +236,10 @@ async def reference_run(options, data=None, fed=None, end_at=None):
     sink = Sink()
     runtime = build(options, clock, sink, [], final=True)
     if fed is None:
-        reader = ScriptedReader(clock, [(EPOCH, ("whole", data, None)), (EPOCH, ("whole", b"", None))], EPOCH)
+        reader = ReferenceReader(clock, [(EPOCH, ("whole", data, None)), (EPOCH, ("whole", b"", None))], EPOCH)
     else:
-        reader = ScriptedReader(clock, [(at, ("whole", raw + b"\n", at)) for at, raw in fed], end_at)
+        script = [(at, raw if isinstance(raw, str) else ("whole", raw + b"\n", at)) for at, raw in fed]
+        reader = ReferenceReader(clock, script, end_at, runtime.pipeline)
     await runtime.watch(reader)
     return bytes(sink.data), runtime.pipeline
 
@@ -246,7 +299,7 @@ def check(tmp, options, pieces, runs, final_at):
     killed = any(kind == "kill" for _, _, kind in runs)
     if not killed:
         # Graceful stops: every line read exactly once, in order, whatever the cuts.
-        assert [raw for _, raw in fed] == [line for line in data.split(b"\n") if line]
+        assert [raw for _, raw in fed if isinstance(raw, bytes)] == [line for line in data.split(b"\n") if line]
     if options.event_time and options.idle is None:
         whole_out, whole_pipeline = run_virtual(reference_run(options, data=data))
     else:  # arrival times matter: feed the reference each line when the cut runs did
@@ -446,19 +499,6 @@ def complete_lines(path):
     """What a consumer keeps of an output: its complete lines (kill -9 may tear the last)."""
     data = path.read_bytes()
     return data[: data.rfind(b"\n") + 1].splitlines()
-
-
-def wait_until_catching(pid, signum, timeout=30):
-    """Wait until process ``pid`` has its own handler for ``signum`` (Linux: SigCgt in
-    /proc), so the signal finds the run going rather than Python starting up."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/status") as status:
-            caught = next(int(line.split()[1], 16) for line in status if line.startswith("SigCgt:"))
-        if caught & (1 << (signum - 1)):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"process {pid} never set up its handler for signal {signum}")
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("ORDERTIMEOUT_PROCESS_CUTS", "4"))))

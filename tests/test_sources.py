@@ -226,3 +226,45 @@ def test_zero_padding_after_a_gzip_member_is_skipped_as_in_a_gz_file(paddings, c
     data = b"".join(gzip.compress(member) + b"\0" * padding for member, padding in zip(members, paddings))
     items = asyncio.run(read_everything(ChunkReader([Input("<stdin>", stream=io.BytesIO(data))], chunk_bytes=chunk_bytes)))
     assert b"".join(chunk for _, chunk, _ in items) == b"".join(members)
+
+
+def test_caught_up_only_when_a_read_waits_for_data_not_written_yet(tmp_path):
+    """What --idle waits for after a restart: a followed file read to its end, or a pipe
+    with nothing to read, and no input after it still unread; a regular file never (its
+    end is END)."""
+    followed, plain = tmp_path / "followed.jsonl", tmp_path / "plain.jsonl"
+    followed.write_bytes(b"a\n" * 10)
+    plain.write_bytes(b"b\n")
+    read_fd, write_fd = os.pipe()
+    quiet_pipe = os.fdopen(read_fd, "rb", buffering=0)
+    lone_read_fd, lone_write_fd = os.pipe()
+    lone_pipe = os.fdopen(lone_read_fd, "rb", buffering=0)
+
+    async def scenario():
+        answers = []
+        for inputs in ([Input("f", path=str(followed), follow=True)],
+                       [Input("<stdin>", stream=quiet_pipe), Input("p", path=str(plain))],
+                       [Input("<stdin>", stream=lone_pipe)]):
+            reader = ChunkReader(inputs, chunk_bytes=4)
+            reader.start()
+            try:
+                chunks = 0
+                while True:
+                    try:
+                        name, chunk, _ = await reader.get(0.2)
+                        chunks += bool(chunk)
+                    except TimeoutError:
+                        break
+                answers.append((chunks, reader.caught_up()))
+            finally:
+                reader.stop()
+        return answers
+
+    (followed_chunks, followed_caught_up), (_, pipe_before_plain), (_, lone) = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert (followed_chunks, followed_caught_up) == (5, True)
+    assert pipe_before_plain is False  # the quiet pipe has the plain file after it
+    assert lone is True  # a quiet pipe alone: nothing left unread
+    for fd in (write_fd, lone_write_fd):
+        os.close(fd)
+    quiet_pipe.close()
+    lone_pipe.close()

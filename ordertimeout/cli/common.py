@@ -136,7 +136,8 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
     reporter = _DiagnosingReporter(err, rejects, show_source=show_source, rejects_name=rejects_path or "",
                                    log=monitor.log)
     pipeline = Pipeline(
-        EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle
+        EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle,
+        max_future=params.get("max_future"),
     )
     writer = ResultWriter(out, formatter, params["only"])
     runtime_writer = writer if notifier is None else notifier.writer(writer)

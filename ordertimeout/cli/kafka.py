@@ -27,7 +27,7 @@ from .watch import watch as _watch
 #: The options of ``watch`` that mean the same here: what to match and how time runs.
 SHARED_WATCH_OPTIONS = (
     "within", "key_field", "type_field", "create_type", "pay_type", "cancel_type", "time_field",
-    "time_unit", "processing_time", "lateness", "idle",
+    "time_unit", "processing_time", "lateness", "idle", "max_future",
 )
 
 
@@ -91,7 +91,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
 
     def make_pipeline() -> Pipeline:
         return Pipeline(EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode,
-                        lateness=lateness, idle=idle)
+                        lateness=lateness, idle=idle, max_future=params["max_future"])
 
     config = {
         "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,

@@ -46,7 +46,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "--within", "--match", "--key", "--type-field", "--create-type", "--pay-type", "--cancel-type",
         "--paid-late",
     ),
-    "Time": ("--time-field", "--time-unit", "--processing-time", "--lateness", "--idle"),
+    "Time": ("--time-field", "--time-unit", "--processing-time", "--lateness", "--idle", "--max-future"),
     "Output": (
         "--json", "--only", "--fields", "--local-time", "--color", "--progress", "--quiet", "--verbose",
         "--stats", "--show-events", "--output", "--results-topic", "--log-format", "--metrics-addr",
@@ -303,7 +303,7 @@ def _value_text(param: click.Option, value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
-        return "auto" if param.is_flag else "none"  # --progress/--no-progress left to its rule
+        return "auto" if param.is_flag else getattr(param.type, "none_text", "none")  # --progress/--no-progress left to its rule
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) or "none"
     return str(value)
@@ -317,6 +317,30 @@ def apply(options: list[Callable]) -> Callable[[Callable], Callable]:
         return function
 
     return decorate
+
+
+# -- --max-future (watch, kafka) ---------------------------------------------------------
+
+
+class FutureLimit(Duration):
+    """``--max-future``: a duration (0 allowed), or ``off`` (None)."""
+
+    name, none_text = "duration|off", "off"
+
+    def convert(self, value: Any, param, ctx) -> int | None:
+        if value is None or isinstance(value, int) or str(value).strip().lower() == "off":
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+        try:
+            return parse_duration(str(value), allow_zero=True)
+        except DurationError as error:
+            self.fail(f"{error}, or off", param, ctx)
+
+
+max_future_option = click.option(
+    "--max-future", type=FutureLimit(), default="5m", show_default=True,
+    help="Event time: an event stamped more than this ahead of the wall clock is rejected (\"from the "
+    "future\") and never moves the watermark; off for replaying streams stamped ahead of this clock.",
+)
 
 
 # -- the output options every command shares ------------------------------------------

@@ -19,7 +19,7 @@ from ..inputs.hints import late_hint, processing_time_hint, time_unit_hint
 from ..inputs.sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state.store import StateError, StateStore
 from .common import Duration, WritableFile, _build, _execute, _Run, check_event_options, stdin_hint
-from .options import output_options
+from .options import max_future_option, output_options
 from .metrics_options import context_log, metrics_options
 from .options import EXIT_STATUS_HELP
 from .notify_options import notify_options
@@ -57,7 +57,8 @@ Examples:
 @click.option("--time-unit", type=click.Choice(list(TIME_UNITS)), default="ms", show_default=True, help="Unit of numeric times (ISO-8601 strings are read too).")
 @click.option("--processing-time", is_flag=True, help="Use the arrival time even when events carry a time field.")
 @click.option("--lateness", type=Duration(allow_zero=True), default="0", show_default=True, help="Bounded out-of-orderness in event time.")
-@click.option("--idle", type=Duration(), default=None, help="Event time: the watermark also follows the wall clock, this far behind it, so open orders time out on a quiet stream (this long after their deadline) and a live event less than this old is never late.")
+@click.option("--idle", type=Duration(), default=None, help="Event time: once the input is read to its end, the watermark also follows the wall clock, this far behind it, so open orders time out on a quiet stream (this long after their deadline) and a live event less than this old is never late.")
+@max_future_option
 @click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation; not for .gz).")
 @click.option("--rejects", "rejects_path", type=WritableFile(), help="Append every unused line (malformed, late) to FILE as JSON.")
 @click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1.")

@@ -2,8 +2,10 @@
 
 One loop takes chunks from the reader and waits, at most, until the pipeline's next
 timer (a deadline in processing time, the --idle watermark in event time) so timeouts
-fire on time with no other input. A chunk's lines are worked at the moment the chunk
-arrived (the reader's stamp), never before a moment already worked at. Every rule lives
+fire on time with no other input. With --idle the wall clock moves the watermark only
+while the reader is caught up (its last read found nothing new), so a restart reads its
+backlog in event time. A chunk's lines are worked at the moment the chunk arrived (the
+reader's stamp), never before a moment already worked at. Every rule lives
 in the pipeline and the matcher; this module owns waiting, flushing, checkpointing and
 stopping. Results are always flushed before the checkpoint that counts their input as
 done, so a crash repeats a result rather than losing it.
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from ..rules.clocks import Clock, elapsed_ms
+from .scheduled import ScheduledFeed
 from ..rules.events import RejectedLine
 from ..observe.histogram import TIMER_LATENESS_BOUNDS_MS, Buckets
 from ..rules.matcher import Timeout
@@ -34,6 +37,9 @@ BATCH_LINES = 512
 EMIT_SLICE = 256
 #: Results decided at once when everything open is settled (see :meth:`Runtime._slices`).
 SETTLE_SLICE = 4096
+#: Event time with --idle, while lines may be unread: how long a read must find nothing
+#: new before the runtime asks the reader whether it is caught up.
+CATCH_UP_POLL_SECONDS = 0.05
 
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
@@ -61,8 +67,12 @@ class Reader(Protocol):
     def reading_since(self) -> int | None:
         """When reading began, if before :meth:`start` (optional: None)."""
 
+    def caught_up(self) -> bool:
+        """Asked after a ``get`` that timed out: whether nothing is left unread now (every
+        input waits for new data). Optional: a reader without it is caught up then."""
 
-class Runtime:
+
+class Runtime(ScheduledFeed):
     """Drives one pipeline from a reader or a simulator, writing results as they are decided."""
 
     def __init__(
@@ -100,6 +110,7 @@ class Runtime:
         self.started_ms: int | None = None
         self.finished_ms: int | None = None
         self._handled_ms: int | float = float("-inf")  # the latest moment worked at
+        self._resumed = False  # event time with --idle: the first catch-up finds what the downtime decided
         # Observability (--stats, /metrics): lines read, and how late timer-driven
         # timeouts went out after their deadline.
         self.lines_read = 0
@@ -140,13 +151,28 @@ class Runtime:
             self.finished_ms = self.clock.now_ms()
 
     def _recover(self, since: int | None = None) -> None:
-        """After a restart, orders whose deadline passed while the tool was down (in
-        processing time, or in event time moved by ``--idle``) time out at once (at
-        ``since``, when reading began, or now), stamped with their deadline and marked
-        recovered."""
+        """After a restart, orders whose deadline passed while the tool was down time out
+        stamped with their deadline and marked recovered: in processing time at once (at
+        ``since``, when reading began, or now); in event time with ``--idle`` once the
+        backlog is read (see :meth:`_catch_up`)."""
+        self._resumed = self.pipeline.wall.arrival is not None
         moment = self._moment(since)
         for results in self._slices(lambda limit: self.pipeline.advance(moment, limit)):
-            self._emit([result._replace(recovered=True) if type(result) is Timeout else result for result in results])
+            self._emit(_recovered(results))
+
+    def _waits_to_catch_up(self) -> bool:
+        """Event time with ``--idle``, and lines came in since a read last found nothing new."""
+        pipeline = self.pipeline
+        return pipeline.idle is not None and pipeline.time_mode is not TimeMode.PROCESSING and not pipeline.caught_up
+
+    def _catch_up(self, now: int) -> None:
+        """Every input was read to its end: the wall clock moves event time until lines come
+        (in slices: after a long downtime every open order may be due at once)."""
+        if self._waits_to_catch_up():
+            resumed = self._resumed
+            for results in self._slices(lambda limit: self.pipeline.catch_up(now, limit)):
+                self._emit(_recovered(results) if resumed else results)
+            self._resumed = False  # (only the first catch-up ends a downtime)
 
     def _moment(self, arrival: int | None) -> int:
         """The time to work at: a chunk's arrival stamp, or now; never before a moment
@@ -161,18 +187,26 @@ class Runtime:
         pipeline = self.pipeline
         clock = self.clock
         identity_of = getattr(reader, "identity", lambda name: None)
+        caught_up = getattr(reader, "caught_up", lambda: True)
         current = splitter = None
         line_number = 0
         while True:
             timer = pipeline.next_timer()
             timeout = None if timer is None else clock.seconds_until(timer)
+            waiting = self._waits_to_catch_up()
+            if waiting:  # a read that finds nothing new for a moment is caught up
+                timeout = CATCH_UP_POLL_SECONDS if timeout is None else min(timeout, CATCH_UP_POLL_SECONDS)
             try:
                 item = await reader.get(timeout)
             except TimeoutError:
-                self._emit_due(self._moment(None))
+                now = self._moment(None)
+                if waiting and caught_up():
+                    self._catch_up(now)
+                self._emit_due(now)
                 self.checkpoint()
                 continue
             if item is END:
+                self._catch_up(self._moment(None))
                 return
             name, chunk, arrival = item
             if name != current:
@@ -190,6 +224,8 @@ class Runtime:
             now = self._moment(arrival)
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit_due(now)
+            if chunk:  # a read found lines: more may be unread, the --idle clock waits
+                pipeline.behind()
             line_number = self._feed_lines(lines, name, line_number, now)
             if chunk is ROTATED:  # a followed file was replaced: positions restart with it
                 splitter, line_number = LineSplitter(self.max_line_bytes), 0
@@ -325,34 +361,6 @@ class Runtime:
             self.writer.write(results)
         self.writer.flush()
 
-    # -- simulate ------------------------------------------------------------------
-
-    async def simulate(self, events: Iterable[tuple[int, bytes]], show_event=None) -> None:
-        """Feed scheduled ``(time, raw)`` events at their times, firing timeouts between them.
-
-        The watermark follows the schedule: at a deadline that comes before the next event,
-        everything up to the deadline is settled, so each timeout prints when it is due.
-        """
-        self.started_ms = self.clock.now_ms()
-        try:
-            for time, raw in events:
-                await self._fire_deadlines_until(time)
-                await self.clock.sleep_until(time)
-                if show_event is not None:
-                    show_event(time, raw)
-                self._emit(self.pipeline.feed(raw, self.clock.now_ms()))
-            await self._fire_deadlines_until(float("inf"))
-        finally:
-            self.finished_ms = self.clock.now_ms()
-
-    async def _fire_deadlines_until(self, limit: int | float) -> None:
-        pipeline = self.pipeline
-        while (deadline := pipeline.next_deadline()) is not None and deadline <= limit:
-            await self.clock.sleep_until(deadline)
-            results = pipeline.advance_frontier(deadline)
-            self._emit(results)
-            self._record_lateness(results)
-
     def _record_lateness(self, timeouts) -> None:
         """Timeouts fired by a timer: how long after their deadline they went out."""
         if timeouts:
@@ -361,3 +369,8 @@ class Runtime:
             lateness = Counter([now - result[2] for result in timeouts if type(result) is Timeout])
             for value, count in lateness.items():
                 self.timer_lateness.observe(value, count)
+
+
+def _recovered(results: list) -> list:
+    """``results`` with their timeouts marked as found at a restart."""
+    return [result._replace(recovered=True) if type(result) is Timeout else result for result in results]

@@ -189,7 +189,7 @@ WATCH_VALUE_OPTIONS = frozenset({
     "--cancel-type", "--checkpoint-every", "--color", "--config", "--create-type",
     "--deliver-concurrency", "--deliver-max-age", "--deliver-timeout", "--drain-timeout",
     "--exec", "--fields", "--idle", "--key", "--lateness", "--log-format", "--match",
-    "--max-line-bytes", "--metrics-addr", "--only", "--outbox-limit", "--paid-late",
+    "--max-future", "--max-line-bytes", "--metrics-addr", "--only", "--outbox-limit", "--paid-late",
     "--pay-type", "--rejects", "--state", "--stats", "--time-field", "--time-unit",
     "--type-field", "--unhealthy-after", "--webhook", "--webhook-secret", "--within",
 })

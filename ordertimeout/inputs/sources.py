@@ -65,6 +65,8 @@ class ChunkReader:
         self._files: dict[str, OpenFile] = {}
         self._clock = None
         self.bytes_read = 0
+        self._waiting = False  # the input at hand waits for data that is not there yet
+        self._unread = True  # inputs after the one at hand are still to be read
         self._total_bytes = _regular_file_bytes(self._inputs)
 
     def progress(self) -> float | None:
@@ -86,6 +88,14 @@ class ChunkReader:
         if since is None or convert is None or not any(_reads_stdin(source) for source in self._inputs):
             return None
         return convert(since)
+
+    def caught_up(self) -> bool:
+        """Whether nothing is left unread at the moment: a ``get`` is still waiting, and
+        it waits for data not written yet (a followed file read to its end, or not there
+        yet; a pipe, terminal or device with nothing to read), not for a read under way.
+        (A file that is not followed is caught up at :data:`END`.)"""
+        pending = self._next
+        return pending is not None and not pending.done() and self._waiting and not self._unread
 
     def start(self, clock=None) -> None:
         """Prepare reading (call from inside the running loop); ``clock`` stamps arrivals."""
@@ -115,7 +125,8 @@ class ChunkReader:
         return item.result()
 
     async def _read_all(self):
-        for source in self._inputs:
+        for number, source in enumerate(self._inputs, 1):
+            self._unread = number < len(self._inputs)  # inputs after this one
             chunks = self._follow(source) if source.follow else self._chunks(source)
             try:
                 async for chunk, arrival in chunks:
@@ -209,10 +220,16 @@ class ChunkReader:
         self._cleanup.append(reader.stop)
         clock = self._clock
         now_ms = clock.now_ms if clock is not None else None
-        async for chunk, stamp in reader.chunks(now_ms, getattr(clock, "from_monotonic", None)):
-            if chunk is not ROTATED and not chunk:
-                return
-            yield chunk, stamp
+        # The thread reads as soon as data is there: while the run waits for a chunk of
+        # it, nothing is left unread.
+        self._waiting = True
+        try:
+            async for chunk, stamp in reader.chunks(now_ms, getattr(clock, "from_monotonic", None)):
+                if chunk is not ROTATED and not chunk:
+                    return
+                yield chunk, stamp
+        finally:
+            self._waiting = False
 
     async def _follow(self, source: Input):
         """Lines appended to ``source.path`` forever, like ``tail -F``.
@@ -236,6 +253,7 @@ class ChunkReader:
         current_file = self._files[name] = OpenFile(fd, path, position)
         while True:
             chunk = os.read(fd, self._chunk_bytes)
+            self._waiting = not chunk
             if chunk:
                 position += len(chunk)
                 current_file.read(chunk)
@@ -248,6 +266,7 @@ class ChunkReader:
                 named = None  # between rename and re-create: keep waiting on the old file
             current = os.fstat(fd)
             if named is not None and (named.st_ino, named.st_dev) != (current.st_ino, current.st_dev):
+                self._waiting = False  # the old file's rest and the new file are to be read
                 while chunk := os.read(fd, self._chunk_bytes):  # what came before the rename
                     yield chunk, None
                 yield ROTATED, None
@@ -264,8 +283,7 @@ class ChunkReader:
                 continue
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
-    @staticmethod
-    async def _open_when_there(path: str) -> int | None:
+    async def _open_when_there(self, path: str) -> int | None:
         """Open ``path``, waiting (polling) while it does not exist, as ``tail -F`` does.
         None for a named pipe: opening one waits for a writer, so the reader thread does."""
         while True:
@@ -274,7 +292,10 @@ class ChunkReader:
             try:
                 return os.open(path, os.O_RDONLY)
             except FileNotFoundError:
+                self._waiting = True  # nothing to read until it appears
                 await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            finally:
+                self._waiting = False
 
 
 def _reads_stdin(source: Input) -> bool:

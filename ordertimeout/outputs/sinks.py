@@ -211,6 +211,7 @@ class ResultWriter:
 #: events.py, pipeline.py and runtime.py): a short, fixed set for counting and labels.
 _REASON_CLASSES = (
     ("late:", "late"),
+    ("from the future", "future"),
     ("line longer than", "too_long"),
     ("not valid UTF-8", "not_utf8"),
     ("not valid JSON", "not_json"),

@@ -28,14 +28,13 @@ from .events import (
 )
 from .durations import format_instant
 from .matcher import Matcher, Result
-from .reorder import ReorderBuffer
+from .reorder import ReorderBuffer, count_on_time
+from .wallclock import FutureEvent, WallClockSteps, WallTime
 
-__all__ = ["TimeMode", "Pipeline", "LateEvent"]
+__all__ = ["TimeMode", "Pipeline", "LateEvent", "FutureEvent"]
 
 _TIME = itemgetter(2)  # of an event (key, kind, time, raw)
 _TIME_SEQUENCE = itemgetter(0, 1)  # of a saved buffer entry (time, sequence, key, kind, raw)
-#: Events checked for lateness together (see _count_on_time).
-LATENESS_BLOCK = 16
 
 
 class TimeMode(str, Enum):
@@ -49,13 +48,14 @@ class LateEvent(RejectedLine):
     """An event at or before the watermark: counted and reported, never matched."""
 
 
-class Pipeline:
+class Pipeline(WallClockSteps):
     """Parses lines, keeps event time in order and feeds the matcher.
 
     ``time_mode`` None means: decided by the first accepted line (event time if it has
-    the time field). ``lateness`` is the bounded out-of-orderness in milliseconds.
-    ``feed`` raises :class:`RejectedLine` (or :class:`LateEvent`) for a line that is
-    not used, after counting it; the caller reports it and goes on.
+    the time field). ``lateness`` is the bounded out-of-orderness in milliseconds;
+    ``idle`` and ``max_future`` bring in the wall clock (see :mod:`.wallclock`).
+    ``feed`` raises :class:`RejectedLine` (or :class:`LateEvent`, :class:`FutureEvent`)
+    for a line that is not used, after counting it; the caller reports it and goes on.
     """
 
     def __init__(
@@ -66,11 +66,10 @@ class Pipeline:
         time_mode: TimeMode | None = None,
         lateness: int = 0,
         idle: int | None = None,
+        max_future: int | None = None,
     ) -> None:
         if lateness < 0:
             raise ValueError("lateness must not be negative")
-        if idle is not None and idle <= 0:
-            raise ValueError("idle must be positive")
         self.parser = parser
         self.matcher = matcher
         self.time_mode = time_mode
@@ -81,9 +80,8 @@ class Pipeline:
         self.frontier: int | float = float("-inf")
         self._max_time: int | float = float("-inf")
         self._buffer = ReorderBuffer()
-        # --idle: event time also moves with the wall clock, ``idle`` behind (see advance).
-        self.idle = idle
-        self._max_arrival: int | None = None  # wall-clock arrival of the event at _max_time
+        # --idle and --max-future: the wall clock's part in event time (see .wallclock).
+        self.wall = WallTime(idle, max_future)
         self._parsed: tuple | None = None  # a batch stopped at a late event (_parse_event_time)
         # For hints: the most a late event was behind (the --lateness keeping all), the line deciding the mode.
         self.late_by, self.first_event = 0, None
@@ -106,6 +104,12 @@ class Pipeline:
         if mode is None:
             mode = self.time_mode = TimeMode.PROCESSING if time is None else TimeMode.EVENT
             self.first_event = raw
+        if mode is TimeMode.EVENT:
+            try:
+                self.wall.check(time, now)
+            except FutureEvent:
+                self.rejected += 1
+                raise
         self.events += 1
         if mode is TimeMode.PROCESSING:
             return self.matcher.on_event(key, kind, now, raw)
@@ -136,6 +140,12 @@ class Pipeline:
         events, stop = self._parse_event_time(lines, start)
         if not events:
             return [], stop
+        future = self.wall.first_future(list(map(_TIME, events)), now)
+        if future is not None:  # feed rejects it; the events after it are kept for the next call
+            self._parsed = (lines, start, events, stop)
+            if not future:
+                return [], start
+            events, stop = events[:future], start + future
         # Event time as in _feed_event_time and advance_frontier, for the whole batch:
         # events due in (time, input order) are collected, then applied in one matcher
         # batch. Leaving the matcher's advance to each frontier for the end of the batch
@@ -148,7 +158,7 @@ class Pipeline:
             if times[0] >= self.frontier and times == sorted(times):
                 self.events += len(events)
                 if times[-1] > self._max_time:
-                    self._max_time, self._max_arrival = times[-1], now
+                    self._new_max(times[-1], now)
                 return self._apply(events, self._max_time), stop
         ready, used, frontier = self._reorder(events, now)
         self.events += used
@@ -201,14 +211,14 @@ class Pipeline:
         # event meets a frontier above the one the batch's largest time brings: if no time
         # is before that one, none is late.
         if min(times) < max(frontier, max(self._max_time, top) - lateness):
-            used = _count_on_time(times, frontier, self._max_time, lateness)
+            used = count_on_time(times, frontier, self._max_time, lateness)
             if used < len(times):
                 if not used:
                     return [], 0, frontier  # the first event is late: feed counts and reports it
                 events = events[:used]
                 top = max(times[:used])
         if top > self._max_time:
-            self._max_time, self._max_arrival = top, now
+            self._new_max(top, now)
         frontier = max(frontier, self._max_time - lateness)
         # Holding the whole batch, then releasing what is at or before the final frontier,
         # gives what holding and releasing event by event gives, in the same order. The
@@ -226,8 +236,7 @@ class Pipeline:
             raise LateEvent(f"late: time {format_instant(time)} is at or before the watermark "
                             f"{format_instant(self.frontier - 1)}")
         if time > self._max_time:
-            self._max_time = time
-            self._max_arrival = now
+            self._new_max(time, now)
         frontier = max(self.frontier, self._max_time - self.lateness)
         if not self._buffer and time <= frontier:
             # In-order input (always so with lateness 0): no need for the reorder buffer.
@@ -261,9 +270,10 @@ class Pipeline:
         """The wall clock reached ``now``: time out what is due.
 
         In processing time that is every deadline up to ``now``. In event time it matters
-        only with ``idle`` (Bytewax's wall-clock watermark): the watermark is also the
-        largest event time (minus ``lateness``) plus the wall time elapsed since that event
-        arrived, minus ``idle``. So a quiet stream still times orders out, ``idle`` after
+        only with ``idle`` (Bytewax's wall-clock watermark), and only once the host said
+        the inputs are caught up (:meth:`catch_up`): the watermark is also the largest
+        event time (minus ``lateness``) plus the wall time elapsed since that time was
+        known, minus ``idle``. So a quiet stream still times orders out, ``idle`` after
         their deadline, and an event whose time is no more than ``idle`` behind the wall
         clock is never late. ``limit`` caps the timeouts of one call in processing time
         (call again while a full slice comes back), also in event time with ``idle``
@@ -271,17 +281,14 @@ class Pipeline:
         """
         if self.time_mode is TimeMode.PROCESSING:
             return self.matcher.advance_to(now, limit)
-        frontier = self._idle_frontier(now)
+        frontier = self.wall.frontier(self._max_time, self.lateness, now)
         if frontier is None:
             return []
         return self.advance_frontier(frontier, limit)  # never backwards: advance_frontier ignores a lower one
 
-    def _idle_frontier(self, now: int) -> int | None:
-        if self.idle is None or self._max_arrival is None:
-            return None
-        # A clock stepped back (or a restart on another host) must not pull time back.
-        elapsed = max(0, now - self._max_arrival)
-        return self._max_time - self.lateness + elapsed - self.idle
+    def _new_max(self, time: int, now: int) -> None:
+        self.wall.newest(self._max_time, time, now)
+        self._max_time = time
 
     def finish(self, limit: int | None = None) -> list[Result]:
         """End of input in event time: a final watermark of +infinity settles everything.
@@ -309,14 +316,11 @@ class Pipeline:
         """The wall-clock moment the host must call ``advance`` even without input, or None."""
         if self.time_mode is TimeMode.PROCESSING:
             return self.matcher.next_deadline()
-        if self.idle is None or self._max_arrival is None:
+        if self.wall.idle is None or not self.wall.caught_up:
             return None
         # Event time moving with the wall clock: when does it reach the next thing due?
         due = [time for time in (self._buffer.first_time(), self.matcher.next_deadline()) if time is not None]
-        if not due:
-            return None
-        # _idle_frontier(now) >= min(due)  <=>  now >= this moment
-        return self._max_arrival + max(0, min(due) - (self._max_time - self.lateness) + self.idle)
+        return self.wall.timer(self._max_time, self.lateness, min(due) if due else None)
 
     @property
     def pending(self) -> int:
@@ -351,7 +355,7 @@ class Pipeline:
             "rejected": self.rejected,
             # (time, sequence, key, kind, raw) in (time, input order), as state format 3 has it
             "buffer": [(time, sequence, key, kind, raw) for sequence, (key, kind, time, raw) in enumerate(self._buffer.events())],
-            "max_arrival": self._max_arrival,
+            "max_arrival": self.wall.arrival,
             "matcher": self.matcher.snapshot(with_orders),
         }
 
@@ -367,32 +371,11 @@ class Pipeline:
         # In (time, sequence) order, which is input order at equal times.
         saved = sorted(state["buffer"], key=_TIME_SEQUENCE)
         self._buffer = ReorderBuffer((key, kind, time, raw) for time, _, key, kind, raw in saved)
-        # The wall-clock arrival of the largest event: with --idle, restored orders time
-        # out on a stream that stays quiet after the restart.
-        self._max_arrival = state.get("max_arrival")
+        # When the largest event time was known: with --idle, restored orders time out on
+        # a stream that stays quiet after the restart, once its backlog is read.
+        self.wall.arrival = state.get("max_arrival")
+        self.wall.caught_up = self.wall.live = False
 
 
 def _finite_or_none(value: int | float) -> int | None:
     return None if value in (float("inf"), float("-inf")) else int(value)
-
-
-def _count_on_time(times: list[int], frontier: int | float, highest: int | float, lateness: int) -> int:
-    """How many of ``times`` come before the first late one. Event time ``t`` is late
-    before the frontier it meets, max(frontier, largest time before it - lateness); the
-    first only has to reach ``frontier`` (``highest`` is the largest time before them).
-
-    By blocks: a block is on time as a whole when its smallest time reaches the frontier
-    its largest time brings; only a block that does not is checked event by event.
-    """
-    for start in range(0, len(times), LATENESS_BLOCK):
-        block = times[start : start + LATENESS_BLOCK]
-        top = max(block)
-        if min(block) >= max(frontier, highest - lateness, top - lateness):
-            highest = max(highest, top)
-            continue
-        for index, time in enumerate(block, start):
-            if time < frontier or (index and time < highest - lateness):
-                return index
-            if time > highest:
-                highest = time
-    return len(times)

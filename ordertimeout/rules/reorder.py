@@ -29,7 +29,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Iterable, Iterator
 
-__all__ = ["ReorderBuffer"]
+__all__ = ["ReorderBuffer", "count_on_time"]
 
 _TIME = itemgetter(2)  # of an event (key, kind, time, raw)
 _ENTRY_EVENT = itemgetter(2)  # of a heap entry (time, sequence, event)
@@ -109,3 +109,29 @@ class ReorderBuffer:
         held = list(chain(*self._runs, map(_ENTRY_EVENT, sorted(self._heap))))
         held.sort(key=_TIME)
         return held
+
+
+#: Events checked for lateness together (see count_on_time).
+LATENESS_BLOCK = 16
+
+
+def count_on_time(times: list[int], frontier: int | float, highest: int | float, lateness: int) -> int:
+    """How many of ``times`` come before the first late one. Event time ``t`` is late
+    before the frontier it meets, max(frontier, largest time before it - lateness); the
+    first only has to reach ``frontier`` (``highest`` is the largest time before them).
+
+    By blocks: a block is on time as a whole when its smallest time reaches the frontier
+    its largest time brings; only a block that does not is checked event by event.
+    """
+    for start in range(0, len(times), LATENESS_BLOCK):
+        block = times[start : start + LATENESS_BLOCK]
+        top = max(block)
+        if min(block) >= max(frontier, highest - lateness, top - lateness):
+            highest = max(highest, top)
+            continue
+        for index, time in enumerate(block, start):
+            if time < frontier or (index and time < highest - lateness):
+                return index
+            if time > highest:
+                highest = time
+    return len(times)

@@ -19,7 +19,7 @@ from typing import Awaitable, Protocol
 
 from ...rules.clocks import Clock
 from ...rules.events import RejectedLine
-from ...rules.matcher import Result
+from ...rules.matcher import Result, Timeout
 from ...rules.pipeline import Pipeline, TimeMode
 from .changelog import ChangelogWriter, Record, Restored
 
@@ -27,6 +27,8 @@ __all__ = ["PartitionTask", "Host"]
 
 #: Timeouts emitted per call when many are due at once (as the local runtime does).
 EMIT_SLICE = 128
+#: --idle, until the partition is caught up: how often it looks at the high watermark.
+CATCH_UP_POLL_MS = 100
 
 _STOP = object()
 
@@ -44,6 +46,9 @@ class Host(Protocol):
     async def start_position(self, partition: int, restored_offset: int | None) -> int: ...
 
     def resume(self, partition: int) -> None: ...
+
+    def highwater(self, partition: int) -> int | None:
+        """The partition's high watermark at the last fetch (None: not fetched yet)."""
 
     async def send_result(self, result: Result) -> Awaitable: ...
 
@@ -78,6 +83,7 @@ class PartitionTask:
         self._saving: asyncio.Task | None = None  # the checkpoint waiting for its results
         self._last_checkpoint = 0
         self._floor = float("-inf")  # processing time never runs backwards across workers
+        self._restored = False  # state came from the changelog (a takeover or a restart)
         self._task: asyncio.Task | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -128,10 +134,13 @@ class PartitionTask:
             timer = self.pipeline.next_timer()
             due = self._last_checkpoint + self.checkpoint_every
             wake = due if timer is None else min(timer, due)
+            if self._waits_to_catch_up():
+                wake = min(wake, clock.now_ms() + CATCH_UP_POLL_MS)
             try:
                 async with asyncio.timeout(clock.seconds_until(wake)):
                     item = await self.queue.get()
             except TimeoutError:
+                await self._catch_up()
                 await self._emit_due(self._now())
                 await self._maybe_checkpoint()
                 continue
@@ -139,6 +148,7 @@ class PartitionTask:
                 await self._last_checkpoint_before_leaving()
                 return
             await self._feed(item)
+            await self._catch_up()
             await self._maybe_checkpoint()
 
     async def _restore(self) -> None:
@@ -148,6 +158,7 @@ class PartitionTask:
         state = restored.pipeline_state()
         if state is not None:
             self.pipeline.restore(state)
+            self._restored = True
             now = self.pipeline.matcher.now
             if self.pipeline.time_mode is TimeMode.PROCESSING and now != float("-inf"):
                 self._floor = now
@@ -195,7 +206,29 @@ class PartitionTask:
                 reason = rejected.reason if record.value is not None else "record without a value"
                 self.host.reject(self.partition, record.offset, reason, lines[stop])
         self.offset = fresh[-1].offset + 1
+        self.pipeline.behind()  # records came: the --idle clock waits for the high watermark
         await self._emit(out)
+
+    def _waits_to_catch_up(self) -> bool:
+        pipeline = self.pipeline
+        return pipeline.idle is not None and pipeline.time_mode is not TimeMode.PROCESSING and not pipeline.caught_up
+
+    async def _catch_up(self) -> None:
+        """``--idle``: the wall clock moves this partition's event time only while it has
+        nothing left to read (its next offset at the high watermark): a restore or a
+        takeover reads its backlog in event time first, so no record written while nobody
+        owned the partition is late because of that. The first catch-up then times out
+        what the wall time since the newest known event, downtime included, made due."""
+        if not self._waits_to_catch_up():
+            return
+        highwater = self.host.highwater(self.partition)
+        if highwater is None or self.offset is None or self.offset < highwater:
+            return
+        results = self.pipeline.catch_up(self._now())
+        if self._restored:  # found at a restart, as the local runtime marks them
+            results = [result._replace(recovered=True) if type(result) is Timeout else result for result in results]
+            self._restored = False
+        await self._emit(results)
 
     async def _emit_due(self, now: int, recovered: bool = False) -> None:
         while True:

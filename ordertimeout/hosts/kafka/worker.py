@@ -282,6 +282,12 @@ class Worker(ConsumerRebalanceListener):
         if not self.paused:
             self._consumer.resume(TopicPartition(self.settings.topic, partition))
 
+    def highwater(self, partition: int) -> int | None:
+        """The input partition's high watermark at its last fetch (None: not fetched yet)."""
+        tp = TopicPartition(self.settings.topic, partition)
+        consumer = self._consumer
+        return consumer.highwater(tp) if consumer is not None and tp in consumer.assignment() else None
+
     async def send_result(self, result: Result) -> asyncio.Future:
         """Queue one result for the results topic; returns its delivery future."""
         self.produced += 1

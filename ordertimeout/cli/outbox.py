@@ -1,4 +1,8 @@
-"""`ordertimeout outbox STATE`: what waits for delivery in a state file, and dead letters back."""
+"""`ordertimeout outbox STATE`: what waits for delivery in a state file, and dead letters back.
+
+Both work while a run holds the file: the list is the file as of the run's last commit,
+and ``--retry-dead`` becomes a request the run carries out (it alone writes the file).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import time
 import click
 import orjson
 
-from ..notify.outbox import OutboxError, read_rows, retry_dead
+from ..notify.outbox import OutboxError
+from ..notify.outbox_file import in_use, read_rows, request_retry, retry_dead
 from ..outputs.rows import format_time
 
 
@@ -17,6 +22,9 @@ Examples:
   ordertimeout outbox orders.db
   ordertimeout outbox orders.db --json | jq -c 'select(.state == "dead")'
   ordertimeout outbox orders.db --retry-dead     # after the endpoint is fixed
+
+Both work while a watch holds the file: the list shows its last checkpoint, and
+--retry-dead asks the running watch, which moves them back within a second.
 """
 
 
@@ -24,18 +32,24 @@ Examples:
 @click.argument("state_path", metavar="STATE", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per row, for jq and programs.")
 @click.option("--retry-dead", is_flag=True,
-              help="Move every dead letter back to pending, to be delivered by the next run (after the "
-              "endpoint is fixed).")
+              help="Move every dead letter back to pending, with a fresh --deliver-max-age (after the endpoint "
+              "is fixed): a running watch holding STATE delivers them at once, otherwise the next run does.")
 def outbox(state_path, as_json, **options) -> None:
-    """List the results waiting for delivery (pending) and given up (dead) in a --state file.
-
-    Stop the watch using the file first: a running ordertimeout holds it locked.
+    """List the results waiting for delivery (pending) and given up (dead) in a --state file,
+    oldest first, also while a watch runs on it.
     """
     try:
         if options["retry_dead"]:
-            moved = retry_dead(state_path, time.time_ns() // 1_000_000)
-            click.echo(f"ordertimeout: {moved:,} dead letters moved back to pending", err=True)
+            if in_use(state_path):
+                moved = request_retry(state_path)
+                click.echo(f"ordertimeout: the running ordertimeout moved {moved:,} dead letters back to pending; "
+                           "it delivers them now", err=True)
+            else:
+                moved = retry_dead(state_path, time.time_ns() // 1_000_000)
+                click.echo(f"ordertimeout: {moved:,} dead letters moved back to pending; the next run with "
+                           "this --state delivers them", err=True)
             return
+        running = in_use(state_path)
         rows = read_rows(state_path)
     except OutboxError as error:
         raise click.ClickException(str(error)) from None
@@ -54,4 +68,5 @@ def outbox(state_path, as_json, **options) -> None:
             out.write(row.rstrip().encode("utf-8", "backslashreplace") + b"\n")
     out.flush()
     pending = sum(not entry.dead for entry in rows)
-    click.echo(f"ordertimeout: {pending:,} pending, {len(rows) - pending:,} dead", err=True)
+    as_of = " (as of the last checkpoint of the ordertimeout running on it)" if running else ""
+    click.echo(f"ordertimeout: {pending:,} pending, {len(rows) - pending:,} dead{as_of}", err=True)

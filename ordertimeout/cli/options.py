@@ -55,7 +55,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "State and delivery": (
         "--state", "--checkpoint-every", "--final", "--webhook", "--webhook-secret", "--exec",
         "--deliver-concurrency", "--deliver-timeout", "--deliver-max-age", "--drain-timeout", "--probe-max",
-        "--dead-on", "--outbox-limit", "--retry-dead",
+        "--dead-on", "--outbox-limit", "--retry-dead", "--kafka",
     ),
 }
 

@@ -65,6 +65,12 @@ class Notifier:
         self._tickets: dict[tuple[str, str], list[_Ticket]] = {}
         #: The state file holding the outbox (``--state``), where ``--retry-dead`` asks.
         self.state_path: str | None = None
+        #: Where dead letters are kept outside a state file and the command that lists them
+        #: (a kafka worker's topic), for the message at the end.
+        self.dead_letter_place: tuple[str, str] | None = None
+        #: ``keep(entry)``: writes a dead letter somewhere lasting (see :meth:`keep_dead_letters`).
+        self._keep_dead: Callable | None = None
+        self._keeping: set[asyncio.Task] = set()
 
     def report_to(self, report: Callable[[str, str, dict], None]) -> None:
         """Tell ``report(level, message, fields)`` (a :meth:`.logs.Log.write`) of failing and
@@ -121,7 +127,54 @@ class Notifier:
         self.relay.add(results, self.clock.now_ms())
         return ticket.future
 
+    def keep_dead_letters(self, keep: Callable) -> None:
+        """``await keep(entry)`` writes each dead letter somewhere lasting (a kafka worker's
+        ``<group>-dead`` topic); a tracked entry that dies leaves the outbox (so its input
+        may be committed) only once it is kept. ``keep`` is tried again until it succeeds."""
+        self._keep_dead = keep
+
+    def requeue(self, entries: list) -> list:
+        """Dead letters given back (``--retry-dead``): into the outbox with a fresh maximum
+        age; one future per entry, done once it has left again (``entry.dead`` tells how)."""
+        loop = asyncio.get_running_loop()
+        now = self.clock.now_ms()
+        futures = []
+        for entry in entries:
+            entry.dead, entry.attempts, entry.enqueued, entry.next_attempt = False, 0, now, now
+            ticket = _Ticket(loop.create_future(), 1)
+            self._tickets.setdefault((entry.sink, entry.id), []).append(ticket)
+            futures.append(ticket.future)
+        self.relay.add_entries(entries)
+        return futures
+
+    def report(self, level: str, message: str, **fields) -> None:
+        """A diagnostic line through the run's log (if it has one)."""
+        report = self._settings["report"]
+        if report is not None:
+            report(level, message, fields)
+
     def _left(self, entry) -> None:
+        if entry.dead and self._keep_dead is not None:
+            task = asyncio.get_running_loop().create_task(self._keep_letter(entry))
+            self._keeping.add(task)
+            task.add_done_callback(self._keeping.discard)
+            return
+        self._release(entry)
+
+    async def _keep_letter(self, entry) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._keep_dead(entry)
+                break
+            except Exception as error:  # the place is unreachable for now: its input stays uncommitted
+                self.report("warning", f"cannot keep dead letter {entry.sink} {entry.id} ({error}); retrying",
+                            sink=entry.sink, id=entry.id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._release(entry)
+
+    def _release(self, entry) -> None:
         waiting = self._tickets.get((entry.sink, entry.id))
         if not waiting:
             return
@@ -165,6 +218,10 @@ class Notifier:
                 parts.append(f"{dead:,} dead letters wait in {path}{last}; list them with: ordertimeout outbox "
                              f"{path}; once the endpoint is fixed, retry them with: ordertimeout outbox {path} "
                              "--retry-dead (also while a run holds the file)")
+            elif self.dead_letter_place is not None:
+                where, command = self.dead_letter_place
+                parts.append(f"{dead:,} dead letters kept in {where}{last}; list them with: {command}; once the "
+                             f"endpoint is fixed, retry them with: {command} --retry-dead")
             else:
                 parts.append(f"{dead:,} dead letters{last}, each named above (without --state they are not kept)")
         if self.replayed and stats["pending"]:

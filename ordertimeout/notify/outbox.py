@@ -187,6 +187,10 @@ class MemoryOutbox:
         self.add_entries(moved)
         return len(moved)
 
+    def forget_dead(self, count: int) -> None:
+        """``count`` dead letters kept elsewhere (a kafka topic) were delivered after all."""
+        self._dead_count = max(0, self._dead_count - count)
+
     def pending_count(self) -> int:
         """Entries not yet delivered and not dead."""
         return sum(len(reached) for reached in self._reached.values()) + sum(map(len, self._fresh.values()))

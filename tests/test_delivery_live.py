@@ -189,3 +189,33 @@ def test_ctrl_c_while_deliveries_drain_says_so_at_once_and_a_second_one_stops_no
     assert process.returncode == 130 and time.monotonic() - stopping < 5
     listed = outbox(str(tmp_path / "s.db"))
     assert b"12 pending, 0 dead" in listed.stderr  # they stay in the outbox
+
+
+def test_a_backlog_of_a_thousand_drains_within_ten_seconds_of_the_recovery(tmp_path):
+    # A real run and a real endpoint answering 200 at once once it is back (the schedule
+    # itself is measured on virtual time in test_delivery; this is the short real run).
+    receiver = Receiver(secret=None)
+    down = [True]
+    receiver.answer = lambda number, body: (503, {}, 0) if down[0] else (200, {}, 0)
+    receiver.accept()
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"".join(line + b"\n" for line in timeouts_of([f"u{n}" for n in range(1000)])))
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    process = subprocess.Popen([*COMMAND, "watch", str(events), "--json", "-q", "--within", "1s", "--webhook",
+                                receiver.url, "--drain-timeout", "60s"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env=env)
+    try:
+        wait_for(lambda: receiver.snapshot(), what="the first attempts", process=process)
+        time.sleep(2.0)  # down for a while: the thousand wait in the outbox
+        down[0] = False
+        came_back = time.monotonic()
+        _, err = process.communicate(timeout=60)
+        drained = time.monotonic() - came_back
+    finally:
+        if process.poll() is None:
+            process.kill()
+        receiver.close()
+    assert process.returncode == 0, err
+    assert len(receiver.delivered_ids()) == 1001  # (and the closing order, timed out at the end)
+    assert drained < 10, drained  # within --probe-max (5s) of the recovery, then at full concurrency
+    assert len([r for r in receiver.snapshot() if r.status == 503]) <= 20  # probes, not a storm

@@ -344,3 +344,35 @@ def test_a_dead_on_answer_makes_that_result_dead_at_once_and_the_sink_stays_up()
         [entry(n) for n in range(4)])
     assert relay.final["dead"] == 1 and relay.final["delivered"] == 3 and len(sender.calls) == 4
     assert relay.final["failures_in_row"] == 0 and relay.final["sinks_down"] == []
+
+
+def watch_downs(outcome, count):
+    """Deliver ``count`` entries one at a time; whether the sink was seen down meanwhile."""
+    clock = LoopClock(epoch_ms=0)
+    relay = Relay(MemoryOutbox(), {"scripted": Scripted(outcome, 0.01, clock)}, clock, rng=random.Random(4),
+                  concurrency=1)
+    downs = []
+
+    async def scenario():
+        task = asyncio.create_task(relay.run())
+        relay.add_entries([entry(n) for n in range(count)])
+        while relay.stats()["pending"]:
+            downs.append(bool(relay.stats()["sinks_down"]))
+            await asyncio.sleep(0.005)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    run_virtual(scenario())
+    assert relay.delivered == count
+    return any(downs)
+
+
+def test_a_503_now_and_then_among_successes_does_not_take_the_sink_down_three_in_a_row_do():
+    assert not watch_downs(lambda item, n: Outcome(False, "HTTP 503") if n == 0 and int(item.key[1:]) % 5 == 4
+                           else DELIVERED, 100)
+    assert not watch_downs(lambda item, n: Outcome(False, "HTTP 503") if n == 0 and item.key in ("u0", "u1")
+                           else DELIVERED, 10)  # two in a row: still up
+    assert watch_downs(lambda item, n: Outcome(False, "HTTP 503") if n == 0 and item.key in ("u0", "u1", "u2")
+                       else DELIVERED, 10)
+    assert watch_downs(lambda item, n: Outcome(False, "HTTP 429", retry_after_ms=1000) if n == 0 and item.key == "u0"
+                       else DELIVERED, 10)  # asked to wait: down at once

@@ -97,7 +97,7 @@ def test_stopped_by_a_signal_with_dead_letters_it_keeps_128_plus_n_and_says_how_
     assert process.returncode == 143
     text = err.decode()
     path = str(state.resolve())
-    assert f"1 dead letters wait in {path} (last: HTTP 410)" in text
+    assert f"1 dead letter wait in {path} (last: HTTP 410)" in text
     assert f"retry them with: ordertimeout outbox {path} --retry-dead" in text and "Traceback" not in text
 
 

@@ -56,7 +56,7 @@ def test_dead_letters_are_kept_in_the_group_topic_listed_and_requeued_to_the_run
         wait_until(lambda: len(receiver.delivered_ids()) == 3, "the other three delivered")
         gone.clear()  # the endpoint is fixed
         asked = outbox_kafka(cluster, "--retry-dead")
-        assert asked.returncode == 0 and b"1 dead letters re-queued" in asked.stderr, asked.stderr
+        assert asked.returncode == 0 and b"1 dead letter re-queued" in asked.stderr, asked.stderr
         wait_until(lambda: dead_id in receiver.delivered_ids(), "the re-queued letter delivered", timeout=30)
         wait_until(lambda: listed(cluster) == [], "the letter gone from the topic")
         worker.send_signal(15)
@@ -67,7 +67,7 @@ def test_dead_letters_are_kept_in_the_group_topic_listed_and_requeued_to_the_run
             worker.wait()
         receiver.close()
     _, err = _outputs(worker)
-    assert "1 dead letters re-queued from" in err and "Traceback" not in err
+    assert "1 dead letter re-queued from" in err and "Traceback" not in err
     assert sorted(r.status for r in receiver.snapshot() if r.webhook_id == dead_id) == [200, 410]
 
 

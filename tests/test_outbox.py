@@ -195,7 +195,7 @@ def test_outbox_command_lists_rows_and_json_and_moves_dead_letters_back(tmp_path
     assert as_json[2]["state"] == "dead" and as_json[2]["result"]["id"] == "timeout:b:200:0"
     assert as_json[2]["last_error"] == "HTTP 400" and as_json[0]["next_attempt"] == 7
     moved = runner.invoke(main, ["outbox", path, "--retry-dead"])
-    assert moved.exit_code == 0 and "1 dead letters moved back to pending" in moved.stderr
+    assert moved.exit_code == 0 and "1 dead letter moved back to pending" in moved.stderr
     assert all(not entry.dead for entry in read_rows(path))
 
 
@@ -246,3 +246,24 @@ def test_memory_outbox_keeps_the_latest_dead_letters_and_counts_them_all():
     assert outbox.dead_count() == buried > MemoryOutbox.DEAD_KEPT
     assert len(outbox.dead) == MemoryOutbox.DEAD_KEPT
     assert outbox.dead[-1].id == results[-1].id and outbox.pending_count() == 0
+
+
+def test_state_outbox_hands_out_oldest_first_and_one_key_in_decision_order(tmp_path):
+    store = open_store(tmp_path / "state.db")
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    pipeline, _ = decided(LINES)
+    results = keyed("a", "b", "a", "c")
+    outbox.add(results, 0)
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    first = outbox.take("webhook", 0, 8, set(), set())
+    assert [e.key for e in first] == ["a", "b", "c"]
+    a1 = first[0]
+    a1.attempts, a1.next_attempt, a1.last_error = 1, 50, "HTTP 503"
+    outbox.retry(a1)
+    for other in first[1:]:
+        outbox.delivered(other)
+    assert outbox.take("webhook", 49, 8, set(), set()) == [] and outbox.next_due("webhook", 0) == 50
+    assert [e.id for e in outbox.take("webhook", 50, 8, set(), set())] == [results[0].id]
+    outbox.delivered(a1)
+    assert [e.id for e in outbox.take("webhook", 50, 8, set(), set())] == [results[2].id]
+    store.close()

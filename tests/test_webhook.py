@@ -137,7 +137,7 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_410(tmp_path, re
     assert {429, 503}.issubset({r.status for r in received})
     text = stderr.decode()
     assert f"deliveries {USERS - 1} delivered" in text and "1 dead" in text and "0 pending" in text
-    assert "1 dead letters (last: HTTP 410)" in text
+    assert "1 dead letter (last: HTTP 410)" in text
     assert time.monotonic() - started < 50
 
 
@@ -171,7 +171,7 @@ def test_400_401_and_404_are_retried_until_delivered_and_dead_on_decides_what_is
         statuses.setdefault(r.webhook_id, []).append(r.status)
     assert statuses[dead] == [422]
     assert all(statuses[rid] == [404, 401, 400, 200] for rid in expected if rid != dead)
-    assert "1 dead letters (last: HTTP 422)" in text and "Traceback" not in text
+    assert "1 dead letter (last: HTTP 422)" in text and "Traceback" not in text
     bad = CliRunner().invoke(main, ["watch", "--webhook", receiver.url, "--dead-on", "41O"], input=b"")
     assert bad.exit_code == 2 and "'41O' is not an HTTP status" in bad.stderr
 

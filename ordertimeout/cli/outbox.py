@@ -17,7 +17,7 @@ import click
 import orjson
 from click.core import ParameterSource
 
-from ..notify.outbox import OutboxError
+from ..notify.outbox import OutboxError, dead_letters
 from ..notify.outbox_file import in_use, read_rows, request_retry, retry_dead
 from ..outputs.rows import format_time
 from .kafka import kafka as _kafka
@@ -66,11 +66,11 @@ def outbox(state_path, as_json, use_kafka, **options) -> None:
         if options["retry_dead"]:
             if in_use(state_path):
                 moved = request_retry(state_path)
-                click.echo(f"ordertimeout: the running ordertimeout moved {moved:,} dead letters back to pending; "
+                click.echo(f"ordertimeout: the running ordertimeout moved {dead_letters(moved)} back to pending; "
                            "it delivers them now", err=True)
             else:
                 moved = retry_dead(state_path, time.time_ns() // 1_000_000)
-                click.echo(f"ordertimeout: {moved:,} dead letters moved back to pending; the next run with "
+                click.echo(f"ordertimeout: {dead_letters(moved)} moved back to pending; the next run with "
                            "this --state delivers them", err=True)
             return
         running = in_use(state_path)
@@ -119,7 +119,7 @@ def _kafka_outbox(as_json: bool, options: dict) -> None:
         if options["retry_dead"]:
             dead = [entry for state, entry in letters if state == DEAD]
             asked = asyncio.run(requeue(client, group, dead, timeout))
-            click.echo(f"ordertimeout: {asked:,} dead letters re-queued in {topic}; a running worker of {group} "
+            click.echo(f"ordertimeout: {dead_letters(asked)} re-queued in {topic}; a running worker of {group} "
                        "delivers them (it says so on stderr), or the next one started", err=True)
             return
     except KafkaRunError as error:

@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 from ..rules.clocks import Clock, LoopClock
 from .delivery import PROBE_MAX_MS, Relay, Sender
 from .outbox_file import answer_retry_request, take_retry_request
-from .outbox import MemoryOutbox
+from .outbox import MemoryOutbox, dead_letters
 from .sqlite_outbox import SqliteOutbox
 from ..outputs.sinks import RESULT_TYPES
 
@@ -215,15 +215,15 @@ class Notifier:
             last = f" (last: {self.relay.last_dead_error})" if self.relay.last_dead_error else ""
             if self.state_path is not None:
                 path = shlex.quote(os.path.abspath(self.state_path))
-                parts.append(f"{dead:,} dead letters wait in {path}{last}; list them with: ordertimeout outbox "
+                parts.append(f"{dead_letters(dead)} wait in {path}{last}; list them with: ordertimeout outbox "
                              f"{path}; once the endpoint is fixed, retry them with: ordertimeout outbox {path} "
                              "--retry-dead (also while a run holds the file)")
             elif self.dead_letter_place is not None:
                 where, command = self.dead_letter_place
-                parts.append(f"{dead:,} dead letters kept in {where}{last}; list them with: {command}; once the "
+                parts.append(f"{dead_letters(dead)} kept in {where}{last}; list them with: {command}; once the "
                              f"endpoint is fixed, retry them with: {command} --retry-dead")
             else:
-                parts.append(f"{dead:,} dead letters{last}, each named above (without --state they are not kept)")
+                parts.append(f"{dead_letters(dead)}{last}, each named above (without --state they are not kept)")
         if self.replayed and stats["pending"]:
             parts.append(f"{stats['pending']:,} not delivered (their input was not committed: the group's next "
                          "worker decides and delivers them again)")
@@ -278,7 +278,7 @@ class Notifier:
                 answer_retry_request(path, moved)
                 report = self._settings["report"]
                 if report is not None:
-                    report("info", f"{moved:,} dead letters moved back to pending (ordertimeout outbox --retry-dead)",
+                    report("info", f"{dead_letters(moved)} moved back to pending (ordertimeout outbox --retry-dead)",
                            {"moved": moved})
 
     async def finish(self, drain_timeout: float) -> None:

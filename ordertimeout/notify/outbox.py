@@ -26,7 +26,7 @@ from typing import Iterable
 
 from ..outputs.sinks import RESULT_TYPES, json_line
 
-__all__ = ["Entry", "MemoryOutbox", "OUTBOX_SCHEMA", "OutboxError", "entries_for", "choose"]
+__all__ = ["Entry", "MemoryOutbox", "OUTBOX_SCHEMA", "OutboxError", "entries_for", "choose", "dead_letters"]
 
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -64,6 +64,11 @@ class Entry:
     def kind(self) -> str:
         """The result kind (``timeout``, ``success``...): the id's first part."""
         return self.id.split(":", 1)[0]
+
+
+def dead_letters(count: int) -> str:
+    """``1 dead letter``, ``2 dead letters``: for messages."""
+    return f"{count:,} dead letter{'s' * (count != 1)}"
 
 
 def entry_for(sink: str, result, now: int) -> Entry:

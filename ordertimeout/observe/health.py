@@ -70,7 +70,7 @@ class Health:
         if self.deliveries is None:
             return None
         dead = self.deliveries().get("dead_letters", 0)
-        return f"{dead:,} dead letters" if dead else None
+        return f"{dead:,} dead letter{'s' * (dead != 1)}" if dead else None
 
     def _delivery_failure(self, now: int) -> str | None:
         if self.deliveries is None:

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from ...notify.outbox import Entry
+from ...notify.outbox import Entry, dead_letters
 from .connect import ClientSettings, KafkaRunError
 
 __all__ = ["DeadLetters", "dead_topic", "read_dead_letters", "requeue", "DEAD", "REQUEUED"]
@@ -128,7 +128,7 @@ class DeadLetters:
                 futures = notifier.requeue([entry for _, _, entry in taken])
                 waiting.extend((partition, offset, future, entry)
                                for (partition, offset, entry), future in zip(taken, futures))
-                notifier.report("info", f"{len(taken):,} dead letters re-queued from {self.topic} "
+                notifier.report("info", f"{dead_letters(len(taken))} re-queued from {self.topic} "
                                 "(ordertimeout outbox --kafka --retry-dead)", moved=len(taken))
             commit = {}
             while waiting and waiting[0][2].done():

@@ -14,6 +14,13 @@ Target: at least 3,000/s.
 Matching: the run's own elapsed time (`--stats` elapsed_s: reading and matching, not the
 drain that follows) of the same file with and without --webhook; the ratio shows what
 delivery costs matching, since both share one process and one event loop.
+
+Outage (`--outage 90`, or `--outage-only`): a live `watch --state` fed about 20 events a
+second, its endpoint answering 503 for that many seconds and then 200 at once: attempts
+while down (in all and a second), how long the backlog took to drain after the recovery
+(and its p90), results that arrived after a later one, every result delivered once, and
+whether `ordertimeout outbox STATE` answered during the outage. Real time: the outage
+plus about 20 s.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import asyncio
 import os
 import pathlib
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -164,13 +172,105 @@ def matching(server: Server, path: pathlib.Path, runs: int) -> dict:
     return {"plain_s": plain, "fast_s": fast, "slow_s": slow}
 
 
+class OutageServer:
+    """An aiohttp server that answers 503 while ``down``, noting every request's time and id."""
+
+    def __init__(self) -> None:
+        from aiohttp import web
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.down = False
+        self.requests: list[tuple[float, str, int]] = []  # (time, webhook-id, status)
+        self.loop = asyncio.new_event_loop()
+
+        async def handle(request):
+            await request.read()
+            status = 503 if self.down else 200
+            self.requests.append((time.monotonic(), request.headers.get("webhook-id", ""), status))
+            return web.Response(status=status)
+
+        async def start():
+            app = web.Application()
+            app.router.add_post("/hook", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result()
+
+
+def outage(seconds: float, rate: float = 20.0) -> dict:
+    """The issue's scenario: a live watch, its endpoint down for ``seconds``."""
+    server = OutageServer()
+    with tempfile.TemporaryDirectory() as scratch:
+        state = pathlib.Path(scratch) / "state.db"
+        process = subprocess.Popen(
+            [*COMMAND, "watch", "--processing-time", "--within", "1s", "--json", "-q", "--state", str(state),
+             "--webhook", server.url], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sent = 0
+
+        def feed(duration: float) -> None:
+            nonlocal sent
+            end = time.monotonic() + duration
+            while time.monotonic() < end:
+                process.stdin.write(orjson.dumps({"userId": f"k{sent}", "type": "create", "ts": 0}) + b"\n")
+                process.stdin.flush()
+                sent += 1
+                time.sleep(1 / rate)
+
+        feed(5)
+        server.down, went_down = True, time.monotonic()
+        outbox_answers = []
+        while time.monotonic() - went_down < seconds:
+            feed(min(5.0, seconds - (time.monotonic() - went_down)))
+            listed = subprocess.run([*COMMAND, "outbox", str(state)], capture_output=True)
+            outbox_answers.append(listed.returncode)
+        server.down, came_back = False, time.monotonic()
+        # the backlog: every result of a create sent before the recovery (the last second's
+        # are decided just after it)
+        decided_before_recovery = {f"timeout:k{n}:" for n in range(sent)}
+        feed(5)
+        end = time.monotonic() + 120
+        while time.monotonic() < end:
+            delivered = {rid for _, rid, status in server.requests if status == 200}
+            if len(delivered) >= sent:
+                break
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    ok = [(moment, rid) for moment, rid, status in server.requests if status == 200]
+    down_attempts = [moment for moment, _, status in server.requests if status == 503]
+    backlog = [moment - came_back for moment, rid in ok
+               if rid.rsplit(":", 2)[0] + ":" in decided_before_recovery and moment >= came_back]
+    numbers = [int(rid.split(":")[1][1:]) for _, rid in sorted(ok)]
+    highest, after_later = -1, 0
+    for number in numbers:
+        after_later += number < highest
+        highest = max(highest, number)
+    return {
+        "results": sent, "delivered": len({rid for _, rid in ok}), "deliveries": len(ok),
+        "attempts_down": len(down_attempts), "attempts_down_per_s": len(down_attempts) / seconds,
+        "drain_s": max(backlog, default=0.0), "drain_p90_s": statistics.quantiles(backlog, n=10)[-1] if len(backlog) > 1 else 0.0,
+        "backlog": len(backlog), "after_later": after_later,
+        "outbox_polls": len(outbox_answers), "outbox_failed": sum(code != 0 for code in outbox_answers),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--matching-orders", type=int, default=200_000,
                         help="orders of the matching comparison (enough that start-up does not count)")
+    parser.add_argument("--outage", type=float, default=90.0, help="seconds the endpoint is down in the outage scenario")
+    parser.add_argument("--outage-only", action="store_true", help="only the outage scenario")
     options = parser.parse_args()
+    if options.outage_only:
+        return report_outage(options.outage)
     server = Server()
     path = generate(options.orders)
     print(f"python {platform.python_version()}, {os.cpu_count()} cpus, {options.orders:,} results per run")
@@ -188,6 +288,17 @@ def main() -> None:
     print(f"matching {options.matching_orders:,} orders (elapsed_s): alone {figures['plain_s']:.2f}s, delivering to a fast endpoint "
           f"{figures['fast_s']:.2f}s (x{figures['fast_s'] / figures['plain_s']:.2f}), to one answering in 1 s "
           f"{figures['slow_s']:.2f}s (x{figures['slow_s'] / figures['plain_s']:.2f})")
+    report_outage(options.outage)
+
+
+def report_outage(seconds: float) -> None:
+    figures = outage(seconds)
+    print(f"outage of {seconds:g}s at 20 events/s: {figures['results']:,} results, {figures['delivered']:,} delivered "
+          f"({figures['deliveries']:,} deliveries); {figures['attempts_down']} attempts while down "
+          f"({figures['attempts_down_per_s']:.2f}/s); backlog of {figures['backlog']:,} drained "
+          f"{figures['drain_s']:.1f}s after recovery (p90 {figures['drain_p90_s']:.1f}s); {figures['after_later']:,} "
+          f"arrived after a later result; outbox answered {figures['outbox_polls'] - figures['outbox_failed']}"
+          f"/{figures['outbox_polls']} polls during the outage")
 
 
 if __name__ == "__main__":

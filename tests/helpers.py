@@ -223,6 +223,7 @@ class Scripted:
         self.seconds = seconds
         self.clock = clock
         self.calls = []
+        self.outcomes = []
         self.running = 0
         self.most_running = 0
 
@@ -241,7 +242,9 @@ class Scripted:
             await asyncio.sleep(self.seconds)
         finally:
             self.running -= 1
-        return self.outcome(item, number)
+        outcome = self.outcome(item, number)
+        self.outcomes.append((item.id, outcome.ok))  # in the order attempts end
+        return outcome
 
 
 # -- the matcher alone -------------------------------------------------------------------

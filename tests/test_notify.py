@@ -76,7 +76,7 @@ def test_only_limits_the_outbox_not_what_stdout_would_get():
 
 def test_status_and_summary_show_deliveries():
     figures = {"delivered": 1200, "retried": 30, "dead": 2, "pending": 45, "oldest_pending_age_ms": 125_000,
-               "failures_in_row": 7, "dead_letters": 3}
+               "failures_in_row": 7, "dead_letters": 3, "failing_since": EPOCH, "sinks_down": ["webhook"]}
     status = delivery_status(figures).plain
     assert status == " ↗1,200 pending 45 (oldest 2m5s) failing 7x dead 3"
     stats = {"events": 10, "success": 1, "timeout": 2, "late": 0, "rejected": 0, "pending": 0, "time_mode": "event",
@@ -87,5 +87,8 @@ def test_status_and_summary_show_deliveries():
     sender = Scripted(lambda item, n: DELIVERED, 0.01, LoopClock(EPOCH))
     sender.name = "webhook"
     real = Notifier([sender], clock=LoopClock(EPOCH)).stats()
-    assert set(real) == set(figures) and all(type(value) is int for value in real.values())
+    assert set(real) == set(figures)
+    counters = {name: value for name, value in real.items() if name not in ("failing_since", "sinks_down")}
+    assert all(type(value) is int for value in counters.values())
+    assert real["failing_since"] is None and real["sinks_down"] == []  # (an epoch ms and names while failing)
     assert orjson.loads(orjson.dumps(real)) == real

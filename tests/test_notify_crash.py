@@ -2,6 +2,7 @@
 same webhook-id; repeats only for attempts in flight at the crash or ended in the event
 loop's last turn before it (outcomes of one turn commit together): per worker, one of each."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -45,7 +46,10 @@ def wait_for(condition, timeout=60.0):
 def test_webhook_deliveries_survive_kill_9(tmp_path, orders, kill_after):
     path, expected = orders
     receiver = Receiver()
-    receiver.answer = lambda number, body: (503, {}, 0.01) if number % 5 == 4 else (200, {}, 0.01)
+    # Every fifth request (as they arrive) is a 503. (The request number the receiver hands
+    # over counts answered requests, so concurrent requests would share it, and all fail.)
+    arrivals = itertools.count()
+    receiver.answer = lambda number, body: (503, {}, 0.01) if next(arrivals) % 5 == 4 else (200, {}, 0.01)
     receiver.accept()
     args = [str(path), "--within", f"{10 * ORDERS}ms", "--state", str(tmp_path / "state.db"), "--checkpoint-every",
             "50ms", "--final", "--webhook", receiver.url, "--deliver-concurrency", str(CONCURRENCY), "-q"]

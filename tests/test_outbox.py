@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
 from ordertimeout.notify.delivery import Outcome, after_failure
-from ordertimeout.notify.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for, read_rows, retry_dead
+from ordertimeout.notify.outbox import MemoryOutbox, OutboxError, entries_for
+from ordertimeout.notify.sqlite_outbox import SqliteOutbox
+from ordertimeout.notify.outbox_file import read_rows, retry_dead
 from ordertimeout.outputs.sinks import json_line
 from ordertimeout.state.store import StateError, StateStore
 
@@ -43,21 +45,51 @@ def test_entries_carry_the_json_object_and_id_per_sink_and_only_filters():
     assert [e.id for e in entries_for(results, ["exec"], 0, only="timeout")] == ["timeout:b:200:0", "timeout:c:400:0"]
 
 
-def test_memory_outbox_hands_out_due_entries_and_keeps_dead_letters():
+def test_memory_outbox_hands_out_entries_oldest_first_and_keeps_dead_letters():
     outbox = MemoryOutbox(["exec"])
     _, results = decided(LINES)
     outbox.add(results, 0)
     assert outbox.pending_count() == 3 and outbox.oldest_pending() == 0
-    a, b = outbox.take_due(0, 2, set())
+    a, b = outbox.take("exec", 0, 2, set(), set())
     assert (a.id, b.id, a.sink, a.body) == (results[0].id, results[1].id, "exec", json_line(results[0])[:-1])
     outbox.delivered(a)
     b.next_attempt = 500
     outbox.retry(b)
-    (c,) = outbox.take_due(0, 5, set())
-    assert c.id == results[2].id and outbox.next_due(0, set()) == 500
+    (c,) = outbox.take("exec", 0, 5, set(), set())  # b waits for its own step
+    assert c.id == results[2].id and outbox.next_due("exec", 0) == 500
     outbox.bury(c)
     assert (outbox.pending_count(), outbox.dead_count(), outbox.oldest_pending()) == (1, 1, 0)
-    assert outbox.take_due(499, 5, set()) == [] and outbox.take_due(500, 5, set()) == [b]
+    assert outbox.take("exec", 499, 5, set(), set()) == [] and outbox.take("exec", 500, 5, set(), set()) == [b]
+    assert outbox.take("webhook", 500, 5, set(), set()) == []  # not a sink of this outbox
+
+
+def keyed(*keys):
+    """Results of the given keys, in that decision order (each a timeout of its own order)."""
+    pipeline = Pipeline(EventParser(EventSchema()), Matcher(1000), time_mode=TimeMode.EVENT)
+    for number, key in enumerate(keys):
+        pipeline.feed(event(key, "create", 100 * number), 0)
+    return pipeline.finish()
+
+
+def test_one_keys_entries_wait_while_an_earlier_one_of_the_key_is_in_flight_or_waiting():
+    outbox = MemoryOutbox(["webhook"])
+    results = keyed("a", "b", "a", "c", "a")
+    outbox.add(results, 0)
+    first = outbox.take("webhook", 0, 8, set(), set())
+    assert [e.key for e in first] == ["a", "b", "c"]  # the later a's wait behind the first
+    a1, b, c = first
+    in_flight = {a1.position, b.position, c.position}
+    assert outbox.take("webhook", 0, 8, in_flight, {"a", "b", "c"}) == []  # nothing handed out twice
+    assert [e.key for e in outbox.take("webhook", 0, 8, {a1.position}, {"a"})] == ["b", "c"]  # a still waits
+    outbox.delivered(b)
+    outbox.delivered(c)
+    a1.next_attempt = 300
+    outbox.retry(a1)  # a1 failed and waits for its step: a's later results wait with it
+    assert outbox.take("webhook", 0, 8, set(), set()) == []
+    assert [e.id for e in outbox.take("webhook", 300, 8, set(), set())] == [a1.id]
+    outbox.delivered(a1)
+    a2 = outbox.take("webhook", 300, 8, set(), set())
+    assert [e.id for e in a2] == [results[2].id]
 
 
 def open_store(path):
@@ -80,23 +112,24 @@ def test_state_outbox_rows_commit_with_the_checkpoint_and_leave_when_delivered(t
     outbox = SqliteOutbox(store.connection, ["webhook"])
     pipeline, results = decided(LINES)
     outbox.add(results, 7)
-    assert outbox.pending_count() == 3 and outbox.take_due(10, 5, set()) == []  # staged: not deliverable yet
+    assert outbox.pending_count() == 3 and outbox.take("webhook", 10, 5, set(), set()) == []  # staged: not yet
     store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
-    due = outbox.take_due(10, 5, set())
+    due = outbox.take("webhook", 10, 5, set(), set())
     assert [e.id for e in due] == [r.id for r in results] and outbox.staged == 0
-    assert outbox.take_due(10, 5, {due[0].position}) == due[1:]  # in flight: not handed out twice
+    assert outbox.take("webhook", 10, 5, {due[0].position}, {due[0].key}) == due[1:]  # in flight: not twice
     outbox.delivered(due[0])
     due[1].attempts, due[1].next_attempt, due[1].last_error = 1, 900, "HTTP 503"
     outbox.retry(due[1])
     due[2].last_error = "HTTP 400"
     outbox.bury(due[2])
-    assert outbox.next_due(10, set()) == 900
+    assert outbox.next_due("webhook", 10) == 900
     store.close()
     reopened = open_store(path)
     again = SqliteOutbox(reopened.connection, ["webhook"])
     assert (again.pending_count(), again.dead_count(), again.oldest_pending()) == (1, 1, 7)
     assert SqliteOutbox(reopened.connection, ["exec"]).pending_count() == 0  # another sink's rows are not ours
-    (row,) = again.take_due(900, 5, set())
+    assert again.take("webhook", 899, 5, set(), set()) == []
+    (row,) = again.take("webhook", 900, 5, set(), set())
     assert (row.id, row.attempts, row.last_error) == (results[1].id, 1, "HTTP 503")
     reopened.close()
 
@@ -143,7 +176,7 @@ def filled_state(path, dead_ids=()):
     pipeline, results = decided(LINES)
     outbox.add(results, 7)
     store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
-    for item in outbox.take_due(7, 5, set()):
+    for item in outbox.take("webhook", 7, 5, set(), set()):
         if item.id in dead_ids:
             item.last_error = "HTTP 400"
             outbox.bury(item)
@@ -165,7 +198,7 @@ def test_outbox_command_lists_rows_and_json_and_moves_dead_letters_back(tmp_path
     assert as_json[2]["state"] == "dead" and as_json[2]["result"]["id"] == "timeout:b:200:0"
     assert as_json[2]["last_error"] == "HTTP 400" and as_json[0]["next_attempt"] == 7
     moved = runner.invoke(main, ["outbox", path, "--retry-dead"])
-    assert moved.exit_code == 0 and "1 dead letters moved back to pending" in moved.stderr
+    assert moved.exit_code == 0 and "1 dead letter moved back to pending" in moved.stderr
     assert all(not entry.dead for entry in read_rows(path))
 
 
@@ -193,14 +226,16 @@ def test_a_dead_letter_moved_back_gets_a_fresh_maximum_age(tmp_path):
     assert before <= moved.enqueued == moved.next_attempt <= after
 
 
-def test_outbox_command_refuses_a_file_in_use_and_a_foreign_file(tmp_path):
+def test_outbox_command_reads_a_file_a_run_holds_and_refuses_a_foreign_file(tmp_path):
     path = str(tmp_path / "state.db")
-    store = open_store(path)
+    filled_state(path, dead_ids={"timeout:b:200:0"})
+    store = open_store(path)  # a run holds the file (in this process: the lock is the same)
     try:
         held = CliRunner().invoke(main, ["outbox", path])
-        assert held.exit_code == 1 and "in use by a running ordertimeout" in held.stderr
-        with pytest.raises(OutboxError):
-            retry_dead(path, 0)
+        assert held.exit_code == 0, held.output
+        assert len(held.stdout.splitlines()) == 3 and "2 pending, 1 dead (as of the last checkpoint" in held.stderr
+        with pytest.raises(StateError, match="in use by another process"):
+            open_store(path)  # a second run is still refused
     finally:
         store.close()
     foreign = tmp_path / "other.db"
@@ -210,14 +245,52 @@ def test_outbox_command_refuses_a_file_in_use_and_a_foreign_file(tmp_path):
     assert "Traceback" not in refused.output
 
 
+def test_retry_dead_asks_a_running_service_and_fails_clearly_when_none_answers(tmp_path):
+    path = str(tmp_path / "state.db")
+    filled_state(path, dead_ids={"timeout:b:200:0"})
+    store = open_store(path)
+    try:
+        # No run takes the request here (the store alone is held): the command says so, and
+        # leaves no request behind for a later run to act on by surprise.
+        from ordertimeout.notify import outbox_file
+
+        with pytest.raises(OutboxError, match="did not take the request within 0.3s"):
+            outbox_file.request_retry(path, wait=0.3)
+        assert not os.path.exists(path + outbox_file.REQUEST_SUFFIX)
+    finally:
+        store.close()
+    assert [entry.dead for entry in read_rows(path)] == [False, False, True]  # nothing changed
+
+
 def test_memory_outbox_keeps_the_latest_dead_letters_and_counts_them_all():
     outbox = MemoryOutbox(["exec"])
     _, results = decided(LINES)
     for round_ in range(MemoryOutbox.DEAD_KEPT // len(results) + 2):
         outbox.add(results, round_)
-        for entry in outbox.take_due(round_, len(results), set()):
+        for entry in outbox.take("exec", round_, len(results), set(), set()):
             outbox.bury(entry)
     buried = (MemoryOutbox.DEAD_KEPT // len(results) + 2) * len(results)
     assert outbox.dead_count() == buried > MemoryOutbox.DEAD_KEPT
     assert len(outbox.dead) == MemoryOutbox.DEAD_KEPT
     assert outbox.dead[-1].id == results[-1].id and outbox.pending_count() == 0
+
+
+def test_state_outbox_hands_out_oldest_first_and_one_key_in_decision_order(tmp_path):
+    store = open_store(tmp_path / "state.db")
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    pipeline, _ = decided(LINES)
+    results = keyed("a", "b", "a", "c")
+    outbox.add(results, 0)
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    first = outbox.take("webhook", 0, 8, set(), set())
+    assert [e.key for e in first] == ["a", "b", "c"]
+    a1 = first[0]
+    a1.attempts, a1.next_attempt, a1.last_error = 1, 50, "HTTP 503"
+    outbox.retry(a1)
+    for other in first[1:]:
+        outbox.delivered(other)
+    assert outbox.take("webhook", 49, 8, set(), set()) == [] and outbox.next_due("webhook", 0) == 50
+    assert [e.id for e in outbox.take("webhook", 50, 8, set(), set())] == [results[0].id]
+    outbox.delivered(a1)
+    assert [e.id for e in outbox.take("webhook", 50, 8, set(), set())] == [results[2].id]
+    store.close()

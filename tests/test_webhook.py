@@ -1,5 +1,6 @@
 """The webhook sink: Standard Webhooks signatures, and delivery to a real HTTP server on
-127.0.0.1 that refuses connections, answers 503, 429 with Retry-After, slowly, and 400."""
+127.0.0.1 that refuses connections, answers 503, 429 with Retry-After, slowly, 4xx (retried)
+and 410 (dead at once)."""
 
 import base64
 import os
@@ -100,7 +101,7 @@ def read_until(stream, text, timeout):
     return seen
 
 
-def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, receiver):
+def test_delivery_through_refusals_503_429_slow_answers_and_one_410(tmp_path, receiver):
     _, expected = traffic()
     rejected = sorted(expected)[0]
     started = time.monotonic()
@@ -111,7 +112,7 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, re
 
     def answer(_, body):
         if body["id"] == rejected:
-            return 400, {}, 0
+            return 410, {}, 0
         number = next(others)
         if number < 2:
             return 503, {}, 0
@@ -138,8 +139,8 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, re
     assert all(r.verified for r in received)
     assert all(r.webhook_id == r.body["id"] and r.body == expected[r.webhook_id] for r in received)
     assert receiver.delivered_ids() == set(expected) - {rejected}
-    assert [r.status for r in received if r.webhook_id == rejected] == [400]  # never retried
-    assert sorted(r.status for r in received if r.status != 200) == [400, 429, 503, 503]
+    assert [r.status for r in received if r.webhook_id == rejected] == [410]  # gone: never retried
+    assert sorted(r.status for r in received if r.status != 200) == [410, 429, 503, 503]
     attempts = {rid: sorted((r for r in received if r.webhook_id == rid), key=lambda r: r.at) for rid in expected}
     for refused in (r for r in received if r.status in (429, 503)):  # each retried, and delivered
         assert attempts[refused.webhook_id][-1].status == 200
@@ -151,8 +152,43 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_400(tmp_path, re
     assert again and again[0].at - slow_at >= 0.95 and again[-1].status == 200
     text = stderr.decode()
     assert f"deliveries {USERS - 1} delivered" in text and "1 dead" in text and "0 pending" in text
-    assert "1 dead (last: HTTP 400)" in text
+    assert "1 dead letter (last: HTTP 410)" in text
     assert time.monotonic() - started < 50
+
+
+
+def test_400_401_and_404_are_retried_until_delivered_and_dead_on_decides_what_is_dead_at_once(tmp_path, receiver):
+    # A receiver in the middle of a deploy answers 404 (route not there yet), 401 (keys not
+    # loaded) or 400 for a while: none of that loses a result.
+    _, expected = traffic()
+    first_answers = {}
+
+    def answer(_, body):
+        seen = first_answers.setdefault(body["id"], [])
+        statuses = {0: 404, 1: 401, 2: 400}
+        if body["id"] == sorted(expected)[-1]:
+            return 422, {}, 0  # made dead at once by --dead-on 410,422
+        seen.append(1)
+        return (statuses[len(seen) - 1], {}, 0) if len(seen) <= 3 else (200, {}, 0)
+
+    receiver.answer = answer
+    receiver.accept()
+    process, expected = run_watch(
+        tmp_path, ["--webhook", receiver.url, "--probe-max", "300ms", "--dead-on", "410,422"],
+        {"ORDERTIMEOUT_WEBHOOK_SECRET": SECRET})
+    stdout, stderr = process.communicate(timeout=60)
+    text = stderr.decode()
+    assert process.returncode == 1, text  # the 422 is a dead letter
+    dead = sorted(expected)[-1]
+    assert receiver.delivered_ids() == set(expected) - {dead}
+    statuses = {}
+    for r in receiver.snapshot():
+        statuses.setdefault(r.webhook_id, []).append(r.status)
+    assert statuses[dead] == [422]
+    assert all(statuses[rid] == [404, 401, 400, 200] for rid in expected if rid != dead)
+    assert "1 dead letter (last: HTTP 422)" in text and "Traceback" not in text
+    bad = CliRunner().invoke(main, ["watch", "--webhook", receiver.url, "--dead-on", "41O"], input=b"")
+    assert bad.exit_code == 2 and "'41O' is not an HTTP status" in bad.stderr
 
 
 def test_only_filters_what_the_webhook_gets_and_the_secret_never_shows(tmp_path, receiver):

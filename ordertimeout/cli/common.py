@@ -223,6 +223,7 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
             drain_timeout = notifier.drain_timeout  # the end, or a signal: deliver what is pending
     finally:
         if notifier is not None:
+            announcer = asyncio.create_task(_announce_drain(run, drain_timeout))
             try:
                 await notifier.finish(drain_timeout)
             except asyncio.CancelledError:  # a signal during the drain ends it
@@ -230,6 +231,8 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
                     raise
                 task.uncancel()
                 await notifier.finish(0)
+            finally:
+                announcer.cancel()
         if refresher is not None:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
@@ -242,6 +245,19 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         await run.monitor.stop()
     if notifier is not None and notifier.error is not None:
         raise notifier.error
+
+
+DRAIN_NOTICE_SECONDS = 1.0  #: at the end of input, a drain that takes longer is announced
+
+
+async def _announce_drain(run: _Run, drain_timeout: float) -> None:
+    """Say that the run waits for pending deliveries (at once after a signal, after a
+    second at the end of input), and how to stop waiting, rather than go quiet."""
+    if run.stop_signal is None:
+        await asyncio.sleep(DRAIN_NOTICE_SECONDS)
+    notice = run.notifier.draining_notice(drain_timeout, signalled=run.stop_signal is not None)
+    if notice is not None:
+        run.monitor.log.warning(notice)
 
 
 async def _refresh(status: terminal.StatusLine) -> None:

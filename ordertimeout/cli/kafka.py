@@ -109,6 +109,8 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     err = terminal.AboveStatus(sys.stderr)
     monitor = monitor_from(params, err)
     reporter = RejectReporter(err, show_source=True, log=monitor.log)
+    if notifier is not None:
+        notifier.report_to(monitor.log.write)  # failing and recovered delivery, dead letters
     client = ClientSettings(
         bootstrap, security_protocol=security_protocol, sasl_mechanism=sasl_mechanism, sasl_username=sasl_username,
         sasl_password=sasl_password, ssl_cafile=ssl_cafile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,

@@ -18,7 +18,29 @@ from .options import Duration, apply
 
 #: The parameter names these options add to a command.
 NAMES = ("webhook", "webhook_secret", "exec_command", "deliver_timeout", "deliver_concurrency", "deliver_max_age",
-         "outbox_limit", "drain_timeout")
+         "outbox_limit", "drain_timeout", "probe_max", "dead_on")
+
+
+class StatusList(click.ParamType):
+    """``--dead-on``: HTTP statuses separated by commas (``410``, ``410,422``), or ``none``."""
+
+    name = "statuses"
+
+    def convert(self, value, param, ctx) -> frozenset[int]:
+        if isinstance(value, frozenset):
+            return value
+        text = str(value).strip()
+        if text.lower() in ("", "none"):
+            return frozenset()
+        statuses = set()
+        for part in text.split(","):
+            part = part.strip()
+            if not part.isdigit() or not 300 <= int(part) <= 599:
+                self.fail(f"{part!r} is not an HTTP status from 300 to 599 (give e.g. 410 or 410,422, "
+                          "or none)", param, ctx)
+            statuses.add(int(part))
+        return frozenset(statuses)
+
 
 notify_options = apply(
     [
@@ -47,6 +69,12 @@ notify_options = apply(
                      help="Pause reading input (never drop) while more results than this await delivery."),
         click.option("--drain-timeout", type=Duration(allow_zero=True), default="30s", show_default=True,
                      help="At the end (or Ctrl-C, SIGTERM), wait this long for pending deliveries."),
+        click.option("--probe-max", type=Duration(), default="5s", show_default=True,
+                     help="A sink that fails is probed with one attempt per backoff step (full jitter, doubling "
+                     "from 0.5s up to this), so its recovery is seen within this long; results wait meanwhile."),
+        click.option("--dead-on", type=StatusList(), default="410", show_default=True,
+                     help="Webhook answers (HTTP statuses, comma-separated, or none) that make a result a dead "
+                     "letter at once; every other failure is retried until --deliver-max-age."),
     ]
 )
 
@@ -85,7 +113,7 @@ def build_notifier(params: dict):
             if _given_on_command_line("webhook_secret"):
                 context_log().warning("warning: a --webhook-secret on the command line is visible to other "
                                       "users (ps); set ORDERTIMEOUT_WEBHOOK_SECRET instead")
-        senders.append(WebhookSender(url, key, clock, values["deliver_concurrency"]))
+        senders.append(WebhookSender(url, key, clock, values["deliver_concurrency"], dead_on=values["dead_on"]))
     if command is not None:
         from ..notify.exec_sink import ExecSender
 
@@ -93,6 +121,7 @@ def build_notifier(params: dict):
     notifier = Notifier(
         senders, only=params.get("only"), clock=clock, concurrency=values["deliver_concurrency"],
         timeout_ms=values["deliver_timeout"], max_age_ms=values["deliver_max_age"], limit=values["outbox_limit"],
+        probe_max_ms=values["probe_max"],
     )
     notifier.drain_timeout = values["drain_timeout"] / 1000
     return notifier

@@ -54,8 +54,8 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "State and delivery": (
         "--state", "--checkpoint-every", "--final", "--webhook", "--webhook-secret", "--exec",
-        "--deliver-concurrency", "--deliver-timeout", "--deliver-max-age", "--drain-timeout",
-        "--outbox-limit", "--retry-dead",
+        "--deliver-concurrency", "--deliver-timeout", "--deliver-max-age", "--drain-timeout", "--probe-max",
+        "--dead-on", "--outbox-limit", "--retry-dead", "--kafka",
     ),
 }
 
@@ -65,8 +65,8 @@ EXIT_STATUS_HELP = """\b
 Exit status:
   0    done
   1    the input or a sink failed: a missing or unreadable file, no usable
-       line at all, a --strict stop, a full disk, dead deliveries, or
-       (without --state) results never delivered
+       line at all, a --strict stop, a full disk, dead letters waiting at
+       the end, or (without --state) results never delivered
   2    usage error (a bad option, an unwritable --stats or --rejects path)
   129  stopped by SIGHUP, 130 by SIGINT (Ctrl-C), 143 by SIGTERM
   141  stdout was closed by its reader (| head)"""

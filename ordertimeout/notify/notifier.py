@@ -17,15 +17,22 @@ every ``checkpoint_every`` ms (a quiet input would otherwise hold them back).
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import shlex
 from typing import Callable, Iterable
 
 from ..rules.clocks import Clock, LoopClock
-from .delivery import Relay, Sender
-from .outbox import MemoryOutbox, SqliteOutbox
+from .delivery import PROBE_MAX_MS, Relay, Sender
+from .outbox_file import answer_retry_request, take_retry_request
+from .outbox import MemoryOutbox, dead_letters
+from .sqlite_outbox import SqliteOutbox
 from ..outputs.sinks import RESULT_TYPES
 
 __all__ = ["Notifier", "OutboxWriter", "PacedReader"]
+
+#: How often a run with --state looks for a ``ordertimeout outbox STATE --retry-dead`` request.
+RETRY_REQUEST_POLL_SECONDS = 0.25
 
 
 class Notifier:
@@ -36,13 +43,13 @@ class Notifier:
 
     def __init__(self, senders: Iterable[Sender], *, only: str | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None, concurrency: int = 8, timeout_ms: int = 10_000,
-                 max_age_ms: int = 86_400_000, limit: int = 1_000_000,
+                 max_age_ms: int = 86_400_000, limit: int = 1_000_000, probe_max_ms: int = PROBE_MAX_MS,
                  report: Callable[[str, str, dict], None] | None = None) -> None:
         self.senders = {sender.name: sender for sender in senders}
         self.only = only
         self.clock = clock or LoopClock()
         self._settings = dict(rng=rng, concurrency=concurrency, timeout_ms=timeout_ms, max_age_ms=max_age_ms,
-                              limit=limit, report=report)
+                              limit=limit, probe_max_ms=probe_max_ms, report=report)
         self._keep = RESULT_TYPES[only] if only else None
         self.outbox = MemoryOutbox(self.senders)
         self.relay = Relay(self.outbox, self.senders, self.clock, **self._settings)
@@ -56,6 +63,14 @@ class Notifier:
         #: Whether pending entries are decided again from uncommitted input by the next run.
         self.replayed = False
         self._tickets: dict[tuple[str, str], list[_Ticket]] = {}
+        #: The state file holding the outbox (``--state``), where ``--retry-dead`` asks.
+        self.state_path: str | None = None
+        #: Where dead letters are kept outside a state file and the command that lists them
+        #: (a kafka worker's topic), for the message at the end.
+        self.dead_letter_place: tuple[str, str] | None = None
+        #: ``keep(entry)``: writes a dead letter somewhere lasting (see :meth:`keep_dead_letters`).
+        self._keep_dead: Callable | None = None
+        self._keeping: set[asyncio.Task] = set()
 
     def report_to(self, report: Callable[[str, str, dict], None]) -> None:
         """Tell ``report(level, message, fields)`` (a :meth:`.logs.Log.write`) of failing and
@@ -71,6 +86,7 @@ class Notifier:
         """Keep the outbox in ``store``'s file and write it with ``runtime``'s checkpoints."""
         self.outbox = SqliteOutbox(store.connection, self.senders)
         self.relay = Relay(self.outbox, self.senders, self.clock, **self._settings)
+        self.state_path = store.path
         save, outbox, relay = runtime.checkpointer, self.outbox, self.relay
 
         def checkpoint_with_outbox(pipeline, offsets) -> None:
@@ -111,7 +127,54 @@ class Notifier:
         self.relay.add(results, self.clock.now_ms())
         return ticket.future
 
+    def keep_dead_letters(self, keep: Callable) -> None:
+        """``await keep(entry)`` writes each dead letter somewhere lasting (a kafka worker's
+        ``<group>-dead`` topic); a tracked entry that dies leaves the outbox (so its input
+        may be committed) only once it is kept. ``keep`` is tried again until it succeeds."""
+        self._keep_dead = keep
+
+    def requeue(self, entries: list) -> list:
+        """Dead letters given back (``--retry-dead``): into the outbox with a fresh maximum
+        age; one future per entry, done once it has left again (``entry.dead`` tells how)."""
+        loop = asyncio.get_running_loop()
+        now = self.clock.now_ms()
+        futures = []
+        for entry in entries:
+            entry.dead, entry.attempts, entry.enqueued, entry.next_attempt = False, 0, now, now
+            ticket = _Ticket(loop.create_future(), 1)
+            self._tickets.setdefault((entry.sink, entry.id), []).append(ticket)
+            futures.append(ticket.future)
+        self.relay.add_entries(entries)
+        return futures
+
+    def report(self, level: str, message: str, **fields) -> None:
+        """A diagnostic line through the run's log (if it has one)."""
+        report = self._settings["report"]
+        if report is not None:
+            report(level, message, fields)
+
     def _left(self, entry) -> None:
+        if entry.dead and self._keep_dead is not None:
+            task = asyncio.get_running_loop().create_task(self._keep_letter(entry))
+            self._keeping.add(task)
+            task.add_done_callback(self._keeping.discard)
+            return
+        self._release(entry)
+
+    async def _keep_letter(self, entry) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._keep_dead(entry)
+                break
+            except Exception as error:  # the place is unreachable for now: its input stays uncommitted
+                self.report("warning", f"cannot keep dead letter {entry.sink} {entry.id} ({error}); retrying",
+                            sink=entry.sink, id=entry.id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        self._release(entry)
+
+    def _release(self, entry) -> None:
         waiting = self._tickets.get((entry.sink, entry.id))
         if not waiting:
             return
@@ -143,19 +206,39 @@ class Notifier:
         return self._final_stats if self._final_stats is not None else self.relay.stats()
 
     def problem(self) -> str | None:
-        """Why the run should exit non-zero: dead letters, or undelivered results that
-        only this process held."""
+        """Why the run should exit non-zero: dead letters waiting (with how to see and retry
+        them), or undelivered results that only this process held."""
         stats = self.stats()
         parts = []
-        if stats["dead"]:
-            where = "; list them with: ordertimeout outbox STATE" if self.durable else ""
-            parts.append(f"{stats['dead']:,} dead (last: {self.relay.last_dead_error}{where})")
+        dead = stats["dead_letters"]
+        if dead:
+            last = f" (last: {self.relay.last_dead_error})" if self.relay.last_dead_error else ""
+            if self.state_path is not None:
+                path = shlex.quote(os.path.abspath(self.state_path))
+                parts.append(f"{dead_letters(dead)} wait in {path}{last}; list them with: ordertimeout outbox "
+                             f"{path}; once the endpoint is fixed, retry them with: ordertimeout outbox {path} "
+                             "--retry-dead (also while a run holds the file)")
+            elif self.dead_letter_place is not None:
+                where, command = self.dead_letter_place
+                parts.append(f"{dead_letters(dead)} kept in {where}{last}; list them with: {command}; once the "
+                             f"endpoint is fixed, retry them with: {command} --retry-dead")
+            else:
+                parts.append(f"{dead_letters(dead)}{last}, each named above (without --state they are not kept)")
         if self.replayed and stats["pending"]:
             parts.append(f"{stats['pending']:,} not delivered (their input was not committed: the group's next "
                          "worker decides and delivers them again)")
         elif not self.durable and stats["pending"]:
             parts.append(f"{stats['pending']:,} never delivered (lost: without --state the outbox is in memory)")
         return "deliveries: " + ", ".join(parts) if parts else None
+
+    def draining_notice(self, drain_timeout: float, signalled: bool) -> str | None:
+        """What a run says while it waits for pending deliveries at its end, or None."""
+        pending = self.stats()["pending"]
+        if not pending or drain_timeout <= 0 or self.replayed:
+            return None
+        then = "they stay in the outbox" if self.durable else "they are lost (without --state the outbox is in memory)"
+        again = "again " if signalled else ""
+        return f"delivering {pending:,} pending results, up to {drain_timeout:g}s; Ctrl-C {again}to stop now, {then}"
 
     # -- lifecycle (inside the running loop) --------------------------------------------
 
@@ -173,6 +256,8 @@ class Notifier:
         self._tasks.append(asyncio.create_task(self.relay.run()))
         if self._nudge is not None:
             self._tasks.append(asyncio.create_task(self._nudge_checkpoints()))
+        if self.state_path is not None:
+            self._tasks.append(asyncio.create_task(self._take_retry_requests(self.state_path)))
         for task in self._tasks:
             task.add_done_callback(done)
 
@@ -181,6 +266,20 @@ class Notifier:
             await asyncio.sleep(self._nudge_every_ms / 1000)
             if self.outbox.staged:
                 self._nudge()
+
+    async def _take_retry_requests(self, path: str) -> None:
+        """``ordertimeout outbox STATE --retry-dead`` while this run holds the file: only
+        this run writes it, so the command asks and this run does it."""
+        while True:
+            await asyncio.sleep(RETRY_REQUEST_POLL_SECONDS)
+            if take_retry_request(path):
+                moved = self.relay.retry_dead()
+                self.outbox.flush()  # committed before the answer says so
+                answer_retry_request(path, moved)
+                report = self._settings["report"]
+                if report is not None:
+                    report("info", f"{dead_letters(moved)} moved back to pending (ordertimeout outbox --retry-dead)",
+                           {"moved": moved})
 
     async def finish(self, drain_timeout: float) -> None:
         """Wait up to ``drain_timeout`` seconds for pending deliveries, then stop."""

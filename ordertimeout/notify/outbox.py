@@ -8,31 +8,25 @@ lives in the outbox, not in the relay.
 Two kinds, one interface:
 
 * :class:`MemoryOutbox` (no ``--state``): entries live in this process; a crash loses them.
-* :class:`SqliteOutbox` (``--state``): the ``outbox`` table of the state file. New entries
+* :class:`~.sqlite_outbox.SqliteOutbox` (``--state``): the ``outbox`` table of the state file. New entries
   are *staged* and written by :meth:`SqliteOutbox.write_staged` inside the checkpoint
   transaction that covers their input (the transactional outbox pattern), so after
   ``kill -9`` a result is either in the table or will be decided again from the input.
-  Only committed rows are delivered; a delivered row is deleted. Pending rows wait on
-  disk, not in memory.
 
-Functions at the end serve ``ordertimeout outbox STATE``: list rows, retry dead letters.
+``ordertimeout outbox STATE`` reads the file from outside a run (:mod:`.outbox_file`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import heapq
 import itertools
-import sqlite3
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Iterable
 
 from ..outputs.sinks import RESULT_TYPES, json_line
 
-__all__ = ["Entry", "MemoryOutbox", "SqliteOutbox", "OUTBOX_SCHEMA", "OutboxError", "entries_for",
-           "read_rows", "retry_dead"]
+__all__ = ["Entry", "MemoryOutbox", "OUTBOX_SCHEMA", "OutboxError", "entries_for", "choose", "dead_letters"]
 
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -41,6 +35,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt INTEGER NOT NULL, last_error TEXT NOT NULL DEFAULT '', dead INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (dead, next_attempt);
 CREATE INDEX IF NOT EXISTS outbox_age ON outbox (dead, enqueued);
+CREATE INDEX IF NOT EXISTS outbox_order ON outbox (sink, dead, position);
 """
 
 _COLUMNS = "position, sink, id, key, body, enqueued, attempts, next_attempt, last_error, dead"
@@ -71,6 +66,11 @@ class Entry:
         return self.id.split(":", 1)[0]
 
 
+def dead_letters(count: int) -> str:
+    """``1 dead letter``, ``2 dead letters``: for messages."""
+    return f"{count:,} dead letter{'s' * (count != 1)}"
+
+
 def entry_for(sink: str, result, now: int) -> Entry:
     """The entry of one result for one sink, decided at ``now``."""
     return Entry(sink, result.id, result.key, json_line(result)[:-1], now, next_attempt=now)
@@ -85,10 +85,12 @@ def entries_for(results: Iterable, sinks: Iterable[str], now: int, only: str | N
 
 
 class MemoryOutbox:
-    """Entries in memory: fresh results in arrival order, retries in a heap by next attempt.
+    """Entries in memory, per sink in decision order.
 
     A fresh result becomes an :class:`Entry` (its JSON body formatted) only when the relay
-    takes it, so deciding results costs matching one append each.
+    reaches it, so deciding results costs matching one append each. Entries the relay has
+    reached and not yet finished (in flight, failed, or waiting behind an earlier result of
+    their key) stay in decision order in one ordered dict per sink.
     """
 
     durable = False
@@ -97,274 +99,144 @@ class MemoryOutbox:
 
     def __init__(self, sinks: Iterable[str] = ()) -> None:
         self._sinks = tuple(sinks)
-        self._fresh: deque[tuple[str, object, int]] = deque()  # (sink, result, decided at)
-        self._due: list[tuple[int, int, Entry]] = []
-        self._order = itertools.count()
-        self._taken: dict[int, Entry] = {}  # id(entry) -> entry: taken, not yet delivered or dead
+        self._fresh: dict[str, deque[tuple[object, int]]] = {sink: deque() for sink in self._sinks}
+        self._reached: dict[str, OrderedDict[int, Entry]] = {sink: OrderedDict() for sink in self._sinks}
+        self._order = itertools.count(1)
         #: The latest dead letters (each is also named on stderr when it dies): a run of
         #: days against a dead endpoint keeps these, not every result it gave up on.
         self.dead: deque[Entry] = deque(maxlen=self.DEAD_KEPT)
         self._dead_count = 0
 
+    def _sink(self, sink: str) -> None:
+        if sink not in self._fresh:
+            self._sinks += (sink,)
+            self._fresh[sink], self._reached[sink] = deque(), OrderedDict()
+
     def add(self, results: list, now: int) -> None:
         """Take results decided at ``now``, one entry per sink; deliverable at once."""
         for sink in self._sinks:
-            self._fresh.extend(zip(repeat(sink), results, repeat(now)))
+            self._fresh[sink].extend(zip(results, repeat(now)))
 
     def add_entries(self, entries: list[Entry]) -> None:
-        """Take ready-made entries (each due at its ``next_attempt``)."""
+        """Take ready-made entries (each not before its ``next_attempt``), after those held."""
         for entry in entries:
-            self._taken[id(entry)] = entry
-            heapq.heappush(self._due, (entry.next_attempt, next(self._order), entry))
+            self._sink(entry.sink)
+            reached = self._reached[entry.sink]
+            while self._fresh[entry.sink]:  # keep decision order: earlier fresh results first
+                self._reach(entry.sink)
+            entry.position = next(self._order)
+            reached[entry.position] = entry
 
-    def take_due(self, now: int, count: int, busy: set) -> list[Entry]:
-        """Up to ``count`` entries due at ``now``: retries first, then fresh results."""
-        taken = []
-        due, fresh = self._due, self._fresh
-        while due and len(taken) < count and due[0][0] <= now:
-            taken.append(heapq.heappop(due)[2])  # off the heap until retried: never busy here
-        while fresh and len(taken) < count:
-            entry = entry_for(*fresh.popleft())
-            self._taken[id(entry)] = entry
-            taken.append(entry)
-        return taken
+    def _reach(self, sink: str) -> Entry:
+        result, now = self._fresh[sink].popleft()
+        entry = entry_for(sink, result, now)
+        entry.position = next(self._order)
+        self._reached[sink][entry.position] = entry
+        return entry
 
-    def next_due(self, now: int, busy: set) -> int | None:
-        """The earliest next attempt of an entry not being attempted, if any."""
-        if self._fresh:
-            return self._fresh[0][2]
-        return self._due[0][0] if self._due else None
+    def take(self, sink: str, now: int, count: int, busy: set, busy_keys: set) -> list[Entry]:
+        """Up to ``count`` entries of ``sink`` to attempt at ``now``, oldest first (see
+        :func:`choose`)."""
+        if sink not in self._fresh:
+            return []
+        fresh = self._fresh[sink]
+
+        def candidates():
+            yield from list(self._reached[sink].values())
+            while fresh:
+                yield self._reach(sink)
+
+        return choose(candidates(), now, count, busy, busy_keys)
+
+    def next_due(self, sink: str, now: int) -> int | None:
+        """The earliest ``next_attempt`` after ``now`` of a pending entry of ``sink``: when
+        an entry waiting for its own backoff step may go."""
+        if sink not in self._fresh:
+            return None
+        moments = [entry.next_attempt for entry in itertools.islice(self._reached[sink].values(), SCAN_LIMIT)
+                   if entry.next_attempt > now]
+        return min(moments) if moments else None
+
+    def expired(self, sink: str, before: int, busy: set) -> list[Entry]:
+        """Pending entries of ``sink`` (not in flight) decided at or before ``before``."""
+        if sink not in self._fresh:
+            return []
+        found = [entry for entry in self._reached[sink].values()
+                 if entry.enqueued <= before and entry.position not in busy]
+        fresh = self._fresh[sink]
+        while fresh and fresh[0][1] <= before:
+            found.append(self._reach(sink))
+        return found
 
     def delivered(self, entry: Entry) -> None:
         """The sink accepted ``entry``: forget it."""
-        self._taken.pop(id(entry), None)
+        self._reached[entry.sink].pop(entry.position, None)
 
     def retry(self, entry: Entry) -> None:
         """``entry`` failed; its attempts, next attempt and last error are already set."""
-        heapq.heappush(self._due, (entry.next_attempt, next(self._order), entry))
 
     def bury(self, entry: Entry) -> None:
         """``entry`` goes to the dead letters (``entry.last_error`` says why)."""
         entry.dead = True
-        self._taken.pop(id(entry), None)
+        self._reached[entry.sink].pop(entry.position, None)
         self.dead.append(entry)
         self._dead_count += 1
 
+    def retry_dead(self, now: int) -> int:
+        """Dead letters kept in memory back to pending, due at ``now``; returns how many."""
+        moved = list(self.dead)
+        self.dead.clear()
+        self._dead_count = 0
+        for entry in moved:
+            entry.dead, entry.attempts, entry.enqueued, entry.next_attempt = False, 0, now, now
+        self.add_entries(moved)
+        return len(moved)
+
+    def forget_dead(self, count: int) -> None:
+        """``count`` dead letters kept elsewhere (a kafka topic) were delivered after all."""
+        self._dead_count = max(0, self._dead_count - count)
+
     def pending_count(self) -> int:
         """Entries not yet delivered and not dead."""
-        return len(self._taken) + len(self._fresh)
+        return sum(len(reached) for reached in self._reached.values()) + sum(map(len, self._fresh.values()))
 
     def dead_count(self) -> int:
         """Dead letters held."""
         return self._dead_count
 
-    def oldest_pending(self) -> int | None:
-        """When the oldest pending entry was decided (epoch ms)."""
-        # Taken entries were decided before fresh ones, and dicts keep insertion order.
-        if self._taken:
-            return min(entry.enqueued for entry in itertools.islice(self._taken.values(), 64))
-        return self._fresh[0][2] if self._fresh else None
+    def oldest_pending(self, sink: str | None = None) -> int | None:
+        """When the oldest pending entry (of ``sink``, or of any) was decided (epoch ms)."""
+        moments = []
+        for name in (self._sinks if sink is None else (sink,) if sink in self._fresh else ()):
+            reached = self._reached[name]
+            if reached:
+                moments.append(min(entry.enqueued for entry in itertools.islice(reached.values(), 64)))
+            elif self._fresh[name]:
+                moments.append(self._fresh[name][0][1])
+        return min(moments) if moments else None
 
 
-class SqliteOutbox:
-    """The ``outbox`` table of a state file, used through the store's own connection.
-
-    ``sinks`` are the sinks this run delivers to: rows of other sinks (left by a run
-    with other options) stay untouched. Every write outside :meth:`write_staged` is one
-    small statement, committed with the others of the same turn of the event loop: a crash
-    loses at most the outcomes of attempts in flight or just ended.
-    """
-
-    durable = True
-
-    def __init__(self, connection: sqlite3.Connection, sinks: Iterable[str]) -> None:
-        self._connection = connection
-        self._sinks = tuple(sinks)
-        self._staged: list[tuple[str, object, int]] = []  # (sink, result, decided at)
-        self._in = "(" + ",".join("?" * len(self._sinks)) + ")"
-        self._error: OutboxError | None = None
-        self._pending, self._dead = (
-            self._query(f"SELECT COUNT(*) FROM outbox WHERE dead = {dead} AND sink IN {self._in}", self._sinks)[0][0]
-            for dead in (0, 1)
-        )
-
-    def _query(self, sql: str, parameters=()) -> list[tuple]:
-        if self._error is not None:
-            raise self._error
-        try:
-            return self._connection.execute(sql, parameters).fetchall()
-        except sqlite3.Error as error:
-            raise OutboxError(f"cannot use the outbox of the state file: {error}") from None
-
-    def _write(self, sql: str, parameters) -> None:
-        """Record an attempt's outcome. Outcomes of one turn of the event loop share one
-        transaction, committed at the end of the turn (a commit per delivery would cost
-        more than the delivery); a crash loses at most the outcomes of that turn."""
-        if not self._connection.in_transaction:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # used outside a loop: each statement commits itself
-                self._query(sql, parameters)
-                return
-            self._query("BEGIN")
-            loop.call_soon(self._commit_soon)
-        self._query(sql, parameters)
-
-    def _commit_soon(self) -> None:
-        try:
-            self.flush()
-        except OutboxError as error:
-            self._error = error  # raised by the next use, in the relay
-
-    def flush(self) -> None:
-        """Commit the outcomes recorded so far (before a checkpoint, and at the end)."""
-        if self._connection.in_transaction:
-            try:
-                self._connection.execute("COMMIT")
-            except sqlite3.Error as error:
-                raise OutboxError(f"cannot write the outbox of the state file: {error}") from None
-
-    def add(self, results: list, now: int) -> None:
-        """Stage results decided at ``now`` (one entry per sink) for the next checkpoint;
-        they are deliverable once it commits."""
-        for sink in self._sinks:
-            self._staged.extend(zip(repeat(sink), results, repeat(now)))
-        self._pending += len(results) * len(self._sinks)
-
-    def add_entries(self, entries: list[Entry]) -> None:
-        """Stage ready-made entries (the state file keeps only their result, body and time)."""
-        self._staged += [(entry.sink, entry, entry.enqueued) for entry in entries]
-        self._pending += len(entries)
-
-    @property
-    def staged(self) -> int:
-        """Entries waiting for the next checkpoint."""
-        return len(self._staged)
-
-    def write_staged(self, connection: sqlite3.Connection) -> int:
-        """Insert the staged entries; called inside the checkpoint's transaction."""
-        connection.executemany(
-            "INSERT INTO outbox (sink, id, key, body, enqueued, next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
-            [(sink, item.id, item.key, item.body if type(item) is Entry else json_line(item)[:-1], now, now)
-             for sink, item, now in self._staged],
-        )
-        return len(self._staged)
-
-    def committed(self, count: int) -> None:
-        """The checkpoint holding the first ``count`` staged entries committed."""
-        del self._staged[:count]
-
-    def take_due(self, now: int, count: int, busy: set) -> list[Entry]:
-        """Up to ``count`` committed entries due at ``now`` whose rows are not ``busy``."""
-        rows = self._query(
-            f"SELECT {_COLUMNS} FROM outbox WHERE dead = 0 AND next_attempt <= ? AND sink IN {self._in}"
-            " ORDER BY next_attempt, position LIMIT ?",
-            (now, *self._sinks, count + len(busy)),
-        )
-        return [_entry(row) for row in rows if row[0] not in busy][:count]
-
-    def next_due(self, now: int, busy: set) -> int | None:
-        """The earliest next attempt of a committed entry not being attempted, if any."""
-        rows = self._query(
-            f"SELECT position, next_attempt FROM outbox WHERE dead = 0 AND sink IN {self._in}"
-            " ORDER BY next_attempt, position LIMIT ?",
-            (*self._sinks, len(busy) + 1),
-        )
-        return next((moment for position, moment in rows if position not in busy), None)
-
-    def delivered(self, entry: Entry) -> None:
-        """The sink accepted ``entry``: delete its row."""
-        self._write("DELETE FROM outbox WHERE position = ?", (entry.position,))
-        self._pending -= 1
-
-    def retry(self, entry: Entry) -> None:
-        """Record a failed attempt (attempts, next attempt and last error set on ``entry``)."""
-        self._write(
-            "UPDATE outbox SET attempts = ?, next_attempt = ?, last_error = ? WHERE position = ?",
-            (entry.attempts, entry.next_attempt, entry.last_error, entry.position),
-        )
-
-    def bury(self, entry: Entry) -> None:
-        """Mark the row dead with its last error."""
-        entry.dead = True
-        self._write(
-            "UPDATE outbox SET attempts = ?, last_error = ?, dead = 1 WHERE position = ?",
-            (entry.attempts, entry.last_error, entry.position),
-        )
-        self._pending -= 1
-        self._dead += 1
-
-    def pending_count(self) -> int:
-        """Entries (staged or committed) not yet delivered and not dead."""
-        return self._pending
-
-    def dead_count(self) -> int:
-        """Dead letters held in the file for this run's sinks."""
-        return self._dead
-
-    def oldest_pending(self) -> int | None:
-        """When the oldest pending entry was decided (epoch ms)."""
-        oldest = self._query(f"SELECT MIN(enqueued) FROM outbox WHERE dead = 0 AND sink IN {self._in}", self._sinks)
-        candidates = [moment for moment in (oldest[0][0], self._staged[0][2] if self._staged else None)
-                      if moment is not None]
-        return min(candidates) if candidates else None
+#: Entries looked at, at most, to choose the next attempts: a key with thousands of
+#: results waiting behind its first one must not make every choice read all of them.
+SCAN_LIMIT = 4096
 
 
-def _entry(row: tuple) -> Entry:
-    position, sink, rid, key, body, enqueued, attempts, next_attempt, last_error, dead = row
-    return Entry(sink, rid, key, bytes(body), enqueued, attempts, next_attempt, last_error, bool(dead), position)
+def choose(candidates: Iterable[Entry], now: int, count: int, busy: set, busy_keys: set) -> list[Entry]:
+    """Up to ``count`` of ``candidates`` (pending entries of one sink in decision order)
+    that may be attempted at ``now``: not in flight (their row in ``busy``), due
+    (``next_attempt`` reached) and first of their key, so one key's results reach the sink
+    in decision order: an entry waits while an earlier one of its key is in flight
+    (``busy_keys``) or waiting."""
+    taken: list[Entry] = []
+    blocked = set(busy_keys)
+    for looked, entry in enumerate(candidates):
+        if len(taken) == count or looked == SCAN_LIMIT:
+            break
+        if entry.position in busy:
+            continue
+        key = entry.key
+        if key not in blocked and entry.next_attempt <= now:
+            taken.append(entry)
+        blocked.add(key)
+    return taken
 
-
-# -- ordertimeout outbox STATE --------------------------------------------------------
-
-
-def _open(path: str) -> sqlite3.Connection:
-    connection = None
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0, isolation_level=None)
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "meta" not in tables:
-            raise OutboxError(f"{path} is not an ordertimeout state file")
-        if "outbox" not in tables:
-            connection.execute(OUTBOX_SCHEMA.split(";")[0])  # an older file: an empty outbox
-        return connection
-    except BaseException as error:
-        # Closed on every failure, the first query's too (Python 3.13 warns about a
-        # connection left to the garbage collector, and the file stays locked until then).
-        if connection is not None:
-            connection.close()
-        if not isinstance(error, sqlite3.Error):
-            raise
-        text = str(error)
-        if "locked" in text:
-            raise OutboxError(f"state file {path} is in use by a running ordertimeout (stop it first)") from None
-        raise OutboxError(f"cannot open state file {path}: {text}") from None
-
-
-def read_rows(path: str) -> list[Entry]:
-    """Every row of the outbox of the state file at ``path``: pending first, then dead."""
-    connection = _open(path)
-    try:
-        return [_entry(row) for row in connection.execute(
-            f"SELECT {_COLUMNS} FROM outbox ORDER BY dead, next_attempt, position")]
-    except sqlite3.Error as error:
-        raise OutboxError(f"cannot read the outbox of {path}: {error}") from None
-    finally:
-        connection.close()
-
-
-def retry_dead(path: str, now: int) -> int:
-    """Move every dead letter back to pending, due at ``now``; returns how many."""
-    connection = _open(path)
-    try:
-        # The age limit counts from here: a dead letter retried gets a fresh --deliver-max-age.
-        cursor = connection.execute(
-            "UPDATE outbox SET dead = 0, attempts = 0, next_attempt = ?, enqueued = ? WHERE dead = 1", (now, now))
-        return cursor.rowcount
-    except sqlite3.Error as error:
-        text = str(error)
-        if "locked" in text:
-            raise OutboxError(f"state file {path} is in use by a running ordertimeout (stop it first)") from None
-        raise OutboxError(f"cannot update the outbox of {path}: {text}") from None
-    finally:
-        connection.close()

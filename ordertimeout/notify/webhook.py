@@ -9,10 +9,12 @@ attempt) and, with a secret, ``webhook-signature``: ``v1,`` + base64 of the HMAC
 of ``id.timestamp.body`` keyed with the secret's bytes (``whsec_`` + base64). Signing uses
 the standard library; aiohttp is imported only when a webhook sender opens.
 
-2xx is delivered; 408, 429, 5xx, timeouts and connection errors are retried (with the
-answer's ``Retry-After``, seconds or an HTTP date, when given); any other answer is
-permanent. Error texts name the status or the kind of failure, never the URL's
-credentials or the secret.
+2xx is delivered; a status in ``dead_on`` (``--dead-on``, 410 Gone by default, as
+Standard Webhooks senders treat it) is permanent: that result goes to the dead letters.
+Every other answer (3xx, 4xx, 5xx), a timeout or a connection error is a failed attempt,
+retried (with the answer's ``Retry-After``, seconds or an HTTP date, when given): a
+receiver in the middle of a deploy answers 404 or 401 for a minute. Error texts name the
+status or the kind of failure, never the URL's credentials or the secret.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ from .delivery import DELIVERED, Outcome
 from .outbox import Entry
 
 __all__ = ["WebhookSender", "parse_secret", "signature", "parse_retry_after", "check_url", "SecretError",
-           "RETRYABLE_STATUSES"]
+           "DEAD_ON"]
 
 SECRET_PREFIX = "whsec_"
-#: Answers worth another attempt besides 5xx.
-RETRYABLE_STATUSES = frozenset({408, 429})
+#: Answers that make a result dead at once by default (``--dead-on``): 410 Gone.
+DEAD_ON = frozenset({410})
 
 
 class SecretError(ValueError):
@@ -109,8 +111,10 @@ def _is_local(host: str) -> bool:
 class WebhookSender:
     """Posts entries to ``url`` through one aiohttp session with keep-alive connections."""
 
-    def __init__(self, url: str, key: bytes | None, clock: Clock, concurrency: int = 8, name: str = "webhook") -> None:
+    def __init__(self, url: str, key: bytes | None, clock: Clock, concurrency: int = 8, name: str = "webhook",
+                 dead_on: frozenset[int] = DEAD_ON) -> None:
         self.name = name
+        self._dead_on = frozenset(dead_on)
         self._url = url
         self._key = key
         self._clock = clock
@@ -149,11 +153,11 @@ class WebhookSender:
         if 200 <= status < 300:
             return DELIVERED
         text = f"HTTP {status}"
-        if status in RETRYABLE_STATUSES or status >= 500:
-            return Outcome(False, text, retry_after_ms=parse_retry_after(retry_after, self._clock.now_ms()))
         if 300 <= status < 400:
             text += " (redirects are not followed: give the final URL)"
-        return Outcome(False, text, permanent=True)
+        if status in self._dead_on:
+            return Outcome(False, text, permanent=True)
+        return Outcome(False, text, retry_after_ms=parse_retry_after(retry_after, self._clock.now_ms()))
 
     async def close(self) -> None:
         """Close the client and its connections."""

@@ -3,8 +3,10 @@
 Plain data, no I/O. The run reports what failed and what came back (``fail`` and
 ``recover`` per component: ``input``, ``state``); deliveries are judged from the notify
 sink's own counters, read when health is checked: they are unhealthy once they have failed
-without a single success for longer than ``unhealthy_after``. A failing component makes
-the whole run unhealthy, with the component's last error as the reason.
+without a single success for longer than ``unhealthy_after``, and while any dead letter
+waits in the outbox (``dead_letters``: results given up on need a person, so systemd and
+a load balancer must see them). A failing component makes the whole run unhealthy, with
+the component's last error as the reason.
 """
 
 from __future__ import annotations
@@ -57,9 +59,18 @@ class Health:
         deliveries = self._delivery_failure(now)
         if deliveries is not None:
             reasons["deliveries"] = deliveries
+        dead = self._dead_letters()
+        if dead is not None:
+            reasons["dead_letters"] = dead
         if reasons:
             return False, {"status": "unhealthy", "reasons": reasons}
         return True, {"status": "ok"}
+
+    def _dead_letters(self) -> str | None:
+        if self.deliveries is None:
+            return None
+        dead = self.deliveries().get("dead_letters", 0)
+        return f"{dead:,} dead letter{'s' * (dead != 1)}" if dead else None
 
     def _delivery_failure(self, now: int) -> str | None:
         if self.deliveries is None:

@@ -1,8 +1,9 @@
 """Durable state: the pipeline's open orders, watermark, counters and input offsets in SQLite.
 
 One checkpoint is one transaction, so a crash at any moment leaves the previous checkpoint
-or the new one, never a mix. The database is opened with an exclusive lock (a second
-ordertimeout on the same file is refused) in WAL mode. The library raises
+or the new one, never a mix. The file is held with an exclusive ``flock`` for the run (a second
+ordertimeout on the same file is refused) and is in WAL mode, so ``ordertimeout outbox``
+can read it meanwhile (see :mod:`..notify.outbox_file`). The library raises
 :class:`StateError`; it never prints.
 
 Tables: ``meta`` (configuration, time mode, watermark, counters), ``open_orders`` (raw
@@ -29,6 +30,7 @@ import orjson
 
 from ..errors import StateError, StateWriteError
 from ..notify.outbox import OUTBOX_SCHEMA
+from ..notify.outbox_file import hold
 from ..rules.pipeline import Pipeline
 from ..inputs.files import SavedPosition
 
@@ -77,6 +79,7 @@ class StateStore:
         self._restored_positions: array | None = None
         self._offset = 0
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._held: int | None = None  # the descriptor holding the run lock
 
     def open(self) -> dict | None:
         """Open (creating if new) and return the last checkpoint, or None for a new file.
@@ -88,14 +91,15 @@ class StateStore:
         """
         try:
             _create_owner_only(self.path)
+            self._hold()
             connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         except sqlite3.Error as error:
+            self._release()
             raise StateError(f"cannot open state file {self.path}: {error}") from None
         try:
             # Read before anything is written, so a foreign or corrupt file stays untouched.
             if self._tables(connection) - {"sqlite_sequence"} not in (set(), _TABLES, _TABLES_BEFORE_OUTBOX):
                 raise StateError(f"{self.path} is not an ordertimeout state file")
-            connection.execute("PRAGMA locking_mode = EXCLUSIVE")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute("BEGIN EXCLUSIVE")  # take the lock now: one writer per file
@@ -121,13 +125,29 @@ class StateStore:
             connection.execute("COMMIT")
         except sqlite3.DatabaseError as error:
             connection.close()
+            self._release()
             raise StateError(_describe(self.path, error)) from None
         except StateError:
             connection.close()
+            self._release()
             raise
         self._connection = connection
         self._identity = _file_identity(self.path)
         return checkpoint
+
+    def _hold(self) -> None:
+        """The run lock (not SQLite's exclusive locking mode, which would keep readers out)."""
+        try:
+            self._held = hold(self.path)
+        except BlockingIOError:
+            raise StateError(f"state file {self.path} is in use by another process (a running ordertimeout)") from None
+        except OSError as error:
+            raise StateError(f"cannot open state file {self.path}: {error.strerror}") from None
+
+    def _release(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # after SQLite's connection: closing drops this process's locks
+            self._held = None
 
     @staticmethod
     def _tables(connection: sqlite3.Connection) -> set[str]:
@@ -270,6 +290,7 @@ class StateStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        self._release()
 
 
 class _RestoredOrders:

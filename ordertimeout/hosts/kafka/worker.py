@@ -34,6 +34,7 @@ from ...rules.pipeline import Pipeline, TimeMode
 from ...outputs.sinks import RejectReporter, ResultWriter, json_line
 from .changelog import ChangelogError, Record, Restored, epoch_of, fold
 from .connect import ClientSettings, KafkaRunError, WorkerSettings, check_topics, connect_admin, watch_cluster
+from .dead_letters import DeadLetters
 from .partition import PartitionTask
 
 __all__ = ["Worker", "WorkerSettings"]
@@ -83,6 +84,7 @@ class Worker(ConsumerRebalanceListener):
         self._failure: BaseException | None = None
         #: Set once the cluster was unreachable for --connect-timeout: leave without saving.
         self._lost = False
+        self.dead_letters: DeadLetters | None = None  # with sinks: <group>-dead
 
     # -- running ---------------------------------------------------------------------
 
@@ -94,6 +96,9 @@ class Worker(ConsumerRebalanceListener):
         try:
             on_retry = on_retry or (lambda attempt, reason: None)
             await self._connect(on_retry)
+            if self.notifier is not None:
+                self.dead_letters = DeadLetters.for_worker(self)
+                await self.dead_letters.start()
             consumer = self._consumer
             consumer.subscribe([settings.topic], listener=self)
             watch = asyncio.create_task(self._watch_cluster(on_retry), name="cluster-watch")
@@ -191,6 +196,8 @@ class Worker(ConsumerRebalanceListener):
             else:
                 await self._stop_tasks(list(self.tasks))
         finally:
+            if self.dead_letters is not None:
+                await self.dead_letters.stop()
             for client in (self._consumer, self._producer):
                 if client is not None:
                     try:

@@ -57,6 +57,7 @@ Examples:
 @click.option("--lateness", type=Duration(allow_zero=True), default="0", show_default=True, help="Bounded out-of-orderness in event time.")
 @click.option("--idle", type=Duration(), default=None, help="Event time: the watermark also follows the wall clock, this far behind it, so open orders time out on a quiet stream (this long after their deadline) and a live event less than this old is never late.")
 @click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation; not for .gz).")
+@click.option("--rotate-wait", type=Duration(allow_zero=True), default="5s", show_default=True, help="With --follow: after a rotation, read on the renamed file (its writer may not have reopened yet) until it has been quiet this long; also after a restart.")
 @click.option("--rejects", "rejects_path", type=WritableFile(), help="Append every unused line (malformed, late) to FILE as JSON.")
 @click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1.")
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded.")
@@ -64,7 +65,7 @@ Examples:
 @click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state.")
 @click.option("--final", is_flag=True, help="With --state: this run ends the input, so time out every order still open at its end (without it, they stay pending for the next run).")
 def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time_field, time_unit,
-          processing_time, lateness, idle, follow, rejects_path, strict, max_line_bytes, state_path,
+          processing_time, lateness, idle, follow, rotate_wait, rejects_path, strict, max_line_bytes, state_path,
           checkpoint_every, final, **params) -> None:
     """Match order events read as JSON lines from FILES (or stdin) and print results.
 
@@ -91,14 +92,14 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         stdin=sys.stdin,
     )
     if state_path is not None:
-        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
+        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every, rotate_wait)
         run.runtime.final = final
-    run.reader = ChunkReader(inputs)
+    run.reader = ChunkReader(inputs, rotate_wait_ms=rotate_wait)
     _execute(run, lambda: run.runtime.watch(run.reader))
 
 
 def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: int,
-             inputs: list[Input], checkpoint_every: int) -> list[Input]:
+             inputs: list[Input], checkpoint_every: int, rotate_wait: int) -> list[Input]:
     """Open ``--state``, continue from its checkpoint, and checkpoint this run into it."""
     config = {
         "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
@@ -120,7 +121,7 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
     restored_now = run.pipeline.matcher.now
     if run.pipeline.time_mode is TimeMode.PROCESSING and math.isfinite(restored_now):
         runtime.clock = LoopClock(max(time.time_ns() // 1_000_000, int(restored_now)))
-    resumed, positions, notices = resume_inputs(checkpoint["offsets"], inputs)
+    resumed, positions, notices = resume_inputs(checkpoint["offsets"], inputs, rotate_wait)
     for notice in notices:
         _notice(notice)
     runtime.positions.update(positions)

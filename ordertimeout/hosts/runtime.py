@@ -23,7 +23,7 @@ from ..rules.pipeline import Pipeline, TimeMode
 from ..outputs.sinks import RejectReporter, ResultWriter
 from ..inputs.files import FileIdentity, SavedPosition
 from ..inputs.framing import LineSplitter, Overlong
-from ..inputs.sources import END, ROTATED
+from ..inputs.sources import DRAINED, END, ROTATED, HandedOver
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20
@@ -153,8 +153,9 @@ class Runtime:
         pipeline = self.pipeline
         clock = self.clock
         identity_of = getattr(reader, "identity", lambda name: None)
-        current = splitter = None
-        line_number = 0
+        # Per input name: its splitter (with the unfinished line) and its line number. A
+        # followed file and the file rotated away from it are read in turns.
+        reading: dict[str, tuple[LineSplitter, int]] = {}
         while True:
             timer = pipeline.next_timer()
             timeout = None if timer is None else clock.seconds_until(timer)
@@ -167,14 +168,15 @@ class Runtime:
             if item is END:
                 return
             name, chunk, arrival = item
-            if name != current:
-                current = name
-                offset, line_number = self.positions.get(name, (0, 0))
-                splitter = LineSplitter(self.max_line_bytes, offset)
+            if type(chunk) is HandedOver:
+                self._hand_over(reading, name, chunk.rest, identity_of)
+                self.checkpoint()
+                continue
+            splitter, line_number = reading.get(name) or self._start_reading(name)
             identity = identity_of(name)
             if chunk:
                 lines = splitter.push(chunk)
-            elif chunk is ROTATED or self.final or identity is None:
+            elif chunk is ROTATED or chunk is DRAINED or self.final or identity is None:
                 lines = splitter.finish()
             else:
                 lines = []  # the file may still be growing: its unfinished line waits
@@ -183,14 +185,36 @@ class Runtime:
             # Timeouts already due go out before this chunk's lines are worked through.
             self._emit_due(now)
             line_number = self._feed_lines(lines, name, line_number, now)
+            self.positions[name] = (splitter.offset, line_number)
             if chunk is ROTATED:  # a followed file was replaced: positions restart with it
                 splitter, line_number = LineSplitter(self.max_line_bytes), 0
-            self.positions[name] = (splitter.offset, line_number)
+                self.positions[name] = (0, 0)
+            reading[name] = (splitter, line_number)
+            if chunk is DRAINED:  # a rotated file is done: its end stays in the checkpoint
+                del reading[name]
             if identity is not None:
                 self.files[name] = identity
             self.writer.flush()
             self.reporter.flush()
             self.checkpoint()
+
+    def _start_reading(self, name: str) -> tuple[LineSplitter, int]:
+        """An input's splitter and line number, from where an earlier run left it."""
+        offset, line_number = self.positions.get(name, (0, 0))
+        return LineSplitter(self.max_line_bytes, offset), line_number
+
+    def _hand_over(self, reading: dict, name: str, rest: str, identity_of) -> None:
+        """A followed file was rotated away: what was read of it (its unfinished line, its
+        offset and line number, which file it is) goes on under ``rest``; ``name`` starts
+        again at the start of the new file, which the checkpoint names from now on."""
+        reading[rest] = reading.pop(name, None) or self._start_reading(name)
+        self.positions[rest] = self.positions.get(name, (0, 0))
+        reading[name] = (LineSplitter(self.max_line_bytes), 0)
+        self.positions[name] = (0, 0)
+        for each in (name, rest):
+            identity = identity_of(each)
+            if identity is not None:
+                self.files[each] = identity
 
     def resume_points(self) -> dict[str, SavedPosition]:
         """Where a later run resumes each file read so far, keyed by its resolved path."""

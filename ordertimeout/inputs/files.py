@@ -12,19 +12,47 @@ import dataclasses
 import hashlib
 import os
 import stat
+import time
 from typing import BinaryIO, NamedTuple, Sequence
 
-__all__ = ["Input", "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "FINGERPRINT_BYTES"]
+__all__ = [
+    "Input", "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "FINGERPRINT_BYTES",
+    "rotated_name", "rotated_key", "DEFAULT_ROTATE_WAIT_MS",
+]
+
+#: How long a file rotated away from a followed path is still read after its last line
+#: (``--rotate-wait``; Fluent Bit's ``Rotate_Wait`` has the same default).
+DEFAULT_ROTATE_WAIT_MS = 5000
+
 
 @dataclasses.dataclass(frozen=True)
 class Input:
-    """One input: a display ``name`` and either a ``path`` or an open binary ``stream``."""
+    """One input: a display ``name`` and either a ``path`` or an open binary ``stream``.
+
+    ``checkpoint_as``: the key its resume point is saved under, when not its resolved
+    path (a rotated file: :func:`rotated_key`). ``rotated``: with ``follow``, the files
+    rotated away from ``path`` that a restart still reads beside it until they are quiet.
+    """
 
     name: str
     path: str | None = None
     stream: BinaryIO | None = None
     follow: bool = False
     start_offset: int = 0
+    checkpoint_as: str | None = None
+    rotated: tuple["Input", ...] = ()
+
+
+def rotated_name(name: str, slot: int) -> str:
+    """The name under which the rest of a file rotated away from input ``name`` is read
+    (``events.jsonl (rotated 1)``); ``slot`` tells apart files rotated in quick turn."""
+    return f"{name} (rotated {slot})"
+
+
+def rotated_key(path: str, slot: int) -> str:
+    """The checkpoint key of a file rotated away from ``path`` (its resolved path, marked:
+    no input is ever named so, and the next rotation reuses a slot whose file is done)."""
+    return rotated_name(os.path.realpath(path), slot)
 
 
 #: Leading bytes of a file that fingerprint it.
@@ -91,25 +119,40 @@ def resume_position(saved: dict[str, SavedPosition], path: str) -> tuple[int, in
     return position.offset, position.line, None
 
 
-def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input]):
+def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input],
+                  rotate_wait_ms: int = DEFAULT_ROTATE_WAIT_MS):
     """The inputs continued from a checkpoint's ``saved`` positions.
 
     Returns ``(inputs, positions, notices)``: the inputs with their start offsets set,
-    the (offset, line) each named file resumes at, and one notice per file read from its
-    start again because it was replaced or truncated.
+    the (offset, line) each input resumes at, by name, and one notice per file read from
+    its start again because it was replaced or truncated.
+
+    Files rotated away from a named path are found again by identity (device, inode and
+    first bytes) in the path's folder: the one the path named at the checkpoint, and the
+    ones a followed run was still reading beside it (:func:`rotated_key`). Those with
+    lines after their saved end are read from there; a followed input also reads on
+    those written to less than ``rotate_wait_ms`` ago (their writer may not be done),
+    beside the path (``Input.rotated``). Unfollowed, they come first, one after another.
     """
     resumed, positions, notices = [], {}, []
     for source in inputs:
         if source.path is not None:
             offset, line, notice = resume_position(saved, source.path)
-            rotated = _rotated_to(saved, source.path) if notice is not None and offset == 0 else None
-            if rotated is not None:  # first what was appended to it before it was renamed
-                old_path, old_offset, old_line = rotated
+            rests = _rotated_rests(saved, source, rotate_wait_ms)
+            moved = _rotated_to(saved, source.path) if notice is not None and offset == 0 else None
+            if moved is not None and all(rest.path != moved[0] for rest, _ in rests):
+                old_path, old_offset, old_line = moved  # first what was appended to it before it was renamed
                 notice = (f"{source.path} was rotated to {old_path} since the last run; reading the rest "
                           f"of {old_path}, then {source.path} from the start")
-                positions[old_path] = (old_offset, old_line)
-                resumed.append(dataclasses.replace(source, name=old_path, path=old_path, follow=False,
-                                                   start_offset=old_offset))
+                slot = _free_slot(source.name, [rest for rest, _ in rests])
+                rests.append((Input(rotated_name(source.name, slot), path=old_path, start_offset=old_offset,
+                                    checkpoint_as=rotated_key(source.path, slot)), old_line))
+            for rest, rest_line in rests:
+                positions[rest.name] = (rest.start_offset, rest_line)
+            if source.follow:
+                source = dataclasses.replace(source, rotated=tuple(rest for rest, _ in rests))
+            else:
+                resumed += [rest for rest, _ in rests]
             if notice is not None:
                 notices.append(notice)
             if offset:
@@ -117,6 +160,49 @@ def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input]):
                 source = dataclasses.replace(source, start_offset=offset)
         resumed.append(source)
     return resumed, positions, notices
+
+
+def _rotated_rests(saved: dict[str, SavedPosition], source: Input, rotate_wait_ms: int) -> list[tuple[Input, int]]:
+    """The files a followed run was still reading beside ``source.path`` when it saved
+    ``saved``, found again by identity, that are still to be read: lines after their
+    saved end, or (followed) a write less than ``rotate_wait_ms`` ago. With their lines."""
+    prefix = rotated_name(os.path.realpath(source.path), 0)[:-2]  # "<path> (rotated "
+    rests = []
+    for key, position in sorted(saved.items()):
+        slot = key[len(prefix):-1]
+        if not (key.startswith(prefix) and key.endswith(")") and slot.isdigit()):
+            continue
+        found = _find_by_identity(os.path.dirname(prefix), position)
+        if found is None:
+            continue
+        path, info = found
+        recent = time.time_ns() - info.st_mtime_ns < rotate_wait_ms * 1_000_000
+        if info.st_size > position.offset or (source.follow and recent):
+            rests.append((Input(rotated_name(source.name, int(slot)), path=path, start_offset=position.offset,
+                                checkpoint_as=key), position.line))
+    return rests
+
+
+def _free_slot(name: str, taken: list[Input]) -> int:
+    names = {rest.name for rest in taken}
+    return next(slot for slot in range(1, len(names) + 2) if rotated_name(name, slot) not in names)
+
+
+def _find_by_identity(folder: str, position: SavedPosition):
+    """``(path, stat)`` of the regular file in ``folder`` that is the one saved at
+    ``position`` (same device and inode, same first bytes, at least as long), or None."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.inode() != position.inode:
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if (stat.S_ISREG(info.st_mode) and info.st_dev == position.device and info.st_size >= position.offset
+                        and _head_matches(entry.path, position)):
+                    return entry.path, info
+    except OSError:
+        return None
+    return None
 
 
 def _rotated_to(saved: dict[str, SavedPosition], path: str) -> tuple[str, int, int] | None:
@@ -127,19 +213,10 @@ def _rotated_to(saved: dict[str, SavedPosition], path: str) -> tuple[str, int, i
     position = saved.get(resolved)
     if position is None:
         return None
-    folder = os.path.dirname(resolved)
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.inode() != position.inode or entry.path == resolved:
-                    continue
-                info = entry.stat(follow_symlinks=False)
-                if (stat.S_ISREG(info.st_mode) and info.st_dev == position.device and info.st_size > position.offset
-                        and _head_matches(entry.path, position)):
-                    return entry.path, position.offset, position.line
-    except OSError:
+    found = _find_by_identity(os.path.dirname(resolved), position)
+    if found is None or found[0] == resolved or found[1].st_size <= position.offset:
         return None
-    return None
+    return found[0], position.offset, position.line
 
 
 def _head_matches(path: str, position: SavedPosition) -> bool:
@@ -153,11 +230,11 @@ def _head_matches(path: str, position: SavedPosition) -> bool:
 class OpenFile:
     """A file being read: its identity, with the head filled in as reading goes."""
 
-    def __init__(self, fd: int, path: str, position: int, compressed: bool = False) -> None:
+    def __init__(self, fd: int, path: str, position: int, compressed: bool = False, key: str | None = None) -> None:
         info = os.fstat(fd)
         # A compressed file's head is taken whole at once: its reads are decompressed bytes.
         head = os.pread(fd, FINGERPRINT_BYTES, 0) if position or compressed else b""
-        self.identity = FileIdentity(os.path.realpath(path), info.st_dev, info.st_ino, head)
+        self.identity = FileIdentity(key or os.path.realpath(path), info.st_dev, info.st_ino, head)
         self.position = position
         self._head_complete = compressed
 

@@ -88,8 +88,9 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     )
     run = _build(
         params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
-        strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle, max_line_bytes=max_line_bytes,
-        stdin=sys.stdin,
+        # Following, a rotation brings a second file (its rest is read under its own name).
+        strict=strict, show_source=len(inputs) > 1 or follow, lateness=lateness, idle=idle,
+        max_line_bytes=max_line_bytes, stdin=sys.stdin,
     )
     if state_path is not None:
         inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every, rotate_wait)

@@ -130,16 +130,16 @@ def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input],
     Files rotated away from a named path are found again by identity (device, inode and
     first bytes) in the path's folder: the one the path named at the checkpoint, and the
     ones a followed run was still reading beside it (:func:`rotated_key`). Those with
-    lines after their saved end are read from there; a followed input also reads on
-    those written to less than ``rotate_wait_ms`` ago (their writer may not be done),
-    beside the path (``Input.rotated``). Unfollowed, they come first, one after another.
+    lines after their saved end, or written to less than ``rotate_wait_ms`` ago (their
+    writer may not be done), are read on from there: followed, beside the path until
+    quiet (``Input.rotated``); unfollowed, first, one after another, to their ends.
     """
     resumed, positions, notices = [], {}, []
     for source in inputs:
         if source.path is not None:
             offset, line, notice = resume_position(saved, source.path)
             rests = _rotated_rests(saved, source, rotate_wait_ms)
-            moved = _rotated_to(saved, source.path) if notice is not None and offset == 0 else None
+            moved = _rotated_to(saved, source.path, rotate_wait_ms) if notice is not None and offset == 0 else None
             if moved is not None and all(rest.path != moved[0] for rest, _ in rests):
                 old_path, old_offset, old_line = moved  # first what was appended to it before it was renamed
                 notice = (f"{source.path} was rotated to {old_path} since the last run; reading the rest "
@@ -165,7 +165,7 @@ def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input],
 def _rotated_rests(saved: dict[str, SavedPosition], source: Input, rotate_wait_ms: int) -> list[tuple[Input, int]]:
     """The files a followed run was still reading beside ``source.path`` when it saved
     ``saved``, found again by identity, that are still to be read: lines after their
-    saved end, or (followed) a write less than ``rotate_wait_ms`` ago. With their lines."""
+    saved end, or a write less than ``rotate_wait_ms`` ago. With their line numbers."""
     prefix = rotated_name(os.path.realpath(source.path), 0)[:-2]  # "<path> (rotated "
     rests = []
     for key, position in sorted(saved.items()):
@@ -176,8 +176,7 @@ def _rotated_rests(saved: dict[str, SavedPosition], source: Input, rotate_wait_m
         if found is None:
             continue
         path, info = found
-        recent = time.time_ns() - info.st_mtime_ns < rotate_wait_ms * 1_000_000
-        if info.st_size > position.offset or (source.follow and recent):
+        if _unread_or_recent(info, position, rotate_wait_ms):
             rests.append((Input(rotated_name(source.name, int(slot)), path=path, start_offset=position.offset,
                                 checkpoint_as=key), position.line))
     return rests
@@ -205,18 +204,24 @@ def _find_by_identity(folder: str, position: SavedPosition):
     return None
 
 
-def _rotated_to(saved: dict[str, SavedPosition], path: str) -> tuple[str, int, int] | None:
+def _rotated_to(saved: dict[str, SavedPosition], path: str, rotate_wait_ms: int) -> tuple[str, int, int] | None:
     """Where the file last read under ``path`` went, if it was renamed beside it (log
-    rotation: ``events.jsonl`` became ``events.jsonl.1``) and has lines after its saved
-    offset: ``(its path, offset, line)``."""
+    rotation: ``events.jsonl`` became ``events.jsonl.1``) and is still to be read: lines
+    after its saved offset, or a write less than ``rotate_wait_ms`` ago (its writer may
+    add more; then it is kept as a rotated file, so a later run reads those).
+    ``(its path, offset, line)``."""
     resolved = os.path.realpath(path)
     position = saved.get(resolved)
     if position is None:
         return None
     found = _find_by_identity(os.path.dirname(resolved), position)
-    if found is None or found[0] == resolved or found[1].st_size <= position.offset:
+    if found is None or found[0] == resolved or not _unread_or_recent(found[1], position, rotate_wait_ms):
         return None
     return found[0], position.offset, position.line
+
+
+def _unread_or_recent(info: os.stat_result, position: SavedPosition, rotate_wait_ms: int) -> bool:
+    return info.st_size > position.offset or time.time_ns() - info.st_mtime_ns < rotate_wait_ms * 1_000_000
 
 
 def _head_matches(path: str, position: SavedPosition) -> bool:

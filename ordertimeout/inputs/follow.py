@@ -105,27 +105,29 @@ class Follower:
         os.lseek(fd, position, os.SEEK_SET)
         current = files[name] = OpenFile(fd, source.path, position)
         while True:
-            read_any = False
+            # What each file holds now is taken before any of it is handed on (the host
+            # works a chunk before the next read): a line written to the old file before
+            # one written to the new file is never read after it.
+            taken = []
             for draining in list(self._draining):  # the older lines first
                 chunk = os.read(draining.fd, self._chunk_bytes)
                 if chunk:
-                    read_any = True
                     draining.opened.read(chunk)
                     draining.quiet_since = self._now_ms()
-                    yield draining.name, chunk, None
+                    taken.append((draining.name, chunk, None))
                 elif self._now_ms() - draining.quiet_since >= self._rotate_wait_ms:
                     self._draining.remove(draining)
                     os.close(draining.fd)
-                    yield draining.name, DRAINED, None
+                    taken.append((draining.name, DRAINED, None))
             chunk = os.read(self._fd, self._chunk_bytes)
             if chunk:
                 position += len(chunk)
                 current.read(chunk)
-                yield name, chunk, None
+                taken.append((name, chunk, None))
+            for item in taken:
+                yield item
+            if chunk or taken:
                 await asyncio.sleep(0)  # let timers and signals in between chunks
-                continue
-            if read_any:
-                await asyncio.sleep(0)
                 continue
             try:
                 named = os.stat(source.path)

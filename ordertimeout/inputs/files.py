@@ -17,7 +17,7 @@ from typing import BinaryIO, NamedTuple, Sequence
 
 __all__ = [
     "Input", "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "FINGERPRINT_BYTES",
-    "rotated_name", "rotated_key", "DEFAULT_ROTATE_WAIT_MS",
+    "rotated_name", "rotated_key", "next_slot", "moved_since_resume", "DEFAULT_ROTATE_WAIT_MS",
 ]
 
 #: How long a file rotated away from a followed path is still read after its last line
@@ -32,6 +32,8 @@ class Input:
     ``checkpoint_as``: the key its resume point is saved under, when not its resolved
     path (a rotated file: :func:`rotated_key`). ``rotated``: with ``follow``, the files
     rotated away from ``path`` that a restart still reads beside it until they are quiet.
+    ``resumes``: (device, inode) of the file ``path`` named when ``start_offset`` was taken
+    for it (see :func:`moved_since_resume`).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Input:
     start_offset: int = 0
     checkpoint_as: str | None = None
     rotated: tuple["Input", ...] = ()
+    resumes: tuple[int, int] | None = None
 
 
 def rotated_name(name: str, slot: int) -> str:
@@ -53,6 +56,31 @@ def rotated_key(path: str, slot: int) -> str:
     """The checkpoint key of a file rotated away from ``path`` (its resolved path, marked:
     no input is ever named so, and the next rotation reuses a slot whose file is done)."""
     return rotated_name(os.path.realpath(path), slot)
+
+
+def next_slot(name: str, taken) -> int:
+    """The lowest slot whose :func:`rotated_name` of input ``name`` is not among ``taken``."""
+    taken = set(taken)
+    return next(slot for slot in range(1, len(taken) + 2) if rotated_name(name, slot) not in taken)
+
+
+def moved_since_resume(source: Input, info: os.stat_result) -> str | None:
+    """Whether the file found at ``source.path`` (``info``) is another than the one it was
+    resumed at: logrotate renamed that one in the moment between :func:`resume_inputs`
+    and the opening. Then the path that one has now (found beside it by device and
+    inode; its rest is read before the new file, from the start), or ``""`` if it is gone.
+    None when it is the same file, or nothing was resumed."""
+    if source.resumes is None or (info.st_dev, info.st_ino) == source.resumes:
+        return None
+    folder = os.path.dirname(os.path.realpath(source.path))
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.inode() == source.resumes[1] and entry.stat(follow_symlinks=False).st_dev == source.resumes[0]:
+                    return entry.path
+    except OSError:
+        pass
+    return ""
 
 
 #: Leading bytes of a file that fingerprint it.
@@ -144,7 +172,7 @@ def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input],
                 old_path, old_offset, old_line = moved  # first what was appended to it before it was renamed
                 notice = (f"{source.path} was rotated to {old_path} since the last run; reading the rest "
                           f"of {old_path}, then {source.path} from the start")
-                slot = _free_slot(source.name, [rest for rest, _ in rests])
+                slot = next_slot(source.name, [rest.name for rest, _ in rests])
                 rests.append((Input(rotated_name(source.name, slot), path=old_path, start_offset=old_offset,
                                     checkpoint_as=rotated_key(source.path, slot)), old_line))
             for rest, rest_line in rests:
@@ -158,6 +186,11 @@ def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input],
             if offset:
                 positions[source.name] = (offset, line)
                 source = dataclasses.replace(source, start_offset=offset)
+            try:
+                info = os.stat(source.path)
+                source = dataclasses.replace(source, resumes=(info.st_dev, info.st_ino))
+            except OSError:
+                pass
         resumed.append(source)
     return resumed, positions, notices
 
@@ -180,11 +213,6 @@ def _rotated_rests(saved: dict[str, SavedPosition], source: Input, rotate_wait_m
             rests.append((Input(rotated_name(source.name, int(slot)), path=path, start_offset=position.offset,
                                 checkpoint_as=key), position.line))
     return rests
-
-
-def _free_slot(name: str, taken: list[Input]) -> int:
-    names = {rest.name for rest in taken}
-    return next(slot for slot in range(1, len(names) + 2) if rotated_name(name, slot) not in names)
 
 
 def _find_by_identity(folder: str, position: SavedPosition):

@@ -27,7 +27,7 @@ import time
 from typing import Callable
 
 from .arrivals import ROTATED
-from .files import Input, OpenFile, rotated_key, rotated_name
+from .files import Input, OpenFile, moved_since_resume, next_slot, rotated_key, rotated_name
 
 __all__ = ["Follower", "HandedOver", "handed_over", "DRAINED", "FOLLOW_POLL_SECONDS"]
 
@@ -101,9 +101,25 @@ class Follower:
         for rest in source.rotated:
             self._resume_rest(rest)
         fd = self._fd
+        moved = moved_since_resume(source, os.fstat(fd))
+        if moved is not None:  # rotated since the checkpoint was read: its rest first
+            slot = next_slot(name, [draining.name for draining in self._draining])
+            rest = dataclasses.replace(source, name=rotated_name(name, slot), path=moved, follow=False, rotated=(),
+                                       checkpoint_as=rotated_key(source.path, slot), resumes=None)
+            if moved:
+                self._resume_rest(rest)
+            source = dataclasses.replace(source, start_offset=0)
         position = source.start_offset if os.fstat(fd).st_size >= source.start_offset else 0
         os.lseek(fd, position, os.SEEK_SET)
         current = files[name] = OpenFile(fd, source.path, position)
+        if moved is not None:  # the host moves the resume point to the rest's name
+            yield name, handed_over(rest.name) if moved else ROTATED, None
+        # Each file read counts for the checkpoint from the start, even while nothing new
+        # comes: were the path rotated away before its first line, or a rotated file's
+        # writer to add a line only after this run, a later run still knows to read it.
+        for draining in list(self._draining):
+            yield draining.name, b"", None
+        yield name, b"", None
         while True:
             # What each file holds now is taken before any of it is handed on (the host
             # works a chunk before the next read): a line written to the old file before
@@ -155,8 +171,7 @@ class Follower:
 
     def _hand_over(self, current: OpenFile) -> str:
         """Go on reading the path's old file under a rotated name; returns that name."""
-        taken = {draining.name for draining in self._draining}
-        slot = next(slot for slot in range(1, len(taken) + 2) if rotated_name(self._source.name, slot) not in taken)
+        slot = next_slot(self._source.name, [draining.name for draining in self._draining])
         rest = rotated_name(self._source.name, slot)
         current.identity = current.identity._replace(path=rotated_key(self._source.path, slot))
         self._files[rest] = current

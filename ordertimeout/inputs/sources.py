@@ -15,6 +15,7 @@ points); chunks become lines in :mod:`.framing`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import stat
@@ -29,7 +30,8 @@ from .files import (  # noqa: F401
     DEFAULT_ROTATE_WAIT_MS, FINGERPRINT_BYTES, GZIP_MAGIC, FileIdentity, Input, OpenFile, SavedPosition, is_gzip,
     resume_inputs, resume_position,
 )
-from .follow import DRAINED, FOLLOW_POLL_SECONDS, Follower, HandedOver  # noqa: F401
+from .files import moved_since_resume, next_slot, rotated_key, rotated_name
+from .follow import DRAINED, FOLLOW_POLL_SECONDS, Follower, HandedOver, handed_over  # noqa: F401
 from .framing import LineSplitter, Overlong  # noqa: F401
 from .compressed import gunzip_if_compressed, gzip_file_chunks
 from ..errors import SourceError
@@ -131,6 +133,26 @@ class ChunkReader:
             yield source.name, b"", None
 
     async def _named(self, source: Input):
+        """``(name, chunk, arrival)`` of one input that is not followed; if the file it was
+        resumed at was rotated away since (:func:`~.files.moved_since_resume`), first a
+        :class:`~.follow.HandedOver` chunk and that file's rest, then the new file."""
+        moved = None
+        if source.resumes is not None and not is_gzip(source.path):
+            try:
+                info = os.stat(source.path)
+            except OSError:
+                info = None
+            moved = moved_since_resume(source, info) if info is not None and stat.S_ISREG(info.st_mode) else None
+        if moved is not None:
+            slot = next_slot(source.name, [each.name for each in self._inputs])
+            rest = dataclasses.replace(source, name=rotated_name(source.name, slot), path=moved,
+                                       checkpoint_as=rotated_key(source.path, slot), resumes=None)
+            yield source.name, handed_over(rest.name) if moved else ROTATED, None
+            if moved:
+                async for chunk, arrival in self._chunks(rest):
+                    yield rest.name, chunk, arrival
+                yield rest.name, b"", None
+            source = dataclasses.replace(source, start_offset=0, resumes=None)
         async for chunk, arrival in self._chunks(source):
             yield source.name, chunk, arrival
 

@@ -20,7 +20,7 @@ import time
 import orjson
 import pytest
 
-from ordertimeout.inputs.sources import DRAINED, ChunkReader, HandedOver, Input
+from ordertimeout.inputs.sources import DRAINED, ChunkReader, HandedOver, Input, resume_inputs
 from ordertimeout.rules.clocks import LoopClock
 
 from .helpers import COMMAND
@@ -269,3 +269,50 @@ def test_a_restart_within_the_rotate_wait_reads_the_rest_of_the_old_file(tmp_pat
             results += [orjson.loads(line) for line in run.stdout.splitlines()]
     logger.close()
     assert outcome(results) == {f"k{i}": "success" for i in range(6)}
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_a_rotation_between_reading_the_checkpoint_and_opening_the_file_loses_nothing(tmp_path, follow):
+    """logrotate may rename the file in the moment between a restart's reading of its
+    checkpoint and its opening of the path: the offset saved for the old file must not be
+    applied to the new one. The old file's rest is read, then the new file from 0."""
+    from ordertimeout.state.store import StateStore
+
+    from . import test_restarts as restarts
+
+    path, rotated, state = tmp_path / "events.jsonl", tmp_path / "events.jsonl.1", tmp_path / "state.db"
+    lines = [ev("a", "create", 1000), ev("a", "pay", 1100), ev("b", "create", 1200), ev("c", "create", 1300),
+             ev("c", "pay", 1400)]
+    path.write_bytes(lines[0] + lines[1])
+    options = restarts.Options(mode="each", event_time=True, within=1000)
+
+    async def scenario():
+        clock = LoopClock(EPOCH)
+        clock.now_ms()
+        log = []
+        await restarts.one_run(path, state, options, clock, log, follow=False, final=False)
+        with open(path, "ab") as handle:
+            handle.write(lines[2])  # after that run: the next one reads it from the old file
+        store = StateStore(str(state), options.config)
+        checkpoint = store.open()
+        runtime = restarts.build(options, clock, restarts.Sink(), log, final=False,
+                                 checkpointer=lambda pipeline, offsets: store.save(pipeline, offsets))
+        runtime.pipeline.restore(checkpoint["pipeline"])
+        inputs, positions, _ = resume_inputs(checkpoint["offsets"], [Input(str(path), path=str(path), follow=follow)])
+        runtime.positions.update(positions)
+        os.rename(path, rotated)  # now, before the file is opened
+        path.write_bytes(lines[3] + lines[4])
+        task = asyncio.ensure_future(runtime.watch(ChunkReader(inputs)))
+        if follow:
+            await asyncio.sleep(1.0)
+            task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        store.close()
+        await restarts.one_run(path, state, options, clock, log, follow=False, final=True)
+        return log
+
+    fed = [raw + b"\n" for _, raw in run_virtual(scenario())]
+    assert sorted(fed) == sorted(lines)  # each line once: none skipped, none read twice

@@ -45,7 +45,10 @@ class Reader(Protocol):
 
     ``get`` gives ``(name, chunk, arrival)``: ``arrival`` is the epoch-ms moment the chunk
     was read on the runtime's clock (None: now). ``identity(name)`` is the file an input
-    is reading, or None when it is no file that a later run could resume.
+    is reading, or None when it is no file that a later run could resume. Marker chunks:
+    ``ROTATED`` (the input starts over from byte 0), a ``HandedOver`` (the file read under
+    ``name`` was rotated away: its rest goes on under ``chunk.rest``, ``name`` starts
+    over with the new file) and ``DRAINED`` (a rotated file is done: its end is kept).
     """
 
     def start(self, clock: Clock) -> None: ...

@@ -88,8 +88,9 @@ FINGERPRINT_BYTES = 1024
 
 
 class FileIdentity(NamedTuple):
-    """Which file an input is: resolved ``path``, ``device``, ``inode`` and its first
-    bytes as far as they were read (``head``, at most :data:`FINGERPRINT_BYTES`)."""
+    """Which file an input is: resolved ``path`` (for a rotated file, the key its
+    checkpoint keeps: :func:`rotated_key`), ``device``, ``inode`` and its first bytes as
+    far as they were read (``head``, at most :data:`FINGERPRINT_BYTES`)."""
 
     path: str
     device: int
@@ -199,16 +200,19 @@ def _rotated_rests(saved: dict[str, SavedPosition], source: Input, rotate_wait_m
     """The files a followed run was still reading beside ``source.path`` when it saved
     ``saved``, found again by identity, that are still to be read: lines after their
     saved end, or a write less than ``rotate_wait_ms`` ago. With their line numbers."""
-    prefix = rotated_name(os.path.realpath(source.path), 0)[:-2]  # "<path> (rotated "
-    rests = []
+    resolved = os.path.realpath(source.path)
+    prefix = rotated_name(resolved, 0)[:-2]  # "<path> (rotated "
+    rests, seen = [], set()
     for key, position in sorted(saved.items()):
         slot = key[len(prefix):-1]
         if not (key.startswith(prefix) and key.endswith(")") and slot.isdigit()):
             continue
-        found = _find_by_identity(os.path.dirname(prefix), position)
-        if found is None:
+        found = _find_by_identity(os.path.dirname(resolved), position)
+        # (Not the path itself: an inode freed by a deleted old file and taken again.)
+        if found is None or found[0] == resolved or (found[1].st_dev, found[1].st_ino) in seen:
             continue
         path, info = found
+        seen.add((info.st_dev, info.st_ino))
         if _unread_or_recent(info, position, rotate_wait_ms):
             rests.append((Input(rotated_name(source.name, int(slot)), path=path, start_offset=position.offset,
                                 checkpoint_as=key), position.line))

@@ -20,6 +20,7 @@ import random
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -554,25 +555,56 @@ def test_real_processes_stopped_by_real_signals_give_the_same_results(tmp_path, 
     cuts = sorted(rng.sample(range(1, len(data)), 7))  # anywhere, mid-line too
     pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
     growing.write_bytes(b"")
+    # logrotate (rename, then a new file) in some scenarios, once a run has known the file:
+    # the logger writes on to the renamed file up to the end of a line, then reopens.
+    # Its own dice, so the other draws of a seed stay what they were.
+    turn = random.Random(seed * 7919 + 1)
+    rotate_from, rotated, rotation = turn.choice([None, 1, 2, 3]), tmp_path / "events.jsonl.1", ["before"]
 
     def append():
         if pieces:
+            piece = pieces.pop(0)
+            if rotation[0] == "logger":
+                end = piece.rfind(b"\n") + 1
+                with open(rotated, "ab") as handle:
+                    handle.write(piece[:end] if end else piece)
+                if not end:
+                    return
+                piece, rotation[0] = piece[end:], "reopened"
             with open(growing, "ab") as handle:
-                handle.write(pieces.pop(0))
+                handle.write(piece)
+
+    def known():
+        """Whether the last checkpoint knows the file now named ``growing`` (one renamed
+        before any run saw it is not one a run can find again). Read between runs only."""
+        if not os.path.exists(state):
+            return False
+        with contextlib.closing(sqlite3.connect(state)) as connection:
+            inodes = {row[0] for row in connection.execute("SELECT inode FROM offsets")}
+        return os.stat(growing).st_ino in inodes
+
+    def logrotate(run):
+        if rotation[0] == "before" and rotate_from is not None and run >= rotate_from and was_known:
+            os.rename(growing, rotated)
+            growing.write_bytes(b"")  # `create`
+            rotation[0] = "logger"
 
     state = str(tmp_path / "state.db")
     args = [*COMMAND, "watch", str(growing), *options, "--state", state, "--checkpoint-every", "5ms"]
     seen, killed = [], False
     for run in range(rng.randint(3, 5)):
+        was_known = known()
         append()
         output = tmp_path / f"run{run}.jsonl"
         with open(output, "wb") as out:
             if rng.random() < 0.3:  # a cron run: reads what is there, ends at its end
+                logrotate(run)
                 assert subprocess.run(args, stdout=out, stderr=subprocess.PIPE, timeout=60).returncode == 0
             else:  # a service: follows the file until a signal stops it at a random moment
                 process = subprocess.Popen([*args, "--follow"], stdout=out, stderr=subprocess.PIPE)
                 wait_until_catching(process.pid, signal.SIGHUP)
                 time.sleep(rng.uniform(0.0, 0.4))
+                logrotate(run)  # while it follows the file
                 append()
                 time.sleep(rng.uniform(0.0, 0.4))
                 signum = rng.choice(STOP_SIGNALS)

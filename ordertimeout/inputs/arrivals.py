@@ -190,7 +190,7 @@ WATCH_VALUE_OPTIONS = frozenset({
     "--deliver-concurrency", "--deliver-max-age", "--deliver-timeout", "--drain-timeout",
     "--exec", "--fields", "--idle", "--key", "--lateness", "--log-format", "--match",
     "--max-line-bytes", "--metrics-addr", "--only", "--outbox-limit", "--paid-late",
-    "--pay-type", "--rejects", "--state", "--stats", "--time-field", "--time-unit",
+    "--pay-type", "--rejects", "--rotate-wait", "--state", "--stats", "--time-field", "--time-unit",
     "--type-field", "--unhealthy-after", "--webhook", "--webhook-secret", "--within",
 })
 WATCH_FLAG_OPTIONS = frozenset({

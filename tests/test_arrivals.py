@@ -24,7 +24,7 @@ from ordertimeout.inputs.arrivals import (
     StampedReader,
     _stdin_is_the_input,
 )
-from ordertimeout.cli.watch import watch
+from ordertimeout.cli import main
 
 from .helpers import COMMAND
 
@@ -34,7 +34,8 @@ def test_the_option_tables_are_the_watch_commands_own():
     from the command (an option added to watch and not here would make a value look like
     a file, and stdin would be left unread early: safe, but slower timers)."""
     values, flags = set(), set()
-    for param in watch.params:
+    command = main.get_command(click.Context(main), "watch")  # as the group gives it (with --config)
+    for param in command.params:
         if isinstance(param, click.Option):
             assert not param._flag_needs_value, f"{param.name}: an optional value cannot be told from a file"
             (flags if param.is_flag or param.count else values).update(param.opts + param.secondary_opts)

@@ -192,6 +192,7 @@ def test_ctrl_c_while_a_compiled_module_initializes_ends_quietly_with_130():
         "            os.kill(os.getpid(), signal.SIGINT)\n"
         "sys.meta_path.insert(0, CtrlC())\n"
         "import ordertimeout\n"
+        "import ordertimeout.rules.events  # (the package itself loads its parts on first use)\n"
     )
     assert_ends_quietly_with_130(script)
 

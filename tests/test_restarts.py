@@ -20,6 +20,7 @@ import random
 import select
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -57,6 +58,7 @@ class Options:
     paid_late: int | None = None
     checkpoint_every: int = 0
     chunk_bytes: int = 64
+    rotate_wait: int = 1500
 
     @property
     def schema(self) -> EventSchema:
@@ -139,10 +141,11 @@ async def one_run(path, state_path, options, clock, log, *, follow, final, stop_
     inputs = [Input(str(path), path=str(path), follow=follow)]
     if checkpoint is not None:
         runtime.pipeline.restore(checkpoint["pipeline"])
-        inputs, positions, notices = resume_inputs(checkpoint["offsets"], inputs)
-        assert notices == []  # the file only grew
+        inputs, positions, notices = resume_inputs(checkpoint["offsets"], inputs, options.rotate_wait)
+        assert all("was rotated to" in notice for notice in notices), notices  # it only grew, or was rotated
         runtime.positions.update(positions)
-    task = asyncio.ensure_future(runtime.watch(ChunkReader(inputs, chunk_bytes=options.chunk_bytes)))
+    reader = ChunkReader(inputs, chunk_bytes=options.chunk_bytes, rotate_wait_ms=options.rotate_wait)
+    task = asyncio.ensure_future(runtime.watch(reader))
     if stop_at is not None:
         done, _ = await asyncio.wait({task}, timeout=clock.seconds_until(stop_at))
         assert not done, "a followed file never ends by itself"
@@ -158,21 +161,38 @@ async def one_run(path, state_path, options, clock, log, *, follow, final, stop_
     return bytes(sink.data), runtime.pipeline
 
 
-async def append_all(path, clock, pieces):
-    for at, piece in pieces:
+async def append_all(path, clock, pieces, rotate_at=None):
+    """Append each piece at its time to its file: 0 the one first named ``path``, 1 the
+    one created at ``rotate_at`` under ``path`` when logrotate renamed the first (a logger
+    that keeps its file open writes on to the renamed one)."""
+    files = {0: path}
+
+    async def rotate():
+        await clock.sleep_until(rotate_at)
+        files[0] = path.with_name(path.name + ".1")
+        os.rename(path, files[0])
+        path.write_bytes(b"")  # logrotate's `create`
+        files[1] = path
+
+    for at, target, piece in pieces:
+        if rotate_at is not None and at >= rotate_at and 1 not in files:
+            await rotate()
         await clock.sleep_until(at)
-        with open(path, "ab") as handle:
+        with open(files[target], "ab") as handle:
             handle.write(piece)
+    if rotate_at is not None and 1 not in files:  # after the last line
+        await rotate()
 
 
-async def scenario(tmp, options, pieces, runs, final_at):
-    """The input ``pieces`` appended at their times while ``runs`` come and go; then one
-    ``--final`` run. Returns (stdout of all runs, what was fed, the last pipeline)."""
+async def scenario(tmp, options, pieces, runs, final_at, rotate_at=None):
+    """The input ``pieces`` appended at their times while ``runs`` come and go (the file
+    rotated at ``rotate_at``); then one ``--final`` run. Returns (stdout of all runs, what
+    was fed, the last pipeline, all that was written: the renamed file, then the new)."""
     path, state = tmp / "events.jsonl", tmp / "state.db"
     path.write_bytes(b"")
     clock = LoopClock(EPOCH)
     clock.now_ms()  # anchor it at the loop's start
-    writer = asyncio.ensure_future(append_all(path, clock, pieces))
+    writer = asyncio.ensure_future(append_all(path, clock, pieces, rotate_at))
     out, log = b"", []
     for start, stop, kind in runs:
         await clock.sleep_until(start)
@@ -185,7 +205,8 @@ async def scenario(tmp, options, pieces, runs, final_at):
     await writer
     await clock.sleep_until(final_at)
     data, pipeline = await one_run(path, state, options, clock, log, follow=False, final=True)
-    return out + data, log, pipeline, path.read_bytes()
+    rotated = path.with_name(path.name + ".1")
+    return out + data, log, pipeline, (rotated.read_bytes() if rotated.exists() else b"") + path.read_bytes()
 
 
 class ReferenceReader:
@@ -269,7 +290,7 @@ def cases(draw, kills: bool):
     )
     count = draw(st.integers(min_value=4, max_value=40))
     pieces, at, ts = [], EPOCH, EPOCH - 5000
-    for _ in range(count):
+    for number in range(count):
         key, kind = draw(st.sampled_from(KEYS)), draw(st.sampled_from(KINDS))
         at += draw(st.sampled_from([0, 0, 1, 10, 40, 150]))
         ts += draw(st.sampled_from([0, 0, 1, 10, 40, 150]))
@@ -279,9 +300,9 @@ def cases(draw, kills: bool):
         line = orjson.dumps(fields) + b"\n"
         cut = draw(st.integers(min_value=0, max_value=len(line)))
         if 0 < cut < len(line) and draw(st.booleans()):  # a line written in two pieces
-            pieces += [(at, line[:cut]), (at + draw(st.sampled_from([0, 5, 70])), line[cut:])]
+            pieces += [(at, number, line[:cut]), (at + draw(st.sampled_from([0, 5, 70])), number, line[cut:])]
         else:
-            pieces.append((at, line))
+            pieces.append((at, number, line))
     pieces.sort(key=lambda piece: piece[0])
     span = pieces[-1][0] - EPOCH + 100
     moments = sorted(draw(st.lists(st.integers(min_value=0, max_value=span), min_size=2, max_size=12, unique=True)))
@@ -291,16 +312,52 @@ def cases(draw, kills: bool):
         kind = draw(st.sampled_from(stops))
         runs.append((EPOCH + start, EPOCH + stop, kind))
     final_at = max(pieces[-1][0], runs[-1][1]) + draw(st.sampled_from([0, 30, 1000]))
-    return options, pieces, runs, final_at
+    rotate_at, targets = rotation(draw, kills, options, pieces, runs)
+    pieces = [(at, targets.get(number, 0), piece) for at, number, piece in pieces]
+    return options, pieces, runs, final_at, rotate_at
 
 
-def check(tmp, options, pieces, runs, final_at):
-    cut_out, fed, cut_pipeline, data = run_virtual(scenario(tmp, options, pieces, runs, final_at))
+def rotation(draw, kills, options, pieces, runs):
+    """Maybe a logrotate (rename, then a new file) at ``rotate_at``, and which file each
+    line goes to (by line number): before it, the first; from it, for less than a second,
+    the renamed one or the new one (the logger has not reopened yet, another writer has);
+    after that, the new one. The renamed file is written to well within --rotate-wait.
+    Often while a run follows the file, sometimes just before it is stopped (the new file
+    still empty), sometimes between runs.
+
+    Only where the invariant can hold: without kill -9, and once a run has known the first
+    file (a file renamed before any run saw it is not one a run can find again)."""
+    known = min((start for start, stop, kind in runs if kind == "eof" or stop - start >= 100), default=None)
+    if kills or known is None or not draw(st.booleans()):
+        return None, {}
+    known += 100
+    latest = max(pieces[-1][0], runs[-1][1])
+    following = [(start + 100, stop) for start, stop, kind in runs if kind == "signal" and start + 100 >= known
+                 and stop - start > 150]
+    if following and draw(st.booleans()):
+        begin, stop = draw(st.sampled_from(following))
+        rotate_at = draw(st.one_of(st.integers(min_value=begin, max_value=stop), st.just(max(begin, stop - 10))))
+    elif known <= latest:
+        rotate_at = draw(st.integers(min_value=known, max_value=latest))
+    else:
+        return None, {}
+    targets = {}
+    for at, number, _ in pieces:
+        if number not in targets and at >= rotate_at:  # (a line's first piece decides)
+            targets[number] = draw(st.sampled_from([0, 1])) if at < rotate_at + options.rotate_wait - 500 else 1
+        targets.setdefault(number, 0)
+    return rotate_at, targets
+
+
+def check(tmp, options, pieces, runs, final_at, rotate_at=None):
+    cut_out, fed, cut_pipeline, data = run_virtual(scenario(tmp, options, pieces, runs, final_at, rotate_at))
     killed = any(kind == "kill" for _, _, kind in runs)
     if not killed:
-        # Graceful stops: every line read exactly once, in order, whatever the cuts.
-        assert [raw for _, raw in fed if isinstance(raw, bytes)] == [line for line in data.split(b"\n") if line]
-    if options.event_time and options.idle is None:
+        # Graceful stops: every line read exactly once, in order, whatever the cuts (with
+        # a rotation, in the order the two files' lines arrived: the fed reference has it).
+        read, written = [raw for _, raw in fed if isinstance(raw, bytes)], [line for line in data.split(b"\n") if line]
+        assert read == written if rotate_at is None else sorted(read) == sorted(written)
+    if options.event_time and options.idle is None and rotate_at is None:
         whole_out, whole_pipeline = run_virtual(reference_run(options, data=data))
     else:  # arrival times matter: feed the reference each line when the cut runs did
         whole_out, whole_pipeline = run_virtual(reference_run(options, fed=fed, end_at=final_at))
@@ -512,25 +569,56 @@ def test_real_processes_stopped_by_real_signals_give_the_same_results(tmp_path, 
     cuts = sorted(rng.sample(range(1, len(data)), 7))  # anywhere, mid-line too
     pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
     growing.write_bytes(b"")
+    # logrotate (rename, then a new file) in some scenarios, once a run has known the file:
+    # the logger writes on to the renamed file up to the end of a line, then reopens.
+    # Its own dice, so the other draws of a seed stay what they were.
+    turn = random.Random(seed * 7919 + 1)
+    rotate_from, rotated, rotation = turn.choice([None, 1, 2, 3]), tmp_path / "events.jsonl.1", ["before"]
 
     def append():
         if pieces:
+            piece = pieces.pop(0)
+            if rotation[0] == "logger":
+                end = piece.rfind(b"\n") + 1
+                with open(rotated, "ab") as handle:
+                    handle.write(piece[:end] if end else piece)
+                if not end:
+                    return
+                piece, rotation[0] = piece[end:], "reopened"
             with open(growing, "ab") as handle:
-                handle.write(pieces.pop(0))
+                handle.write(piece)
+
+    def known():
+        """Whether the last checkpoint knows the file now named ``growing`` (one renamed
+        before any run saw it is not one a run can find again). Read between runs only."""
+        if not os.path.exists(state):
+            return False
+        with contextlib.closing(sqlite3.connect(state)) as connection:
+            inodes = {row[0] for row in connection.execute("SELECT inode FROM offsets")}
+        return os.stat(growing).st_ino in inodes
+
+    def logrotate(run):
+        if rotation[0] == "before" and rotate_from is not None and run >= rotate_from and was_known:
+            os.rename(growing, rotated)
+            growing.write_bytes(b"")  # `create`
+            rotation[0] = "logger"
 
     state = str(tmp_path / "state.db")
     args = [*COMMAND, "watch", str(growing), *options, "--state", state, "--checkpoint-every", "5ms"]
     seen, killed = [], False
     for run in range(rng.randint(3, 5)):
+        was_known = known()
         append()
         output = tmp_path / f"run{run}.jsonl"
         with open(output, "wb") as out:
             if rng.random() < 0.3:  # a cron run: reads what is there, ends at its end
+                logrotate(run)
                 assert subprocess.run(args, stdout=out, stderr=subprocess.PIPE, timeout=60).returncode == 0
             else:  # a service: follows the file until a signal stops it at a random moment
                 process = subprocess.Popen([*args, "--follow"], stdout=out, stderr=subprocess.PIPE)
                 wait_until_catching(process.pid, signal.SIGHUP)
                 time.sleep(rng.uniform(0.0, 0.4))
+                logrotate(run)  # while it follows the file
                 append()
                 time.sleep(rng.uniform(0.0, 0.4))
                 signum = rng.choice(STOP_SIGNALS)

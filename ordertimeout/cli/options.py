@@ -34,7 +34,7 @@ ENV_PREFIX = "ORDERTIMEOUT_"
 #: checks), so an option added anywhere must be listed here.
 OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "Input": (
-        "--follow", "--rejects", "--strict", "--max-line-bytes", "--config",
+        "--follow", "--rotate-wait", "--rejects", "--strict", "--max-line-bytes", "--config",
         # simulate's and generate's input
         "--interval", "--count", "--events", "--users", "--pay-ratio", "--rate", "--disorder", "--seed",
         # kafka's input

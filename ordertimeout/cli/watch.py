@@ -60,6 +60,7 @@ Examples:
 @click.option("--idle", type=Duration(), default=None, help="Event time: once the input is read to its end, the watermark also follows the wall clock, this far behind it, so open orders time out on a quiet stream (this long after their deadline) and a live event less than this old is never late.")
 @max_future_option
 @click.option("--follow", "-f", is_flag=True, help="Keep reading lines appended to FILE, like tail -F (survives rotation and truncation; not for .gz).")
+@click.option("--rotate-wait", type=Duration(allow_zero=True), default="5s", show_default=True, help="With --follow: after a rotation, read on the renamed file (its writer may not have reopened yet) until it has been quiet this long; also after a restart.")
 @click.option("--rejects", "rejects_path", type=WritableFile(), help="Append every unused line (malformed, late) to FILE as JSON.")
 @click.option("--strict", is_flag=True, help="Stop at the first rejected line with exit status 1.")
 @click.option("--max-line-bytes", type=click.IntRange(min=1), default=MAX_LINE_BYTES, show_default=True, help="Longer lines are rejected without being loaded.")
@@ -67,7 +68,7 @@ Examples:
 @click.option("--checkpoint-every", type=Duration(), default="1s", show_default=True, help="Longest time between two checkpoints of --state.")
 @click.option("--final", is_flag=True, help="With --state: this run ends the input, so time out every order still open at its end (without it, they stay pending for the next run).")
 def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time_field, time_unit,
-          processing_time, lateness, idle, follow, rejects_path, strict, max_line_bytes, state_path,
+          processing_time, lateness, idle, follow, rotate_wait, rejects_path, strict, max_line_bytes, state_path,
           checkpoint_every, final, **params) -> None:
     """Match order events read as JSON lines from FILES (or stdin) and print results.
 
@@ -90,13 +91,14 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
     )
     run = _build(
         params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
-        strict=strict, show_source=len(inputs) > 1, lateness=lateness, idle=idle, max_line_bytes=max_line_bytes,
-        stdin=sys.stdin, reads_stdin=any(source.path is None for source in inputs),
+        # Following, a rotation brings a second file (its rest is read under its own name).
+        strict=strict, show_source=len(inputs) > 1 or follow, lateness=lateness, idle=idle,
+        max_line_bytes=max_line_bytes, stdin=sys.stdin, reads_stdin=any(source.path is None for source in inputs),
     )
     if state_path is not None:
-        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every)
+        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every, rotate_wait)
         run.runtime.final = final
-    run.reader = ChunkReader(inputs)
+    run.reader = ChunkReader(inputs, rotate_wait_ms=rotate_wait)
     # This run's own counts (a --state run starts from the earlier runs' counters).
     before = (run.pipeline.events, run.pipeline.late)
     run.runtime.on_input_end = lambda: _hint_at_end(run, schema, processing_time, before)
@@ -104,7 +106,7 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
 
 
 def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: int,
-             inputs: list[Input], checkpoint_every: int) -> list[Input]:
+             inputs: list[Input], checkpoint_every: int, rotate_wait: int) -> list[Input]:
     """Open ``--state``, continue from its checkpoint, and checkpoint this run into it."""
     config = {
         "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
@@ -126,7 +128,7 @@ def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: 
     restored_now = run.pipeline.matcher.now
     if run.pipeline.time_mode is TimeMode.PROCESSING and math.isfinite(restored_now):
         runtime.clock = LoopClock(max(time.time_ns() // 1_000_000, int(restored_now)))
-    resumed, positions, notices = resume_inputs(checkpoint["offsets"], inputs)
+    resumed, positions, notices = resume_inputs(checkpoint["offsets"], inputs, rotate_wait)
     for notice in notices:
         _notice(notice)
     runtime.positions.update(positions)

@@ -18,21 +18,19 @@ from collections import Counter
 from typing import Callable, Iterator, Protocol
 
 from ..rules.clocks import Clock, elapsed_ms
+from .feeding import LineFeed, StrictStop  # noqa: F401  (StrictStop re-exported)
 from .scheduled import ScheduledFeed
-from ..rules.events import RejectedLine
 from ..observe.histogram import TIMER_LATENESS_BOUNDS_MS, Buckets
 from ..rules.matcher import Timeout
 from ..rules.pipeline import Pipeline, TimeMode
 from ..outputs.sinks import RejectReporter, ResultWriter
 from ..inputs.files import FileIdentity, SavedPosition
-from ..inputs.framing import LineSplitter, Overlong
-from ..inputs.sources import END, ROTATED
+from ..inputs.framing import LineSplitter
+from ..inputs.sources import DRAINED, END, ROTATED, HandedOver
 
 #: Longest line accepted by default (``--max-line-bytes``); longer ones are rejected unread.
 MAX_LINE_BYTES = 1 << 20
 
-#: Lines fed to the pipeline at a time (see Runtime._feed_lines).
-BATCH_LINES = 512
 #: Timeouts written at a time when a burst of them falls due (see Runtime._emit_due).
 EMIT_SLICE = 256
 #: Results decided at once when everything open is settled (see :meth:`Runtime._slices`).
@@ -44,16 +42,15 @@ CATCH_UP_POLL_SECONDS = 0.05
 __all__ = ["Runtime", "StrictStop", "Reader"]
 
 
-class StrictStop(Exception):
-    """``--strict``: the first rejected line ends the run; the message is its warning."""
-
-
 class Reader(Protocol):
     """What the runtime needs from a source of chunks (see :class:`~.sources.ChunkReader`).
 
     ``get`` gives ``(name, chunk, arrival)``: ``arrival`` is the epoch-ms moment the chunk
     was read on the runtime's clock (None: now). ``identity(name)`` is the file an input
-    is reading, or None when it is no file that a later run could resume.
+    is reading, or None when it is no file that a later run could resume. Marker chunks:
+    ``ROTATED`` (the input starts over from byte 0), a ``HandedOver`` (the file read under
+    ``name`` was rotated away: its rest goes on under ``chunk.rest``, ``name`` starts
+    over with the new file) and ``DRAINED`` (a rotated file is done: its end is kept).
     """
 
     def start(self, clock: Clock) -> None: ...
@@ -72,7 +69,7 @@ class Reader(Protocol):
         input waits for new data). Optional: a reader without it is caught up then."""
 
 
-class Runtime(ScheduledFeed):
+class Runtime(LineFeed, ScheduledFeed):
     """Drives one pipeline from a reader or a simulator, writing results as they are decided."""
 
     def __init__(
@@ -188,8 +185,9 @@ class Runtime(ScheduledFeed):
         clock = self.clock
         identity_of = getattr(reader, "identity", lambda name: None)
         caught_up = getattr(reader, "caught_up", lambda: True)
-        current = splitter = None
-        line_number = 0
+        # Per input name: its splitter (with the unfinished line) and its line number. A
+        # followed file and the file rotated away from it are read in turns.
+        reading: dict[str, tuple[LineSplitter, int]] = {}
         while True:
             timer = pipeline.next_timer()
             timeout = None if timer is None else clock.seconds_until(timer)
@@ -209,14 +207,15 @@ class Runtime(ScheduledFeed):
                 self._catch_up(self._moment(None))
                 return
             name, chunk, arrival = item
-            if name != current:
-                current = name
-                offset, line_number = self.positions.get(name, (0, 0))
-                splitter = LineSplitter(self.max_line_bytes, offset)
+            if type(chunk) is HandedOver:
+                self._hand_over(reading, name, chunk.rest, identity_of)
+                self.checkpoint()
+                continue
+            splitter, line_number = reading.get(name) or self._start_reading(name)
             identity = identity_of(name)
             if chunk:
                 lines = splitter.push(chunk)
-            elif chunk is ROTATED or self.final or identity is None:
+            elif chunk is ROTATED or chunk is DRAINED or self.final or identity is None:
                 lines = splitter.finish()
             else:
                 lines = []  # the file may still be growing: its unfinished line waits
@@ -227,14 +226,36 @@ class Runtime(ScheduledFeed):
             if chunk:  # a read found lines: more may be unread, the --idle clock waits
                 pipeline.behind()
             line_number = self._feed_lines(lines, name, line_number, now)
+            self.positions[name] = (splitter.offset, line_number)
             if chunk is ROTATED:  # a followed file was replaced: positions restart with it
                 splitter, line_number = LineSplitter(self.max_line_bytes), 0
-            self.positions[name] = (splitter.offset, line_number)
+                self.positions[name] = (0, 0)
+            reading[name] = (splitter, line_number)
+            if chunk is DRAINED:  # a rotated file is done: its end stays in the checkpoint
+                del reading[name]
             if identity is not None:
                 self.files[name] = identity
             self.writer.flush()
             self.reporter.flush()
             self.checkpoint()
+
+    def _start_reading(self, name: str) -> tuple[LineSplitter, int]:
+        """An input's splitter and line number, from where an earlier run left it."""
+        offset, line_number = self.positions.get(name, (0, 0))
+        return LineSplitter(self.max_line_bytes, offset), line_number
+
+    def _hand_over(self, reading: dict, name: str, rest: str, identity_of) -> None:
+        """A followed file was rotated away: what was read of it (its unfinished line, its
+        offset and line number, which file it is) goes on under ``rest``; ``name`` starts
+        again at the start of the new file, which the checkpoint names from now on."""
+        reading[rest] = reading.pop(name, None) or self._start_reading(name)
+        self.positions[rest] = self.positions.get(name, (0, 0))
+        reading[name] = (LineSplitter(self.max_line_bytes), 0)
+        self.positions[name] = (0, 0)
+        for each in (name, rest):
+            identity = identity_of(each)
+            if identity is not None:
+                self.files[each] = identity
 
     def resume_points(self) -> dict[str, SavedPosition]:
         """Where a later run resumes each file read so far, keyed by its resolved path."""
@@ -245,57 +266,6 @@ class Runtime(ScheduledFeed):
                 size, digest = identity.fingerprint(offset)
                 points[identity.path] = SavedPosition(identity.device, identity.inode, size, digest, offset, line)
         return points
-
-    def _feed_lines(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
-        """Feed a chunk's lines: runs of plain lines through the pipeline's batch path,
-        each line it stops at (to reject, late, blank, over-long...) through _feed_each.
-
-        A chunk (up to a megabyte) goes in batches of :data:`BATCH_LINES`: the objects a
-        batch makes on its way from line to result then stay in the processor's cache,
-        together with the newest open orders. Measured on a 1M-event replay (2 cores):
-        3.3 s with whole chunks, 2.6 s in batches of 512 lines.
-        """
-        if not lines or type(lines[0]) is Overlong or max(map(len, lines)) > self.max_line_bytes:
-            return self._feed_each(lines, name, line_number, now)
-        for begin in range(0, len(lines), BATCH_LINES):
-            line_number = self._feed_batch(lines[begin : begin + BATCH_LINES], name, line_number, now)
-        return line_number
-
-    def _feed_batch(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
-        write, count = self.writer.write, len(lines)
-        for results, stop in self.pipeline.feed_runs(lines, now):
-            if results:
-                write(results)
-            if stop < count:
-                self._feed_each(lines[stop : stop + 1], name, line_number + stop, now)
-        return line_number + count
-
-    def _feed_each(self, lines: list[bytes], name: str, line_number: int, now: int) -> int:
-        feed = self.pipeline.feed
-        write = self.writer.write
-        limit = self.max_line_bytes
-        for raw in lines:
-            line_number += 1
-            if len(raw) > limit or type(raw) is Overlong:
-                size = raw.size if type(raw) is Overlong else len(raw)
-                reason = f"line longer than {limit} bytes ({size} bytes)"
-                self.pipeline.refuse()
-                self._reject(name, line_number, reason, raw[: LineSplitter.PREFIX_BYTES])
-                continue
-            if raw.endswith(b"\r"):
-                raw = raw[:-1]
-            if not raw or raw.isspace():
-                continue
-            if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte order mark is not part of the first event
-            try:
-                results = feed(raw, now)
-            except RejectedLine as rejected:
-                self._reject(name, line_number, rejected.reason, raw)
-                continue
-            if results:
-                write(results)
-        return line_number
 
     def checkpoint(self, force: bool = False) -> None:
         """Save state if a checkpointer is set and the interval has passed (or ``force``).
@@ -312,13 +282,6 @@ class Runtime(ScheduledFeed):
         self.reporter.flush()
         self.checkpointer(self.pipeline, self.resume_points())
         self._last_checkpoint = now
-
-    def _reject(self, name: str, line_number: int, reason: str, raw: bytes) -> None:
-        self.reporter.report(name, line_number, reason, raw)
-        if self.strict:
-            self.writer.flush()
-            self.reporter.flush()
-            raise StrictStop(self.reporter.warning_text(name, line_number, reason))
 
     async def _settle(self) -> None:
         """End of input: event time settles at once; processing time waits for deadlines."""

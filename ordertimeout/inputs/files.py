@@ -11,19 +11,75 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import time
 from typing import BinaryIO, NamedTuple, Sequence
 
-__all__ = ["Input", "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "FINGERPRINT_BYTES"]
+__all__ = [
+    "Input", "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "FINGERPRINT_BYTES",
+    "rotated_name", "rotated_key", "next_slot", "moved_since_resume", "DEFAULT_ROTATE_WAIT_MS",
+]
+
+#: How long a file rotated away from a followed path is still read after its last line
+#: (``--rotate-wait``; Fluent Bit's ``Rotate_Wait`` has the same default).
+DEFAULT_ROTATE_WAIT_MS = 5000
+
 
 @dataclasses.dataclass(frozen=True)
 class Input:
-    """One input: a display ``name`` and either a ``path`` or an open binary ``stream``."""
+    """One input: a display ``name`` and either a ``path`` or an open binary ``stream``.
+
+    ``checkpoint_as``: the key its resume point is saved under, when not its resolved
+    path (a rotated file: :func:`rotated_key`). ``rotated``: with ``follow``, the files
+    rotated away from ``path`` that a restart still reads beside it until they are quiet.
+    ``resumes``: (device, inode) of the file ``path`` named when ``start_offset`` was taken
+    for it (see :func:`moved_since_resume`).
+    """
 
     name: str
     path: str | None = None
     stream: BinaryIO | None = None
     follow: bool = False
     start_offset: int = 0
+    checkpoint_as: str | None = None
+    rotated: tuple["Input", ...] = ()
+    resumes: tuple[int, int] | None = None
+
+
+def rotated_name(name: str, slot: int) -> str:
+    """The name under which the rest of a file rotated away from input ``name`` is read
+    (``events.jsonl (rotated 1)``); ``slot`` tells apart files rotated in quick turn."""
+    return f"{name} (rotated {slot})"
+
+
+def rotated_key(path: str, slot: int) -> str:
+    """The checkpoint key of a file rotated away from ``path`` (its resolved path, marked:
+    no input is ever named so, and the next rotation reuses a slot whose file is done)."""
+    return rotated_name(os.path.realpath(path), slot)
+
+
+def next_slot(name: str, taken) -> int:
+    """The lowest slot whose :func:`rotated_name` of input ``name`` is not among ``taken``."""
+    taken = set(taken)
+    return next(slot for slot in range(1, len(taken) + 2) if rotated_name(name, slot) not in taken)
+
+
+def moved_since_resume(source: Input, info: os.stat_result) -> str | None:
+    """Whether the file found at ``source.path`` (``info``) is another than the one it was
+    resumed at: logrotate renamed that one in the moment between :func:`resume_inputs`
+    and the opening. Then the path that one has now (found beside it by device and
+    inode; its rest is read before the new file, from the start), or ``""`` if it is gone.
+    None when it is the same file, or nothing was resumed."""
+    if source.resumes is None or (info.st_dev, info.st_ino) == source.resumes:
+        return None
+    folder = os.path.dirname(os.path.realpath(source.path))
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.inode() == source.resumes[1] and entry.stat(follow_symlinks=False).st_dev == source.resumes[0]:
+                    return entry.path
+    except OSError:
+        pass
+    return ""
 
 
 #: Leading bytes of a file that fingerprint it.
@@ -31,8 +87,9 @@ FINGERPRINT_BYTES = 1024
 
 
 class FileIdentity(NamedTuple):
-    """Which file an input is: resolved ``path``, ``device``, ``inode`` and its first
-    bytes as far as they were read (``head``, at most :data:`FINGERPRINT_BYTES`)."""
+    """Which file an input is: resolved ``path`` (for a rotated file, the key its
+    checkpoint keeps: :func:`rotated_key`), ``device``, ``inode`` and its first bytes as
+    far as they were read (``head``, at most :data:`FINGERPRINT_BYTES`)."""
 
     path: str
     device: int
@@ -92,55 +149,112 @@ def resume_position(saved: dict[str, SavedPosition], path: str) -> tuple[int, in
     return position.offset, position.line, None
 
 
-def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input]):
+def resume_inputs(saved: dict[str, SavedPosition], inputs: Sequence[Input],
+                  rotate_wait_ms: int = DEFAULT_ROTATE_WAIT_MS):
     """The inputs continued from a checkpoint's ``saved`` positions.
 
     Returns ``(inputs, positions, notices)``: the inputs with their start offsets set,
-    the (offset, line) each named file resumes at, and one notice per file read from its
-    start again because it was replaced or truncated.
+    the (offset, line) each input resumes at, by name, and one notice per file read from
+    its start again because it was replaced or truncated.
+
+    Files rotated away from a named path are found again by identity (device, inode and
+    first bytes) in the path's folder: the one the path named at the checkpoint, and the
+    ones a followed run was still reading beside it (:func:`rotated_key`). Those with
+    lines after their saved end, or written to less than ``rotate_wait_ms`` ago (their
+    writer may not be done), are read on from there: followed, beside the path until
+    quiet (``Input.rotated``); unfollowed, first, one after another, to their ends.
     """
     resumed, positions, notices = [], {}, []
     for source in inputs:
         if source.path is not None:
             offset, line, notice = resume_position(saved, source.path)
-            rotated = _rotated_to(saved, source.path) if notice is not None and offset == 0 else None
-            if rotated is not None:  # first what was appended to it before it was renamed
-                old_path, old_offset, old_line = rotated
+            rests = _rotated_rests(saved, source, rotate_wait_ms)
+            moved = _rotated_to(saved, source.path, rotate_wait_ms) if notice is not None and offset == 0 else None
+            if moved is not None and all(rest.path != moved[0] for rest, _ in rests):
+                old_path, old_offset, old_line = moved  # first what was appended to it before it was renamed
                 notice = (f"{source.path} was rotated to {old_path} since the last run; reading the rest "
                           f"of {old_path}, then {source.path} from the start")
-                positions[old_path] = (old_offset, old_line)
-                resumed.append(dataclasses.replace(source, name=old_path, path=old_path, follow=False,
-                                                   start_offset=old_offset))
+                slot = next_slot(source.name, [rest.name for rest, _ in rests])
+                rests.append((Input(rotated_name(source.name, slot), path=old_path, start_offset=old_offset,
+                                    checkpoint_as=rotated_key(source.path, slot)), old_line))
+            for rest, rest_line in rests:
+                positions[rest.name] = (rest.start_offset, rest_line)
+            if source.follow:
+                source = dataclasses.replace(source, rotated=tuple(rest for rest, _ in rests))
+            else:
+                resumed += [rest for rest, _ in rests]
             if notice is not None:
                 notices.append(notice)
             if offset:
                 positions[source.name] = (offset, line)
                 source = dataclasses.replace(source, start_offset=offset)
+            try:
+                info = os.stat(source.path)
+                source = dataclasses.replace(source, resumes=(info.st_dev, info.st_ino))
+            except OSError:
+                pass
         resumed.append(source)
     return resumed, positions, notices
 
 
-def _rotated_to(saved: dict[str, SavedPosition], path: str) -> tuple[str, int, int] | None:
+def _rotated_rests(saved: dict[str, SavedPosition], source: Input, rotate_wait_ms: int) -> list[tuple[Input, int]]:
+    """The files a followed run was still reading beside ``source.path`` when it saved
+    ``saved``, found again by identity, that are still to be read: lines after their
+    saved end, or a write less than ``rotate_wait_ms`` ago. With their line numbers."""
+    resolved = os.path.realpath(source.path)
+    prefix = rotated_name(resolved, 0)[:-2]  # "<path> (rotated "
+    rests, seen = [], set()
+    for key, position in sorted(saved.items()):
+        slot = key[len(prefix):-1]
+        if not (key.startswith(prefix) and key.endswith(")") and slot.isdigit()):
+            continue
+        found = _find_by_identity(os.path.dirname(resolved), position)
+        # (Not the path itself: an inode freed by a deleted old file and taken again.)
+        if found is None or found[0] == resolved or (found[1].st_dev, found[1].st_ino) in seen:
+            continue
+        path, info = found
+        seen.add((info.st_dev, info.st_ino))
+        if _unread_or_recent(info, position, rotate_wait_ms):
+            rests.append((Input(rotated_name(source.name, int(slot)), path=path, start_offset=position.offset,
+                                checkpoint_as=key), position.line))
+    return rests
+
+
+def _find_by_identity(folder: str, position: SavedPosition):
+    """``(path, stat)`` of the regular file in ``folder`` that is the one saved at
+    ``position`` (same device and inode, same first bytes, at least as long), or None."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.inode() != position.inode:
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                if (stat.S_ISREG(info.st_mode) and info.st_dev == position.device and info.st_size >= position.offset
+                        and _head_matches(entry.path, position)):
+                    return entry.path, info
+    except OSError:
+        return None
+    return None
+
+
+def _rotated_to(saved: dict[str, SavedPosition], path: str, rotate_wait_ms: int) -> tuple[str, int, int] | None:
     """Where the file last read under ``path`` went, if it was renamed beside it (log
-    rotation: ``events.jsonl`` became ``events.jsonl.1``) and has lines after its saved
-    offset: ``(its path, offset, line)``."""
+    rotation: ``events.jsonl`` became ``events.jsonl.1``) and is still to be read: lines
+    after its saved offset, or a write less than ``rotate_wait_ms`` ago (its writer may
+    add more; then it is kept as a rotated file, so a later run reads those).
+    ``(its path, offset, line)``."""
     resolved = os.path.realpath(path)
     position = saved.get(resolved)
     if position is None:
         return None
-    folder = os.path.dirname(resolved)
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.inode() != position.inode or entry.path == resolved:
-                    continue
-                info = entry.stat(follow_symlinks=False)
-                if (stat.S_ISREG(info.st_mode) and info.st_dev == position.device and info.st_size > position.offset
-                        and _head_matches(entry.path, position)):
-                    return entry.path, position.offset, position.line
-    except OSError:
+    found = _find_by_identity(os.path.dirname(resolved), position)
+    if found is None or found[0] == resolved or not _unread_or_recent(found[1], position, rotate_wait_ms):
         return None
-    return None
+    return found[0], position.offset, position.line
+
+
+def _unread_or_recent(info: os.stat_result, position: SavedPosition, rotate_wait_ms: int) -> bool:
+    return info.st_size > position.offset or time.time_ns() - info.st_mtime_ns < rotate_wait_ms * 1_000_000
 
 
 def _head_matches(path: str, position: SavedPosition) -> bool:
@@ -154,11 +268,11 @@ def _head_matches(path: str, position: SavedPosition) -> bool:
 class OpenFile:
     """A file being read: its identity, with the head filled in as reading goes."""
 
-    def __init__(self, fd: int, path: str, position: int, compressed: bool = False) -> None:
+    def __init__(self, fd: int, path: str, position: int, compressed: bool = False, key: str | None = None) -> None:
         info = os.fstat(fd)
         # A compressed file's head is taken whole at once: its reads are decompressed bytes.
         head = os.pread(fd, FINGERPRINT_BYTES, 0) if position or compressed else b""
-        self.identity = FileIdentity(os.path.realpath(path), info.st_dev, info.st_ino, head)
+        self.identity = FileIdentity(key or os.path.realpath(path), info.st_dev, info.st_ino, head)
         self.position = position
         self._head_complete = compressed
 

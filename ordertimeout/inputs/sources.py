@@ -15,6 +15,7 @@ points); chunks become lines in :mod:`.framing`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import os
 import stat
@@ -26,21 +27,22 @@ from .arrivals import (  # noqa: F401
     PIPE_CHUNK_BYTES, READ_AHEAD_CHUNKS, ROTATED, StampedReader, prefetched_since, take_prefetched,
 )
 from .files import (  # noqa: F401
-    FINGERPRINT_BYTES, GZIP_MAGIC, FileIdentity, Input, OpenFile, SavedPosition, is_gzip, resume_inputs, resume_position,
+    DEFAULT_ROTATE_WAIT_MS, FINGERPRINT_BYTES, GZIP_MAGIC, FileIdentity, Input, OpenFile, SavedPosition, is_gzip,
+    resume_inputs, resume_position,
 )
+from .files import moved_since_resume, next_slot, rotated_key, rotated_name
+from .follow import DRAINED, FOLLOW_POLL_SECONDS, Follower, HandedOver, handed_over  # noqa: F401
 from .framing import LineSplitter, Overlong  # noqa: F401
 from .compressed import gunzip_if_compressed, gzip_file_chunks
 from ..errors import SourceError
 
 __all__ = [
-    "Input", "ChunkReader", "SourceError", "END", "ROTATED", "CHUNK_BYTES",
+    "Input", "ChunkReader", "SourceError", "END", "ROTATED", "DRAINED", "HandedOver", "CHUNK_BYTES",
     "FileIdentity", "SavedPosition", "resume_position", "resume_inputs", "is_gzip", "LineSplitter", "Overlong",
 ]
 
 #: Bytes per read: big enough that per-chunk overhead vanishes next to per-line work.
 CHUNK_BYTES = 1 << 20
-#: How often a followed file is checked for new lines, rotation and truncation.
-FOLLOW_POLL_SECONDS = 0.05
 
 
 #: Marks the end of every input.
@@ -54,11 +56,16 @@ class ChunkReader:
     given to :meth:`start`, or None for a chunk read directly (a regular file: it is
     read when it is used). An empty chunk ends one input (so its last line without a
     newline can be finished); :data:`END` follows the last input.
+
+    A followed input (:mod:`.follow`) also gives the chunks of the files rotated away from
+    its path, under their own names, read until quiet for ``rotate_wait_ms``.
     """
 
-    def __init__(self, inputs: Sequence[Input], chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(self, inputs: Sequence[Input], chunk_bytes: int = CHUNK_BYTES,
+                 rotate_wait_ms: int = DEFAULT_ROTATE_WAIT_MS) -> None:
         self._inputs = list(inputs)
         self._chunk_bytes = chunk_bytes
+        self._rotate_wait_ms = rotate_wait_ms
         self._items: AsyncIterator | None = None
         self._next: asyncio.Future | None = None
         self._cleanup: list = []
@@ -91,11 +98,15 @@ class ChunkReader:
 
     def caught_up(self) -> bool:
         """Whether nothing is left unread at the moment: a ``get`` is still waiting, and
-        it waits for data not written yet (a followed file read to its end, or not there
-        yet; a pipe, terminal or device with nothing to read), not for a read under way.
-        (A file that is not followed is caught up at :data:`END`.)"""
+        it waits for data not written yet (a followed file and the files rotated away from
+        it read to their end, or not there yet; a pipe, terminal or device with nothing to
+        read), not for a read under way. (A file that is not followed is caught up at
+        :data:`END`.)"""
         pending = self._next
         return pending is not None and not pending.done() and self._waiting and not self._unread
+
+    def _set_waiting(self, waits: bool) -> None:
+        self._waiting = waits
 
     def start(self, clock=None) -> None:
         """Prepare reading (call from inside the running loop); ``clock`` stamps arrivals."""
@@ -127,14 +138,38 @@ class ChunkReader:
     async def _read_all(self):
         for number, source in enumerate(self._inputs, 1):
             self._unread = number < len(self._inputs)  # inputs after this one
-            chunks = self._follow(source) if source.follow else self._chunks(source)
+            chunks = self._follow(source) if source.follow else self._named(source)
             try:
-                async for chunk, arrival in chunks:
+                async for name, chunk, arrival in chunks:
                     self.bytes_read += len(chunk)
-                    yield source.name, chunk, arrival
+                    yield name, chunk, arrival
             except OSError as error:
                 raise SourceError(f"cannot read {source.name}: {error.strerror or error}") from None
             yield source.name, b"", None
+
+    async def _named(self, source: Input):
+        """``(name, chunk, arrival)`` of one input that is not followed; if the file it was
+        resumed at was rotated away since (:func:`~.files.moved_since_resume`), first a
+        :class:`~.follow.HandedOver` chunk and that file's rest, then the new file."""
+        moved = None
+        if source.resumes is not None and not is_gzip(source.path):
+            try:
+                info = os.stat(source.path)
+            except OSError:
+                info = None
+            moved = moved_since_resume(source, info) if info is not None and stat.S_ISREG(info.st_mode) else None
+        if moved is not None:
+            slot = next_slot(source.name, [each.name for each in self._inputs])
+            rest = dataclasses.replace(source, name=rotated_name(source.name, slot), path=moved,
+                                       checkpoint_as=rotated_key(source.path, slot), resumes=None)
+            yield source.name, handed_over(rest.name) if moved else ROTATED, None
+            if moved:
+                async for chunk, arrival in self._chunks(rest):
+                    yield rest.name, chunk, arrival
+                yield rest.name, b"", None
+            source = dataclasses.replace(source, start_offset=0, resumes=None)
+        async for chunk, arrival in self._chunks(source):
+            yield source.name, chunk, arrival
 
     async def _chunks(self, source: Input):
         """(chunk, arrival) pairs of one input that is not followed: a gzip file named by
@@ -145,7 +180,8 @@ class ChunkReader:
             # Known by the compressed file's identity; its offsets count decompressed bytes.
             fd = os.open(source.path, os.O_RDONLY)
             try:
-                self._files[source.name] = OpenFile(fd, source.path, source.start_offset, compressed=True)
+                self._files[source.name] = OpenFile(fd, source.path, source.start_offset, compressed=True,
+                                                    key=source.checkpoint_as)
             finally:
                 os.close(fd)
             async for chunk in gzip_file_chunks(source.path, source.start_offset, self._chunk_bytes):
@@ -170,7 +206,8 @@ class ChunkReader:
                     async for item in self._thread_chunks(fd, source.name):
                         yield item
                     return
-                opened = self._files[source.name] = OpenFile(fd, source.path, source.start_offset)
+                opened = self._files[source.name] = OpenFile(fd, source.path, source.start_offset,
+                                                             key=source.checkpoint_as)
                 if source.start_offset:
                     os.lseek(fd, source.start_offset, os.SEEK_SET)
                 async for item in self._file_chunks(fd, opened):
@@ -232,56 +269,27 @@ class ChunkReader:
             self._waiting = False
 
     async def _follow(self, source: Input):
-        """Lines appended to ``source.path`` forever, like ``tail -F``.
+        """Lines appended to ``source.path`` forever, like ``tail -F``, as
+        ``(name, chunk, arrival)``: see :class:`~.follow.Follower` (rotation, the files
+        rotated away read until quiet, truncation).
 
-        Waits for the file if it does not exist yet. Survives rotation (the name now
-        points at a new file: finish the old one, then read the new one from its start)
-        and truncation (the file got shorter than what was read: read again from its
-        start). An empty chunk marks each switch, so a last line without its newline is
-        finished rather than glued to the next file's first.
+        Waits for the file if it does not exist yet. A named pipe never grows or rotates:
+        each writer's lines in turn.
         """
-        path, name = source.path, source.name
-        fd = await self._open_when_there(path)
-        if fd is None:  # a named pipe never grows or rotates: each writer's lines in turn
-            async for item in self._thread_chunks(None, name, path=path, reopen=True):
-                yield item
+        fd = await self._open_when_there(source.path)
+        if fd is None:
+            async for chunk, arrival in self._thread_chunks(None, source.name, path=source.path, reopen=True):
+                yield source.name, chunk, arrival
             return
-        opened = [fd]
-        self._cleanup.append(lambda: os.close(opened[0]))
-        position = source.start_offset if os.fstat(fd).st_size >= source.start_offset else 0
-        os.lseek(fd, position, os.SEEK_SET)
-        current_file = self._files[name] = OpenFile(fd, path, position)
-        while True:
-            chunk = os.read(fd, self._chunk_bytes)
-            self._waiting = not chunk
-            if chunk:
-                position += len(chunk)
-                current_file.read(chunk)
-                yield chunk, None
-                await asyncio.sleep(0)
-                continue
-            try:
-                named = os.stat(path)
-            except FileNotFoundError:
-                named = None  # between rename and re-create: keep waiting on the old file
-            current = os.fstat(fd)
-            if named is not None and (named.st_ino, named.st_dev) != (current.st_ino, current.st_dev):
-                self._waiting = False  # the old file's rest and the new file are to be read
-                while chunk := os.read(fd, self._chunk_bytes):  # what came before the rename
-                    yield chunk, None
-                yield ROTATED, None
-                os.close(fd)
-                fd = opened[0] = os.open(path, os.O_RDONLY)
-                position = 0
-                current_file = self._files[name] = OpenFile(fd, path, 0)
-                continue
-            if current.st_size < position:
-                yield ROTATED, None
-                os.lseek(fd, 0, os.SEEK_SET)
-                position = 0
-                current_file = self._files[name] = OpenFile(fd, path, 0)
-                continue
-            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+        clock = self._clock
+        follower = Follower(source, fd, self._files, self._chunk_bytes, self._rotate_wait_ms,
+                            clock.now_ms if clock is not None else None, self._set_waiting)
+        self._cleanup.append(follower.close)
+        try:
+            async for item in follower.chunks():
+                yield item
+        finally:
+            follower.close()
 
     async def _open_when_there(self, path: str) -> int | None:
         """Open ``path``, waiting (polling) while it does not exist, as ``tail -F`` does.

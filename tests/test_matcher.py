@@ -171,7 +171,7 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
     assert [_unpack("a", o).raw for o in matcher._open["a"]] == [b"first", b"second", b"third"]
     matcher.on_event("a", PAY, 30, b"p")
     matcher.on_event("a", PAY, 40, b"p")
-    assert _unpack("a", matcher._open["a"]) == (20, "a", b"third", 0)
+    assert _unpack("a", matcher._open["a"]) == (20, "a", b"third", 0, 20 + W)
     matcher.on_event("a", PAY, 50, b"p")
     assert "a" not in matcher._open and matcher.pending == 0
 
@@ -181,8 +181,8 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
     [(0, b"{}", 0), (-62135596800000, b"x", 7), (253402300799999, b'{"k":"\xff"}', 2**32 - 1), (5, b"", 1)],
 )
 def test_packed_orders_round_trip(created, raw, seq):
-    order = _pack(created, raw, seq)
-    assert _unpack("ключ-🔑", order) == OpenOrder(created, "ключ-🔑", raw, seq)
+    order = _pack(created, raw, seq, created + 1000, 12)
+    assert _unpack("ключ-🔑", order) == OpenOrder(created, "ключ-🔑", raw, seq, created + 1000)
     assert (_created_of(order), _created_raw_seq(order)) == (created, (created, raw, seq))
 
 
@@ -192,7 +192,7 @@ def test_any_key_round_trips_through_the_matcher(key):
     it went in, in results and in the saved state."""
     matcher = Matcher(W)
     matcher.on_event(key, CREATE, 0, b"c")
-    assert matcher.open_orders() == [OpenOrder(0, key, b"c", 0)]
+    assert matcher.open_orders() == [OpenOrder(0, key, b"c", 0, W)]
     restored = Matcher.restore(matcher.snapshot())
     assert [result.key for result in restored.drain()] == [key]
 

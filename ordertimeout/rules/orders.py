@@ -11,7 +11,7 @@ from enum import Enum
 from typing import NamedTuple
 from urllib.parse import quote
 
-__all__ = ["Mode", "OpenOrder", "Success", "Timeout", "Cancelled", "PaidLate", "Result", "result_id"]
+__all__ = ["Mode", "OpenOrder", "Success", "Timeout", "Cancelled", "PaidLate", "Reminder", "Result", "result_id"]
 
 
 class Mode(str, Enum):
@@ -26,13 +26,15 @@ class OpenOrder(NamedTuple):
     """A create waiting for its pay: plain data, so it can be saved and restored.
 
     ``seq`` is the create's position among its key's creates at the same millisecond
-    (0 for the first), which makes the order's result id unique.
+    (0 for the first), which makes the order's result id unique. ``deadline`` is when it
+    times out (None: ``created`` plus the matcher's ``within``).
     """
 
     created: int
     key: str
     raw: bytes
     seq: int = 0
+    deadline: int | None = None
 
 
 def result_id(kind: str, key: str, created: int, seq: int) -> str:
@@ -135,37 +137,70 @@ class PaidLate(NamedTuple):
         return result_id("paid_late", self.key, self.created, self.seq)
 
 
-Result = Success | Timeout | Cancelled | PaidLate
+class Reminder(NamedTuple):
+    """An open order reminded before its deadline (``--remind``, ``--remind-before``):
+    ``stage`` is the rank (1, 2, ...) of ``due`` among the order's reminder times."""
+
+    key: str
+    created: int
+    due: int
+    deadline: int
+    create: bytes
+    stage: int
+    seq: int = 0
+
+    @property
+    def time(self) -> int:
+        """When the result happened: the reminder's due time."""
+        return self.due
+
+    @property
+    def id(self) -> str:
+        """The stable id (see :func:`result_id`), with the stage: ``reminder:u1:1700000000000:0:1``."""
+        return f"{result_id('reminder', self.key, self.created, self.seq)}:{self.stage}"
+
+
+Result = Success | Timeout | Cancelled | PaidLate | Reminder
 
 
 
-# Inside the matcher an open order is one bytes object: its created time and its sequence
-# number within the key's millisecond in a small header, then the raw create event. One
+# Inside the matcher an open order is one bytes object: its created time, its sequence
+# number within the key's millisecond and its deadline in a small header, then the raw
+# create event (the deadline in it since orders may have windows of their own; the number
+# is the order's place among all creates, its position in a checkpoint). One
 # object instead of a tuple, an int and the raw bytes saves about 90 bytes an order (a
 # million open orders fit in ~250 MB, stored events included), and bytes are never
 # tracked by the garbage collector, whose full collections would otherwise stall timers
 # for milliseconds once many orders are open. The key is not in it: the matcher files
 # every order under its key and keeps the key beside it in the timeline. Two packed
 # orders are never the same object, so identity still tells them apart.
-_HEADER = struct.Struct(">qI")  # created (ms), seq
+_HEADER = struct.Struct(">qIqq")  # created (ms), seq, deadline (ms), number (creates before it)
 #: Where the raw create event starts in a packed order.
 _RAW = _HEADER.size
 
 
-def _pack(created: int, raw: bytes, seq: int = 0) -> bytes:
-    return _HEADER.pack(created, seq) + raw
+def _pack(created: int, raw: bytes, seq: int, deadline: int, number: int = 0) -> bytes:
+    return _HEADER.pack(created, seq, deadline, number) + raw
 
 
 def _created_of(order: bytes) -> int:
     return _HEADER.unpack_from(order)[0]
 
 
+def _deadline_of(order: bytes) -> int:
+    return _HEADER.unpack_from(order)[2]
+
+
+def _number_of(order: bytes) -> int:
+    return _HEADER.unpack_from(order)[3]
+
+
 def _unpack(key: str, order: bytes) -> OpenOrder:
     """The open order ``order`` of ``key`` as plain data."""
-    created, seq = _HEADER.unpack_from(order)
-    return OpenOrder(created, key, order[_RAW:], seq)
+    created, seq, deadline, _ = _HEADER.unpack_from(order)
+    return OpenOrder(created, key, order[_RAW:], seq, deadline)
 
 
 def _created_raw_seq(order: bytes) -> tuple[int, bytes, int]:
-    created, seq = _HEADER.unpack_from(order)
+    created, seq, _, _ = _HEADER.unpack_from(order)
     return created, order[_RAW:], seq

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Self
 
-from .orders import OpenOrder, _pack, _unpack
+from .orders import _HEADER, OpenOrder, _pack, _unpack
 
 __all__ = ["COUNTER_NAMES", "SavedState"]
 
@@ -27,6 +27,7 @@ COUNTER_NAMES = (
     "unmatched_cancels",
     "discarded",
     "paid_late",
+    "reminder",
 )
 
 
@@ -46,6 +47,10 @@ class SavedState:
     def numbered_open_orders(self) -> tuple[int, list[tuple[int, OpenOrder]]]:
         """``(head, [(position, order), ...])``: every open order with its timeline
         position, as :meth:`take_changes` numbers them."""
+        if self._lanes is not None:  # every open order, by its number (its place among creates)
+            numbered = sorted((_HEADER.unpack_from(order)[3], key, order)
+                              for key in self._open for order in self._orders_of(key))
+            return self._popped, [(number, _unpack(key, order)) for number, key, order in numbered]
         live = {id(order) for key in self._open for order in self._orders_of(key)}
         return self._popped, [
             (self._popped + index, _unpack(key, order))
@@ -65,6 +70,8 @@ class SavedState:
         Costs O(changes), not O(open orders).
         """
         closed_early, self._closed_early = self._closed_early or [], []
+        if self._lanes is not None:
+            return self._take_lane_changes(closed_early)
         just_closed = {id(order) for _, order in closed_early}
         new_count = min(self._appended - self._changes_mark, len(self._timeline))
         new = list(itertools.islice(zip(reversed(self._timeline_keys), reversed(self._timeline)), new_count))
@@ -80,6 +87,18 @@ class SavedState:
         self._changes_mark = self._appended
         return self._popped, opened, closed
 
+    def _take_lane_changes(self, closed_early: list) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
+        """:meth:`take_changes` with lanes: the orders opened since come from a log, and
+        timeouts are among the closed ones (they no longer leave in position order)."""
+        logged, self._opened_log = self._opened_log or [], []
+        just_closed = {id(order) for _, order in closed_early}
+        opened = [(_HEADER.unpack_from(order)[3], _unpack(key, order)) for key, order in logged
+                  if id(order) not in just_closed and self._is_open(key, order)]
+        new_ids = {id(order) for _, order in logged}
+        closed = [_unpack(key, order) for key, order in closed_early if id(order) not in new_ids]
+        self._changes_mark = self._appended
+        return self._popped, opened, closed
+
     def snapshot(self, with_orders: bool = True) -> dict:
         """The whole state as plain data (ints, strings, bytes, lists).
 
@@ -90,6 +109,10 @@ class SavedState:
             "within": self.within,
             "mode": self.mode.value,
             "paid_late": self.paid_late_ms,
+            "windows": list(self.windows),
+            "remind": list(self.remind),
+            "remind_before": list(self.remind_before),
+            "reminder_stages": {str(stage): count for stage, count in self.reminder_stages.items()},
             "expired": [tuple(order) for order in self.expired_orders()],
             "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
             "counts": self.counts(),
@@ -102,26 +125,23 @@ class SavedState:
     @classmethod
     def restore(cls, state: dict) -> Self:
         """A matcher continuing exactly where ``snapshot()`` left off."""
-        matcher = cls(state["within"], state["mode"], state.get("paid_late"))
+        matcher = cls(state["within"], state["mode"], state.get("paid_late"), tuple(state.get("windows") or ()),
+                      tuple(state.get("remind") or ()), tuple(state.get("remind_before") or ()))
+        matcher.reminder_stages = {int(stage): count for stage, count in (state.get("reminder_stages") or {}).items()}
         if state["now"] is not None:
             matcher.now = state["now"]
         for name in COUNTER_NAMES:
             setattr(matcher, name, state["counts"].get(name, 0))
-        for created, key, raw, seq in state.get("expired") or ():
-            matcher._remember_expired(key, _pack(created, raw, seq), created + matcher.within)
+        for created, key, raw, seq, *deadline in state.get("expired") or ():
+            deadline = deadline[0] if deadline and deadline[0] is not None else created + matcher.within
+            matcher._remember_expired(key, _pack(created, raw, seq, deadline), deadline)
         if state.get("tick"):
             matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
         # In the order given (the saved timeline order: ties at a millisecond are in input
         # order, which is the order their timeouts go out in), only put back in time order
         # where a source gives them out of it; a stable sort keeps the ties as given.
         orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: order.created)
-        for created, key, raw, seq in orders:
-            matcher._add(key, _pack(created, raw, seq), created)
+        for created, key, raw, seq, deadline in orders:
+            deadline = created + matcher.within if deadline is None else deadline
+            matcher._add(key, _pack(created, raw, seq, deadline, matcher._appended), created, deadline)
         return matcher
-
-    def _is_open(self, key: str, order: bytes) -> bool:
-        current = self._open.get(key)
-        if current is order:
-            return True
-        return type(current) is list and any(candidate is order for candidate in current)
-

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS buffered (
     key TEXT NOT NULL, kind INTEGER NOT NULL, raw BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS expired_orders (
     position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
-    raw BLOB NOT NULL, seq INTEGER NOT NULL);
+    raw BLOB NOT NULL, seq INTEGER NOT NULL, deadline INTEGER);
 CREATE TABLE IF NOT EXISTS offsets (
     source TEXT PRIMARY KEY, device INTEGER NOT NULL, inode INTEGER NOT NULL,
     head_size INTEGER NOT NULL, head_digest TEXT NOT NULL,
@@ -92,6 +92,7 @@ class StateStore:
                     if statement.strip():
                         connection.execute(statement)
             if self._tables(connection) == _TABLES:
+                _add_expired_deadlines(connection)
                 meta = dict(connection.execute("SELECT name, value FROM meta"))
                 self._check(meta)
                 checkpoint = self._read(connection, meta)
@@ -142,9 +143,9 @@ class StateStore:
             return None  # created, but no checkpoint yet
         pipeline = orjson.loads(meta["pipeline"])
         pipeline["matcher"]["open"] = [
-            (created, key, bytes(raw), seq)
-            for key, created, raw, seq in connection.execute(
-                "SELECT key, created, raw, seq FROM open_orders ORDER BY position"
+            (created, key, bytes(raw), seq, deadline)
+            for key, created, raw, seq, deadline in connection.execute(
+                "SELECT key, created, raw, seq, deadline FROM open_orders ORDER BY position"
             )
         ]
         pipeline["buffer"] = [
@@ -154,9 +155,9 @@ class StateStore:
             )
         ]
         pipeline["matcher"]["expired"] = [
-            (created, key, bytes(raw), seq)
-            for key, created, raw, seq in connection.execute(
-                "SELECT key, created, raw, seq FROM expired_orders ORDER BY position"
+            (created, key, bytes(raw), seq, deadline)
+            for key, created, raw, seq, deadline in connection.execute(
+                "SELECT key, created, raw, seq, deadline FROM expired_orders ORDER BY position"
             )
         ]
         offsets = {
@@ -190,7 +191,6 @@ class StateStore:
             # SQLite would go on writing to the unlinked file: every checkpoint lost.
             raise StateError(f"state file {self.path} was removed or replaced while this run used it")
         matcher = pipeline.matcher
-        within = matcher.within
         head_state = pipeline.snapshot(with_orders=False)
         buffer = head_state.pop("buffer")
         expired = head_state["matcher"].pop("expired")
@@ -212,12 +212,12 @@ class StateStore:
                 connection.execute("DELETE FROM open_orders WHERE position < ?", (head,))
             connection.executemany(
                 "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?, ?)",
-                [(position, order.key, order.created, order.created + within, order.raw, order.seq)
+                [(position, order.key, order.created, order.deadline, order.raw, order.seq)
                  for position, order in opened],
             )
             connection.execute("DELETE FROM expired_orders")
             connection.executemany(
-                "INSERT INTO expired_orders (created, key, raw, seq) VALUES (?, ?, ?, ?)", expired
+                "INSERT INTO expired_orders (created, key, raw, seq, deadline) VALUES (?, ?, ?, ?, ?)", expired
             )
             connection.execute("DELETE FROM buffered")
             connection.executemany(
@@ -245,6 +245,14 @@ class StateStore:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def _add_expired_deadlines(connection: sqlite3.Connection) -> None:
+    """A file written before orders had deadlines of their own gets the column (empty:
+    ``created`` plus the window, as then)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(expired_orders)")}
+    if "deadline" not in columns:
+        connection.execute("ALTER TABLE expired_orders ADD COLUMN deadline INTEGER")
 
 
 def _create_owner_only(path: str) -> None:

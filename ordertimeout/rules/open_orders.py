@@ -1,0 +1,88 @@
+"""The matcher's open orders per key, and the helpers that open and close them.
+
+A mixin of :class:`~.matcher.Matcher` (whose hot loop inlines the common cases).
+``_open[key]`` is the key's only open order itself, or a list of its open orders, oldest
+first, when it has several. Most keys have one open order at a time; a bare order costs
+no list (memory), and lists stay tracked by the garbage collector.
+"""
+
+from __future__ import annotations
+
+from .orders import _deadline_of
+
+__all__ = ["OpenOrders"]
+
+
+class OpenOrders:
+    """The per-key state half of :class:`~.matcher.Matcher` (which keeps ``_open``, the
+    timeline and the counters these helpers update)."""
+
+    def _orders_of(self, key: str) -> list[bytes]:
+        current = self._open.get(key)
+        if current is None:
+            return []
+        return current if type(current) is list else [current]
+
+    def _is_oldest_open(self, key: str, order: bytes) -> bool:
+        current = self._open.get(key)
+        return current is order or (type(current) is list and current[0] is order)
+
+    def _add(self, key: str, order: bytes, created: int, deadline: int) -> None:
+        """Open ``order`` of ``key`` (a restored one: only reminders after ``now`` are due)."""
+        current = self._open.get(key)
+        if current is None:
+            self._open[key] = order
+        elif type(current) is list:
+            current.append(order)
+        else:
+            self._open[key] = [current, order]
+        self._appended += 1
+        self.pending += 1
+        if deadline != created + self.within and self._lanes is None:
+            self._enable_lanes()
+        if self._lanes is not None:
+            self._lanes.add(key, order, created, deadline, self.now)
+            self._head_deadline = self._lanes.next_time()
+            if self._opened_log is not None:
+                self._opened_log.append((key, order))
+            return
+        if not self._timeline:
+            self._head_deadline = deadline
+        self._timeline.append(order)
+        self._timeline_keys.append(key)
+
+    def _pop_head(self) -> bytes:
+        timeline = self._timeline
+        order = timeline.popleft()
+        self._timeline_keys.popleft()
+        self._popped += 1
+        self._head_deadline = _deadline_of(timeline[0]) if timeline else float("inf")
+        return order
+
+    def _close_oldest(self, key: str, early: bool = True) -> bytes:
+        current = self._open[key]
+        self.pending -= 1
+        if type(current) is not list:
+            del self._open[key]
+            order = current
+        else:
+            order = current.pop(0)
+            if len(current) == 1:
+                self._open[key] = current[0]
+        if early and self._closed_early is not None:
+            self._closed_early.append((key, order))
+        return order
+
+    def _is_open(self, key: str, order: bytes) -> bool:
+        current = self._open.get(key)
+        if current is order:
+            return True
+        return type(current) is list and any(candidate is order for candidate in current)
+
+    def _close_all(self, key: str) -> list[bytes]:
+        orders = self._orders_of(key)
+        del self._open[key]
+        self.pending -= len(orders)
+        if self._closed_early is not None:
+            self._closed_early.extend([(key, order) for order in orders])
+        return orders

@@ -1,0 +1,123 @@
+"""Deadlines that do not arrive in order: windows of their own and reminders.
+
+A mixin of :class:`~.matcher.Matcher`, apart from its plain hot loop. Once orders have
+windows of their own (``--within VALUE=D``, ``--deadline-field``) or reminders
+(``--remind``, ``--remind-before``), their timers live in a :class:`~.timeline.Timeline`
+and come due here, in time order:
+
+* A timeout closes its order if it is still open (lazy deletion: an order paid,
+  cancelled or discarded earlier is skipped), stamped with the order's own deadline.
+  With windows of their own a key's orders no longer time out oldest first, so the one
+  timing out may sit anywhere among its key's open orders.
+* A reminder is emitted only while its order is open, and changes nothing: the order
+  stays open, no counter but the reminders' own moves. Its stage is the rank of its due
+  time among the order's (:func:`~.timeline.reminder_offsets`).
+
+Timers at one time come out by the order's created time, then input order, all before
+any event at that time (the matcher advances time before it applies an event).
+"""
+
+from __future__ import annotations
+
+from .orders import _HEADER, _RAW, Reminder, Timeout
+from .timeline import Timeline
+
+__all__ = ["LaneRules"]
+
+_new = tuple.__new__
+
+
+class LaneRules:
+    """The timers half of the matcher when deadlines come out of order (the matcher keeps
+    ``_lanes``, ``_open``, the counters and ``reminder_stages``)."""
+
+    def _enable_lanes(self) -> Timeline:
+        """Move the timers from the one deque into lanes (once; orders kept in created order)."""
+        if self._lanes is not None:
+            return self._lanes
+        lanes = self._lanes = Timeline((self.within, *self.windows), self.remind, self.remind_before)
+        unpack = _HEADER.unpack_from
+        entries = list(zip(self._timeline_keys, self._timeline))
+        for key, order in entries:
+            if self._is_open(key, order):
+                created, _, deadline, _ = unpack(order)
+                lanes.add(key, order, created, deadline, self.now)
+        if self._closed_early is not None:
+            # Change tracking goes on by the log: the orders not yet reported are in it.
+            unreported = self._appended - self._changes_mark
+            self._opened_log = entries[max(0, len(entries) - unreported):] if unreported else []
+        # Positions (the orders' numbers) stay; the head stays where the deque left it:
+        # from here on timeouts are reported as closed orders.
+        self._timeline.clear()
+        self._timeline_keys.clear()
+        self._head_deadline = lanes.next_time()
+        return lanes
+
+    def _next_lane_time(self) -> int | None:
+        """The earliest timer of an open order, dropping those of orders closed earlier."""
+        lanes = self._lanes
+        while True:
+            time = lanes.next_time()
+            if time == float("inf"):
+                self._head_deadline = time
+                return None
+            key, order = lanes.peek()
+            if self._is_open(key, order):
+                self._head_deadline = time
+                return time
+            lanes.pop()
+
+    def _advance_lanes(self, time: int | float, limit: int | None) -> list:
+        """``advance_to`` with lanes: every timer due at or before ``time``, in order."""
+        out: list = []
+        append = out.append
+        lanes = self._lanes
+        pop, next_time = lanes.pop, lanes.next_time
+        open_orders = self._open
+        unpack = _HEADER.unpack_from
+        remember = self.paid_late_ms is not None
+        tracking = self._closed_early
+        stages = self.reminder_stages
+        closed = reminded = 0
+        complete = True
+        while next_time() <= time:
+            if limit is not None and len(out) >= limit:
+                complete = False
+                break
+            due, key, order, offset = pop()
+            current = open_orders.get(key)
+            index = -1
+            if current is not order:
+                if type(current) is not list:
+                    continue  # closed earlier (lazy deletion)
+                for index, candidate in enumerate(current):
+                    if candidate is order:
+                        break
+                else:
+                    continue
+            created, seq, deadline, _ = unpack(order)
+            if created + offset != deadline:
+                stage = lanes.stage(deadline - created, offset)
+                stages[stage] = stages.get(stage, 0) + 1
+                reminded += 1
+                append(_new(Reminder, (key, created, due, deadline, order[_RAW:], stage, seq)))
+                continue
+            if index < 0:
+                del open_orders[key]
+            else:
+                del current[index]
+                if len(current) == 1:
+                    open_orders[key] = current[0]
+            closed += 1
+            append(_new(Timeout, (key, created, deadline, order[_RAW:], False, seq)))
+            if remember:
+                self._remember_expired(key, order, deadline)
+            if tracking is not None:
+                tracking.append((key, order))
+        self.pending -= closed
+        self.timeout += closed
+        self.reminder += reminded
+        self._head_deadline = next_time()
+        if complete and time > self.now:
+            self.now = time
+        return out

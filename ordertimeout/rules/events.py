@@ -21,6 +21,8 @@ __all__ = [
     "PAY",
     "CANCEL",
     "KIND_NAMES",
+    "create_kind",
+    "is_create",
     "TIME_UNITS",
     "TIME_IGNORED",
     "TIME_REQUIRED",
@@ -38,6 +40,19 @@ TIME_IGNORED, TIME_REQUIRED, TIME_OPTIONAL = 0, 1, 2
 # Event kinds are small ints: they are compared once per event on the hot path.
 OTHER, CREATE, PAY, CANCEL = 0, 1, 2, 3
 KIND_NAMES = {OTHER: "other", CREATE: "create", PAY: "pay", CANCEL: "cancel"}
+
+
+def create_kind(window: int, within: int) -> int:
+    """The kind of a create whose window is ``window`` ms: :data:`CREATE` when it is the
+    plain ``within``, else ``-window``. A negative kind is a create with its own window:
+    the event stays a plain ``(key, kind, time, raw)`` tuple through the reorder buffer,
+    the saved state and the changelog."""
+    return CREATE if window == within else -window
+
+
+def is_create(kind: int) -> bool:
+    """Whether ``kind`` is a create (plain, or with its own window)."""
+    return kind == CREATE or kind < 0
 
 #: Milliseconds per unit of a numeric time field, as an exact fraction (num, den).
 TIME_UNITS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}

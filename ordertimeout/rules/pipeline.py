@@ -19,12 +19,12 @@ from typing import Iterator
 from operator import itemgetter
 
 from .events import (
-    CREATE,
     TIME_IGNORED,
     TIME_OPTIONAL,
     TIME_REQUIRED,
     EventParser,
     RejectedLine,
+    is_create,
 )
 from .matcher import Matcher, Result
 from .reorder import ReorderBuffer
@@ -311,7 +311,7 @@ class Pipeline:
     @property
     def pending(self) -> int:
         """Open orders, counting creates still held in the reorder buffer."""
-        buffered = sum(1 for event in self._buffer if event[1] == CREATE)
+        buffered = sum(1 for event in self._buffer if is_create(event[1]))
         return self.matcher.pending + buffered
 
     def stats(self) -> dict:

@@ -72,7 +72,7 @@ class LaneRules:
         out: list = []
         append = out.append
         lanes = self._lanes
-        pop, next_time = lanes.pop, lanes.next_time
+        pop, next_time, heap = lanes.pop, lanes.next_time, lanes.heap
         open_orders = self._open
         unpack = _HEADER.unpack_from
         remember = self.paid_late_ms is not None
@@ -80,7 +80,7 @@ class LaneRules:
         stages = self.reminder_stages
         closed = reminded = 0
         complete = True
-        while next_time() <= time:
+        while heap and heap[0][0] <= time:
             if limit is not None and len(out) >= limit:
                 complete = False
                 break

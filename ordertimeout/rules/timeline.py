@@ -57,7 +57,7 @@ class Timeline:
         self.remind = tuple(sorted(set(remind)))
         self.remind_before = tuple(sorted(set(remind_before)))
         self._lanes: dict[int, list] = {}  # offset -> [orders, keys, offset, lane number]
-        self._heap: list[tuple] = []  # (time, created, lane number or _IRREGULAR + n, lane or (key, order, offset))
+        self.heap: list[tuple] = []  # (time, created, lane number or _IRREGULAR + n, lane or (key, order, offset))
         self._plans: dict[int, tuple] = {}  # window -> ((offset, lane or None), ...), the timeout last
         self._fixed_plans = 0
         self._counter = itertools.count(_IRREGULAR)
@@ -92,7 +92,7 @@ class Timeline:
         """Schedule the timers of the open order ``order`` of ``key`` (its reminders and its
         timeout), only those due after ``after`` (a restored order's past reminders were
         sent before the restart). Orders must be added in created order."""
-        heap = self._heap
+        heap = self.heap
         for offset, lane in self._plan(deadline - created):
             time = created + offset
             if time <= after:
@@ -108,19 +108,19 @@ class Timeline:
 
     def next_time(self) -> int | float:
         """When the earliest timer is due (+infinity when none is left)."""
-        heap = self._heap
+        heap = self.heap
         return heap[0][0] if heap else float("inf")
 
     def peek(self) -> tuple[str, bytes]:
         """``(key, order)`` of the earliest timer (the heap must not be empty)."""
-        _, _, number, lane = self._heap[0]
+        _, _, number, lane = self.heap[0]
         if number >= _IRREGULAR:
             return lane[0], lane[1]
         return lane[1][0], lane[0][0]
 
     def pop(self) -> tuple[int, str, bytes, int]:
         """Take the earliest timer: ``(time, key, order, offset)`` (the heap must not be empty)."""
-        heap = self._heap
+        heap = self.heap
         time, _, number, lane = heap[0]
         if number >= _IRREGULAR:
             heapq.heappop(heap)
@@ -140,11 +140,11 @@ class Timeline:
         """Every ``(key, order)`` with a timer still waiting (an order may come several times)."""
         for orders, keys, _, _ in self._lanes.values():
             yield from zip(keys, orders)
-        for _, _, number, lane in self._heap:
+        for _, _, number, lane in self.heap:
             if number >= _IRREGULAR:
                 yield lane[0], lane[1]
 
     def __len__(self) -> int:
         return sum(len(lane[0]) for lane in self._lanes.values()) + sum(
-            1 for entry in self._heap if entry[2] >= _IRREGULAR
+            1 for entry in self.heap if entry[2] >= _IRREGULAR
         )

@@ -37,6 +37,7 @@ from ..inputs.sources import ChunkReader, SourceError
 from ..notify.outbox import OutboxError
 from ..state.store import StateError, StateStore
 from ..outputs import terminal
+from .deadline_options import Deadlines
 from .metrics_options import monitor_from
 from .options import Duration, WritableFile, _fields, settings_of  # noqa: F401 (Duration, WritableFile re-exported)
 from .streams import StdoutError, _DiagnosingReporter, _flush_quietly, _silence_stdout, _Stdout
@@ -102,17 +103,18 @@ def check_event_options(*, match_mode: str, create_type: str, pay_type: str, can
                 raise click.UsageError(f"{option} and {other} are both {value!r}: each type needs its own value")
 
 
-def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
-           strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES,
-           stdin=None) -> _Run:
+def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, deadlines: Deadlines,
+           rejects_path=None, strict=False, show_source=False, lateness=0, idle=None,
+           max_line_bytes=MAX_LINE_BYTES, stdin=None) -> _Run:
     """The pipeline, runtime and sinks for one run, from the command's options.
 
+    ``deadlines``: the windows and reminders (:func:`.deadline_options.deadlines_from`).
     ``stdin``: the stream the run reads, if it reads one (it decides ``--progress`` auto).
     """
     from .notify_options import build_notifier  # (that module builds on this one)
 
     notifier = build_notifier(params)
-    within, color = params["within"], params["color"]
+    within, color = deadlines.plain_window, params["color"]
     if sys.stdout is None or sys.stderr is None:  # started with `>&-` or `2>&-`
         raise click.ClickException("cannot write: stdout or stderr is closed")
     out = OutputBuffer(_Stdout(sys.stdout.buffer))
@@ -135,7 +137,8 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
     reporter = _DiagnosingReporter(err, rejects, show_source=show_source, rejects_name=rejects_path or "",
                                    log=monitor.log)
     pipeline = Pipeline(
-        EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle
+        EventParser(schema), deadlines.matcher(params["match_mode"], params["paid_late"]), time_mode=time_mode,
+        lateness=lateness, idle=idle,
     )
     writer = ResultWriter(out, formatter, params["only"])
     runtime_writer = writer if notifier is None else notifier.writer(writer)
@@ -143,7 +146,7 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
     ctx = click.get_current_context(silent=True)
     return _Run(
         pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
-        {"within_ms": within, "match": params["match_mode"]},
+        {"within_ms": within, "match": params["match_mode"], **_window_stats(deadlines)},
         # JSON logs are for collectors: no status line drawn between their lines.
         progress=not params["quiet"] and not monitor.log.is_json
         and terminal.wants_progress(params["progress"], sys.stderr, stdin),
@@ -151,6 +154,16 @@ def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rej
         settings=settings_of(ctx) if params["verbose"] and ctx is not None else None,
         monitor=monitor,
     )
+
+
+def _window_stats(deadlines: Deadlines) -> dict:
+    """The windows and reminders for the statistics, when there are any beyond --within."""
+    stats: dict = {}
+    if deadlines.windows or deadlines.deadline_field:
+        stats["windows"] = deadlines.describe()
+    if deadlines.remind or deadlines.remind_before:
+        stats["remind_ms"], stats["remind_before_ms"] = list(deadlines.remind), list(deadlines.remind_before)
+    return stats
 
 
 def stdin_hint(inputs) -> None:

@@ -43,8 +43,8 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "--sasl-username", "--sasl-password", "--ssl-cafile", "--ssl-certfile", "--ssl-keyfile",
     ),
     "Matching": (
-        "--within", "--match", "--key", "--type-field", "--create-type", "--pay-type", "--cancel-type",
-        "--paid-late",
+        "--within", "--within-by", "--deadline-field", "--remind", "--remind-before", "--match", "--key",
+        "--type-field", "--create-type", "--pay-type", "--cancel-type", "--paid-late",
     ),
     "Time": ("--time-field", "--time-unit", "--processing-time", "--lateness", "--idle"),
     "Output": (
@@ -163,6 +163,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
         if option is None:
             continue
         defaults[option.name] = _config_value(value, option, path, name, ctx, param)
+        if option.multiple and not isinstance(value, list):
+            defaults[option.name] = [defaults[option.name]]  # one value of a repeatable option
+        elif option.multiple:
+            defaults[option.name] = [_config_value(item, option, path, name, ctx, param) for item in value]
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["ordertimeout.config"] = path
     return path
@@ -300,6 +304,9 @@ def _value_text(param: click.Option, value: Any) -> str:
         return "(hidden)" if value else "none"
     if isinstance(param.type, Duration) and isinstance(value, int):
         return format_duration(value) if value else "0"
+    if param.multiple and isinstance(value, (tuple, list)):
+        texts = [_one_value_text(item) for item in value]
+        return ",".join(texts) or "none"
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
@@ -307,6 +314,16 @@ def _value_text(param: click.Option, value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) or "none"
     return str(value)
+
+
+def _one_value_text(item: Any) -> str:
+    """One value of a repeatable option: a duration, or a ``(VALUE, duration)`` window."""
+    if isinstance(item, tuple) and len(item) == 2:
+        name, ms = item
+        return format_duration(ms) if name is None else f"{name}={format_duration(ms)}"
+    if isinstance(item, int) and not isinstance(item, bool):
+        return format_duration(item)
+    return str(item)
 
 
 def apply(options: list[Callable]) -> Callable[[Callable], Callable]:
@@ -342,7 +359,7 @@ output_options = apply(
         ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line, for jq and programs."),
         click.option(
-            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
+            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late", "reminder"]),
             help="Print (and deliver, with --webhook/--exec) one kind of result only (statistics still count all).",
         ),
         click.option(

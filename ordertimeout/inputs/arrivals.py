@@ -186,12 +186,12 @@ _prefetched: StampedReader | None = None
 #: and those that do not: what :func:`prefetch_stdin` needs to tell files from option values.
 #: A test holds both to the command's own definition.
 WATCH_VALUE_OPTIONS = frozenset({
-    "--cancel-type", "--checkpoint-every", "--color", "--config", "--create-type",
+    "--cancel-type", "--checkpoint-every", "--color", "--config", "--create-type", "--deadline-field",
     "--deliver-concurrency", "--deliver-max-age", "--deliver-timeout", "--drain-timeout",
     "--exec", "--fields", "--idle", "--key", "--lateness", "--log-format", "--match",
     "--max-line-bytes", "--metrics-addr", "--only", "--outbox-limit", "--paid-late",
-    "--pay-type", "--rejects", "--state", "--stats", "--time-field", "--time-unit",
-    "--type-field", "--unhealthy-after", "--webhook", "--webhook-secret", "--within",
+    "--pay-type", "--rejects", "--remind", "--remind-before", "--state", "--stats", "--time-field", "--time-unit",
+    "--type-field", "--unhealthy-after", "--webhook", "--webhook-secret", "--within", "--within-by",
 })
 WATCH_FLAG_OPTIONS = frozenset({
     "--final", "--follow", "--json", "--local-time", "--no-progress", "--processing-time",

@@ -70,6 +70,11 @@ class Entry:
         """The result kind (``timeout``, ``success``...): the id's first part."""
         return self.id.split(":", 1)[0]
 
+    @property
+    def stage(self) -> str | None:
+        """A reminder's stage (the id's last part), else None."""
+        return self.id.rsplit(":", 1)[1] if self.kind == "reminder" else None
+
 
 def entry_for(sink: str, result, now: int) -> Entry:
     """The entry of one result for one sink, decided at ``now``."""

@@ -14,7 +14,7 @@ import orjson
 
 from ..observe.histogram import LatencyCounts
 from ..observe.logs import Log
-from ..rules.matcher import Cancelled, PaidLate, Result, Success, Timeout
+from ..rules.matcher import Cancelled, PaidLate, Reminder, Result, Success, Timeout
 
 __all__ = [
     "OutputBuffer",
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Result kinds by the name ``--only`` uses.
-RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled, "paid_late": PaidLate}
+RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled, "paid_late": PaidLate, "reminder": Reminder}
 
 #: Buffered bytes that force a write even before the next flush point.
 FLUSH_BYTES = 1 << 16
@@ -142,6 +142,10 @@ def _json_line_any_key(result: Result) -> bytes:
             result.deadline,
             recovered,
             result.create,
+        )
+    if type(result) is Reminder:
+        return b'{"result":"reminder","id":"%b","key":%b,"created":%d,"due":%d,"deadline":%d,"stage":%d,"create":%b}\n' % (
+            rid, key, result.created, result.due, result.deadline, result.stage, result.create,
         )
     if type(result) is PaidLate:
         return b'{"result":"paid_late","id":"%b","key":%b,"created":%d,"deadline":%d,"paid":%d,"create":%b,"pay":%b}\n' % (

@@ -318,13 +318,16 @@ class Pipeline:
         """Counters of the whole run so far, as plain data."""
         counts = self.matcher.counts()
         counts["pending"] = self.pending
-        return {
+        stats = {
             "events": self.events,
             **counts,
             "late": self.late,
             "rejected": self.rejected,
             "time_mode": self.time_mode.value if self.time_mode else None,
         }
+        if self.matcher.reminder_stages:
+            stats["reminders_by_stage"] = {str(stage): count for stage, count in self.matcher.reminders_by_stage().items()}
+        return stats
 
     # -- saving and restoring ------------------------------------------------------
 

@@ -58,6 +58,28 @@ class SavedState:
             if id(order) in live
         ]
 
+    def open_by_window(self, bounds: tuple[int, ...]) -> dict[int | None, list[int]]:
+        """Open orders by window (ms; None for a deadline of its own, from a deadline
+        field), each as counts with at most each of ``bounds`` ms left to its deadline
+        from ``now`` (cumulative), then all of them. O(open orders): for a scrape."""
+        known = {self.within, *self.windows}
+        now = self.now if self.now != float("-inf") else None
+        counts: dict[int | None, list[int]] = {}
+        unpack = _HEADER.unpack_from
+        for key in self._open:
+            for order in self._orders_of(key):
+                created, _, deadline, _ = unpack(order)
+                window = deadline - created
+                row = counts.get(window if window in known else None)
+                if row is None:
+                    row = counts[window if window in known else None] = [0] * (len(bounds) + 1)
+                left = deadline - now if now is not None else deadline - created
+                for index, bound in enumerate(bounds):
+                    if left <= bound:
+                        row[index] += 1
+                row[-1] += 1
+        return counts
+
     def take_changes(self) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
         """What changed since the previous call, for a host that saves state incrementally.
 

@@ -57,15 +57,24 @@ class Options:
     paid_late: int | None = None
     checkpoint_every: int = 0
     chunk_bytes: int = 64
+    #: Issue 21: windows by the field "m" ((value, ms) pairs) and reminders.
+    windows: tuple = ()
+    remind: tuple = ()
+    remind_before: tuple = ()
 
     @property
     def schema(self) -> EventSchema:
-        return EventSchema(cancel_type="cancel" if self.mode == "each" else None)
+        return EventSchema(cancel_type="cancel" if self.mode == "each" else None, within=self.within,
+                           within_by="m" if self.windows else None, windows=self.windows)
 
     @property
     def config(self) -> dict:
         return {"within_ms": self.within, "match": self.mode, "lateness_ms": self.lateness,
-                "paid_late_ms": self.paid_late}
+                "paid_late_ms": self.paid_late, "windows": self.windows}
+
+    def matcher(self) -> Matcher:
+        return Matcher(self.within, self.mode, self.paid_late, tuple(ms for _, ms in self.windows),
+                       self.remind, self.remind_before)
 
 
 class RecordingPipeline(Pipeline):
@@ -103,7 +112,7 @@ class Sink(io.RawIOBase):
 
 def build(options: Options, clock, sink: Sink, log: list, *, final: bool, checkpointer=None):
     pipeline = RecordingPipeline(
-        EventParser(options.schema), Matcher(options.within, options.mode, options.paid_late), log=log,
+        EventParser(options.schema), options.matcher(), log=log,
         time_mode=None, lateness=options.lateness, idle=options.idle,
     )
     writer = ResultWriter(OutputBuffer(sink), JsonFormatter())
@@ -239,6 +248,9 @@ def cases(draw, kills: bool):
         lateness=lateness, idle=idle, paid_late=draw(st.sampled_from([None, None, 100])),
         checkpoint_every=draw(st.sampled_from([0, 10, 60])),
         chunk_bytes=draw(st.sampled_from([16, 64, 1 << 16])),
+        windows=draw(st.sampled_from([(), (), (("x", 30), ("y", 400))])),
+        remind=tuple(draw(st.lists(st.sampled_from([10, 40, 100]), max_size=2))),
+        remind_before=tuple(draw(st.lists(st.sampled_from([5, 25, 60]), max_size=2))),
     )
     count = draw(st.integers(min_value=4, max_value=40))
     pieces, at, ts = [], EPOCH, EPOCH - 5000
@@ -247,6 +259,8 @@ def cases(draw, kills: bool):
         at += draw(st.sampled_from([0, 0, 1, 10, 40, 150]))
         ts += draw(st.sampled_from([0, 0, 1, 10, 40, 150]))
         fields = {"userId": key, "type": kind}
+        if options.windows:
+            fields["m"] = draw(st.sampled_from(["x", "y", "z"]))  # z: the plain window
         if event_time:
             fields["ts"] = ts - draw(st.sampled_from([0, 0, 0, 15, 60, 200]))  # some disorder, some late
         line = orjson.dumps(fields) + b"\n"

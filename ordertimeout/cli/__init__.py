@@ -49,9 +49,9 @@ def main() -> None:
     """
 
 
-from . import generate, kafka, outbox, simulate, watch  # noqa: E402  (each command, defined apart)
+from . import generate, kafka, outbox, pending, simulate, watch  # noqa: E402  (each command, defined apart)
 
-for _command in (simulate.simulate, watch.watch, kafka.kafka, generate.generate, outbox.outbox):
+for _command in (simulate.simulate, watch.watch, kafka.kafka, generate.generate, outbox.outbox, pending.pending):
     main.add_command(_command)
 
 __all__ = ["main", "entry"]

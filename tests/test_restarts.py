@@ -70,7 +70,7 @@ class Options:
     @property
     def config(self) -> dict:
         return {"within_ms": self.within, "match": self.mode, "lateness_ms": self.lateness,
-                "paid_late_ms": self.paid_late, "windows": self.windows}
+                "paid_late_ms": self.paid_late, "windows": [[value, ms] for value, ms in self.windows]}
 
     def matcher(self) -> Matcher:
         return Matcher(self.within, self.mode, self.paid_late, tuple(ms for _, ms in self.windows),

@@ -12,7 +12,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.rules.matcher import Cancelled, PaidLate, Success, Timeout
+from ordertimeout.rules.matcher import Cancelled, PaidLate, Reminder, Success, Timeout
 from ordertimeout.outputs.rows import HumanFormatter, format_time
 
 FIRST_MS, LAST_MS = -62_135_596_800_000, 253_402_300_799_999
@@ -123,6 +123,7 @@ _RESULTS = st.one_of(
     st.builds(Timeout, _KEYS, _TIMES, _TIMES, _EVENTS, st.booleans(), st.integers(0, 3)),
     st.builds(Cancelled, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, _EVENTS, st.integers(0, 3)),
     st.builds(PaidLate, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, _EVENTS, st.integers(0, 3)),
+    st.builds(Reminder, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, st.integers(1, 3), st.integers(0, 3)),
 )
 
 

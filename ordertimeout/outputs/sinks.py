@@ -83,6 +83,8 @@ _PLAIN_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 # _json_line_any_key (a property test holds them to it), without escaping the key twice.
 _PLAIN_SUCCESS = b'{"result":"success","id":"success:%b:%d:%d","key":"%b","created":%d,"paid":%d,"deadline":%d,"create":%b,"pay":%b}\n'
 _PLAIN_TIMEOUT = b'{"result":"timeout","id":"timeout:%b:%d:%d","key":"%b","created":%d,"deadline":%d,"create":%b}\n'
+_PLAIN_REMINDER = (b'{"result":"reminder","id":"reminder:%b:%d:%d:%d","key":"%b","created":%d,"due":%d,"deadline":%d,'
+                   b'"stage":%d,"create":%b}\n')
 
 
 def json_line(result: Result) -> bytes:
@@ -98,7 +100,7 @@ def json_lines(results: Iterable[Result]) -> list[bytes]:
     """
     lines: list[bytes] = []
     append = lines.append
-    success, timeout, plain = Success, Timeout, _PLAIN_KEY_CHARS
+    success, timeout, reminder, plain = Success, Timeout, Reminder, _PLAIN_KEY_CHARS
     success_line, timeout_line, any_key = _PLAIN_SUCCESS, _PLAIN_TIMEOUT, _json_line_any_key
     for result in results:
         kind = type(result)
@@ -114,6 +116,11 @@ def json_lines(results: Iterable[Result]) -> list[bytes]:
             if not recovered:
                 append(timeout_line % (key_bytes, created, seq, key_bytes, created, deadline, create))
                 continue
+        elif kind is reminder and (key.isascii() and key.isalnum() or not key.strip(plain)):
+            key_bytes = key.encode()
+            _, created, due, deadline, create, stage, seq = result
+            append(_PLAIN_REMINDER % (key_bytes, created, seq, stage, key_bytes, created, due, deadline, stage, create))
+            continue
         append(any_key(result))
     return lines
 

@@ -19,8 +19,11 @@ any event at that time (the matcher advances time before it applies an event).
 
 from __future__ import annotations
 
+import collections
+import heapq
+
 from .orders import _HEADER, _RAW, Reminder, Timeout
-from .timeline import Timeline
+from .timeline import IRREGULAR, Timeline
 
 __all__ = ["LaneRules"]
 
@@ -72,52 +75,88 @@ class LaneRules:
         out: list = []
         append = out.append
         lanes = self._lanes
-        pop, next_time, heap = lanes.pop, lanes.next_time, lanes.heap
+        heap, stage_of = lanes.heap, lanes.stage
+        heappop, heapreplace = heapq.heappop, heapq.heapreplace
         open_orders = self._open
         unpack = _HEADER.unpack_from
         remember = self.paid_late_ms is not None
         tracking = self._closed_early
-        stages = self.reminder_stages
+        counts = self.reminder_stages
         closed = reminded = 0
         complete = True
+        due_timers: list = []  # (due, key, order, offset, stages by window) of one run of a lane
+        by_stage = collections.Counter()
         while heap and heap[0][0] <= time:
             if limit is not None and len(out) >= limit:
                 complete = False
                 break
-            due, key, order, offset = pop()
-            current = open_orders.get(key)
-            index = -1
-            if current is not order:
-                if type(current) is not list:
-                    continue  # closed earlier (lazy deletion)
-                for index, candidate in enumerate(current):
-                    if candidate is order:
-                        break
-                else:
-                    continue
-            created, seq, deadline, _ = unpack(order)
-            if created + offset != deadline:
-                stage = lanes.stage(deadline - created, offset)
-                stages[stage] = stages.get(stage, 0) + 1
-                reminded += 1
-                append(_new(Reminder, (key, created, due, deadline, order[_RAW:], stage, seq)))
-                continue
-            if index < 0:
-                del open_orders[key]
+            due, created, number, lane = heap[0]
+            if number >= IRREGULAR:
+                heappop(heap)
+                due_timers.append((due, *lane, None))
             else:
-                del current[index]
-                if len(current) == 1:
-                    open_orders[key] = current[0]
-            closed += 1
-            append(_new(Timeout, (key, created, deadline, order[_RAW:], False, seq)))
-            if remember:
-                self._remember_expired(key, order, deadline)
-            if tracking is not None:
-                tracking.append((key, order))
+                # A run of this lane: its timers ahead of every other lane's head (no two
+                # lanes have a timer of the same time and created time), one heap step.
+                orders, keys, offset, _, kinds = lane
+                if len(heap) > 2:
+                    bound = heap[1] if heap[1] < heap[2] else heap[2]
+                elif len(heap) == 2:
+                    bound = heap[1]
+                else:
+                    bound = (float("inf"), 0)
+                bound_time, bound_created = bound[0], bound[1]
+                while True:
+                    due_timers.append((due, keys.popleft(), orders.popleft(), offset, kinds))
+                    if not orders:
+                        heappop(heap)
+                        break
+                    created = unpack(orders[0])[0]
+                    due = created + offset
+                    if (due > time or due > bound_time or (due == bound_time and created > bound_created)
+                            or (limit is not None and len(out) + len(due_timers) >= limit)):
+                        heapreplace(heap, (due, created, number, lane))
+                        break
+            for due, key, order, offset, kinds in due_timers:
+                current = open_orders.get(key)
+                index = -1
+                if current is not order:
+                    if type(current) is not list:
+                        continue  # closed earlier (lazy deletion)
+                    for index, candidate in enumerate(current):
+                        if candidate is order:
+                            break
+                    else:
+                        continue
+                created, seq, deadline, _ = unpack(order)
+                stage = kinds.get(deadline - created) if kinds is not None else None
+                if stage is None:
+                    stage = stage_of(deadline - created, offset)
+                    if kinds is not None:
+                        kinds[deadline - created] = stage
+                if stage:
+                    by_stage[stage] += 1
+                    reminded += 1
+                    append(_new(Reminder, (key, created, due, deadline, order[_RAW:], stage, seq)))
+                    continue
+                if index < 0:
+                    del open_orders[key]
+                else:
+                    del current[index]
+                    if len(current) == 1:
+                        open_orders[key] = current[0]
+                closed += 1
+                append(_new(Timeout, (key, created, deadline, order[_RAW:], False, seq)))
+                if remember:
+                    self._remember_expired(key, order, deadline)
+                if tracking is not None:
+                    tracking.append((key, order))
+            due_timers.clear()
         self.pending -= closed
         self.timeout += closed
         self.reminder += reminded
-        self._head_deadline = next_time()
+        for stage, count in by_stage.items():
+            counts[stage] = counts.get(stage, 0) + count
+        self._head_deadline = heap[0][0] if heap else float("inf")
         if complete and time > self.now:
             self.now = time
         return out

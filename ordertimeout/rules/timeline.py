@@ -28,12 +28,12 @@ from typing import Iterable
 
 from .orders import _HEADER
 
-__all__ = ["Timeline", "reminder_offsets"]
+__all__ = ["Timeline", "reminder_offsets", "IRREGULAR"]
 
 #: Cached reminder plans of irregular windows (``--deadline-field``) are dropped past this.
 _PLAN_CACHE_LIMIT = 4096
-#: Lanes sort before timers outside lanes, whose tie-breaker starts here.
-_IRREGULAR = 1 << 40
+#: Lanes sort before timers outside lanes, whose tie-breaker (heap entries' third item) starts here.
+IRREGULAR = 1 << 40
 
 
 def reminder_offsets(window: int, remind: Iterable[int], remind_before: Iterable[int]) -> tuple[int, ...]:
@@ -56,16 +56,20 @@ class Timeline:
     def __init__(self, windows: Iterable[int], remind: Iterable[int] = (), remind_before: Iterable[int] = ()) -> None:
         self.remind = tuple(sorted(set(remind)))
         self.remind_before = tuple(sorted(set(remind_before)))
-        self._lanes: dict[int, list] = {}  # offset -> [orders, keys, offset, lane number]
-        self.heap: list[tuple] = []  # (time, created, lane number or _IRREGULAR + n, lane or (key, order, offset))
+        self._lanes: dict[int, list] = {}  # offset -> [orders, keys, offset, lane number, stages]
+        self.heap: list[tuple] = []  # (time, created, lane number or IRREGULAR + n, lane or (key, order, offset))
         self._plans: dict[int, tuple] = {}  # window -> ((offset, lane or None), ...), the timeout last
+        #: (window, offset) -> the stage of that reminder (see :meth:`stage`), filled as met.
+        self.stages: dict[tuple[int, int], int] = {}
         self._fixed_plans = 0
-        self._counter = itertools.count(_IRREGULAR)
+        self._counter = itertools.count(IRREGULAR)
         self.windows = tuple(sorted(set(windows)))
         for window in self.windows:
             for offset in (*self.dues(window), window):
                 if offset not in self._lanes:
-                    self._lanes[offset] = [deque(), deque(), offset, len(self._lanes)]
+                    # orders, their keys, the offset, the lane's number, and by window what a
+                    # timer here is: 0 the timeout, else the reminder's stage (filled as met)
+                    self._lanes[offset] = [deque(), deque(), offset, len(self._lanes), {}]
         for window in self.windows:
             self._plan(window)
         self._fixed_plans = len(self._plans)
@@ -75,8 +79,16 @@ class Timeline:
         return reminder_offsets(window, self.remind, self.remind_before)
 
     def stage(self, window: int, offset: int) -> int:
-        """The stage (rank, from 1) of the reminder at ``offset`` of an order with ``window``."""
-        return self.dues(window).index(offset) + 1
+        """The stage (rank, from 1) of the reminder at ``offset`` of an order with ``window``,
+        0 for its timeout (``offset == window``)."""
+        if offset == window:
+            return 0
+        stage = self.stages.get((window, offset))
+        if stage is None:
+            if len(self.stages) > _PLAN_CACHE_LIMIT * 4:
+                self.stages.clear()
+            stage = self.stages[window, offset] = self.dues(window).index(offset) + 1
+        return stage
 
     def _plan(self, window: int) -> tuple:
         plan = self._plans.get(window)
@@ -88,21 +100,21 @@ class Timeline:
             )
         return plan
 
-    def add(self, key: str, order: bytes, created: int, deadline: int, after: int | float = float("-inf")) -> None:
+    def add(self, key: str, order: bytes, created: int, deadline: int, after: int | float | None = None) -> None:
         """Schedule the timers of the open order ``order`` of ``key`` (its reminders and its
-        timeout), only those due after ``after`` (a restored order's past reminders were
-        sent before the restart). Orders must be added in created order."""
+        timeout), with ``after`` only those due after it (a restored order's past reminders
+        were sent before the restart). Orders must be added in created order."""
         heap = self.heap
-        for offset, lane in self._plan(deadline - created):
-            time = created + offset
-            if time <= after:
+        plan = self._plans.get(deadline - created) or self._plan(deadline - created)
+        for offset, lane in plan:
+            if after is not None and created + offset <= after:
                 continue
             if lane is None:
-                heapq.heappush(heap, (time, created, next(self._counter), (key, order, offset)))
+                heapq.heappush(heap, (created + offset, created, next(self._counter), (key, order, offset)))
                 continue
             orders = lane[0]
             if not orders:
-                heapq.heappush(heap, (time, created, lane[3], lane))
+                heapq.heappush(heap, (created + offset, created, lane[3], lane))
             orders.append(order)
             lane[1].append(key)
 
@@ -114,7 +126,7 @@ class Timeline:
     def peek(self) -> tuple[str, bytes]:
         """``(key, order)`` of the earliest timer (the heap must not be empty)."""
         _, _, number, lane = self.heap[0]
-        if number >= _IRREGULAR:
+        if number >= IRREGULAR:
             return lane[0], lane[1]
         return lane[1][0], lane[0][0]
 
@@ -122,11 +134,11 @@ class Timeline:
         """Take the earliest timer: ``(time, key, order, offset)`` (the heap must not be empty)."""
         heap = self.heap
         time, _, number, lane = heap[0]
-        if number >= _IRREGULAR:
+        if number >= IRREGULAR:
             heapq.heappop(heap)
             key, order, offset = lane
             return time, key, order, offset
-        orders, keys, offset, _ = lane
+        orders, keys, offset, _, _ = lane
         order = orders.popleft()
         key = keys.popleft()
         if orders:
@@ -138,13 +150,13 @@ class Timeline:
 
     def entries(self) -> Iterable[tuple[str, bytes]]:
         """Every ``(key, order)`` with a timer still waiting (an order may come several times)."""
-        for orders, keys, _, _ in self._lanes.values():
+        for orders, keys, *_ in self._lanes.values():
             yield from zip(keys, orders)
         for _, _, number, lane in self.heap:
-            if number >= _IRREGULAR:
+            if number >= IRREGULAR:
                 yield lane[0], lane[1]
 
     def __len__(self) -> int:
         return sum(len(lane[0]) for lane in self._lanes.values()) + sum(
-            1 for entry in self.heap if entry[2] >= _IRREGULAR
+            1 for entry in self.heap if entry[2] >= IRREGULAR
         )

@@ -6,6 +6,8 @@ Figures, not pass/fail; medians of several runs, each ratio taken within the sam
     python bench/run.py              # everything, 3 runs each (several minutes on 2 cores)
     python bench/run.py --runs 1     # quicker look
     python bench/run.py --only replay,startup   # some sections only
+    python bench/run.py --only deadlines --baseline /tmp/base   # windows and reminders, beside
+        # one window, and beside an older checkout (git archive REV ordertimeout | tar -x -C /tmp/base)
 
 Data is generated with `ordertimeout generate` (seeded) under bench/data/ and reused.
 """
@@ -30,7 +32,12 @@ HERE = pathlib.Path(__file__).parent
 DATA = HERE / "data"
 COMMAND = [sys.executable, "-m", "ordertimeout"]
 MODES = ("each", "next", "followed-by")
-SECTIONS = ("replay", "human", "disorder", "memory", "timers", "startup")
+SECTIONS = ("replay", "human", "disorder", "memory", "timers", "startup", "deadlines")
+#: Issue 21's side-by-side: the replay with one window, with 4 windows by payment method,
+#: and with those and 3 reminder stages.
+WINDOWS = ("--within", "1s", "--within", "card=500ms", "--within", "bank=2s", "--within", "shop=3s",
+           "--within-by", "payment.method")
+REMINDERS = ("--remind", "300ms", "--remind", "600ms", "--remind-before", "100ms")
 
 
 def generate(path: pathlib.Path, *args: str) -> pathlib.Path:
@@ -113,6 +120,45 @@ def replay(path: pathlib.Path, runs: int) -> dict:
             "peak_rss_mb": max(rss for _, rss in samples[mode]) / 2**20,
         }
     return figures
+
+
+def with_payment_methods(source: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
+    """``source`` with a payment method in every create (card, bank, shop, cash in turn)."""
+    if not path.exists():
+        methods = (b"card", b"bank", b"shop", b"cash")
+        with open(source, "rb") as read, open(path, "wb") as out:
+            for index, line in enumerate(read):
+                if b'"type":"create"' in line:
+                    line = line.rstrip(b"\n")[:-1] + b',"payment":{"method":"%b"}}\n' % methods[index % 4]
+                out.write(line)
+    return path
+
+
+def deadlines(path: pathlib.Path, runs: int, baseline: str | None) -> dict:
+    """One window, 4 windows, 4 windows with 3 reminder stages (and with ``baseline``, one
+    window by the package in that directory), round by round."""
+    contenders: dict = {
+        "one window": (path, "--json", "--within", "1s"),
+        "4 windows": (path, "--json", *WINDOWS),
+        "4 windows, 3 reminders": (path, "--json", *WINDOWS, *REMINDERS),
+    }
+    if baseline:
+        # -P: not the current directory's package but the one on PYTHONPATH
+        contenders["one window, baseline"] = [sys.executable, "-P", "-m", "ordertimeout", "watch", str(path), "-q",
+                                              "--json", "--within", "1s"]
+    samples: dict = {name: [] for name in contenders}
+    environment = dict(os.environ, PYTHONPATH=baseline or "")
+    with open(os.devnull, "wb") as devnull:
+        for _ in range(runs):
+            for name, how in contenders.items():
+                if isinstance(how, list):
+                    samples[name].append(timed_child(how, stdout=devnull, env=environment))
+                else:
+                    samples[name].append(watch_child(*how))
+    figures = {name: statistics.median(s for s, _ in samples[name]) for name in contenders}
+    ratios = {name: median_ratio(samples, name, "one window") for name in contenders}
+    best = {name: best_ratio(samples, name, "one window") for name in contenders}
+    return {"seconds": figures, "ratios": ratios, "best": best}
 
 
 def human_rows(path: pathlib.Path, runs: int) -> dict:
@@ -268,6 +314,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median is shown)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {', '.join(SECTIONS)}")
+    parser.add_argument("--baseline", default=None, help="deadlines: a directory holding an older ordertimeout package")
     args = parser.parse_args()
     only = set(args.only.split(","))
     replay_file = generate(DATA / "replay-1M.jsonl", "--events", "1000000", "--users", "100000", "--seed", "1")
@@ -326,6 +373,18 @@ def main() -> None:
               f"`python -c \"import click, orjson, asyncio\"` {start['floor_ms']:.0f} ms: {start['ratio']:.2f}x")
         verdict(f"start-up {start['watch_ms']:.0f} ms", "<= 150 ms", start["watch_ms"] <= 150)
         verdict(f"start-up {start['ratio']:.2f}x floor", "<= 1.3x", start["ratio"] <= 1.3)
+    if "deadlines" in only:
+        shop = with_payment_methods(replay_file, DATA / "replay-1M-methods.jsonl")
+        figures = deadlines(shop, args.runs, args.baseline)
+        print("\ndeadlines: the replay (100k users) with a payment method in each create, `--json`")
+        for name, seconds in figures["seconds"].items():
+            print(f"  {name:<24} {seconds:.2f} s  {figures['ratios'][name]:.2f}x one window "
+                  f"(best rounds {figures['best'][name]:.2f}x)")
+        ratio = figures["ratios"]["4 windows, 3 reminders"]
+        verdict(f"4 windows and 3 reminders {ratio:.2f}x one window", "<= 1.15x", ratio <= 1.15)
+        if args.baseline:
+            ratio = 1 / figures["ratios"]["one window, baseline"]
+            verdict(f"one window {ratio:.2f}x the baseline", "<= 1.0x (noise aside)", ratio <= 1.02)
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if verdicts:
         print("\nagainst the targets of issue 12:")

@@ -50,7 +50,7 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
     "Output": (
         "--json", "--only", "--fields", "--local-time", "--color", "--progress", "--quiet", "--verbose",
         "--stats", "--show-events", "--output", "--results-topic", "--log-format", "--metrics-addr",
-        "--unhealthy-after",
+        "--unhealthy-after", "--due-within",
     ),
     "State and delivery": (
         "--state", "--checkpoint-every", "--final", "--webhook", "--webhook-secret", "--exec",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
+import signal
 import subprocess
 import time
 
@@ -256,3 +257,63 @@ def test_live_processing_time_reminds_before_the_timeout():
     assert (first["result"], first["stage"], first["due"] - first["created"]) == ("reminder", 1, 300)
     assert second["result"] == "timeout" and second["deadline"] - second["created"] == 900
     assert 0.25 <= reminded < timed_out and 0.85 <= timed_out < 5  # tolerant of a loaded machine
+
+
+# -- kafka's changelog and /metrics --------------------------------------------------------
+
+
+def test_the_kafka_changelog_carries_what_a_restored_order_needs():
+    """An order's own deadline and the reminders still to come survive a changelog round trip."""
+    from ordertimeout import EventParser, EventSchema, Pipeline, TimeMode
+    from ordertimeout.cli.deadline_options import Deadlines
+    from ordertimeout.hosts.kafka.changelog import ChangelogWriter, fold
+
+    deadlines = Deadlines(100, (("card", 30),), "m", "due", (10,), (5,))
+    config = {"within_ms": 100, "match": "each", **deadlines.config()}
+
+    def pipeline():
+        return Pipeline(EventParser(EventSchema(**deadlines.schema_fields())), deadlines.matcher("each", None),
+                        time_mode=TimeMode.EVENT)
+
+    events = [line("a", "create", 0, m="card"), line("b", "create", 1, due=50), line("c", "create", 2),
+              line("x", "other", 12)]
+    first, writer = pipeline(), ChangelogWriter(0, config)
+    log = writer.start(first, fold(0, [], config), 0)
+    results = []
+    for raw in events:
+        results += first.feed(raw.strip(), 0)
+    log += writer.batch(first, 4)
+    restored = fold(0, [(record.key, record.value, record.epoch) for record in log], config)
+    second = pipeline()
+    second.restore(restored.pipeline_state())
+    results += second.finish()
+    whole = pipeline()
+    expected = [result for raw in events for result in whole.feed(raw.strip(), 0)] + whole.finish()
+    assert results == expected
+    assert [(type(r).__name__, r.key, r.time) for r in results[3:]] == [
+        ("Reminder", "a", 25), ("Timeout", "a", 30), ("Reminder", "b", 45),
+        ("Timeout", "b", 50), ("Reminder", "c", 97), ("Timeout", "c", 102)]
+
+
+def test_metrics_count_reminders_by_stage_and_open_orders_by_window_and_time_left():
+    from .monitoring import free_port, scrape, start_monitored, wait_for
+
+    port = free_port()
+    process = start_monitored(["--processing-time", "--within", "1h", "--within", "card=10m", "--within-by", "m",
+                               "--remind", "200ms"], port)
+    try:
+        process.stdin.write(b'{"userId":"u1","type":"create","m":"card"}\n{"userId":"u2","type":"create"}\n'
+                            b'{"userId":"u3","type":"create"}\n')
+        process.stdin.flush()
+        metrics = wait_for(lambda: (m := scrape(port)).get('ordertimeout_reminders_total{stage="1"}') == 3 and m,
+                           what="three reminders", process=process)
+        assert metrics['ordertimeout_results_total{kind="reminder"}'] == 3, sorted(metrics)
+        assert metrics['ordertimeout_open_orders_time_left{le="900.0",window="10m"}'] == 1
+        assert metrics['ordertimeout_open_orders_time_left{le="300.0",window="10m"}'] == 0
+        assert metrics['ordertimeout_open_orders_time_left{le="+Inf",window="1h"}'] == 2
+        assert metrics['ordertimeout_open_orders_time_left{le="900.0",window="1h"}'] == 0
+        assert metrics['ordertimeout_open_orders_time_left{le="3600.0",window="1h"}'] == 2
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert process.returncode == 130

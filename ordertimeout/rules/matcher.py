@@ -180,6 +180,7 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
         head_deadline = self._head_deadline
         now = self.now
         lanes = self._lanes
+        lanes_first = lanes.first.get if lanes is not None else None
         number = self._appended
         # Counters are summed locally and added once: nothing reads them inside the batch.
         creates = pays = other = cancels = success = cancelled = unmatched_pays = 0
@@ -198,6 +199,7 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
                 if kind == CREATE or kind < 0:
                     if kind != CREATE and lanes is None:
                         lanes = self._enable_lanes()  # the first create with a window of its own
+                        lanes_first = lanes.first.get
                     deadline = time + within if kind == CREATE else time - kind
                     creates += 1
                     if time != tick:
@@ -224,8 +226,15 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
                         push(order)
                         push_key(key)
                     else:
-                        lanes.add(key, order, time, deadline)
-                        head_deadline = self._head_deadline = lanes.next_time()
+                        # Its first timer at the end of its lane (a create comes after every
+                        # order already there), else through the timeline.
+                        first = lanes_first(deadline - time)
+                        if first is not None and first[1] is not None and first[1][0]:
+                            first[1][0].append(order)
+                            first[1][1].append(key)
+                        else:
+                            lanes.add(key, order, time, deadline, number - 1)
+                            head_deadline = self._head_deadline = lanes.heap[0][0]
                         if self._opened_log is not None:
                             self._opened_log.append((key, order))
                 elif kind == PAY:

@@ -8,7 +8,7 @@ no list (memory), and lists stay tracked by the garbage collector.
 
 from __future__ import annotations
 
-from .orders import _deadline_of
+from .orders import _deadline_of, _number_of
 
 __all__ = ["OpenOrders"]
 
@@ -41,7 +41,7 @@ class OpenOrders:
         if deadline != created + self.within and self._lanes is None:
             self._enable_lanes()
         if self._lanes is not None:
-            self._lanes.add(key, order, created, deadline, self.now)
+            self._lanes.add(key, order, created, deadline, _number_of(order), self.now)
             self._head_deadline = self._lanes.next_time()
             if self._opened_log is not None:
                 self._opened_log.append((key, order))

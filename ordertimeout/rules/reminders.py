@@ -23,7 +23,7 @@ import collections
 import heapq
 
 from .orders import _HEADER, _RAW, Reminder, Timeout
-from .timeline import IRREGULAR, Timeline
+from .timeline import Timeline
 
 __all__ = ["LaneRules"]
 
@@ -43,8 +43,8 @@ class LaneRules:
         entries = list(zip(self._timeline_keys, self._timeline))
         for key, order in entries:
             if self._is_open(key, order):
-                created, _, deadline, _ = unpack(order)
-                lanes.add(key, order, created, deadline, self.now)
+                created, _, deadline, number = unpack(order)
+                lanes.add(key, order, created, deadline, number, self.now)
         if self._closed_early is not None:
             # Change tracking goes on by the log: the orders not yet reported are in it.
             unreported = self._appended - self._changes_mark
@@ -75,85 +75,88 @@ class LaneRules:
         out: list = []
         append = out.append
         lanes = self._lanes
-        heap, stage_of = lanes.heap, lanes.stage
+        heap, step_of, schedule = lanes.heap, lanes.step, lanes.schedule
         heappop, heapreplace = heapq.heappop, heapq.heapreplace
         open_orders = self._open
         unpack = _HEADER.unpack_from
         remember = self.paid_late_ms is not None
         tracking = self._closed_early
-        counts = self.reminder_stages
+        by_stage = collections.Counter()
         closed = reminded = 0
         complete = True
-        due_timers: list = []  # (due, key, order, offset, stages by window) of one run of a lane
-        by_stage = collections.Counter()
-        while heap and heap[0][0] <= time:
-            if limit is not None and len(out) >= limit:
-                complete = False
-                break
-            due, created, number, lane = heap[0]
-            if number >= IRREGULAR:
-                heappop(heap)
-                due_timers.append((due, *lane, None))
+        run = None  # the lane whose timers are being taken in a run (its heap entry is heap[0])
+        while True:
+            if run is None:
+                if not heap or heap[0][0] > time:
+                    break
+                if limit is not None and len(out) >= limit:
+                    complete = False
+                    break
+                due, created, number, payload = heap[0]
+                if type(payload) is tuple:  # a timer by itself
+                    heappop(heap)
+                    key, order, offset = payload
+                    steps = None
+                else:
+                    # A run of this lane: its timers ahead of every other heap entry's,
+                    # with one heap step at its end.
+                    run = payload
+                    orders, keys, offset, steps = run
+                    bound = (heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]) if len(heap) > 1 else None
+                    key, order = keys.popleft(), orders.popleft()
             else:
-                # A run of this lane: its timers ahead of every other lane's head (no two
-                # lanes have a timer of the same time and created time), one heap step.
-                orders, keys, offset, _, kinds = lane
-                if len(heap) > 2:
-                    bound = heap[1] if heap[1] < heap[2] else heap[2]
-                elif len(heap) == 2:
-                    bound = heap[1]
-                else:
-                    bound = (float("inf"), 0)
-                bound_time, bound_created = bound[0], bound[1]
-                while True:
-                    due_timers.append((due, keys.popleft(), orders.popleft(), offset, kinds))
-                    if not orders:
-                        heappop(heap)
-                        break
-                    created = unpack(orders[0])[0]
-                    due = created + offset
-                    if (due > time or due > bound_time or (due == bound_time and created > bound_created)
-                            or (limit is not None and len(out) + len(due_timers) >= limit)):
-                        heapreplace(heap, (due, created, number, lane))
-                        break
-            for due, key, order, offset, kinds in due_timers:
-                current = open_orders.get(key)
-                index = -1
-                if current is not order:
-                    if type(current) is not list:
-                        continue  # closed earlier (lazy deletion)
-                    for index, candidate in enumerate(current):
-                        if candidate is order:
-                            break
-                    else:
-                        continue
-                created, seq, deadline, _ = unpack(order)
-                stage = kinds.get(deadline - created) if kinds is not None else None
-                if stage is None:
-                    stage = stage_of(deadline - created, offset)
-                    if kinds is not None:
-                        kinds[deadline - created] = stage
-                if stage:
-                    by_stage[stage] += 1
-                    reminded += 1
-                    append(_new(Reminder, (key, created, due, deadline, order[_RAW:], stage, seq)))
+                if not orders:
+                    heappop(heap)
+                    run = None
                     continue
-                if index < 0:
-                    del open_orders[key]
+                created, _, _, number = unpack(orders[0])
+                due = created + offset
+                if (due > time or (bound is not None and (due, created, number) > bound[:3])
+                        or (limit is not None and len(out) >= limit)):
+                    heapreplace(heap, (due, created, number, run))
+                    run = None
+                    continue
+                key, order = keys.popleft(), orders.popleft()
+            current = open_orders.get(key)
+            index = -1
+            if current is not order:
+                if type(current) is not list:
+                    continue  # closed earlier (lazy deletion)
+                for index, candidate in enumerate(current):
+                    if candidate is order:
+                        break
                 else:
-                    del current[index]
-                    if len(current) == 1:
-                        open_orders[key] = current[0]
-                closed += 1
-                append(_new(Timeout, (key, created, deadline, order[_RAW:], False, seq)))
-                if remember:
-                    self._remember_expired(key, order, deadline)
-                if tracking is not None:
-                    tracking.append((key, order))
-            due_timers.clear()
+                    continue
+            created, seq, deadline, number = unpack(order)
+            window = deadline - created
+            step = steps.get(window) if steps is not None else None
+            if step is None:
+                step = step_of(window, offset)
+            stage = step[0]
+            if stage:
+                by_stage[stage] += 1
+                reminded += 1
+                append(_new(Reminder, (key, created, due, deadline, order[_RAW:], stage, seq)))
+                # the order's next timer; a new heap entry may come before the run's bound
+                if schedule(key, order, created, number, step[1], step[2]) and run is not None:
+                    bound = heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]
+                continue
+            if index < 0:
+                del open_orders[key]
+            else:
+                del current[index]
+                if len(current) == 1:
+                    open_orders[key] = current[0]
+            closed += 1
+            append(_new(Timeout, (key, created, deadline, order[_RAW:], False, seq)))
+            if remember:
+                self._remember_expired(key, order, deadline)
+            if tracking is not None:
+                tracking.append((key, order))
         self.pending -= closed
         self.timeout += closed
         self.reminder += reminded
+        counts = self.reminder_stages
         for stage, count in by_stage.items():
             counts[stage] = counts.get(stage, 0) + count
         self._head_deadline = heap[0][0] if heap else float("inf")

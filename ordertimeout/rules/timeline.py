@@ -3,20 +3,24 @@ with windows of their own, and reminders before them.
 
 With one window and no reminders the matcher keeps one deque of orders in created order,
 which is deadline order. Here every timer is ``created + offset`` for an offset fixed by
-the order's window: its timeout at ``offset = window``, its reminders at the offsets
-:meth:`Timeline.dues` gives. Timers of one offset come due in created order, so each
-offset the options name (every window, every reminder offset of every window) has a
-*lane*, a deque in created order, and a small heap merges the lanes by their heads. A
-timer whose offset has no lane (an order with a ``--deadline-field`` deadline of its
-own) goes into the same heap by itself.
+the order's window: its reminders at the offsets :func:`reminder_offsets` gives, then its
+timeout at ``offset = window``. An open order has one timer waiting at a time, its next
+one: when a reminder fires, the order's next timer is scheduled (so a paid order leaves
+one stale timer behind, not all of them, and an open order takes one slot).
 
-Order among timers due at the same time: by the order's created time, then by input
-order. Two lanes never hold timers with the same time and created time (their offsets
-differ), and the orders of one lane are in input order; timers outside lanes carry a
-counter of input order. Like the matcher's deque, lanes use lazy deletion: a timer of an
-order closed early stays where it is and is skipped when it comes due.
+Timers of one offset mostly come due in created order, so each offset the options name
+(every window, every reminder offset of every window) has a *lane*, a deque in created
+order, and a small heap merges the lanes by their heads. A timer that would break its
+lane's order (a next timer scheduled late), or whose offset has no lane (an order with a
+``--deadline-field`` deadline of its own), goes into the same heap by itself.
 
-Pure data, no rules: the matcher decides what a timer that comes due means.
+Heap entries are ``(time, created, number, lane or (key, order, offset))``, the number
+being the order's place among all creates: timers due at the same time come out by their
+order's created time, then input order, and no two entries ever tie (an order has one
+timer waiting). Like the matcher's deque, lanes use lazy deletion: the timer of an order
+closed early stays where it is and is skipped when it comes due.
+
+Pure data, no rules: the matcher (:mod:`.reminders`) decides what a timer due means.
 """
 
 from __future__ import annotations
@@ -28,12 +32,10 @@ from typing import Iterable
 
 from .orders import _HEADER
 
-__all__ = ["Timeline", "reminder_offsets", "IRREGULAR"]
+__all__ = ["Timeline", "reminder_offsets"]
 
-#: Cached reminder plans of irregular windows (``--deadline-field``) are dropped past this.
-_PLAN_CACHE_LIMIT = 4096
-#: Lanes sort before timers outside lanes, whose tie-breaker (heap entries' third item) starts here.
-IRREGULAR = 1 << 40
+#: Cached steps of irregular windows (``--deadline-field``) are dropped past this many.
+_CACHE_LIMIT = 4096
 
 
 def reminder_offsets(window: int, remind: Iterable[int], remind_before: Iterable[int]) -> tuple[int, ...]:
@@ -51,72 +53,97 @@ class Timeline:
 
     ``windows`` are the windows the options name (each gets lanes); ``remind`` and
     ``remind_before`` the reminder durations (ms).
+
+    A lane is ``[orders, keys, offset, steps]``: the orders (packed) and their keys in
+    created order, the offset, and ``steps``, by window, what a timer at this offset is
+    for an order of that window: ``(stage, next offset, next lane)``, stage 0 for the
+    timeout (and no next), the next lane None where the next offset has none.
     """
 
     def __init__(self, windows: Iterable[int], remind: Iterable[int] = (), remind_before: Iterable[int] = ()) -> None:
         self.remind = tuple(sorted(set(remind)))
         self.remind_before = tuple(sorted(set(remind_before)))
-        self._lanes: dict[int, list] = {}  # offset -> [orders, keys, offset, lane number, stages]
-        self.heap: list[tuple] = []  # (time, created, lane number or IRREGULAR + n, lane or (key, order, offset))
-        self._plans: dict[int, tuple] = {}  # window -> ((offset, lane or None), ...), the timeout last
-        #: (window, offset) -> the stage of that reminder (see :meth:`stage`), filled as met.
-        self.stages: dict[tuple[int, int], int] = {}
-        self._fixed_plans = 0
-        self._counter = itertools.count(IRREGULAR)
+        self.lanes: dict[int, list] = {}  # offset -> lane
+        self.heap: list[tuple] = []
+        # window -> its first (offset, lane), and (window, offset) -> each timer's step
+        self.first: dict[int, tuple] = {}
+        self._steps: dict[tuple[int, int], tuple] = {}
         self.windows = tuple(sorted(set(windows)))
         for window in self.windows:
             for offset in (*self.dues(window), window):
-                if offset not in self._lanes:
-                    # orders, their keys, the offset, the lane's number, and by window what a
-                    # timer here is: 0 the timeout, else the reminder's stage (filled as met)
-                    self._lanes[offset] = [deque(), deque(), offset, len(self._lanes), {}]
+                if offset not in self.lanes:
+                    self.lanes[offset] = [deque(), deque(), offset, {}]
         for window in self.windows:
-            self._plan(window)
-        self._fixed_plans = len(self._plans)
+            self._learn(window)
+        self._fixed = len(self.first)
 
     def dues(self, window: int) -> tuple[int, ...]:
         """The reminder offsets of an order with ``window`` (see :func:`reminder_offsets`)."""
         return reminder_offsets(window, self.remind, self.remind_before)
 
+    def _learn(self, window: int) -> tuple:
+        """Work out the timers of ``window``: its first one, and each one's step."""
+        if len(self.first) > _CACHE_LIMIT + getattr(self, "_fixed", 0):
+            self.first = dict(itertools.islice(self.first.items(), self._fixed))
+            self._steps.clear()
+            for lane in self.lanes.values():
+                lane[3] = {w: step for w, step in lane[3].items() if w in self.first}
+        offsets = (*self.dues(window), window)
+        for stage, offset in enumerate(offsets, 1):
+            following = offsets[stage] if stage < len(offsets) else None
+            step = (0 if offset == window else stage, following,
+                    None if following is None else self.lanes.get(following))
+            lane = self.lanes.get(offset)
+            if lane is not None:
+                lane[3][window] = step
+            self._steps[window, offset] = step
+        first = self.first[window] = (offsets[0], self.lanes.get(offsets[0]))
+        return first
+
+    def step(self, window: int, offset: int) -> tuple:
+        """``(stage, next offset, next lane)`` of the timer at ``offset`` of an order with
+        ``window`` (stage 0: its timeout)."""
+        step = self._steps.get((window, offset))
+        if step is None:
+            self._learn(window)
+            step = self._steps[window, offset]
+        return step
+
     def stage(self, window: int, offset: int) -> int:
         """The stage (rank, from 1) of the reminder at ``offset`` of an order with ``window``,
-        0 for its timeout (``offset == window``)."""
-        if offset == window:
-            return 0
-        stage = self.stages.get((window, offset))
-        if stage is None:
-            if len(self.stages) > _PLAN_CACHE_LIMIT * 4:
-                self.stages.clear()
-            stage = self.stages[window, offset] = self.dues(window).index(offset) + 1
-        return stage
+        0 for its timeout."""
+        return self.step(window, offset)[0]
 
-    def _plan(self, window: int) -> tuple:
-        plan = self._plans.get(window)
-        if plan is None:
-            if len(self._plans) > _PLAN_CACHE_LIMIT + self._fixed_plans:
-                self._plans = {w: p for w, p in itertools.islice(self._plans.items(), self._fixed_plans)}
-            plan = self._plans[window] = tuple(
-                (offset, self._lanes.get(offset)) for offset in (*self.dues(window), window)
-            )
-        return plan
+    def add(self, key: str, order: bytes, created: int, deadline: int, number: int,
+            after: int | float | None = None) -> None:
+        """Schedule the first timer of the open order ``order`` of ``key`` (the ``number``-th
+        create), or with ``after``, its first one due after that (a restored order's
+        earlier reminders were sent before the restart)."""
+        window = deadline - created
+        offset, lane = self.first.get(window) or self._learn(window)
+        if after is not None:
+            while created + offset <= after and offset != window:
+                _, offset, lane = self.step(window, offset)
+        self.schedule(key, order, created, number, offset, lane)
 
-    def add(self, key: str, order: bytes, created: int, deadline: int, after: int | float | None = None) -> None:
-        """Schedule the timers of the open order ``order`` of ``key`` (its reminders and its
-        timeout), with ``after`` only those due after it (a restored order's past reminders
-        were sent before the restart). Orders must be added in created order."""
-        heap = self.heap
-        plan = self._plans.get(deadline - created) or self._plan(deadline - created)
-        for offset, lane in plan:
-            if after is not None and created + offset <= after:
-                continue
-            if lane is None:
-                heapq.heappush(heap, (created + offset, created, next(self._counter), (key, order, offset)))
-                continue
+    def schedule(self, key: str, order: bytes, created: int, number: int, offset: int, lane: list | None) -> bool:
+        """Put the timer at ``created + offset`` of ``order`` in ``lane`` (at its end), or in
+        the heap by itself when the lane would lose its order or there is none. Returns
+        whether the heap got a new entry."""
+        if lane is not None:
             orders = lane[0]
             if not orders:
-                heapq.heappush(heap, (created + offset, created, lane[3], lane))
-            orders.append(order)
-            lane[1].append(key)
+                orders.append(order)
+                lane[1].append(key)
+                heapq.heappush(self.heap, (created + offset, created, number, lane))
+                return True
+            tail = _HEADER.unpack_from(orders[-1])
+            if tail[0] < created or (tail[0] == created and tail[3] < number):
+                orders.append(order)
+                lane[1].append(key)
+                return False
+        heapq.heappush(self.heap, (created + offset, created, number, (key, order, offset)))
+        return True
 
     def next_time(self) -> int | float:
         """When the earliest timer is due (+infinity when none is left)."""
@@ -125,38 +152,30 @@ class Timeline:
 
     def peek(self) -> tuple[str, bytes]:
         """``(key, order)`` of the earliest timer (the heap must not be empty)."""
-        _, _, number, lane = self.heap[0]
-        if number >= IRREGULAR:
-            return lane[0], lane[1]
-        return lane[1][0], lane[0][0]
+        payload = self.heap[0][3]
+        if type(payload) is tuple:
+            return payload[0], payload[1]
+        return payload[1][0], payload[0][0]
 
     def pop(self) -> tuple[int, str, bytes, int]:
         """Take the earliest timer: ``(time, key, order, offset)`` (the heap must not be empty)."""
         heap = self.heap
-        time, _, number, lane = heap[0]
-        if number >= IRREGULAR:
+        time, _, _, payload = heap[0]
+        if type(payload) is tuple:
             heapq.heappop(heap)
-            key, order, offset = lane
+            key, order, offset = payload
             return time, key, order, offset
-        orders, keys, offset, _, _ = lane
+        orders, keys, offset, _ = payload
         order = orders.popleft()
         key = keys.popleft()
         if orders:
-            created = _HEADER.unpack_from(orders[0])[0]
-            heapq.heapreplace(heap, (created + offset, created, number, lane))
+            created, _, _, number = _HEADER.unpack_from(orders[0])
+            heapq.heapreplace(heap, (created + offset, created, number, payload))
         else:
             heapq.heappop(heap)
         return time, key, order, offset
 
-    def entries(self) -> Iterable[tuple[str, bytes]]:
-        """Every ``(key, order)`` with a timer still waiting (an order may come several times)."""
-        for orders, keys, *_ in self._lanes.values():
-            yield from zip(keys, orders)
-        for _, _, number, lane in self.heap:
-            if number >= IRREGULAR:
-                yield lane[0], lane[1]
-
     def __len__(self) -> int:
-        return sum(len(lane[0]) for lane in self._lanes.values()) + sum(
-            1 for entry in self.heap if entry[2] >= IRREGULAR
+        return sum(len(lane[0]) for lane in self.lanes.values()) + sum(
+            1 for entry in self.heap if type(entry[3]) is tuple
         )

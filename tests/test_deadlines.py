@@ -217,3 +217,31 @@ def test_a_snapshot_anywhere_goes_on_exactly(steps, mode, remind, before, cut):
         results += first.on_event(key, code, time, b"{}")
     second = Matcher.restore(first.snapshot())
     assert plain(results + feed(second, events[cut:])) == whole
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream(), st.sampled_from(list(Mode)), st.sampled_from([None, 30, 200]), st.integers(1, 6))
+def test_the_first_window_of_its_own_switches_to_lanes_mid_run(steps, mode, paid_late, every):
+    """A plain matcher meets its first create with a window of its own mid-run: it moves
+    its orders (and --paid-late's memory) over and goes on exactly as one with lanes from
+    the start; the changes it reports for checkpoints always add up to its open orders."""
+    events = timed(steps)
+    started = Matcher(W, mode, paid_late, windows=(1,))  # lanes from the start
+    switched = Matcher(W, mode, paid_late)
+    saved: dict = {}  # what a store keeps: position -> (key, created, seq, deadline)
+    switched.take_changes()
+    got, expected = [], []
+    for index, (key, kind, time, *window) in enumerate(events):
+        code = create_kind(window[0], W) if kind == "create" else KINDS[kind]
+        got += switched.on_event(key, code, time, b"{}")
+        expected += started.on_event(key, code, time, b"{}")
+        if index % every == 0:
+            head, opened, closed = switched.take_changes()
+            for order in closed:
+                position = next((p for p, o in saved.items() if o == (order.key, order.created, order.seq)), None)
+                if position is not None:
+                    del saved[position]
+            saved = {p: o for p, o in saved.items() if p >= head}
+            saved.update((p, (o.key, o.created, o.seq)) for p, o in opened)
+            assert sorted(saved.values()) == sorted((o.key, o.created, o.seq) for o in switched.open_orders())
+    assert plain(got + switched.drain()) == plain(expected + started.drain())

@@ -13,7 +13,9 @@ from ordertimeout.rules.matcher import (
     _created_raw_seq,
     _created_of,
     _pack,
+    _pack_long,
     _unpack,
+    _unpack_long,
 )
 
 W = 1000
@@ -168,10 +170,10 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
     assert not gc.is_tracked(matcher._open["a"])  # invisible to full collections
     matcher.on_event("a", CREATE, 10, b"second")
     matcher.on_event("a", CREATE, 20, b"third")
-    assert [_unpack("a", o).raw for o in matcher._open["a"]] == [b"first", b"second", b"third"]
+    assert [_unpack("a", o, W).raw for o in matcher._open["a"]] == [b"first", b"second", b"third"]
     matcher.on_event("a", PAY, 30, b"p")
     matcher.on_event("a", PAY, 40, b"p")
-    assert _unpack("a", matcher._open["a"]) == (20, "a", b"third", 0, 20 + W)
+    assert _unpack("a", matcher._open["a"], W) == (20, "a", b"third", 0, 20 + W)
     matcher.on_event("a", PAY, 50, b"p")
     assert "a" not in matcher._open and matcher.pending == 0
 
@@ -181,8 +183,11 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
     [(0, b"{}", 0), (-62135596800000, b"x", 7), (253402300799999, b'{"k":"\xff"}', 2**32 - 1), (5, b"", 1)],
 )
 def test_packed_orders_round_trip(created, raw, seq):
-    order = _pack(created, raw, seq, created + 1000, 12)
-    assert _unpack("ключ-🔑", order) == OpenOrder(created, "ключ-🔑", raw, seq, created + 1000)
+    order = _pack(created, raw, seq)
+    assert _unpack("ключ-🔑", order, 1000) == OpenOrder(created, "ключ-🔑", raw, seq, created + 1000)
+    long = _pack_long(created, raw, seq, created + 7, 12)
+    assert _unpack_long("ключ-🔑", long) == OpenOrder(created, "ключ-🔑", raw, seq, created + 7)
+    assert _created_of(long) == created
     assert (_created_of(order), _created_raw_seq(order)) == (created, (created, raw, seq))
 
 

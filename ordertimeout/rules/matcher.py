@@ -45,21 +45,8 @@ from .paid_late import PaidLateMemory
 from .reminders import LaneRules
 from .snapshot import COUNTER_NAMES, SavedState
 from .orders import (  # noqa: F401  (the packing helpers are re-exported for the tests)
-    _HEADER,
-    _RAW,
-    Cancelled,
-    Mode,
-    OpenOrder,
-    PaidLate,
-    Reminder,
-    Result,
-    Success,
-    Timeout,
-    _created_of,
-    _created_raw_seq,
-    _pack,
-    _unpack,
-    result_id,
+    _HEADER, _LONG, _LONG_RAW, _RAW, Cancelled, Mode, OpenOrder, PaidLate, Reminder, Result, Success, Timeout,
+    _created_of, _created_raw_seq, _pack, _pack_long, _unpack, _unpack_long, result_id,
 )
 
 __all__ = [
@@ -173,6 +160,7 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
         timeline = self._timeline
         push, push_key = timeline.append, self._timeline_keys.append
         pack, unpack, size = _HEADER.pack, _HEADER.unpack_from, _RAW
+        long_pack, long_unpack = _LONG.pack, _LONG.unpack_from
         tick_creates = self._tick_creates
         tick_get = tick_creates.get
         closed_early = self._closed_early
@@ -181,7 +169,8 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
         now = self.now
         lanes = self._lanes
         lanes_first = lanes.first.get if lanes is not None else None
-        number = self._appended
+        if lanes is not None:
+            size = _LONG_RAW
         # Counters are summed locally and added once: nothing reads them inside the batch.
         creates = pays = other = cancels = success = cancelled = unmatched_pays = 0
         unmatched_cancels = discarded = 0
@@ -196,48 +185,7 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
                     head_deadline = self._head_deadline
                 if paid_late and self._forget_at <= time:
                     self._forget_expired(time)
-                if kind == CREATE or kind < 0:
-                    if kind != CREATE and lanes is None:
-                        lanes = self._enable_lanes()  # the first create with a window of its own
-                        lanes_first = lanes.first.get
-                    deadline = time + within if kind == CREATE else time - kind
-                    creates += 1
-                    if time != tick:
-                        tick = time
-                        tick_creates.clear()
-                    seq = tick_get(key, 0)
-                    tick_creates[key] = seq + 1
-                    order = pack(time, seq, deadline, number) + raw
-                    number += 1
-                    # One dict operation in the common case (the key had nothing open).
-                    current = setdefault(key, order)
-                    if current is not order:
-                        if next_mode:
-                            # Strict contiguity: a create after a create breaks the first one's match.
-                            discarded += len(self._close_all(key))
-                            open_orders[key] = order
-                        elif type(current) is list:
-                            current.append(order)
-                        else:
-                            open_orders[key] = [current, order]
-                    if lanes is None:
-                        if not timeline:
-                            head_deadline = self._head_deadline = deadline
-                        push(order)
-                        push_key(key)
-                    else:
-                        # Its first timer at the end of its lane (a create comes after every
-                        # order already there), else through the timeline.
-                        first = lanes_first(deadline - time)
-                        if first is not None and first[1] is not None and first[1][0]:
-                            first[1][0].append(order)
-                            first[1][1].append(key)
-                        else:
-                            lanes.add(key, order, time, deadline, number - 1)
-                            head_deadline = self._head_deadline = lanes.heap[0][0]
-                        if self._opened_log is not None:
-                            self._opened_log.append((key, order))
-                elif kind == PAY:
+                if kind == PAY:  # first: the most common event
                     pays += 1
                     current = pop(key, None)  # one dict operation when the key had one order
                     if current is None:
@@ -251,7 +199,11 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
                             if closed_early is not None:
                                 closed_early.extend([(key, order) for order in current])
                             for order in current:
-                                created, seq, deadline, _ = unpack(order)
+                                if lanes is None:
+                                    created, seq = unpack(order)
+                                    deadline = created + within
+                                else:
+                                    created, seq, deadline, _ = long_unpack(order)
                                 success += 1
                                 append(_new(Success, (key, created, time, deadline, order[size:], raw, seq)))
                             continue
@@ -261,14 +213,65 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
                         order = current
                     if closed_early is not None:
                         closed_early.append((key, order))
-                    created, seq, deadline, _ = unpack(order)
+                    if lanes is None:
+                        created, seq = unpack(order)
+                        deadline = created + within
+                    else:
+                        created, seq, deadline, _ = long_unpack(order)
                     success += 1
                     append(_new(Success, (key, created, time, deadline, order[size:], raw, seq)))
+                elif kind == CREATE or kind < 0:
+                    creates += 1
+                    if time != tick:
+                        tick = time
+                        tick_creates.clear()
+                    seq = tick_get(key, 0)
+                    tick_creates[key] = seq + 1
+                    if lanes is None and kind == CREATE:
+                        order = pack(time, seq) + raw
+                    else:
+                        if lanes is None:  # the first create with a window of its own
+                            lanes = self._enable_lanes(creates - 1)
+                            lanes_first, size = lanes.first.get, _LONG_RAW
+                        deadline = time + within if kind == CREATE else time - kind
+                        order = long_pack(time, seq, deadline, self._appended + creates - 1) + raw
+                    # One dict operation in the common case (the key had nothing open).
+                    current = setdefault(key, order)
+                    if current is not order:
+                        if next_mode:
+                            # Strict contiguity: a create after a create breaks the first one's match.
+                            discarded += len(self._close_all(key))
+                            open_orders[key] = order
+                        elif type(current) is list:
+                            current.append(order)
+                        else:
+                            open_orders[key] = [current, order]
+                    if lanes is None:
+                        if not timeline:
+                            head_deadline = self._head_deadline = time + within
+                        push(order)
+                        push_key(key)
+                    else:
+                        # Its first timer at the end of its lane (a create comes after every
+                        # order already there), else through the timeline.
+                        first = lanes_first(deadline - time)
+                        if first is not None and first[1] is not None and first[1][0]:
+                            first[1][0].append(order)
+                            first[1][1].append(key)
+                        else:
+                            lanes.add(key, order, time, deadline, self._appended + creates - 1)
+                            head_deadline = self._head_deadline = lanes.heap[0][0]
+                        if self._opened_log is not None:
+                            self._opened_log.append((key, order))
                 elif kind == CANCEL and each:
                     cancels += 1
                     if key in open_orders:
                         order = self._close_oldest(key)
-                        created, seq, deadline, _ = unpack(order)
+                        if lanes is None:
+                            created, seq = unpack(order)
+                            deadline = created + within
+                        else:
+                            created, seq, deadline, _ = long_unpack(order)
                         cancelled += 1
                         append(_new(Cancelled, (key, created, time, deadline, order[size:], raw, seq)))
                     else:
@@ -312,6 +315,7 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
         append = out.append
         timeline = self._timeline
         popleft, popleft_key = timeline.popleft, self._timeline_keys.popleft
+        within = self.within
         open_orders = self._open
         pop = open_orders.pop
         unpack, size = _HEADER.unpack_from, _RAW
@@ -321,8 +325,8 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
         complete = True
         while timeline:
             order = timeline[0]
-            created, seq, deadline, _ = unpack(order)
-            if deadline > time:
+            created, seq = unpack(order)
+            if created + within > time:
                 break
             if limit is not None and closed >= limit:
                 complete = False
@@ -341,13 +345,13 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
                         open_orders[key] = current
                     continue
             closed += 1
-            append(_new(Timeout, (key, created, deadline, order[size:], False, seq)))
+            append(_new(Timeout, (key, created, created + within, order[size:], False, seq)))
             if remember:
-                self._remember_expired(key, order, deadline)
+                self._remember_expired(key, order, created + within)
         self._popped += popped
         self.pending -= closed
         self.timeout += closed
-        self._head_deadline = unpack(timeline[0])[2] if timeline else float("inf")
+        self._head_deadline = unpack(timeline[0])[0] + within if timeline else float("inf")
         if complete and time > self.now:
             self.now = time
         return out

@@ -8,7 +8,7 @@ no list (memory), and lists stay tracked by the garbage collector.
 
 from __future__ import annotations
 
-from .orders import _deadline_of, _number_of
+from .orders import _HEADER, _LONG, _LONG_RAW, _RAW, OpenOrder, _pack, _pack_long
 
 __all__ = ["OpenOrders"]
 
@@ -27,8 +27,30 @@ class OpenOrders:
         current = self._open.get(key)
         return current is order or (type(current) is list and current[0] is order)
 
+    def _pack_order(self, created: int, raw: bytes, seq: int, deadline: int) -> bytes:
+        """An order packed as this matcher keeps them (the long header once it has lanes,
+        numbered as the next create); a deadline of its own switches to lanes."""
+        if deadline != created + self.within and self._lanes is None:
+            self._enable_lanes()
+        if self._lanes is None:
+            return _pack(created, raw, seq)
+        return _pack_long(created, raw, seq, deadline, self._appended)
+
+    def _fields(self, order: bytes) -> tuple[int, int, int, int]:
+        """``(created, seq, deadline, number)`` of a packed order (number -1: not kept)."""
+        if self._lanes is None:
+            created, seq = _HEADER.unpack_from(order)
+            return created, seq, created + self.within, -1
+        return _LONG.unpack_from(order)
+
+    def _open_order(self, key: str, order: bytes) -> OpenOrder:
+        """The packed ``order`` of ``key`` as plain data."""
+        created, seq, deadline, _ = self._fields(order)
+        return OpenOrder(created, key, order[_RAW if self._lanes is None else _LONG_RAW:], seq, deadline)
+
     def _add(self, key: str, order: bytes, created: int, deadline: int) -> None:
-        """Open ``order`` of ``key`` (a restored one: only reminders after ``now`` are due)."""
+        """Open ``order`` (packed by :meth:`_pack_order`) of ``key`` (a restored one: only
+        reminders after ``now`` are due)."""
         current = self._open.get(key)
         if current is None:
             self._open[key] = order
@@ -38,10 +60,8 @@ class OpenOrders:
             self._open[key] = [current, order]
         self._appended += 1
         self.pending += 1
-        if deadline != created + self.within and self._lanes is None:
-            self._enable_lanes()
         if self._lanes is not None:
-            self._lanes.add(key, order, created, deadline, _number_of(order), self.now)
+            self._lanes.add(key, order, created, deadline, _LONG.unpack_from(order)[3], self.now)
             self._head_deadline = self._lanes.next_time()
             if self._opened_log is not None:
                 self._opened_log.append((key, order))
@@ -56,7 +76,7 @@ class OpenOrders:
         order = timeline.popleft()
         self._timeline_keys.popleft()
         self._popped += 1
-        self._head_deadline = _deadline_of(timeline[0]) if timeline else float("inf")
+        self._head_deadline = _HEADER.unpack_from(timeline[0])[0] + self.within if timeline else float("inf")
         return order
 
     def _close_oldest(self, key: str, early: bool = True) -> bytes:

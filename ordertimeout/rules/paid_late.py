@@ -10,7 +10,7 @@ pays into results.
 
 from __future__ import annotations
 
-from .orders import _HEADER, _RAW, Mode, PaidLate
+from .orders import Mode, PaidLate
 
 __all__ = ["PaidLateMemory"]
 
@@ -37,19 +37,19 @@ class PaidLateMemory:
             del self._expired[key]
         out = []
         for order in paid:
-            created, seq, deadline, _ = _HEADER.unpack_from(order)
+            created, _, raw, seq, deadline = self._open_order(key, order)
             self.paid_late += 1
-            out.append(PaidLate(key, created, deadline, time, order[_RAW:], pay, seq))
+            out.append(PaidLate(key, created, deadline, time, raw, pay, seq))
         return out
 
     def _forget_expired(self, time: int | float) -> None:
         """Forget timed-out orders whose pay can no longer count: ``deadline + D <= time``."""
         line, keys, expired = self._expired_line, self._expired_keys, self._expired
         later = self.paid_late_ms
-        unpack = _HEADER.unpack_from
+        fields = self._fields
         while line:
             order = line[0]
-            forget_at = unpack(order)[2] + later
+            forget_at = fields(order)[2] + later
             if forget_at > time:
                 self._forget_at = forget_at
                 return

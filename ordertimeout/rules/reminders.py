@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import collections
 import heapq
+from collections import deque
 
-from .orders import _HEADER, _RAW, Reminder, Timeout
+from .orders import _HEADER, _LONG, _LONG_RAW, _RAW, Reminder, Timeout, _pack_long
 from .timeline import Timeline
 
 __all__ = ["LaneRules"]
@@ -34,21 +35,43 @@ class LaneRules:
     """The timers half of the matcher when deadlines come out of order (the matcher keeps
     ``_lanes``, ``_open``, the counters and ``reminder_stages``)."""
 
-    def _enable_lanes(self) -> Timeline:
-        """Move the timers from the one deque into lanes (once; orders kept in created order)."""
+    def _enable_lanes(self, batch_creates: int = 0) -> Timeline:
+        """Move the timers from the one deque into lanes (once), every order re-packed with
+        the long header (its deadline, and its position as its number). ``batch_creates``:
+        creates of the matcher's current batch not yet counted in ``_appended``."""
         if self._lanes is not None:
             return self._lanes
-        lanes = self._lanes = Timeline((self.within, *self.windows), self.remind, self.remind_before)
-        unpack = _HEADER.unpack_from
-        entries = list(zip(self._timeline_keys, self._timeline))
+        lanes = Timeline((self.within, *self.windows), self.remind, self.remind_before)
+        within, unpack = self.within, _HEADER.unpack_from
+        renamed: dict[int, bytes] = {}  # id of an order in the short header -> the long one
+
+        def long(order: bytes, number: int) -> bytes:
+            created, seq = unpack(order)
+            renamed[id(order)] = new = _pack_long(created, order[_RAW:], seq, created + within, number)
+            return new
+
+        entries = [(key, long(order, self._popped + index))
+                   for index, (key, order) in enumerate(zip(self._timeline_keys, self._timeline))]
+        for key, current in list(self._open.items()):
+            if type(current) is list:
+                self._open[key] = [renamed[id(order)] for order in current]
+            else:
+                self._open[key] = renamed[id(current)]
+        # Timed-out orders remembered for --paid-late, and orders closed since the last
+        # take_changes, in the long header too (the one the matcher reads from now on).
+        for key, remembered in self._expired.items():
+            self._expired[key] = [renamed.get(id(order)) or long(order, -1) for order in remembered]
+        self._expired_line = deque(renamed[id(order)] for order in self._expired_line)
+        if self._closed_early is not None:
+            self._closed_early = [(key, renamed.get(id(order)) or long(order, -1)) for key, order in self._closed_early]
+            # Change tracking goes on by the log: the orders not yet reported are in it.
+            unreported = self._appended + batch_creates - self._changes_mark
+            self._opened_log = entries[max(0, len(entries) - unreported):] if unreported else []
+        self._lanes = lanes
         for key, order in entries:
             if self._is_open(key, order):
-                created, _, deadline, number = unpack(order)
+                created, _, deadline, number = _LONG.unpack_from(order)
                 lanes.add(key, order, created, deadline, number, self.now)
-        if self._closed_early is not None:
-            # Change tracking goes on by the log: the orders not yet reported are in it.
-            unreported = self._appended - self._changes_mark
-            self._opened_log = entries[max(0, len(entries) - unreported):] if unreported else []
         # Positions (the orders' numbers) stay; the head stays where the deque left it:
         # from here on timeouts are reported as closed orders.
         self._timeline.clear()
@@ -78,7 +101,7 @@ class LaneRules:
         heap, step_of, schedule = lanes.heap, lanes.step, lanes.schedule
         heappop, heapreplace = heapq.heappop, heapq.heapreplace
         open_orders = self._open
-        unpack = _HEADER.unpack_from
+        unpack = _LONG.unpack_from
         remember = self.paid_late_ms is not None
         tracking = self._closed_early
         by_stage = collections.Counter()
@@ -136,7 +159,7 @@ class LaneRules:
             if stage:
                 by_stage[stage] += 1
                 reminded += 1
-                append(_new(Reminder, (key, created, due, deadline, order[_RAW:], stage, seq)))
+                append(_new(Reminder, (key, created, due, deadline, order[_LONG_RAW:], stage, seq)))
                 # the order's next timer; a new heap entry may come before the run's bound
                 if schedule(key, order, created, number, step[1], step[2]) and run is not None:
                     bound = heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]
@@ -148,7 +171,7 @@ class LaneRules:
                 if len(current) == 1:
                     open_orders[key] = current[0]
             closed += 1
-            append(_new(Timeout, (key, created, deadline, order[_RAW:], False, seq)))
+            append(_new(Timeout, (key, created, deadline, order[_LONG_RAW:], False, seq)))
             if remember:
                 self._remember_expired(key, order, deadline)
             if tracking is not None:

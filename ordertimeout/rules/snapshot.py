@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Self
 
-from .orders import _HEADER, OpenOrder, _pack, _unpack
+from .orders import _LONG, OpenOrder
 
 __all__ = ["COUNTER_NAMES", "SavedState"]
 
@@ -38,7 +38,8 @@ class SavedState:
     def expired_orders(self) -> list[OpenOrder]:
         """Timed-out orders still payable under ``paid_late``, in deadline order."""
         live = {id(order) for orders in self._expired.values() for order in orders}
-        return [_unpack(key, order) for key, order in zip(self._expired_keys, self._expired_line) if id(order) in live]
+        return [self._open_order(key, order) for key, order in zip(self._expired_keys, self._expired_line)
+                if id(order) in live]
 
     def open_orders(self) -> list[OpenOrder]:
         """Every open order, in deadline order (the order they would time out in)."""
@@ -48,12 +49,12 @@ class SavedState:
         """``(head, [(position, order), ...])``: every open order with its timeline
         position, as :meth:`take_changes` numbers them."""
         if self._lanes is not None:  # every open order, by its number (its place among creates)
-            numbered = sorted((_HEADER.unpack_from(order)[3], key, order)
+            numbered = sorted((_LONG.unpack_from(order)[3], key, order)
                               for key in self._open for order in self._orders_of(key))
-            return self._popped, [(number, _unpack(key, order)) for number, key, order in numbered]
+            return self._popped, [(number, self._open_order(key, order)) for number, key, order in numbered]
         live = {id(order) for key in self._open for order in self._orders_of(key)}
         return self._popped, [
-            (self._popped + index, _unpack(key, order))
+            (self._popped + index, self._open_order(key, order))
             for index, (key, order) in enumerate(zip(self._timeline_keys, self._timeline))
             if id(order) in live
         ]
@@ -65,10 +66,10 @@ class SavedState:
         known = {self.within, *self.windows}
         now = self.now if self.now != float("-inf") else None
         counts: dict[int | None, list[int]] = {}
-        unpack = _HEADER.unpack_from
+        fields = self._fields
         for key in self._open:
             for order in self._orders_of(key):
-                created, _, deadline, _ = unpack(order)
+                created, _, deadline, _ = fields(order)
                 window = deadline - created
                 row = counts.get(window if window in known else None)
                 if row is None:
@@ -102,10 +103,10 @@ class SavedState:
         for key, order in new:
             position -= 1
             if id(order) not in just_closed and self._is_open(key, order):
-                opened.append((position, _unpack(key, order)))
+                opened.append((position, self._open_order(key, order)))
         opened.reverse()
         new_ids = {id(order) for _, order in new}
-        closed = [_unpack(key, order) for key, order in closed_early if id(order) not in new_ids]
+        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in new_ids]
         self._changes_mark = self._appended
         return self._popped, opened, closed
 
@@ -114,10 +115,10 @@ class SavedState:
         timeouts are among the closed ones (they no longer leave in position order)."""
         logged, self._opened_log = self._opened_log or [], []
         just_closed = {id(order) for _, order in closed_early}
-        opened = [(_HEADER.unpack_from(order)[3], _unpack(key, order)) for key, order in logged
+        opened = [(_LONG.unpack_from(order)[3], self._open_order(key, order)) for key, order in logged
                   if id(order) not in just_closed and self._is_open(key, order)]
         new_ids = {id(order) for _, order in logged}
-        closed = [_unpack(key, order) for key, order in closed_early if id(order) not in new_ids]
+        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in new_ids]
         self._changes_mark = self._appended
         return self._popped, opened, closed
 
@@ -156,7 +157,7 @@ class SavedState:
             setattr(matcher, name, state["counts"].get(name, 0))
         for created, key, raw, seq, *deadline in state.get("expired") or ():
             deadline = deadline[0] if deadline and deadline[0] is not None else created + matcher.within
-            matcher._remember_expired(key, _pack(created, raw, seq, deadline), deadline)
+            matcher._remember_expired(key, matcher._pack_order(created, raw, seq, deadline), deadline)
         if state.get("tick"):
             matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
         # In the order given (the saved timeline order: ties at a millisecond are in input
@@ -165,5 +166,5 @@ class SavedState:
         orders = sorted((OpenOrder(*fields) for fields in state["open"]), key=lambda order: order.created)
         for created, key, raw, seq, deadline in orders:
             deadline = created + matcher.within if deadline is None else deadline
-            matcher._add(key, _pack(created, raw, seq, deadline, matcher._appended), created, deadline)
+            matcher._add(key, matcher._pack_order(created, raw, seq, deadline), created, deadline)
         return matcher

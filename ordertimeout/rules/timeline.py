@@ -30,7 +30,7 @@ import itertools
 from collections import deque
 from typing import Iterable
 
-from .orders import _HEADER
+from .orders import _LONG
 
 __all__ = ["Timeline", "reminder_offsets"]
 
@@ -137,7 +137,7 @@ class Timeline:
                 lane[1].append(key)
                 heapq.heappush(self.heap, (created + offset, created, number, lane))
                 return True
-            tail = _HEADER.unpack_from(orders[-1])
+            tail = _LONG.unpack_from(orders[-1])
             if tail[0] < created or (tail[0] == created and tail[3] < number):
                 orders.append(order)
                 lane[1].append(key)
@@ -169,7 +169,7 @@ class Timeline:
         order = orders.popleft()
         key = keys.popleft()
         if orders:
-            created, _, _, number = _HEADER.unpack_from(orders[0])
+            created, _, _, number = _LONG.unpack_from(orders[0])
             heapq.heapreplace(heap, (created + offset, created, number, payload))
         else:
             heapq.heappop(heap)

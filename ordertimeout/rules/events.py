@@ -285,8 +285,14 @@ class EventParser:
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         kind_of, parse_object = self._kinds.get, self._parse_object
         create_kind_of = self.create_kind_of
+        by_value = None
         if self._windowed:  # a create's kind comes from its window: None here says so
             kind_of = {type_value: None if kind == CREATE else kind for type_value, kind in self._kinds.items()}.get
+            if self._get_deadline is None and self._get_by is not None:
+                # The common case inline: a text value, listed (or the plain window's).
+                plain = CREATE if schema.within is not None else None
+                by_value = {value: create_kind(ms, self._plain_window) for value, ms in schema.windows}.get
+                get_by = self._get_by
         # A time inline is integer milliseconds; in another unit the range is empty, so
         # every time goes through _parse_object, which converts it.
         low, high = (_MIN_TIME_MS, _MAX_TIME_MS) if (self._unit_num, self._unit_den) == (1, 1) else (1, 0)
@@ -312,10 +318,15 @@ class EventParser:
                     time = obj.get(time_field)
                     if type(time) is int and low <= time <= high:
                         if kind is None:
-                            try:
-                                kind = create_kind_of(obj, time)
-                            except RejectedLine:
-                                break
+                            if by_value is not None:
+                                value = get_by(obj)
+                                if type(value) is str:
+                                    kind = by_value(value, plain)
+                            if kind is None:
+                                try:
+                                    kind = create_kind_of(obj, time)
+                                except RejectedLine:
+                                    break
                         append((key, kind, time, raw))
                         continue
             try:

@@ -19,7 +19,6 @@ any event at that time (the matcher advances time before it applies an event).
 
 from __future__ import annotations
 
-import collections
 import heapq
 from collections import deque
 
@@ -104,7 +103,7 @@ class LaneRules:
         unpack = _LONG.unpack_from
         remember = self.paid_late_ms is not None
         tracking = self._closed_early
-        by_stage = collections.Counter()
+        counts = self.reminder_stages
         closed = reminded = 0
         complete = True
         run = None  # the lane whose timers are being taken in a run (its heap entry is heap[0])
@@ -157,7 +156,7 @@ class LaneRules:
                 step = step_of(window, offset)
             stage = step[0]
             if stage:
-                by_stage[stage] += 1
+                counts[stage] = counts.get(stage, 0) + 1
                 reminded += 1
                 append(_new(Reminder, (key, created, due, deadline, order[_LONG_RAW:], stage, seq)))
                 # the order's next timer; a new heap entry may come before the run's bound
@@ -179,9 +178,6 @@ class LaneRules:
         self.pending -= closed
         self.timeout += closed
         self.reminder += reminded
-        counts = self.reminder_stages
-        for stage, count in by_stage.items():
-            counts[stage] = counts.get(stage, 0) + count
         self._head_deadline = heap[0][0] if heap else float("inf")
         if complete and time > self.now:
             self.now = time

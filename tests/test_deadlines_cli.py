@@ -153,6 +153,17 @@ def test_a_reminder_due_while_the_tool_was_down_comes_out_once_after_the_restart
     assert results(whole.stdout) == results(second.stdout) + results(third.stdout)
 
 
+def test_a_restart_may_change_the_reminders(tmp_path):
+    state = str(tmp_path / "orders.db")
+    first = run(["watch", "--within", "1h", "--remind", "5m", "--json", "-q", "--state", state, "-"],
+                line("u1", "create", 0) + line("u2", "other", 6 * MIN))
+    assert [(r["key"], r["due"]) for r in results(first.stdout)] == [("u1", 5 * MIN)]
+    second = run(["watch", "--within", "1h", "--remind", "5m", "--remind-before", "10m", "--json", "-q", "--final",
+                  "--state", state, "-"], b"")
+    assert [(r["result"], r.get("due", r["deadline"]), r.get("stage")) for r in results(second.stdout)] == [
+        ("reminder", 50 * MIN, 2), ("timeout", 60 * MIN, None)]
+
+
 def test_a_state_file_of_other_windows_is_refused(tmp_path):
     state = str(tmp_path / "orders.db")
     assert run(["watch", *SHOP_OPTIONS, "-q", "--state", state, "-"], SHOP).exit_code == 0

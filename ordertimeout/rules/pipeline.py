@@ -352,7 +352,11 @@ class Pipeline:
         """Continue from ``snapshot()``: the matcher and time are replaced by the saved ones."""
         if state["time_mode"] is not None and self.time_mode is None:
             self.time_mode = TimeMode(state["time_mode"])
-        self.matcher = Matcher.restore(state["matcher"])
+        # The reminders (and windows) are this run's options: a restart may change the
+        # reminders; what is saved of them only says what the saving run sent.
+        matcher = self.matcher
+        self.matcher = Matcher.restore({**state["matcher"], "windows": list(matcher.windows),
+                                        "remind": list(matcher.remind), "remind_before": list(matcher.remind_before)})
         negative = float("-inf")
         self.frontier = negative if state["frontier"] is None else state["frontier"]
         self._max_time = negative if state["max_time"] is None else state["max_time"]

@@ -28,6 +28,8 @@ from .timeline import Timeline
 __all__ = ["LaneRules"]
 
 _new = tuple.__new__
+#: The bound of a run when no other heap entry is left.
+_NONE = (float("inf"), 0, 0)
 
 
 class LaneRules:
@@ -115,6 +117,7 @@ class LaneRules:
                     complete = False
                     break
                 due, created, number, payload = heap[0]
+                fields = None
                 if type(payload) is tuple:  # a timer by itself
                     heappop(heap)
                     key, order, offset = payload
@@ -124,16 +127,19 @@ class LaneRules:
                     # with one heap step at its end.
                     run = payload
                     orders, keys, offset, steps = run
-                    bound = (heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]) if len(heap) > 1 else None
+                    # the next entry after this lane's: the run stops before it
+                    bound = (heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]) if len(heap) > 1 else _NONE
+                    bound_time = bound[0]
                     key, order = keys.popleft(), orders.popleft()
             else:
                 if not orders:
                     heappop(heap)
                     run = None
                     continue
-                created, _, _, number = unpack(orders[0])
+                fields = unpack(orders[0])  # (read once: its due here, the rest below)
+                created, _, _, number = fields
                 due = created + offset
-                if (due > time or (bound is not None and (due, created, number) > bound[:3])
+                if (due > time or due > bound_time or (due == bound_time and (created, number) > bound[1:3])
                         or (limit is not None and len(out) >= limit)):
                     heapreplace(heap, (due, created, number, run))
                     run = None
@@ -149,7 +155,7 @@ class LaneRules:
                         break
                 else:
                     continue
-            created, seq, deadline, number = unpack(order)
+            created, seq, deadline, number = fields if fields is not None else unpack(order)
             window = deadline - created
             step = steps.get(window) if steps is not None else None
             if step is None:
@@ -162,6 +168,7 @@ class LaneRules:
                 # the order's next timer; a new heap entry may come before the run's bound
                 if schedule(key, order, created, number, step[1], step[2]) and run is not None:
                     bound = heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]
+                    bound_time = bound[0]
                 continue
             if index < 0:
                 del open_orders[key]

@@ -571,3 +571,39 @@ def test_a_worker_killed_with_deliveries_pending_leaves_them_to_the_next(cluster
         _stop(second)
     _assert_well_formed(receiver, expected)
     assert receiver.delivered_ids() == set(expected)
+
+
+def test_windows_of_their_own_and_reminders_survive_a_restarted_group(cluster):
+    """Issue 21 through real workers: per-order windows and reminders give watch's results,
+    and the changelog carries what a restored order needs (its deadline, its reminders to
+    come), so a restart sends nothing twice and loses nothing."""
+    options = ("--within", "a=700ms", "--within", "b=1500ms", "--within-by", "m",
+               "--remind", "300ms", "--remind-before", "200ms")
+    lines = []
+    for index, line in enumerate(_with_closing_events(_traffic(1600, seed=21))):
+        event = orjson.loads(line)
+        if event["type"] == "create":
+            event["m"] = "abc"[index % 3]
+        lines.append(orjson.dumps(event))
+    expected = _watch(lines, *options)
+    assert {result["result"] for result in expected} >= {"reminder", "timeout", "success"}
+    half = len(lines) // 2
+    cluster.create()
+    cluster.produce(lines[:half])
+    workers = [cluster.worker("--json", "-q", *options) for _ in range(2)]
+    try:
+        cluster.wait_for(lambda results: len(results) >= 100, what="first results")
+    finally:
+        for process in workers:
+            _stop(process)
+    cluster.produce(lines[half:])
+    workers = [cluster.worker("--json", "-q", *options) for _ in range(2)]
+    try:
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        for process in workers:
+            _stop(process, signal.SIGINT)
+    ids = [result["id"] for result in results]
+    assert len(ids) == len(set(ids)), "a graceful stop and restart sent a result twice"
+    assert _by_id(results) == _by_id(expected)
+    assert _per_key(results) == _per_key(expected)

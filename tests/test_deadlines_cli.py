@@ -95,6 +95,7 @@ def test_unlisted_values_without_a_plain_window_are_rejected_by_name(tmp_path):
     assert "line 3: no window for payment.method=(missing)" in outcome.stderr
     figures = orjson.loads(stats.read_bytes())
     assert figures["rejected"] == 2 and figures["creates"] == 2  # 7 as a number is the text "7"
+    assert figures["rejected_by_reason"] == {"no_window": 2}
     assert [r["deadline"] for r in results(outcome.stdout) if r["result"] == "timeout"] == [3000 + MIN, 15 * MIN]
 
 
@@ -117,6 +118,8 @@ def test_deadline_field_wins_and_a_deadline_not_after_its_create_is_rejected(tmp
                    "--within", "1m", "--json"], data)
     assert outcome.exit_code == 0
     assert "line 2: deadline field 'due' (1000) is not after the create (1000)" in outcome.stderr
+    from ordertimeout.outputs.sinks import reason_class
+    assert reason_class("deadline field 'due' (1000) is not after the create (1000)") == "bad_deadline"
     assert [(r["key"], r["deadline"]) for r in results(outcome.stdout)] == [("a", 5000), ("d", 62000), ("c", 901000)]
 
 

@@ -232,6 +232,9 @@ _REASON_CLASSES = (
     ("type field", "bad_type"),
     ("no time field", "bad_time"),
     ("time field", "bad_time"),
+    ("no window for", "no_window"),
+    ("deadline field", "bad_deadline"),
+    ("no deadline field", "no_window"),
 )
 
 

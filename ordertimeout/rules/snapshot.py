@@ -42,7 +42,8 @@ class SavedState:
                 if id(order) in live]
 
     def open_orders(self) -> list[OpenOrder]:
-        """Every open order, in deadline order (the order they would time out in)."""
+        """Every open order: in deadline order (the order they would time out in), or with
+        windows of their own or reminders, in created order."""
         return [order for _, order in self.numbered_open_orders()[1]]
 
     def numbered_open_orders(self) -> tuple[int, list[tuple[int, OpenOrder]]]:

@@ -6,7 +6,6 @@ builds the parser's schema fields and the matcher.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -71,16 +70,18 @@ deadline_options = apply([
 ])
 
 
-@dataclass(frozen=True)
 class Deadlines:
-    """The windows and reminders of a run, checked."""
+    """The windows and reminders of a run, checked: ``within`` the plain window (None:
+    creates without a listed value are rejected), ``windows`` the (value, ms) pairs of
+    --within VALUE=D in the order given, the fields, and the reminder durations (ms).
+    (A plain class: a dataclass would cost every command's start-up half a millisecond.)"""
 
-    within: int | None  #: the plain window (None: creates without a listed value are rejected)
-    windows: tuple[tuple[str, int], ...]  #: (value, ms) of --within VALUE=D, in the order given
-    within_by: str | None
-    deadline_field: str | None
-    remind: tuple[int, ...]
-    remind_before: tuple[int, ...]
+    __slots__ = ("within", "windows", "within_by", "deadline_field", "remind", "remind_before")
+
+    def __init__(self, within: int | None, windows: tuple[tuple[str, int], ...], within_by: str | None,
+                 deadline_field: str | None, remind: tuple[int, ...], remind_before: tuple[int, ...]) -> None:
+        self.within, self.windows, self.within_by = within, windows, within_by
+        self.deadline_field, self.remind, self.remind_before = deadline_field, remind, remind_before
 
     @property
     def plain_window(self) -> int:

@@ -11,8 +11,6 @@ import orjson
 from ..errors import StateError
 from ..outputs.rows import format_time
 from ..rules.durations import format_duration
-from ..rules.timeline import reminder_offsets
-from ..state.reading import read_open_orders
 from .options import Duration
 
 PENDING_EXAMPLES = """\b
@@ -38,6 +36,10 @@ def pending(state_path, as_json, key, due_within) -> None:
     counted from now in processing time, and from the time the run had reached (its last
     event) in event time.
     """
+    # Here, not at the top: every command's start-up would pay for them.
+    from ..rules.timeline import reminder_offsets
+    from ..state.reading import read_open_orders
+
     try:
         saved = read_open_orders(state_path, key)
     except StateError as error:

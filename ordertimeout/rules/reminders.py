@@ -23,7 +23,6 @@ import heapq
 from collections import deque
 
 from .orders import _HEADER, _LONG, _LONG_RAW, _RAW, Reminder, Timeout, _pack_long
-from .timeline import Timeline
 
 __all__ = ["LaneRules"]
 
@@ -42,6 +41,8 @@ class LaneRules:
         creates of the matcher's current batch not yet counted in ``_appended``."""
         if self._lanes is not None:
             return self._lanes
+        from .timeline import Timeline  # only for runs with windows of their own or reminders
+
         lanes = Timeline((self.within, *self.windows), self.remind, self.remind_before)
         within, unpack = self.within, _HEADER.unpack_from
         renamed: dict[int, bytes] = {}  # id of an order in the short header -> the long one

@@ -166,8 +166,17 @@ class LaneRules:
                 counts[stage] = counts.get(stage, 0) + 1
                 reminded += 1
                 append(_new(Reminder, (key, created, due, deadline, order[_LONG_RAW:], stage, seq)))
-                # the order's next timer; a new heap entry may come before the run's bound
-                if schedule(key, order, created, number, step[1], step[2]) and run is not None:
+                # The order's next timer: at its lane's end when that keeps the lane in
+                # order (the common case, inline), else by the timeline; a new heap entry
+                # may come before the run's bound.
+                lane = step[2]
+                if lane is not None and lane[0]:
+                    tail = unpack(lane[0][-1])
+                    if tail[0] < created or (tail[0] == created and tail[3] < number):
+                        lane[0].append(order)
+                        lane[1].append(key)
+                        continue
+                if schedule(key, order, created, number, step[1], lane) and run is not None:
                     bound = heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]
                     bound_time = bound[0]
                 continue

@@ -6,6 +6,8 @@ Figures, not pass/fail; medians of several runs, each ratio taken within the sam
     python bench/run.py              # everything, 3 runs each (several minutes on 2 cores)
     python bench/run.py --runs 1     # quicker look
     python bench/run.py --only replay,startup   # some sections only
+    python bench/run.py --only deadlines --baseline /tmp/base   # windows and reminders, beside
+        # one window, and beside an older checkout (git archive REV ordertimeout | tar -x -C /tmp/base)
 
 Data is generated with `ordertimeout generate` (seeded) under bench/data/ and reused.
 """
@@ -30,7 +32,12 @@ HERE = pathlib.Path(__file__).parent
 DATA = HERE / "data"
 COMMAND = [sys.executable, "-m", "ordertimeout"]
 MODES = ("each", "next", "followed-by")
-SECTIONS = ("replay", "human", "disorder", "memory", "timers", "startup")
+SECTIONS = ("replay", "human", "disorder", "memory", "timers", "startup", "deadlines")
+#: Issue 21's side-by-side: the replay with one window, with 4 windows by payment method,
+#: and with those and 3 reminder stages.
+WINDOWS = ("--within", "1s", "--within", "card=500ms", "--within", "bank=2s", "--within", "shop=3s",
+           "--within-by", "payment.method")
+REMINDERS = ("--remind", "300ms", "--remind", "600ms", "--remind-before", "100ms")
 #: Sections run only when named (--only scale): minutes of building and restarting state.
 EXTRA_SECTIONS = ("scale",)
 
@@ -117,6 +124,45 @@ def replay(path: pathlib.Path, runs: int) -> dict:
     return figures
 
 
+def with_payment_methods(source: pathlib.Path, path: pathlib.Path) -> pathlib.Path:
+    """``source`` with a payment method in every create (card, bank, shop, cash in turn)."""
+    if not path.exists():
+        methods = (b"card", b"bank", b"shop", b"cash")
+        with open(source, "rb") as read, open(path, "wb") as out:
+            for index, line in enumerate(read):
+                if b'"type":"create"' in line:
+                    line = line.rstrip(b"\n")[:-1] + b',"payment":{"method":"%b"}}\n' % methods[index % 4]
+                out.write(line)
+    return path
+
+
+def deadlines(path: pathlib.Path, runs: int, baseline: str | None) -> dict:
+    """One window, 4 windows, 4 windows with 3 reminder stages (and with ``baseline``, one
+    window by the package in that directory), round by round."""
+    contenders: dict = {
+        "one window": (path, "--json", "--within", "1s"),
+        "4 windows": (path, "--json", *WINDOWS),
+        "4 windows, 3 reminders": (path, "--json", *WINDOWS, *REMINDERS),
+    }
+    if baseline:
+        # -P: not the current directory's package but the one on PYTHONPATH
+        contenders["one window, baseline"] = [sys.executable, "-P", "-m", "ordertimeout", "watch", str(path), "-q",
+                                              "--json", "--within", "1s"]
+    samples: dict = {name: [] for name in contenders}
+    environment = dict(os.environ, PYTHONPATH=baseline or "")
+    with open(os.devnull, "wb") as devnull:
+        for _ in range(runs):
+            for name, how in contenders.items():
+                if isinstance(how, list):
+                    samples[name].append(timed_child(how, stdout=devnull, env=environment))
+                else:
+                    samples[name].append(watch_child(*how))
+    figures = {name: statistics.median(s for s, _ in samples[name]) for name in contenders}
+    ratios = {name: median_ratio(samples, name, "one window") for name in contenders}
+    best = {name: best_ratio(samples, name, "one window") for name in contenders}
+    return {"seconds": figures, "ratios": ratios, "best": best}
+
+
 def human_rows(path: pathlib.Path, runs: int) -> dict:
     """Rows for people (no colour: stdout is not a terminal) against --json."""
     samples = rounds(runs, {"json": (path, "--json"), "rows": (path, "--color", "never")})
@@ -176,17 +222,19 @@ def memory_per_order(path: pathlib.Path, runs: int) -> dict:
     return {"open_orders": pending, "bytes_per_order": statistics.median(samples)}
 
 
-def timer_lateness(runs: int, rate: int = 40_000, spread_s: float = 2.0, within_ms: int = 1000) -> dict:
+def timer_lateness(runs: int, rate: int = 40_000, spread_s: float = 2.0, within_ms: int = 1000,
+                   extra: tuple[str, ...] = ()) -> dict:
     """Processing time through a pipe: creates arrive at ``rate`` per second from the moment
     the process starts (so the first ones queue while it imports), evenly over ``spread_s``,
     then other events keep arriving at the same rate while the deadlines pass.
-    Lateness = (moment the timeout line is read) - its deadline; below 0 is early."""
+    Lateness = (moment the timeout line is read) - its deadline (a reminder's: its due);
+    below 0 is early. ``extra``: more options (reminders)."""
     orders = int(rate * spread_s)
     per_run: list[dict] = []
     for _ in range(runs):
         lateness: list[float] = []
         process = subprocess.Popen(
-            [*COMMAND, "watch", "--json", "-q", "--processing-time", "--within", f"{within_ms}ms"],
+            [*COMMAND, "watch", "--json", "-q", "--processing-time", "--within", f"{within_ms}ms", *extra],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
         )
         seen: list[tuple[float, bytes]] = []
@@ -226,7 +274,7 @@ def timer_lateness(runs: int, rate: int = 40_000, spread_s: float = 2.0, within_
         gc.enable()
         for read_ms, line in seen:
             result = orjson.loads(line)
-            lateness.append(read_ms - result["deadline"])
+            lateness.append(read_ms - result.get("due", result["deadline"]))
         lateness.sort()
         per_run.append({
             "timeouts": len(lateness),
@@ -272,6 +320,7 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections of {', '.join(SECTIONS + EXTRA_SECTIONS)} "
                              f"(default: all but {', '.join(EXTRA_SECTIONS)})")
+    parser.add_argument("--baseline", default=None, help="deadlines: a directory holding an older ordertimeout package")
     args = parser.parse_args()
     only = set(args.only.split(","))
     replay_file = generate(DATA / "replay-1M.jsonl", "--events", "1000000", "--users", "100000", "--seed", "1")
@@ -324,12 +373,29 @@ def main() -> None:
         verdict(f"timer lateness p99 {lateness['p99_ms']:.1f} ms", "<= 5 ms", lateness["p99_ms"] <= 5)
         verdict(f"timer lateness max {lateness['max_ms']:.1f} ms", "<= 20 ms", lateness["max_ms"] <= 20)
         verdict(f"timeouts early: {lateness['early']}", "none", lateness["early"] == 0)
+        reminded = timer_lateness(args.runs, extra=("--remind", "300ms", "--remind-before", "200ms"))
+        print(f"  with --remind 300ms --remind-before 200ms: {reminded['timeouts']:,.0f} timers (reminders and "
+              f"timeouts): p50 {reminded['p50_ms']:.1f} ms, p99 {reminded['p99_ms']:.1f} ms, max {reminded['max_ms']:.1f} ms "
+              f"({reminded['early']} early)")
+        verdict(f"timer lateness with reminders p99 {reminded['p99_ms']:.1f} ms", "<= 5 ms", reminded["p99_ms"] <= 5)
     if "startup" in only:
         start = startup(args.runs)
         print(f"\nstart-up: `watch --json < one-line-file` {start['watch_ms']:.0f} ms against "
               f"`python -c \"import click, orjson, asyncio\"` {start['floor_ms']:.0f} ms: {start['ratio']:.2f}x")
         verdict(f"start-up {start['watch_ms']:.0f} ms", "<= 150 ms", start["watch_ms"] <= 150)
         verdict(f"start-up {start['ratio']:.2f}x floor", "<= 1.3x", start["ratio"] <= 1.3)
+    if "deadlines" in only:
+        shop = with_payment_methods(replay_file, DATA / "replay-1M-methods.jsonl")
+        figures = deadlines(shop, args.runs, args.baseline)
+        print("\ndeadlines: the replay (100k users) with a payment method in each create, `--json`")
+        for name, seconds in figures["seconds"].items():
+            print(f"  {name:<24} {seconds:.2f} s  {figures['ratios'][name]:.2f}x one window "
+                  f"(best rounds {figures['best'][name]:.2f}x)")
+        ratio = figures["ratios"]["4 windows, 3 reminders"]
+        verdict(f"4 windows and 3 reminders {ratio:.2f}x one window", "<= 1.15x", ratio <= 1.15)
+        if args.baseline:
+            ratio = 1 / figures["ratios"]["one window, baseline"]
+            verdict(f"one window {ratio:.2f}x the baseline", "<= 1.0x (noise aside)", ratio <= 1.02)
     if "scale" in only:
         from scale import report, scale
 

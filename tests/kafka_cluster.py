@@ -191,3 +191,21 @@ def cluster(bootstrap):
     cluster = Cluster(bootstrap)
     yield cluster
     cluster.kill_leftovers()
+
+
+def outputs(process: subprocess.Popen) -> tuple[str, str]:
+    """What a finished worker wrote to stdout and stderr."""
+    texts = []
+    for stream in process.output_files:
+        stream.seek(0)
+        texts.append(stream.read().decode())
+        stream.close()
+    return texts[0], texts[1]
+
+
+def with_closing_events(lines: list[bytes]) -> list[bytes]:
+    """The traffic plus one far later event per user, so every partition's watermark
+    passes every deadline without --idle (the same events settle ``watch`` the same way)."""
+    last = max(orjson.loads(line)["ts"] for line in lines)
+    users = sorted({orjson.loads(line)["userId"] for line in lines})
+    return lines + [orjson.dumps({"userId": user, "type": "closing", "ts": last + 10_000}) for user in users]

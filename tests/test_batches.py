@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.rules.events import TIME_IGNORED, TIME_OPTIONAL, TIME_REQUIRED, RejectedLine
 from ordertimeout.rules.clocks import ManualClock
-from ordertimeout.rules.matcher import Cancelled, PaidLate, Success, Timeout
+from ordertimeout.rules.matcher import Cancelled, PaidLate, Reminder, Success, Timeout
 from ordertimeout.hosts.runtime import Runtime
 from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter, _json_line_any_key, json_line
 
@@ -191,6 +191,8 @@ result_strategy = st.one_of(
               raw_objects, raw_objects, st.integers(0, 5)),
     st.builds(PaidLate, keys, st.integers(0, 2**40), st.integers(0, 2**40), st.integers(0, 2**40),
               raw_objects, raw_objects, st.integers(0, 5)),
+    st.builds(Reminder, keys, st.integers(0, 2**40), st.integers(0, 2**40), st.integers(0, 2**40),
+              raw_objects, st.integers(1, 5), st.integers(0, 5)),
 )
 
 

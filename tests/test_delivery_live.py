@@ -12,7 +12,8 @@ import time
 import orjson
 
 from .helpers import COMMAND, event
-from .monitoring import free_port, get, scrape, start_monitored, wait_for
+from .helpers import free_port
+from .monitoring import get, scrape, start_monitored, wait_for
 from .webhook_receiver import Receiver
 
 

@@ -21,17 +21,9 @@ from ordertimeout.inputs.simulator import generate_traffic
 from .helpers import COMMAND
 from .helpers import free_port as _free_port
 from .kafka_cluster import WITHIN, Cluster, bootstrap, cluster  # noqa: F401  (the broker and topics fixtures)
+from .kafka_cluster import outputs as _outputs
+from .kafka_cluster import with_closing_events as _with_closing_events
 from .kafka_cluster import tansu as _tansu
-
-
-def _outputs(process: subprocess.Popen) -> tuple[str, str]:
-    """What a finished worker wrote to stdout and stderr."""
-    texts = []
-    for stream in process.output_files:
-        stream.seek(0)
-        texts.append(stream.read().decode())
-        stream.close()
-    return texts[0], texts[1]
 
 
 def _stop(process: subprocess.Popen, signum=signal.SIGTERM) -> tuple[str, str]:
@@ -106,14 +98,6 @@ def test_workers_give_the_results_of_watch(cluster, workers, disorder, options):
     shares = [_summary(err)["events"] for _, err in outcomes]
     assert sum(shares) >= len(lines)
     assert sum(1 for share in shares if share) >= 2, f"the partitions were not spread: {shares}"
-
-
-def _with_closing_events(lines: list[bytes]) -> list[bytes]:
-    """The traffic plus one far later event per user, so every partition's watermark
-    passes every deadline without --idle (the same events settle ``watch`` the same way)."""
-    last = max(orjson.loads(line)["ts"] for line in lines)
-    users = sorted({orjson.loads(line)["userId"] for line in lines})
-    return lines + [orjson.dumps({"userId": user, "type": "closing", "ts": last + 10_000}) for user in users]
 
 
 def test_a_killed_worker_loses_nothing_and_repeats_only_same_ids(cluster):
@@ -426,3 +410,39 @@ def test_a_takeover_with_idle_reads_its_backlog_in_event_time(cluster):
     assert outcomes == {"m": "success", "o1": "timeout", "o2": "success", "o3": "timeout"}
     assert len(_by_id(results)) == 4
     assert _summary(err)["late"] == 0, err
+
+
+def test_windows_of_their_own_and_reminders_survive_a_restarted_group(cluster):
+    """Issue 21 through real workers: per-order windows and reminders give watch's results,
+    and the changelog carries what a restored order needs (its deadline, its reminders to
+    come), so a restart sends nothing twice and loses nothing."""
+    options = ("--within", "a=700ms", "--within", "b=1500ms", "--within-by", "m",
+               "--remind", "300ms", "--remind-before", "200ms")
+    lines = []
+    for index, line in enumerate(_with_closing_events(_traffic(1600, seed=21))):
+        event = orjson.loads(line)
+        if event["type"] == "create":
+            event["m"] = "abc"[index % 3]
+        lines.append(orjson.dumps(event))
+    expected = _watch(lines, *options)
+    assert {result["result"] for result in expected} >= {"reminder", "timeout", "success"}
+    half = len(lines) // 2
+    cluster.create()
+    cluster.produce(lines[:half])
+    workers = [cluster.worker("--json", "-q", *options) for _ in range(2)]
+    try:
+        cluster.wait_for(lambda results: len(results) >= 100, what="first results")
+    finally:
+        for process in workers:
+            _stop(process)
+    cluster.produce(lines[half:])
+    workers = [cluster.worker("--json", "-q", *options) for _ in range(2)]
+    try:
+        results = cluster.wait_for(lambda results: len(_by_id(results)) >= len(expected))
+    finally:
+        for process in workers:
+            _stop(process, signal.SIGINT)
+    ids = [result["id"] for result in results]
+    assert len(ids) == len(set(ids)), "a graceful stop and restart sent a result twice"
+    assert _by_id(results) == _by_id(expected)
+    assert _per_key(results) == _per_key(expected)

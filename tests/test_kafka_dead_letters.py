@@ -11,10 +11,11 @@ import orjson
 import pytest
 
 from .helpers import COMMAND, event
-from .test_kafka import _outputs, _with_closing_events, bootstrap, cluster  # noqa: F401 (fixtures)
+from .kafka_cluster import bootstrap, cluster  # noqa: F401 (fixtures)
+from .kafka_cluster import outputs as _outputs
+from .kafka_cluster import with_closing_events as _with_closing_events
 from .webhook_receiver import Receiver
 
-pytest.importorskip("aiokafka")
 
 
 def outbox_kafka(cluster, *args):

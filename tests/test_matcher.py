@@ -11,7 +11,9 @@ from ordertimeout.rules.matcher import (
     _created_raw_seq,
     _created_of,
     _pack,
+    _pack_long,
     _unpack,
+    _unpack_long,
 )
 
 from .helpers import W, short
@@ -147,10 +149,10 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
     assert not gc.is_tracked(matcher._open["a"])  # invisible to full collections
     matcher.on_event("a", CREATE, 10, b"second")
     matcher.on_event("a", CREATE, 20, b"third")
-    assert [_unpack("a", o).raw for o in matcher._open["a"]] == [b"first", b"second", b"third"]
+    assert [_unpack("a", o, W).raw for o in matcher._open["a"]] == [b"first", b"second", b"third"]
     matcher.on_event("a", PAY, 30, b"p")
     matcher.on_event("a", PAY, 40, b"p")
-    assert _unpack("a", matcher._open["a"]) == (20, "a", b"third", 0)
+    assert _unpack("a", matcher._open["a"], W) == (20, "a", b"third", 0, 20 + W)
     matcher.on_event("a", PAY, 50, b"p")
     assert "a" not in matcher._open and matcher.pending == 0
 
@@ -161,7 +163,10 @@ def test_open_orders_of_a_key_switch_between_bare_and_list():
 )
 def test_packed_orders_round_trip(created, raw, seq):
     order = _pack(created, raw, seq)
-    assert _unpack("ключ-🔑", order) == OpenOrder(created, "ключ-🔑", raw, seq)
+    assert _unpack("ключ-🔑", order, 1000) == OpenOrder(created, "ключ-🔑", raw, seq, created + 1000)
+    long = _pack_long(created, raw, seq, created + 7, 12)
+    assert _unpack_long("ключ-🔑", long) == OpenOrder(created, "ключ-🔑", raw, seq, created + 7)
+    assert _created_of(long) == created
     assert (_created_of(order), _created_raw_seq(order)) == (created, (created, raw, seq))
 
 
@@ -171,7 +176,7 @@ def test_any_key_round_trips_through_the_matcher(key):
     it went in, in results and in the saved state."""
     matcher = Matcher(W)
     matcher.on_event(key, CREATE, 0, b"c")
-    assert matcher.open_orders() == [OpenOrder(0, key, b"c", 0)]
+    assert matcher.open_orders() == [OpenOrder(0, key, b"c", 0, W)]
     restored = Matcher.restore(matcher.snapshot())
     assert [result.key for result in restored.drain()] == [key]
 

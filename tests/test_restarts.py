@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import io
 import os
 import pathlib
 import random
@@ -24,142 +23,18 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
 from ordertimeout.rules.clocks import LoopClock
-from ordertimeout.hosts.runtime import Runtime
-from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
-from ordertimeout.inputs.sources import END, ChunkReader, Input, resume_inputs
-from ordertimeout.state.store import StateStore
+from ordertimeout.inputs.sources import END
 
 from .helpers import COMMAND, wait_until_catching
+from .restart_runs import CAUGHT_UP, ENDED, EPOCH, KEYS, KINDS, Options, Sink, build, one_run
 from .virtual_time import run_virtual
-
-EPOCH = 1_700_000_000_000
-KEYS = ("a", "b", "c")
-KINDS = ("create", "create", "create", "pay", "pay", "other", "cancel")
-
-
-@dataclass(frozen=True)
-class Options:
-    """The options of one scenario (what ``watch`` would be given)."""
-
-    mode: str
-    event_time: bool
-    within: int
-    lateness: int = 0
-    idle: int | None = None
-    paid_late: int | None = None
-    checkpoint_every: int = 0
-    chunk_bytes: int = 64
-    rotate_wait: int = 1500
-
-    @property
-    def schema(self) -> EventSchema:
-        return EventSchema(cancel_type="cancel" if self.mode == "each" else None)
-
-    @property
-    def config(self) -> dict:
-        return {"within_ms": self.within, "match": self.mode, "lateness_ms": self.lateness,
-                "paid_late_ms": self.paid_late}
-
-
-#: Noted in a run's log beside the lines fed (--idle): the run caught up with its input,
-#: and the run ended (its successor reads its backlog in event time until it catches up).
-CAUGHT_UP, ENDED = "caught up", "ended"
-
-
-class RecordingPipeline(Pipeline):
-    """A pipeline that notes every line it is fed with the moment it was fed, and when it
-    caught up with its input."""
-
-    def __init__(self, *args, log, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.log = log
-
-    def feed(self, raw, now):
-        self.log.append((now, bytes(raw)))
-        return super().feed(raw, now)
-
-    def feed_lines(self, lines, now, start=0):  # the runtime's batch path
-        results, stop = super().feed_lines(lines, now, start)
-        self.log.extend((now, bytes(raw)) for raw in lines[start:stop])
-        return results, stop
-
-    def catch_up(self, now, limit=None):
-        if not self.caught_up:  # (a settle in slices calls again while a slice comes back full)
-            self.log.append((now, CAUGHT_UP))
-        return super().catch_up(now, limit)
-
-
-class Sink(io.RawIOBase):
-    """A stdout that keeps what reached it; once ``dead`` (kill -9) nothing more does."""
-
-    def __init__(self):
-        self.data = bytearray()
-        self.dead = False
-
-    def writable(self):
-        return True
-
-    def write(self, data):
-        if not self.dead:
-            self.data += data
-        return len(data)
-
-
-def build(options: Options, clock, sink: Sink, log: list, *, final: bool, checkpointer=None):
-    pipeline = RecordingPipeline(
-        EventParser(options.schema), Matcher(options.within, options.mode, options.paid_late), log=log,
-        time_mode=None, lateness=options.lateness, idle=options.idle,
-    )
-    writer = ResultWriter(OutputBuffer(sink), JsonFormatter())
-    return Runtime(pipeline, clock, writer, RejectReporter(io.StringIO()), checkpointer=checkpointer,
-                   checkpoint_every=options.checkpoint_every, final=final)
-
-
-async def one_run(path, state_path, options, clock, log, *, follow, final, stop_at=None, kill=False):
-    """One ``watch PATH --state STATE`` on the shared virtual clock; returns its stdout.
-
-    ``stop_at``: the moment a signal stops it (``kill``: SIGKILL, so nothing it would
-    write or save from then on gets out)."""
-    sink = Sink()
-    store = StateStore(str(state_path), options.config)
-    checkpoint = store.open()
-
-    def checkpointer(pipeline, offsets):
-        if not sink.dead:
-            store.save(pipeline, offsets)
-
-    runtime = build(options, clock, sink, log, final=final, checkpointer=checkpointer)
-    inputs = [Input(str(path), path=str(path), follow=follow)]
-    if checkpoint is not None:
-        runtime.pipeline.restore(checkpoint["pipeline"])
-        inputs, positions, notices = resume_inputs(checkpoint["offsets"], inputs, options.rotate_wait)
-        assert all("was rotated to" in notice for notice in notices), notices  # it only grew, or was rotated
-        runtime.positions.update(positions)
-    reader = ChunkReader(inputs, chunk_bytes=options.chunk_bytes, rotate_wait_ms=options.rotate_wait)
-    task = asyncio.ensure_future(runtime.watch(reader))
-    if stop_at is not None:
-        done, _ = await asyncio.wait({task}, timeout=clock.seconds_until(stop_at))
-        assert not done, "a followed file never ends by itself"
-        sink.dead = kill
-        task.cancel()  # what the CLI's signal handler does
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    finally:
-        store.close()
-    log.append((clock.now_ms(), ENDED))
-    return bytes(sink.data), runtime.pipeline
-
 
 async def append_all(path, clock, pieces, rotate_at=None):
     """Append each piece at its time to its file: 0 the one first named ``path``, 1 the
@@ -287,6 +162,9 @@ def cases(draw, kills: bool):
         lateness=lateness, idle=idle, paid_late=draw(st.sampled_from([None, None, 100])),
         checkpoint_every=draw(st.sampled_from([0, 10, 60])),
         chunk_bytes=draw(st.sampled_from([16, 64, 1 << 16])),
+        windows=draw(st.sampled_from([(), (), (("x", 30), ("y", 400))])),
+        remind=tuple(draw(st.lists(st.sampled_from([10, 40, 100]), max_size=2))),
+        remind_before=tuple(draw(st.lists(st.sampled_from([5, 25, 60]), max_size=2))),
     )
     count = draw(st.integers(min_value=4, max_value=40))
     pieces, at, ts = [], EPOCH, EPOCH - 5000
@@ -295,6 +173,8 @@ def cases(draw, kills: bool):
         at += draw(st.sampled_from([0, 0, 1, 10, 40, 150]))
         ts += draw(st.sampled_from([0, 0, 1, 10, 40, 150]))
         fields = {"userId": key, "type": kind}
+        if options.windows:
+            fields["m"] = draw(st.sampled_from(["x", "y", "z"]))  # z: the plain window
         if event_time:
             fields["ts"] = ts - draw(st.sampled_from([0, 0, 0, 15, 60, 200]))  # some disorder, some late
         line = orjson.dumps(fields) + b"\n"

@@ -24,7 +24,7 @@ from ordertimeout.inputs.sources import DRAINED, ChunkReader, HandedOver, Input,
 from ordertimeout.rules.clocks import LoopClock
 
 from .helpers import COMMAND
-from .test_restarts import wait_until_catching
+from .helpers import wait_until_catching
 from .virtual_time import run_virtual
 
 EPOCH = 1_700_000_000_000
@@ -278,7 +278,7 @@ def test_a_rotation_between_reading_the_checkpoint_and_opening_the_file_loses_no
     applied to the new one. The old file's rest is read, then the new file from 0."""
     from ordertimeout.state.store import StateStore
 
-    from . import test_restarts as restarts
+    from . import restart_runs as restarts
 
     path, rotated, state = tmp_path / "events.jsonl", tmp_path / "events.jsonl.1", tmp_path / "state.db"
     lines = [ev("a", "create", 1000), ev("a", "pay", 1100), ev("b", "create", 1200), ev("c", "create", 1300),

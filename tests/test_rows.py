@@ -11,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ordertimeout.rules.matcher import Cancelled, PaidLate, Success, Timeout
+from ordertimeout.rules.matcher import Cancelled, PaidLate, Reminder, Success, Timeout
 from ordertimeout.outputs.rows import HumanFormatter, format_time
 
 from .helpers import COMMAND
@@ -124,6 +124,7 @@ _RESULTS = st.one_of(
     st.builds(Timeout, _KEYS, _TIMES, _TIMES, _EVENTS, st.booleans(), st.integers(0, 3)),
     st.builds(Cancelled, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, _EVENTS, st.integers(0, 3)),
     st.builds(PaidLate, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, _EVENTS, st.integers(0, 3)),
+    st.builds(Reminder, _KEYS, _TIMES, _TIMES, _TIMES, _EVENTS, st.integers(1, 3), st.integers(0, 3)),
 )
 
 

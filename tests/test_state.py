@@ -303,8 +303,8 @@ def test_incremental_checkpoints_always_hold_exactly_the_open_orders(tmp_path_fa
         if index % every == 0:
             store.save(pipeline, {})
             # Read through the store's own connection: it holds the file's exclusive lock.
-            saved = store._connection.execute("SELECT created, key, raw, seq FROM open_orders ORDER BY position").fetchall()
-            assert [(c, k, bytes(r), s) for c, k, r, s in saved] == [tuple(o) for o in pipeline.matcher.open_orders()]
+            saved = store._connection.execute("SELECT created, key, raw, seq, deadline FROM open_orders ORDER BY position").fetchall()
+            assert [(c, k, bytes(r), s, d) for c, k, r, s, d in saved] == [tuple(o) for o in pipeline.matcher.open_orders()]
     store.close()
 
 

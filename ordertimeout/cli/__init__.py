@@ -94,7 +94,7 @@ class _Commands(dict):
 
 
 # Each command is defined apart, in the module of its name.
-main.commands = _Commands(("simulate", "watch", "kafka", "generate", "outbox"))
+main.commands = _Commands(("simulate", "watch", "kafka", "generate", "outbox", "pending"))
 
 __all__ = ["main", "entry"]
 

@@ -1,5 +1,5 @@
-"""Shared parts of the commands: the options every command shares, building a run, running
-it, reporting.
+"""Shared parts of the commands: running a run (signals, the status line, the drain) and
+reporting it (:mod:`.build` builds it).
 
 Library errors become ``click`` errors here, with one table of exit statuses
 (:data:`.options.EXIT_STATUS_HELP`, also in ``--help`` and docs/options.md): usage mistakes exit
@@ -22,26 +22,21 @@ from typing import Any, Callable
 import click
 import orjson
 
-from ..rules.clocks import LoopClock
-from ..rules.events import EventParser, EventSchema
 from ..inputs.unusable import describe_no_orders, describe_unusable
 from ..observe.health import Health, MonitorError
 from ..observe.logs import Log
-from ..rules.matcher import Matcher, Mode
 from ..observe.monitor import Monitor, run_counters
 from ..rules.pipeline import Pipeline, TimeMode
-from ..hosts.runtime import MAX_LINE_BYTES, Runtime, StrictStop
-from ..outputs.rows import HumanFormatter
-from ..outputs.sinks import JsonFormatter, OutputBuffer, ResultWriter, SinkError
+from ..hosts.runtime import Runtime, StrictStop
+from ..outputs.sinks import OutputBuffer, ResultWriter, SinkError
 from ..inputs.sources import ChunkReader, SourceError
 from ..notify.outbox import OutboxError
 from ..state.store import StateError, StateStore
 from ..outputs import terminal
-from .metrics_options import monitor_from
-from .options import Duration, WritableFile, _fields, settings_of  # noqa: F401 (Duration, WritableFile re-exported)
-from .streams import StdoutError, _DiagnosingReporter, _flush_quietly, _silence_stdout, _Stdout
+from .options import Duration, WritableFile  # noqa: F401 (re-exported)
+from .streams import StdoutError, _DiagnosingReporter, _flush_quietly, _silence_stdout
 
-__all__ = ["Duration", "WritableFile", "_build", "_execute", "_Run"]
+__all__ = ["Duration", "WritableFile", "_execute", "_Run"]
 
 #: Signals that stop a run in order (results written, checkpoint saved, summary).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -84,87 +79,6 @@ class _Run:
     def __post_init__(self) -> None:
         if self.err is None:
             self.err = terminal.AboveStatus(sys.stderr)
-
-
-def check_event_options(*, match_mode: str, create_type: str, pay_type: str, cancel_type: str | None,
-                        processing_time: bool, idle: int | None, lateness: int) -> None:
-    """Refuse the event options that contradict each other (``watch`` and ``kafka`` alike)."""
-    if cancel_type is not None and match_mode != Mode.EACH.value:
-        raise click.UsageError("--cancel-type works with --match each only (Flink's modes have no cancel)")
-    if processing_time and (idle is not None or lateness):
-        raise click.UsageError("--idle and --lateness are for event time; processing time has no disorder to wait for")
-    # One value for two kinds: the parser would take every such event as the first of
-    # them (a pay as a create), so the run would quietly report nothing or the wrong kind.
-    named = [("--create-type", create_type), ("--pay-type", pay_type), ("--cancel-type", cancel_type)]
-    for index, (option, value) in enumerate(named):
-        for other, other_value in named[index + 1 :]:
-            if value is not None and value == other_value:
-                raise click.UsageError(f"{option} and {other} are both {value!r}: each type needs its own value")
-
-
-def _build(params: dict, schema: EventSchema, time_mode: TimeMode | None, *, rejects_path=None,
-           strict=False, show_source=False, lateness=0, idle=None, max_line_bytes=MAX_LINE_BYTES,
-           stdin=None, reads_stdin=True) -> _Run:
-    """The pipeline, runtime and sinks for one run, from the command's options.
-
-    ``stdin``: the process's stdin, and ``reads_stdin`` whether events come from it (they
-    decide ``--progress`` auto).
-    """
-    from .notify_options import build_notifier  # (that module builds on this one)
-
-    notifier = build_notifier(params)
-    within, color = params["within"], params["color"]
-    if sys.stdout is None or sys.stderr is None:  # started with `>&-` or `2>&-`
-        raise click.ClickException("cannot write: stdout or stderr is closed")
-    out = OutputBuffer(_Stdout(sys.stdout.buffer))
-    if params["as_json"]:
-        formatter = JsonFormatter()
-    else:
-        formatter = HumanFormatter(within, terminal.painter(sys.stdout, color), _fields(params["fields"]),
-                                   params["local_time"])
-    rejects = None
-    if rejects_path is not None:
-        try:
-            rejects = open(rejects_path, "ab")
-        except OSError as error:
-            raise click.BadParameter(f"cannot write {rejects_path}: {error.strerror}",
-                                     param_hint="'--rejects'") from None
-    err = terminal.AboveStatus(sys.stderr)
-    monitor = monitor_from(params, err)
-    if notifier is not None:
-        notifier.report_to(monitor.log.write)
-    reporter = _DiagnosingReporter(err, rejects, show_source=show_source, rejects_name=rejects_path or "",
-                                   log=monitor.log)
-    pipeline = Pipeline(
-        EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode, lateness=lateness, idle=idle,
-        max_future=params.get("max_future"),
-    )
-    writer = ResultWriter(out, formatter, params["only"])
-    runtime_writer = writer if notifier is None else notifier.writer(writer)
-    runtime = Runtime(pipeline, LoopClock(), runtime_writer, reporter, strict=strict, max_line_bytes=max_line_bytes)
-    ctx = click.get_current_context(silent=True)
-    return _Run(
-        pipeline, runtime, out, writer, within, params["stats_path"], params["quiet"], color,
-        {"within_ms": within, "match": params["match_mode"]},
-        # JSON logs are for collectors: no status line drawn between their lines.
-        progress=not params["quiet"] and not monitor.log.is_json
-        and terminal.wants_progress(params["progress"], sys.stderr, stdin, sys.stdout, reads_stdin=reads_stdin),
-        err=err, notifier=notifier,
-        settings=settings_of(ctx) if params["verbose"] and ctx is not None else None,
-        monitor=monitor,
-    )
-
-
-def stdin_hint(inputs) -> None:
-    """``watch`` with nothing to read but a terminal: say how to feed it, then read it."""
-    if any(source.path is None and _is_terminal(source.stream) for source in inputs):
-        click.echo(
-            "ordertimeout: no FILE given, so reading order events typed here:\n"
-            "  one JSON object per line, Ctrl-D to end.\n"
-            "  Or give a FILE (ordertimeout watch events.jsonl),\n"
-            "  or pipe events in (cat events.jsonl | ordertimeout watch).",
-            err=True,
-        )
 
 
 def _is_terminal(stream) -> bool:

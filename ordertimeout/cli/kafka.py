@@ -13,21 +13,24 @@ import click
 from ..outputs import terminal
 from ..rules.clocks import LoopClock
 from ..rules.events import EventParser, EventSchema
-from ..rules.matcher import Matcher
 from ..rules.pipeline import Pipeline, TimeMode
 from ..outputs.rows import HumanFormatter
 from ..outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
-from .common import _execute, _Run, check_event_options
+from .build import _window_stats, check_event_options
+from .common import _execute, _Run
+from .deadline_options import deadlines_from
 from .options import _fields, output_options
 from .metrics_options import metrics_options, monitor_from
 from .notify_options import build_notifier, notify_options
-from .options import Duration, settings_of
+from .options import Duration
+from .settings_report import settings_of
 from .watch import watch as _watch
 
 #: The options of ``watch`` that mean the same here: what to match and how time runs.
 SHARED_WATCH_OPTIONS = (
     "within", "key_field", "type_field", "create_type", "pay_type", "cancel_type", "time_field",
-    "time_unit", "processing_time", "lateness", "idle", "max_future",
+    "time_unit", "processing_time", "lateness", "idle", "max_future", "within_by", "deadline_field", "remind",
+    "remind_before",
 )
 
 
@@ -76,7 +79,9 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     from ..hosts.kafka.worker import Worker, WorkerSettings
 
     notifier = build_notifier(params)
-    within, lateness, idle = params["within"], params["lateness"], params["idle"]
+    lateness, idle = params["lateness"], params["idle"]
+    deadlines = deadlines_from(params, params["processing_time"])
+    within = deadlines.plain_window
     check_event_options(match_mode=params["match_mode"], create_type=params["create_type"], pay_type=params["pay_type"],
                         cancel_type=params["cancel_type"], processing_time=params["processing_time"], idle=idle,
                         lateness=lateness)
@@ -85,18 +90,19 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     schema = EventSchema(
         key_field=params["key_field"], type_field=params["type_field"], time_field=params["time_field"],
         create_type=params["create_type"], pay_type=params["pay_type"], cancel_type=params["cancel_type"],
-        time_unit=params["time_unit"],
+        time_unit=params["time_unit"], **deadlines.schema_fields(),
     )
-    time_mode = TimeMode.PROCESSING if params["processing_time"] else None
+    time_mode = TimeMode.PROCESSING if params["processing_time"] else TimeMode.EVENT if deadlines.deadline_field else None
 
     def make_pipeline() -> Pipeline:
-        return Pipeline(EventParser(schema), Matcher(within, params["match_mode"], params["paid_late"]), time_mode=time_mode,
-                        lateness=lateness, idle=idle, max_future=params["max_future"])
+        return Pipeline(EventParser(schema), deadlines.matcher(params["match_mode"], params["paid_late"]),
+                        time_mode=time_mode, lateness=lateness, idle=idle, max_future=params["max_future"])
 
     config = {
         "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
         "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": within,
         "match": params["match_mode"], "lateness_ms": lateness, "paid_late_ms": params["paid_late"],
+        **deadlines.config(),
     }
     color = params["color"]
     out = OutputBuffer(sys.stdout.buffer)
@@ -129,7 +135,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     # stats(), time_mode, frontier, clock, elapsed_ms and reporter over its partitions.
     run = _Run(
         worker, worker, out, writer, within, params["stats_path"], params["quiet"], color,
-        {"within_ms": within, "match": params["match_mode"]},
+        {"within_ms": within, "match": params["match_mode"], **_window_stats(deadlines)},
         notice=lambda: worker.notice,
         progress=not params["quiet"] and not monitor.log.is_json
         and terminal.wants_progress(params["progress"], sys.stderr, None), err=err,

@@ -18,13 +18,13 @@ from typing import Any, Callable
 import click
 from click.core import ParameterSource
 
-from ..rules.durations import DurationError, format_duration, parse_duration
+from ..rules.durations import DurationError, parse_duration
 from ..rules.matcher import Mode
 from ..outputs.rows import HumanFormatter
 
 __all__ = [
     "Duration", "WritableFile", "OrdertimeoutGroup", "OrdertimeoutCommand", "OPTION_GROUPS",
-    "EXIT_STATUS_HELP", "ENV_PREFIX", "option_group", "settings_of",
+    "EXIT_STATUS_HELP", "ENV_PREFIX", "option_group",
 ]
 
 #: Environment variables for options: ENV_PREFIX + the long name in capitals.
@@ -43,14 +43,14 @@ OPTION_GROUPS: dict[str, tuple[str, ...]] = {
         "--sasl-username", "--sasl-password", "--ssl-cafile", "--ssl-certfile", "--ssl-keyfile",
     ),
     "Matching": (
-        "--within", "--match", "--key", "--type-field", "--create-type", "--pay-type", "--cancel-type",
-        "--paid-late",
+        "--within", "--within-by", "--deadline-field", "--remind", "--remind-before", "--match", "--key",
+        "--type-field", "--create-type", "--pay-type", "--cancel-type", "--paid-late",
     ),
     "Time": ("--time-field", "--time-unit", "--processing-time", "--lateness", "--idle", "--max-future"),
     "Output": (
         "--json", "--only", "--fields", "--local-time", "--color", "--progress", "--quiet", "--verbose",
         "--stats", "--show-events", "--output", "--results-topic", "--log-format", "--metrics-addr",
-        "--unhealthy-after",
+        "--unhealthy-after", "--due-within",
     ),
     "State and delivery": (
         "--state", "--checkpoint-every", "--final", "--webhook", "--webhook-secret", "--exec",
@@ -163,6 +163,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, path: str | None) -
         if option is None:
             continue
         defaults[option.name] = _config_value(value, option, path, name, ctx, param)
+        if option.multiple and not isinstance(value, list):
+            defaults[option.name] = [defaults[option.name]]  # one value of a repeatable option
+        elif option.multiple:
+            defaults[option.name] = [_config_value(item, option, path, name, ctx, param) for item in value]
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     ctx.meta["ordertimeout.config"] = path
     return path
@@ -263,50 +267,9 @@ class OrdertimeoutGroup(click.Group):
         super().add_command(prepare_command(cmd), name)
 
 
-# -- where values came from (--verbose) ---------------------------------------------------
-
-
-def settings_of(ctx: click.Context) -> list[tuple[str, str, str]]:
-    """Every option's effective value and its source: (``--within``, ``15m``, ``config
-    shop.toml``), (``--key``, ``user_id``, ``ORDERTIMEOUT_KEY``), ..."""
-    settings = []
-    for param in ctx.command.params:
-        if not isinstance(param, click.Option) or param.name not in ctx.params:
-            continue
-        source = ctx.get_parameter_source(param.name)
-        if source is ParameterSource.COMMANDLINE:
-            where = "command line"
-        elif source is ParameterSource.ENVIRONMENT:
-            where = f"environment {_envvar_used(param)}"
-        elif source is ParameterSource.DEFAULT_MAP:
-            where = f"config {ctx.meta.get('ordertimeout.config', '')}".rstrip()
-        else:
-            where = "default"
-        settings.append((long_name(param), _value_text(param, ctx.params[param.name]), where))
-    return settings
-
-
 def _envvar_used(param: click.Option) -> str:
     names = [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or ())
     return next((name for name in names if os.environ.get(name)), names[0] if names else "")
-
-
-#: Options whose values are never shown (``--verbose``): they hold secrets.
-SECRET_OPTIONS = frozenset({"webhook_secret"})
-
-
-def _value_text(param: click.Option, value: Any) -> str:
-    if param.name in SECRET_OPTIONS:
-        return "(hidden)" if value else "none"
-    if isinstance(param.type, Duration) and isinstance(value, int):
-        return format_duration(value) if value else "0"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if value is None:
-        return "auto" if param.is_flag else getattr(param.type, "none_text", "none")  # --progress/--no-progress left to its rule
-    if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value)) or "none"
-    return str(value)
 
 
 def apply(options: list[Callable]) -> Callable[[Callable], Callable]:
@@ -366,7 +329,7 @@ output_options = apply(
         ),
         click.option("--json", "as_json", is_flag=True, help="One JSON object per result per line, for jq and programs."),
         click.option(
-            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late"]),
+            "--only", type=click.Choice(["success", "timeout", "cancelled", "paid_late", "reminder"]),
             help="Print (and deliver, with --webhook/--exec) one kind of result only (statistics still count all).",
         ),
         click.option(

@@ -13,8 +13,10 @@ from ..inputs.simulator import cycle_events
 from ..outputs.rows import HumanFormatter
 from .metrics_options import metrics_options
 from .notify_options import notify_options
-from .common import Duration, _build, _execute
+from .build import _build
+from .common import Duration, _execute
 from .options import output_options
+from .deadline_options import deadline_options, deadlines_from, within_option
 from .options import EXIT_STATUS_HELP
 
 SIMULATE_EXAMPLES = """\b
@@ -27,7 +29,8 @@ Examples:
 
 
 @click.command(epilog=SIMULATE_EXAMPLES + EXIT_STATUS_HELP)
-@click.option("--within", type=Duration(), default="1.5s", show_default=True, help="The time limit to pay; --within 1s reproduces the original demo.")
+@within_option("1.5s", "The time limit to pay; --within 1s reproduces the original demo.")
+@deadline_options
 @click.option("--interval", type=Duration(), default="1s", show_default=True, help="Time between simulated events.")
 @click.option("--count", type=click.IntRange(min=0), default=None, help="Stop after N events (default: run forever).")
 @click.option("--show-events", is_flag=True, help="Print the simulated input events, dimmed, between the results.")
@@ -39,10 +42,11 @@ def simulate(interval, count, show_events, **params) -> None:
 
     One event every --interval, matched in event time as it happens.
     """
-    run = _build(params, EventSchema(), TimeMode.EVENT)
+    deadlines = deadlines_from(params, False)
+    run = _build(params, EventSchema(**deadlines.schema_fields()), TimeMode.EVENT, deadlines=deadlines)
     show_event = None
     if show_events:
-        formatter = HumanFormatter(params["within"], terminal.painter(sys.stdout, params["color"]),
+        formatter = HumanFormatter(deadlines.plain_window, terminal.painter(sys.stdout, params["color"]),
                                    local_time=params["local_time"])
         show_event = lambda time, raw: run.out.write(  # noqa: E731
             b'{"event":%b}\n' % raw if params["as_json"] else formatter.format_event(time, raw)

@@ -18,8 +18,10 @@ from ..hosts.runtime import MAX_LINE_BYTES
 from ..inputs.hints import late_hint, processing_time_hint, time_unit_hint
 from ..inputs.sources import ChunkReader, Input, is_gzip, resume_inputs
 from ..state.store import StateError, StateStore
-from .common import Duration, WritableFile, _build, _execute, _Run, check_event_options, stdin_hint
+from .build import _build, check_event_options, stdin_hint
+from .common import Duration, WritableFile, _execute, _Run
 from .options import max_future_option, output_options
+from .deadline_options import deadline_options, deadlines_from, within_option
 from .metrics_options import context_log, metrics_options
 from .options import EXIT_STATUS_HELP
 from .notify_options import notify_options
@@ -44,7 +46,8 @@ Examples:
 @click.command(epilog=WATCH_EXAMPLES + EXIT_STATUS_HELP)
 # readable=False: _inputs reports an unreadable file as it reports a missing one (exit 1).
 @click.argument("files", nargs=-1, type=click.Path(allow_dash=True, readable=False))
-@click.option("--within", type=Duration(), default="1s", show_default=True, help="The time limit to pay: 250ms, 1.5s, 15m, 1h30m, 2d.")
+@within_option("1s", "The time limit to pay: 250ms, 1.5s, 15m, 1h30m, 2d.")
+@deadline_options
 @output_options
 @metrics_options
 @notify_options
@@ -83,20 +86,24 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
         raise click.UsageError("--final is for runs with --state (without it every run is final)")
     if follow and is_gzip(files[0]):
         raise click.UsageError(f"--follow cannot follow {files[0]}: a compressed file does not grow line by line")
+    deadlines = deadlines_from(params, processing_time)
     inputs = _inputs(files, follow)
     stdin_hint(inputs)
     schema = EventSchema(
         key_field=key_field, type_field=type_field, time_field=time_field, create_type=create_type,
-        pay_type=pay_type, cancel_type=cancel_type, time_unit=time_unit,
+        pay_type=pay_type, cancel_type=cancel_type, time_unit=time_unit, **deadlines.schema_fields(),
     )
+    # A deadline field is an event time: a stream without times is not guessed to be live.
+    time_mode = TimeMode.PROCESSING if processing_time else TimeMode.EVENT if deadlines.deadline_field else None
     run = _build(
-        params, schema, TimeMode.PROCESSING if processing_time else None, rejects_path=rejects_path,
+        params, schema, time_mode, deadlines=deadlines, rejects_path=rejects_path,
         # Following, a rotation brings a second file (its rest is read under its own name).
         strict=strict, show_source=len(inputs) > 1 or follow, lateness=lateness, idle=idle,
         max_line_bytes=max_line_bytes, stdin=sys.stdin, reads_stdin=any(source.path is None for source in inputs),
     )
     if state_path is not None:
-        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every, rotate_wait)
+        inputs = _restore(run, state_path, schema, params, lateness, inputs, checkpoint_every, rotate_wait,
+                          deadlines.config())
         run.runtime.final = final
     run.reader = ChunkReader(inputs, rotate_wait_ms=rotate_wait)
     # This run's own counts (a --state run starts from the earlier runs' counters).
@@ -106,12 +113,13 @@ def watch(files, key_field, type_field, create_type, pay_type, cancel_type, time
 
 
 def _restore(run: _Run, path: str, schema: EventSchema, params: dict, lateness: int,
-             inputs: list[Input], checkpoint_every: int, rotate_wait: int) -> list[Input]:
-    """Open ``--state``, continue from its checkpoint, and checkpoint this run into it."""
+             inputs: list[Input], checkpoint_every: int, rotate_wait: int, windows: dict) -> list[Input]:
+    """Open ``--state``, continue from its checkpoint, and checkpoint this run into it.
+    ``windows``: the per-order window settings that give the state its meaning too."""
     config = {
         "key": schema.key_field, "type_field": schema.type_field, "create_type": schema.create_type,
-        "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": params["within"],
-        "match": params["match_mode"], "lateness_ms": lateness, "paid_late_ms": params["paid_late"],
+        "pay_type": schema.pay_type, "cancel_type": schema.cancel_type, "within_ms": run.within,
+        "match": params["match_mode"], "lateness_ms": lateness, "paid_late_ms": params["paid_late"], **windows,
     }
     store = StateStore(path, config)
     try:

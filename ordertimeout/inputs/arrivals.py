@@ -186,12 +186,13 @@ _prefetched: StampedReader | None = None
 #: and those that do not: what :func:`prefetch_stdin` needs to tell files from option values.
 #: A test holds both to the command's own definition.
 WATCH_VALUE_OPTIONS = frozenset({
-    "--cancel-type", "--checkpoint-every", "--color", "--config", "--create-type", "--dead-on",
+    "--cancel-type", "--checkpoint-every", "--color", "--config", "--create-type", "--dead-on", "--deadline-field",
     "--deliver-concurrency", "--deliver-max-age", "--deliver-timeout", "--drain-timeout",
     "--exec", "--fields", "--idle", "--key", "--lateness", "--log-format", "--match",
     "--max-future", "--max-line-bytes", "--metrics-addr", "--only", "--outbox-limit", "--paid-late",
-    "--pay-type", "--probe-max", "--rejects", "--rotate-wait", "--state", "--stats", "--time-field", "--time-unit",
-    "--type-field", "--unhealthy-after", "--webhook", "--webhook-secret", "--within",
+    "--pay-type", "--probe-max", "--rejects", "--remind", "--remind-before", "--rotate-wait", "--state", "--stats",
+    "--time-field", "--time-unit", "--type-field", "--unhealthy-after", "--webhook", "--webhook-secret", "--within",
+    "--within-by",
 })
 WATCH_FLAG_OPTIONS = frozenset({
     "--final", "--follow", "--json", "--local-time", "--no-progress", "--processing-time",

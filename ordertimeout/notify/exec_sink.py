@@ -2,7 +2,7 @@
 
 In: outbox entries. Out: one child process per attempt (``sh -c CMD``, as ``xargs`` and
 ``find -exec`` users expect) with ``ORDERTIMEOUT_ID``, ``ORDERTIMEOUT_RESULT`` and
-``ORDERTIMEOUT_KEY`` in its environment, and an :class:`~.delivery.Outcome`: exit status
+``ORDERTIMEOUT_KEY`` (and for a reminder ``ORDERTIMEOUT_STAGE``) in its environment, and an :class:`~.delivery.Outcome`: exit status
 0 is delivered, anything else (or no exit within the attempt's time) is a failed attempt,
 retried like a webhook's 5xx.
 
@@ -47,6 +47,8 @@ class ExecSender:
         """One attempt: run the command with the entry's body on stdin."""
         environment = dict(self._environment, ORDERTIMEOUT_ID=entry.id, ORDERTIMEOUT_RESULT=entry.kind,
                            ORDERTIMEOUT_KEY=entry.key)
+        if entry.stage is not None:
+            environment["ORDERTIMEOUT_STAGE"] = entry.stage
         try:
             child = await asyncio.create_subprocess_shell(
                 self._command, stdin=subprocess.PIPE, stdout=self._output, env=environment,

@@ -65,6 +65,11 @@ class Entry:
         """The result kind (``timeout``, ``success``...): the id's first part."""
         return self.id.split(":", 1)[0]
 
+    @property
+    def stage(self) -> str | None:
+        """A reminder's stage (the id's last part), else None."""
+        return self.id.rsplit(":", 1)[1] if self.kind == "reminder" else None
+
 
 def dead_letters(count: int) -> str:
     """``1 dead letter``, ``2 dead letters``: for messages."""

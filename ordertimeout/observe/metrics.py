@@ -26,7 +26,7 @@ from .histogram import Buckets, LatencyCounts, window_bounds
 __all__ = ["RunCollector", "registry", "RESULT_KINDS", "EVENT_TYPES"]
 
 #: Result kinds by their counter name in the statistics.
-RESULT_KINDS = ("success", "timeout", "cancelled", "paid_late")
+RESULT_KINDS = ("success", "timeout", "cancelled", "paid_late", "reminder")
 #: Input event types by their counter name in the statistics.
 EVENT_TYPES = {"creates": "create", "pays": "pay", "cancels": "cancel", "other": "other"}
 
@@ -42,7 +42,9 @@ class RunCollector(Collector):
         timer_lateness: Buckets | None,
         health: Health,
         now_ms: Callable[[], int],
+        open_by_window: Callable[[int], dict] | None = None,
     ) -> None:
+        self._open_by_window = open_by_window
         self._counters = counters
         self._latencies = pay_latencies
         self._pay_bounds = window_bounds(within)
@@ -105,6 +107,13 @@ class RunCollector(Collector):
             value=stats.get("discarded", 0),
         )
         yield GaugeMetricFamily("ordertimeout_open_orders", "Orders waiting for their pay.", value=stats["pending"])
+        if "reminders_by_stage" in stats:
+            stages = CounterMetricFamily("ordertimeout_reminders", "Reminders sent, by stage.", labels=["stage"])
+            for stage, count in stats["reminders_by_stage"].items():
+                stages.add_metric([stage], count)
+            yield stages
+        if self._open_by_window is not None:
+            yield from _open_by_window(self._open_by_window(self._now_ms()))
 
     def _time(self, stats: dict, now: int) -> Iterator[Metric]:
         watermark = stats.get("watermark")
@@ -140,6 +149,19 @@ def _histogram(name: str, documentation: str, buckets: Buckets) -> HistogramMetr
         buckets=[(floatToGoString(bound / 1000), count) for bound, count in buckets.cumulative()],
         sum_value=buckets.sum / 1000,
     )
+
+
+def _open_by_window(windows: dict) -> Iterator[Metric]:
+    """Open orders by window, in ``le``-style buckets of their time left (cumulative)."""
+    family = GaugeMetricFamily(
+        "ordertimeout_open_orders_time_left",
+        "Open orders by window, with at most le seconds left to their deadline (cumulative, as histogram buckets).",
+        labels=["window", "le"],
+    )
+    for window, buckets in sorted(windows.items()):
+        for bound, count in buckets:
+            family.add_metric([window, "+Inf" if bound is None else floatToGoString(bound / 1000)], count)
+    yield family
 
 
 def _deliveries(stats: dict | None) -> Iterator[Metric]:

@@ -56,6 +56,28 @@ def run_counters(run: Any) -> dict:
     return stats
 
 
+#: The ``le`` bounds (ms) of open orders' time left on /metrics.
+TIME_LEFT_BOUNDS = (1_000, 10_000, 60_000, 300_000, 900_000, 3_600_000, 21_600_000, 86_400_000, 259_200_000, 604_800_000)
+
+
+def _open_by_window(run: Any) -> Callable[[int], dict] | None:
+    """Open orders by window and time left, for /metrics: ``{window text: [(bound ms or
+    None for +Inf, count), ...]}``; None for a host without one matcher (kafka)."""
+    pipeline = run.pipeline
+    if not hasattr(pipeline, "matcher"):
+        return None
+    from ..rules.durations import format_duration
+
+    def read(_now: int) -> dict:
+        counts = pipeline.matcher.open_by_window(TIME_LEFT_BOUNDS)
+        return {
+            ("own" if window is None else format_duration(window)): [*zip(TIME_LEFT_BOUNDS, row), (None, row[-1])]
+            for window, row in counts.items()
+        }
+
+    return read
+
+
 class Monitor:
     """A run's health, log and optional metrics endpoint at ``address`` (host, port)."""
 
@@ -113,7 +135,7 @@ class Monitor:
 
         collector = metrics.RunCollector(
             lambda: run_counters(run), run.writer.latencies, run.within, getattr(run.runtime, "timer_lateness", None),
-            self.health, now_ms,
+            self.health, now_ms, open_by_window=_open_by_window(run),
         )
         server = MetricsServer(*self.address, metrics.registry(collector), self.health, now_ms)
         await server.start()

@@ -16,7 +16,7 @@ import orjson
 
 from ..rules.durations import format_duration
 from ..rules.events import MISSING as _ABSENT, field_getter
-from ..rules.matcher import PaidLate, Result, Success, Timeout
+from ..rules.matcher import PaidLate, Reminder, Result, Success, Timeout
 
 __all__ = ["HumanFormatter", "format_time"]
 
@@ -91,6 +91,7 @@ class HumanFormatter:
 
     def __init__(self, within: int, paint: Callable[[str, str], str] | None = None,
                  fields: Sequence[str] = DEFAULT_FIELDS, local_time: bool = False) -> None:
+        self._within = within
         self._within_text = format_duration(within)
         self._paint = paint
         self._fields = [(name, field_getter(name)) for name in fields]
@@ -114,9 +115,12 @@ class HumanFormatter:
             detail = f"paid after {_duration_text(result.paid - result.created)}"
         elif kind is Timeout:
             word, style = "timeout  ", "timeout"
-            detail = f"no pay within {self._within_text}"
+            detail = f"no pay within {_duration_text(result.deadline - result.created)}"
             if result.recovered:
                 detail += " (recovered after restart)"
+        elif kind is Reminder:
+            word, style = f"reminder {result.stage}", "reminder"
+            detail = _reminder_detail(result)
         elif kind is PaidLate:
             word, style, second = "paid_late", "cancelled", result.pay
             detail = f"paid {_duration_text(result.paid - result.deadline)} after its deadline"
@@ -163,6 +167,7 @@ class HumanFormatter:
         if len(details) > _DETAIL_CACHE_SIZE:
             details.clear()
         local, fields, timeout_details = self._local_time, self._field_lookups, self._timeout_details
+        within = self._within
         key_width = self.KEY_WIDTH
         loads, dumps, millis = orjson.loads, orjson.dumps, _MILLISECOND_TEXTS
         last_time = last_second = None
@@ -173,7 +178,11 @@ class HumanFormatter:
             kind = type(result)
             if kind is Timeout:
                 head, time, create, second = "  timeout    ", result[2], result[3], None
-                ending, before_fields = timeout_details[result[4]]
+                if result[2] - result[1] == within:
+                    ending, before_fields = timeout_details[result[4]]
+                else:  # a window of its own
+                    recovered = " (recovered after restart)" if result[4] else ""
+                    ending, before_fields = _duration_columns("no pay within ", result[2] - result[1], recovered)
             elif kind is Success:
                 head, time, create, second = "  success    ", result[2], result[4], result[5]
                 latency = result[2] - result[1]
@@ -181,6 +190,9 @@ class HumanFormatter:
                 if texts is None:
                     texts = details[latency] = _duration_columns("paid after ", latency, "")
                 ending, before_fields = texts
+            elif kind is Reminder:
+                head, time, create, second = f"  reminder {result[5]}  ", result[2], result[4], None
+                ending, before_fields = _detail_columns(_reminder_detail(result))
             elif kind is PaidLate:
                 head, time, create, second = "  paid_late  ", result[3], result[4], result[5]
                 ending, before_fields = _duration_columns("paid ", result[3] - result[2], " after its deadline")
@@ -241,6 +253,12 @@ _MILLISECOND_TEXTS = [f"{millisecond:03d}" for millisecond in range(1000)]
 #: Pay latencies whose detail texts a HumanFormatter keeps (~1 MB at most): with a
 #: window of 1s a run has at most 1,000 of them.
 _DETAIL_CACHE_SIZE = 1 << 12
+
+
+def _reminder_detail(reminder: Reminder) -> str:
+    """``15m after create, 45m left``."""
+    return (f"{_duration_text(reminder.due - reminder.created)} after create, "
+            f"{_duration_text(reminder.deadline - reminder.due)} left")
 
 
 def _detail_columns(detail: str) -> tuple[str, str]:

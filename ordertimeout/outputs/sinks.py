@@ -14,7 +14,7 @@ import orjson
 
 from ..observe.histogram import LatencyCounts
 from ..observe.logs import Log
-from ..rules.matcher import Cancelled, PaidLate, Result, Success, Timeout
+from ..rules.matcher import Cancelled, PaidLate, Reminder, Result, Success, Timeout
 
 __all__ = [
     "OutputBuffer",
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Result kinds by the name ``--only`` uses.
-RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled, "paid_late": PaidLate}
+RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled, "paid_late": PaidLate, "reminder": Reminder}
 
 #: Buffered bytes that force a write even before the next flush point.
 FLUSH_BYTES = 1 << 16
@@ -83,6 +83,8 @@ _PLAIN_KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 # _json_line_any_key (a property test holds them to it), without escaping the key twice.
 _PLAIN_SUCCESS = b'{"result":"success","id":"success:%b:%d:%d","key":"%b","created":%d,"paid":%d,"deadline":%d,"create":%b,"pay":%b}\n'
 _PLAIN_TIMEOUT = b'{"result":"timeout","id":"timeout:%b:%d:%d","key":"%b","created":%d,"deadline":%d,"create":%b}\n'
+_PLAIN_REMINDER = (b'{"result":"reminder","id":"reminder:%b:%d:%d:%d","key":"%b","created":%d,"due":%d,"deadline":%d,'
+                   b'"stage":%d,"create":%b}\n')
 
 
 def json_line(result: Result) -> bytes:
@@ -98,7 +100,7 @@ def json_lines(results: Iterable[Result]) -> list[bytes]:
     """
     lines: list[bytes] = []
     append = lines.append
-    success, timeout, plain = Success, Timeout, _PLAIN_KEY_CHARS
+    success, timeout, reminder, plain = Success, Timeout, Reminder, _PLAIN_KEY_CHARS
     success_line, timeout_line, any_key = _PLAIN_SUCCESS, _PLAIN_TIMEOUT, _json_line_any_key
     for result in results:
         kind = type(result)
@@ -114,6 +116,11 @@ def json_lines(results: Iterable[Result]) -> list[bytes]:
             if not recovered:
                 append(timeout_line % (key_bytes, created, seq, key_bytes, created, deadline, create))
                 continue
+        elif kind is reminder and (key.isascii() and key.isalnum() or not key.strip(plain)):
+            key_bytes = key.encode()
+            _, created, due, deadline, create, stage, seq = result
+            append(_PLAIN_REMINDER % (key_bytes, created, seq, stage, key_bytes, created, due, deadline, stage, create))
+            continue
         append(any_key(result))
     return lines
 
@@ -142,6 +149,10 @@ def _json_line_any_key(result: Result) -> bytes:
             result.deadline,
             recovered,
             result.create,
+        )
+    if type(result) is Reminder:
+        return b'{"result":"reminder","id":"%b","key":%b,"created":%d,"due":%d,"deadline":%d,"stage":%d,"create":%b}\n' % (
+            rid, key, result.created, result.due, result.deadline, result.stage, result.create,
         )
     if type(result) is PaidLate:
         return b'{"result":"paid_late","id":"%b","key":%b,"created":%d,"deadline":%d,"paid":%d,"create":%b,"pay":%b}\n' % (
@@ -222,6 +233,9 @@ _REASON_CLASSES = (
     ("type field", "bad_type"),
     ("no time field", "bad_time"),
     ("time field", "bad_time"),
+    ("no window for", "no_window"),
+    ("deadline field", "bad_deadline"),
+    ("no deadline field", "no_window"),
 )
 
 

@@ -27,7 +27,7 @@ __all__ = [
     "stderr_console", "wants_status", "wants_progress", "plural",
 ]
 
-_STYLES = {"success": "bold green", "timeout": "bold red", "cancelled": "yellow", "dim": "dim"}
+_STYLES = {"success": "bold green", "timeout": "bold red", "cancelled": "yellow", "reminder": "cyan", "dim": "dim"}
 
 
 def _console(file: TextIO, color: str) -> "Console":
@@ -180,6 +180,8 @@ def status_text(stats: dict, rate: float, wall_ms: int, watermark: int | None, p
         text.append(f" cancelled {stats['cancelled']:,}", style="yellow")
     if stats.get("paid_late"):
         text.append(f" paid late {stats['paid_late']:,}", style="yellow")
+    if stats.get("reminder"):
+        text.append(f" reminded {stats['reminder']:,}", style="cyan")
     text.append(f" late {stats['late']:,} rejected {stats['rejected']:,}", style="dim")
     if watermark is not None:
         text.append(f" wm {format_time(watermark)[11:23]}", style="cyan")
@@ -247,6 +249,7 @@ def histogram(latencies: LatencyCounts, within: int, buckets: int = 10, width: i
 
 #: Counter names and how one and several of them read in the summary.
 _COUNTER_WORDS = {
+    "reminder": ("reminder", "reminders"),
     "cancelled": ("cancelled", "cancelled"),
     "paid_late": ("paid late", "paid late"),
     "discarded": ("discarded", "discarded"),
@@ -275,7 +278,9 @@ def _counters_shown(stats: dict) -> list[tuple[str, int]]:
 def _run_facts(stats: dict) -> str:
     """What kind of run it was: time mode (once known), the window, how long it took."""
     facts = [f"{stats['time_mode']} time"] if stats.get("time_mode") else []
-    if stats.get("within_ms"):
+    if stats.get("windows"):
+        facts.append(f"within {stats['windows']}")
+    elif stats.get("within_ms"):
         facts.append(f"within {format_duration(stats['within_ms'])}")
     facts.append(f"{stats['elapsed_s']:.2f}s")
     return ", ".join(facts)
@@ -290,6 +295,8 @@ def summary_text(stats: dict, latencies: LatencyCounts, settings: list[tuple[str
              plural(stats["timeout"], "timeout")]
     parts += [plural(value, *_COUNTER_WORDS[name]) for name, value in _counters_shown(stats)]
     lines = [f"ordertimeout: {', '.join(parts)} ({_run_facts(stats)})"]
+    if stats.get("reminders_by_stage"):
+        lines.append(f"ordertimeout: reminders by stage {_stages_text(stats['reminders_by_stage'])}")
     if "deliveries" in stats:
         lines.append(f"ordertimeout: deliveries {delivery_summary(stats['deliveries'])}")
     figures = latency_figures(latencies)
@@ -303,6 +310,11 @@ def summary_text(stats: dict, latencies: LatencyCounts, settings: list[tuple[str
     for option, value, source in settings or ():
         lines.append(f"ordertimeout: {option} {value}".ljust(width + 15) + f"  ({source})")
     return "\n".join(lines)
+
+
+def _stages_text(stages: dict) -> str:
+    """``1: 120, 2: 45``: reminders sent per stage."""
+    return ", ".join(f"{stage}: {count:,}" for stage, count in stages.items())
 
 
 def summary_table(stats: dict, latencies: LatencyCounts, within: int, settings: list[tuple[str, str, str]] | None = None):
@@ -319,6 +331,8 @@ def summary_table(stats: dict, latencies: LatencyCounts, within: int, settings: 
     table.add_row("timeout", Text(f"{stats['timeout']:,}", style="bold red"))
     for name, value in _counters_shown(stats):
         table.add_row(_COUNTER_WORDS[name][1], f"{value:,}")
+    if stats.get("reminders_by_stage"):
+        table.add_row("by stage", _stages_text(stats["reminders_by_stage"]))
     if "deliveries" in stats:
         table.add_row("deliveries", delivery_summary(stats["deliveries"]))
     figures = latency_figures(latencies)

@@ -7,7 +7,6 @@ can be wrong into one exception with a reason a person can act on.
 
 from __future__ import annotations
 
-import datetime as _dt
 import itertools
 from dataclasses import dataclass
 import operator
@@ -15,12 +14,16 @@ from typing import Any, Callable
 
 import orjson
 
+from .json_text import RejectedLine, _describe_decode_error, _json_type, _parse_iso
+
 __all__ = [
     "OTHER",
     "CREATE",
     "PAY",
     "CANCEL",
     "KIND_NAMES",
+    "create_kind",
+    "is_create",
     "TIME_UNITS",
     "TIME_IGNORED",
     "TIME_REQUIRED",
@@ -39,21 +42,25 @@ TIME_IGNORED, TIME_REQUIRED, TIME_OPTIONAL = 0, 1, 2
 OTHER, CREATE, PAY, CANCEL = 0, 1, 2, 3
 KIND_NAMES = {OTHER: "other", CREATE: "create", PAY: "pay", CANCEL: "cancel"}
 
+
+def create_kind(window: int, within: int) -> int:
+    """The kind of a create whose window is ``window`` ms: :data:`CREATE` when it is the
+    plain ``within``, else ``-window``. A negative kind is a create with its own window:
+    the event stays a plain ``(key, kind, time, raw)`` tuple through the reorder buffer,
+    the saved state and the changelog."""
+    return CREATE if window == within else -window
+
+
+def is_create(kind: int) -> bool:
+    """Whether ``kind`` is a create (plain, or with its own window)."""
+    return kind == CREATE or kind < 0
+
 #: Milliseconds per unit of a numeric time field, as an exact fraction (num, den).
 TIME_UNITS = {"s": (1000, 1), "ms": (1, 1), "us": (1, 1000), "ns": (1, 1_000_000)}
 
 # Keep times inside what datetime can show (years 1..9999) so every result is printable.
 _MIN_TIME_MS = -62_135_596_800_000
 _MAX_TIME_MS = 253_402_300_799_999
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-
-
-class RejectedLine(ValueError):
-    """A line that cannot be used as an event; ``reason`` says why in a few words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +78,33 @@ class EventSchema:
     pay_type: str = "pay"
     cancel_type: str | None = None
     time_unit: str = "ms"
+    #: Windows of their own: a create whose ``within_by`` field (as text) is a value of
+    #: ``windows`` ((value, ms) pairs) has that window; any other create has ``within``
+    #: ms, or is rejected when ``within`` is None. ``deadline_field``: a create's own
+    #: deadline (a time like the time field's), which wins over the windows.
+    within: int | None = None
+    within_by: str | None = None
+    windows: tuple[tuple[str, int], ...] = ()
+    deadline_field: str | None = None
 
     def __post_init__(self) -> None:
         if self.time_unit not in TIME_UNITS:
             raise ValueError(f"unknown time unit {self.time_unit!r}")
+        if self.windows and self.within_by is None:
+            raise ValueError("windows by value need within_by, the field holding the value")
+
+    @property
+    def plain_window(self) -> int | None:
+        """The window of a plain create (:data:`CREATE`): ``within``, or with none, the
+        first of ``windows`` (every create then has a window of its own)."""
+        if self.within is not None:
+            return self.within
+        return self.windows[0][1] if self.windows else None
+
+    @property
+    def has_own_windows(self) -> bool:
+        """Whether creates may have windows of their own (the parser then looks for them)."""
+        return bool(self.windows) or self.deadline_field is not None
 
 
 def field_getter(field: str) -> Callable[[dict], Any]:
@@ -155,6 +185,40 @@ class EventParser:
         if schema.cancel_type is not None:
             self._kinds[schema.cancel_type] = CANCEL
         self._unit_num, self._unit_den = TIME_UNITS[schema.time_unit]
+        self._windowed = schema.has_own_windows
+        self._get_by = field_getter(schema.within_by) if schema.within_by else None
+        self._get_deadline = field_getter(schema.deadline_field) if schema.deadline_field else None
+        self._windows = dict(schema.windows)
+        self._plain_window = schema.plain_window
+
+    def create_kind_of(self, obj: dict, time: int | None) -> int:
+        """The kind of the create ``obj`` at ``time`` (None: processing time) with its own
+        window (:func:`create_kind`), or raise :class:`RejectedLine`: its deadline field
+        is no time or not after the create, or it has no window (an unlisted value and no
+        plain ``within``)."""
+        schema = self.schema
+        if self._get_deadline is not None:
+            value = self._get_deadline(obj)
+            if value is not _MISSING and value is not None:
+                if time is None:
+                    raise RejectedLine(f"deadline field {schema.deadline_field!r} needs event time")
+                deadline = self._time_value(value, schema.deadline_field)
+                if deadline <= time:
+                    raise RejectedLine(
+                        f"deadline field {schema.deadline_field!r} ({value!r}) is not after the create ({time})")
+                return create_kind(deadline - time, self._plain_window)
+        if self._get_by is not None:
+            value = self._get_by(obj)
+            text = None if value is _MISSING else _as_text(value)
+            window = self._windows.get(text)
+            if window is not None:
+                return create_kind(window, self._plain_window)
+            if schema.within is None:
+                shown = "(missing)" if value is _MISSING else (text if text is not None else _json_type(value))
+                raise RejectedLine(f"no window for {schema.within_by}={shown}")
+        elif schema.within is None:
+            raise RejectedLine(f"no deadline field {schema.deadline_field!r} and no --within")
+        return CREATE
 
     def load(self, raw: bytes) -> dict:
         """Decode one line into its JSON object, or raise :class:`RejectedLine`."""
@@ -190,13 +254,17 @@ class EventParser:
             type_value = self._text_field(type_value, schema.type_field, "type", "a string")
         kind = self._kinds.get(type_value, OTHER)
         if time_policy == TIME_IGNORED:
+            if kind == CREATE and self._windowed:
+                kind = self.create_kind_of(obj, None)
             return key, kind, None, raw
         time = self._get_time(obj)
-        if type(time) is int and self._unit_den == self._unit_num == 1 and _MIN_TIME_MS <= time <= _MAX_TIME_MS:
-            return key, kind, time, raw
-        if time is _MISSING and time_policy == TIME_OPTIONAL:
-            return key, kind, None, raw
-        return key, kind, self._time_value(time), raw
+        if not (type(time) is int and self._unit_den == self._unit_num == 1 and _MIN_TIME_MS <= time <= _MAX_TIME_MS):
+            if time is _MISSING and time_policy == TIME_OPTIONAL:
+                return key, kind, None, raw
+            time = self._time_value(time)
+        if kind == CREATE and self._windowed:
+            kind = self.create_kind_of(obj, time)
+        return key, kind, time, raw
 
     def parse_lines(
         self, lines: list[bytes], start: int, time_policy: int, default_time: int | None = None
@@ -216,6 +284,15 @@ class EventParser:
         key_field, type_field, time_field = schema.key_field, schema.type_field, schema.time_field
         loads, decode_error = orjson.loads, orjson.JSONDecodeError
         kind_of, parse_object = self._kinds.get, self._parse_object
+        create_kind_of = self.create_kind_of
+        by_value = None
+        if self._windowed:  # a create's kind comes from its window: None here says so
+            kind_of = {type_value: None if kind == CREATE else kind for type_value, kind in self._kinds.items()}.get
+            if self._get_deadline is None and self._get_by is not None:
+                # The common case inline: a text value, listed (or the plain window's).
+                plain = CREATE if schema.within is not None else None
+                by_value = {value: create_kind(ms, self._plain_window) for value, ms in schema.windows}.get
+                get_by = self._get_by
         # A time inline is integer milliseconds; in another unit the range is empty, so
         # every time goes through _parse_object, which converts it.
         low, high = (_MIN_TIME_MS, _MAX_TIME_MS) if (self._unit_num, self._unit_den) == (1, 1) else (1, 0)
@@ -232,13 +309,26 @@ class EventParser:
                 break
             # The common case inline, as in _parse_object; anything else through it.
             if type(key) is str and type(type_value) is str:
+                kind = kind_of(type_value, OTHER)
                 if ignore_time:
-                    append((key, kind_of(type_value, OTHER), default_time, raw))
-                    continue
-                time = obj.get(time_field)
-                if type(time) is int and low <= time <= high:
-                    append((key, kind_of(type_value, OTHER), time, raw))
-                    continue
+                    if kind is not None:
+                        append((key, kind, default_time, raw))
+                        continue
+                else:
+                    time = obj.get(time_field)
+                    if type(time) is int and low <= time <= high:
+                        if kind is None:
+                            if by_value is not None:
+                                value = get_by(obj)
+                                if type(value) is str:
+                                    kind = by_value(value, plain)
+                            if kind is None:
+                                try:
+                                    kind = create_kind_of(obj, time)
+                                except RejectedLine:
+                                    break
+                        append((key, kind, time, raw))
+                        continue
             try:
                 key, kind, time, raw = parse_object(obj, raw, time_policy)
             except RejectedLine:
@@ -260,8 +350,8 @@ class EventParser:
         """The event time of ``obj`` in integer epoch milliseconds, or raise :class:`RejectedLine`."""
         return self._time_value(self._get_time(obj))
 
-    def _time_value(self, value: Any) -> int:
-        field = self.schema.time_field
+    def _time_value(self, value: Any, field: str | None = None) -> int:
+        field = field or self.schema.time_field
         if value is _MISSING:
             raise RejectedLine(f"no time field {field!r}")
         if isinstance(value, int) and not isinstance(value, bool):
@@ -287,38 +377,3 @@ class EventParser:
         if ms > _MAX_TIME_MS:
             raise RejectedLine(f"time field {field!r} is after the year 9999 ({value!r})")
         return ms
-
-
-def _parse_iso(text: str, field: str) -> int:
-    """ISO-8601 text to epoch milliseconds; text without an offset is UTC."""
-    try:
-        moment = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise RejectedLine(f"time field {field!r} is not ISO-8601: {text[:40]!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    return "a number"
-
-
-def _describe_decode_error(raw: bytes, error: orjson.JSONDecodeError) -> str:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return f"not valid UTF-8 (byte {bad.start + 1})"
-    message = str(error).split(":", 1)[0]
-    return f"not valid JSON ({message}, column {error.colno})"

@@ -19,10 +19,19 @@ Boundary rules, decided here once:
   event is applied and results come out in canonical order: by time (paid for a success,
   deadline for a timeout), timeouts first at equal times, then input order.
 
+* Windows of their own (a create of kind ``-W`` has the window W; see
+  :func:`~.events.create_kind`) and reminders (``remind``, ``remind_before``): the rules
+  above hold per order with its own deadline; a reminder is due at ``created + D`` or
+  ``deadline - D``, only strictly between the create and the deadline, equal ones once,
+  and fires like a timeout (before events at its time) while its order is open. See
+  :mod:`.reminders`; reminders never change another result.
+
 State: the open orders of each key (oldest first) and one timeline of all open orders
 in deadline order. With one window and time-ordered input, deadlines arrive in order, so
 the timeline is a deque rather than a heap; orders resolved early stay in it and are
-skipped when their deadline comes (lazy deletion), which keeps a pay O(1).
+skipped when their deadline comes (lazy deletion), which keeps a pay O(1). With windows
+of their own or reminders, timers go to a :class:`~.timeline.Timeline` of such deques
+merged by a small heap instead (the first such create switches over).
 """
 
 from __future__ import annotations
@@ -31,23 +40,13 @@ from collections import deque
 from typing import Iterable
 
 from .events import CANCEL, CREATE, PAY
+from .open_orders import OpenOrders
 from .paid_late import PaidLateMemory
+from .reminders import LaneRules
 from .snapshot import COUNTER_NAMES, SavedState
 from .orders import (  # noqa: F401  (the packing helpers are re-exported for the tests)
-    _HEADER,
-    _RAW,
-    Cancelled,
-    Mode,
-    OpenOrder,
-    PaidLate,
-    Result,
-    Success,
-    Timeout,
-    _created_of,
-    _created_raw_seq,
-    _pack,
-    _unpack,
-    result_id,
+    _HEADER, _LONG, _LONG_RAW, _RAW, Cancelled, Mode, OpenOrder, PaidLate, Reminder, Result, Success, Timeout,
+    _created_of, _created_raw_seq, _pack, _pack_long, _unpack, _unpack_long, result_id,
 )
 
 __all__ = [
@@ -57,6 +56,7 @@ __all__ = [
     "Timeout",
     "Cancelled",
     "PaidLate",
+    "Reminder",
     "Result",
     "Matcher",
     "OutOfOrderError",
@@ -74,20 +74,32 @@ class OutOfOrderError(ValueError):
     """The host fed an event older than the time the matcher has already reached."""
 
 
-class Matcher(SavedState, PaidLateMemory):
-    """Keyed create/pay matching with a window of ``within`` milliseconds.
+class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
+    """Keyed create/pay matching with a window of ``within`` milliseconds (the window of
+    a plain create; a create of kind ``-W`` has the window W), and reminders ``remind``
+    ms after the create and ``remind_before`` ms before the deadline.
 
     ``on_event`` and ``advance_to`` return the results they decide, in canonical order.
     Nothing is dropped silently: besides results, the counters (``counts()``) record
     unmatched pays and, in ``next`` mode, creates discarded the way Flink discards them.
     """
 
-    def __init__(self, within: int, mode: Mode | str = Mode.EACH, paid_late: int | None = None) -> None:
-        if within <= 0:
+    def __init__(self, within: int, mode: Mode | str = Mode.EACH, paid_late: int | None = None,
+                 windows: tuple[int, ...] = (), remind: tuple[int, ...] = (), remind_before: tuple[int, ...] = ()) -> None:
+        if within <= 0 or any(window <= 0 for window in windows):
             raise ValueError("within must be a positive number of milliseconds")
         if paid_late is not None and paid_late <= 0:
             raise ValueError("paid_late must be a positive number of milliseconds")
+        if any(duration <= 0 for duration in (*remind, *remind_before)):
+            raise ValueError("reminders must be a positive number of milliseconds")
         self.within = within
+        self.windows = tuple(sorted(set(windows) - {within}))
+        self.remind, self.remind_before = tuple(sorted(set(remind))), tuple(sorted(set(remind_before)))
+        # The timers when orders have windows of their own or reminders (see .reminders);
+        # None while the one deque below does (the plain case, as fast as it ever was).
+        self._lanes = None
+        self._opened_log: list | None = None  # (key, order) created since take_changes, with lanes
+        self.reminder_stages: dict[int, int] = {}  # reminders sent, by stage
         self.mode = Mode(mode)
         self.paid_late_ms = paid_late
         # --paid-late: timed-out orders still payable, per key (oldest first) and in one
@@ -119,6 +131,8 @@ class Matcher(SavedState, PaidLateMemory):
         self._tick_creates: dict[str, int] = {}
         for name in COUNTER_NAMES:
             setattr(self, name, 0)
+        if self.windows or self.remind or self.remind_before:
+            self._enable_lanes()
 
     # -- feeding -------------------------------------------------------------------
 
@@ -146,12 +160,17 @@ class Matcher(SavedState, PaidLateMemory):
         timeline = self._timeline
         push, push_key = timeline.append, self._timeline_keys.append
         pack, unpack, size = _HEADER.pack, _HEADER.unpack_from, _RAW
+        long_pack, long_unpack = _LONG.pack, _LONG.unpack_from
         tick_creates = self._tick_creates
         tick_get = tick_creates.get
         closed_early = self._closed_early
         tick = self._tick
         head_deadline = self._head_deadline
         now = self.now
+        lanes = self._lanes
+        lanes_first = lanes.first.get if lanes is not None else None
+        if lanes is not None:
+            size = _LONG_RAW
         # Counters are summed locally and added once: nothing reads them inside the batch.
         creates = pays = other = cancels = success = cancelled = unmatched_pays = 0
         unmatched_cancels = discarded = 0
@@ -166,30 +185,7 @@ class Matcher(SavedState, PaidLateMemory):
                     head_deadline = self._head_deadline
                 if paid_late and self._forget_at <= time:
                     self._forget_expired(time)
-                if kind == CREATE:
-                    creates += 1
-                    if time != tick:
-                        tick = time
-                        tick_creates.clear()
-                    seq = tick_get(key, 0)
-                    tick_creates[key] = seq + 1
-                    order = pack(time, seq) + raw
-                    # One dict operation in the common case (the key had nothing open).
-                    current = setdefault(key, order)
-                    if current is not order:
-                        if next_mode:
-                            # Strict contiguity: a create after a create breaks the first one's match.
-                            discarded += len(self._close_all(key))
-                            open_orders[key] = order
-                        elif type(current) is list:
-                            current.append(order)
-                        else:
-                            open_orders[key] = [current, order]
-                    if not timeline:
-                        head_deadline = self._head_deadline = time + within
-                    push(order)
-                    push_key(key)
-                elif kind == PAY:
+                if kind == PAY:  # first: the most common event
                     pays += 1
                     current = pop(key, None)  # one dict operation when the key had one order
                     if current is None:
@@ -203,9 +199,13 @@ class Matcher(SavedState, PaidLateMemory):
                             if closed_early is not None:
                                 closed_early.extend([(key, order) for order in current])
                             for order in current:
-                                created, seq = unpack(order)
+                                if lanes is None:
+                                    created, seq = unpack(order)
+                                    deadline = created + within
+                                else:
+                                    created, seq, deadline, _ = long_unpack(order)
                                 success += 1
-                                append(_new(Success, (key, created, time, created + within, order[size:], raw, seq)))
+                                append(_new(Success, (key, created, time, deadline, order[size:], raw, seq)))
                             continue
                         order = current.pop(0)  # each: the pay closes the key's oldest open order
                         open_orders[key] = current[0] if len(current) == 1 else current
@@ -213,16 +213,67 @@ class Matcher(SavedState, PaidLateMemory):
                         order = current
                     if closed_early is not None:
                         closed_early.append((key, order))
-                    created, seq = unpack(order)
+                    if lanes is None:
+                        created, seq = unpack(order)
+                        deadline = created + within
+                    else:
+                        created, seq, deadline, _ = long_unpack(order)
                     success += 1
-                    append(_new(Success, (key, created, time, created + within, order[size:], raw, seq)))
+                    append(_new(Success, (key, created, time, deadline, order[size:], raw, seq)))
+                elif kind == CREATE or kind < 0:
+                    creates += 1
+                    if time != tick:
+                        tick = time
+                        tick_creates.clear()
+                    seq = tick_get(key, 0)
+                    tick_creates[key] = seq + 1
+                    if lanes is None and kind == CREATE:
+                        order = pack(time, seq) + raw
+                    else:
+                        if lanes is None:  # the first create with a window of its own
+                            lanes = self._enable_lanes(creates - 1)
+                            lanes_first, size = lanes.first.get, _LONG_RAW
+                        deadline = time + within if kind == CREATE else time - kind
+                        order = long_pack(time, seq, deadline, self._appended + creates - 1) + raw
+                    # One dict operation in the common case (the key had nothing open).
+                    current = setdefault(key, order)
+                    if current is not order:
+                        if next_mode:
+                            # Strict contiguity: a create after a create breaks the first one's match.
+                            discarded += len(self._close_all(key))
+                            open_orders[key] = order
+                        elif type(current) is list:
+                            current.append(order)
+                        else:
+                            open_orders[key] = [current, order]
+                    if lanes is None:
+                        if not timeline:
+                            head_deadline = self._head_deadline = time + within
+                        push(order)
+                        push_key(key)
+                    else:
+                        # Its first timer at the end of its lane (a create comes after every
+                        # order already there), else through the timeline.
+                        first = lanes_first(deadline - time)
+                        if first is not None and first[1] is not None and first[1][0]:
+                            first[1][0].append(order)
+                            first[1][1].append(key)
+                        else:
+                            lanes.add(key, order, time, deadline, self._appended + creates - 1)
+                            head_deadline = self._head_deadline = lanes.heap[0][0]
+                        if self._opened_log is not None:
+                            self._opened_log.append((key, order))
                 elif kind == CANCEL and each:
                     cancels += 1
                     if key in open_orders:
                         order = self._close_oldest(key)
-                        created, seq = unpack(order)
+                        if lanes is None:
+                            created, seq = unpack(order)
+                            deadline = created + within
+                        else:
+                            created, seq, deadline, _ = long_unpack(order)
                         cancelled += 1
-                        append(_new(Cancelled, (key, created, time, created + within, order[size:], raw, seq)))
+                        append(_new(Cancelled, (key, created, time, deadline, order[size:], raw, seq)))
                     else:
                         unmatched_cancels += 1
                 else:
@@ -258,6 +309,8 @@ class Matcher(SavedState, PaidLateMemory):
             if time > self.now:
                 self.now = time
             return out
+        if self._lanes is not None:
+            return self._advance_lanes(time, limit)
         # The hot loop of a burst of timeouts: helpers inlined, one header read per order.
         append = out.append
         timeline = self._timeline
@@ -310,7 +363,10 @@ class Matcher(SavedState, PaidLateMemory):
     # -- inspecting ----------------------------------------------------------------
 
     def next_deadline(self) -> int | None:
-        """The earliest deadline of an open order, or None when nothing is open."""
+        """The earliest deadline of an open order (or its earliest reminder, if sooner),
+        or None when nothing is open: when time must next be advanced."""
+        if self._lanes is not None:
+            return self._next_lane_time()
         timeline = self._timeline
         while timeline:
             if self._is_oldest_open(self._timeline_keys[0], timeline[0]):
@@ -324,63 +380,6 @@ class Matcher(SavedState, PaidLateMemory):
         counts["pending"] = self.pending
         return counts
 
-    # -- the per-key state ---------------------------------------------------------
-    #
-    # ``_open[key]`` is the key's only open order itself, or a list of its open orders,
-    # oldest first, when it has several. Most keys have one open order at a time; a bare
-    # order costs no list (memory), and lists stay tracked by the garbage collector.
-
-    def _orders_of(self, key: str) -> list[bytes]:
-        current = self._open.get(key)
-        if current is None:
-            return []
-        return current if type(current) is list else [current]
-
-    def _is_oldest_open(self, key: str, order: bytes) -> bool:
-        current = self._open.get(key)
-        return current is order or (type(current) is list and current[0] is order)
-
-    def _add(self, key: str, order: bytes, created: int) -> None:
-        current = self._open.get(key)
-        if current is None:
-            self._open[key] = order
-        elif type(current) is list:
-            current.append(order)
-        else:
-            self._open[key] = [current, order]
-        if not self._timeline:
-            self._head_deadline = created + self.within
-        self._timeline.append(order)
-        self._timeline_keys.append(key)
-        self._appended += 1
-        self.pending += 1
-
-    def _pop_head(self) -> bytes:
-        timeline = self._timeline
-        order = timeline.popleft()
-        self._timeline_keys.popleft()
-        self._popped += 1
-        self._head_deadline = _created_of(timeline[0]) + self.within if timeline else float("inf")
-        return order
-
-    def _close_oldest(self, key: str, early: bool = True) -> bytes:
-        current = self._open[key]
-        self.pending -= 1
-        if type(current) is not list:
-            del self._open[key]
-            order = current
-        else:
-            order = current.pop(0)
-            if len(current) == 1:
-                self._open[key] = current[0]
-        if early and self._closed_early is not None:
-            self._closed_early.append((key, order))
-        return order
-
-    def _close_all(self, key: str) -> list[bytes]:
-        orders = self._orders_of(key)
-        del self._open[key]
-        self.pending -= len(orders)
-        if self._closed_early is not None:
-            self._closed_early.extend([(key, order) for order in orders])
-        return orders
+    def reminders_by_stage(self) -> dict[int, int]:
+        """Reminders sent so far, by stage (1, 2, ...)."""
+        return dict(sorted(self.reminder_stages.items()))

@@ -10,7 +10,7 @@ pays into results.
 
 from __future__ import annotations
 
-from .orders import Mode, PaidLate, _created_of, _created_raw_seq
+from .orders import Mode, PaidLate
 
 __all__ = ["PaidLateMemory"]
 
@@ -37,20 +37,21 @@ class PaidLateMemory:
             del self._expired[key]
         out = []
         for order in paid:
-            created, create, seq = _created_raw_seq(order)
+            created, _, raw, seq, deadline = self._open_order(key, order)
             self.paid_late += 1
-            out.append(PaidLate(key, created, created + self.within, time, create, pay, seq))
+            out.append(PaidLate(key, created, deadline, time, raw, pay, seq))
         return out
 
     def _forget_expired(self, time: int | float) -> None:
         """Forget timed-out orders whose pay can no longer count: ``deadline + D <= time``."""
         line, keys, expired = self._expired_line, self._expired_keys, self._expired
-        horizon = self.within + self.paid_late_ms
+        later = self.paid_late_ms
+        fields = self._fields
         while line:
             order = line[0]
-            created = _created_of(order)
-            if created + horizon > time:
-                self._forget_at = created + horizon
+            forget_at = fields(order)[2] + later
+            if forget_at > time:
+                self._forget_at = forget_at
                 return
             line.popleft()
             key = keys.popleft()

@@ -19,12 +19,12 @@ from typing import Iterator
 from operator import itemgetter
 
 from .events import (
-    CREATE,
     TIME_IGNORED,
     TIME_OPTIONAL,
     TIME_REQUIRED,
     EventParser,
     RejectedLine,
+    is_create,
 )
 from .durations import format_instant
 from .matcher import Matcher, Result
@@ -325,20 +325,23 @@ class Pipeline(WallClockSteps):
     @property
     def pending(self) -> int:
         """Open orders, counting creates still held in the reorder buffer."""
-        buffered = sum(1 for event in self._buffer if event[1] == CREATE)
+        buffered = sum(1 for event in self._buffer if is_create(event[1]))
         return self.matcher.pending + buffered
 
     def stats(self) -> dict:
         """Counters of the whole run so far, as plain data."""
         counts = self.matcher.counts()
         counts["pending"] = self.pending
-        return {
+        stats = {
             "events": self.events,
             **counts,
             "late": self.late,
             "rejected": self.rejected,
             "time_mode": self.time_mode.value if self.time_mode else None,
         }
+        if self.matcher.reminder_stages:
+            stats["reminders_by_stage"] = {str(stage): count for stage, count in self.matcher.reminders_by_stage().items()}
+        return stats
 
     # -- saving and restoring ------------------------------------------------------
 
@@ -363,7 +366,11 @@ class Pipeline(WallClockSteps):
         """Continue from ``snapshot()``: the matcher and time are replaced by the saved ones."""
         if state["time_mode"] is not None and self.time_mode is None:
             self.time_mode = TimeMode(state["time_mode"])
-        self.matcher = Matcher.restore(state["matcher"])
+        # The reminders (and windows) are this run's options: a restart may change the
+        # reminders; what is saved of them only says what the saving run sent.
+        matcher = self.matcher
+        self.matcher = Matcher.restore({**state["matcher"], "windows": list(matcher.windows),
+                                        "remind": list(matcher.remind), "remind_before": list(matcher.remind_before)})
         negative = float("-inf")
         self.frontier = negative if state["frontier"] is None else state["frontier"]
         self._max_time = negative if state["max_time"] is None else state["max_time"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 from typing import Iterator, Self
 
-from .orders import OpenOrder, _pack, _unpack
+from .orders import _LONG, OpenOrder, _pack
 
 __all__ = ["COUNTER_NAMES", "SavedState"]
 
@@ -27,6 +27,7 @@ COUNTER_NAMES = (
     "unmatched_cancels",
     "discarded",
     "paid_late",
+    "reminder",
 )
 
 
@@ -37,10 +38,12 @@ class SavedState:
     def expired_orders(self) -> list[OpenOrder]:
         """Timed-out orders still payable under ``paid_late``, in deadline order."""
         live = {id(order) for orders in self._expired.values() for order in orders}
-        return [_unpack(key, order) for key, order in zip(self._expired_keys, self._expired_line) if id(order) in live]
+        return [self._open_order(key, order) for key, order in zip(self._expired_keys, self._expired_line)
+                if id(order) in live]
 
     def open_orders(self) -> list[OpenOrder]:
-        """Every open order, in deadline order (the order they would time out in)."""
+        """Every open order: in deadline order (the order they would time out in), or with
+        windows of their own or reminders, in created order."""
         return [order for _, order in self.numbered_open_orders()[1]]
 
     def numbered_open_orders(self) -> tuple[int, Iterator[tuple[int, OpenOrder]]]:
@@ -48,13 +51,39 @@ class SavedState:
         position, as :meth:`take_changes` numbers them, made as they are taken (a store
         writing a million of them holds one at a time). Take them before the matcher
         goes on."""
+        if self._lanes is not None:  # every open order, by its number (its place among creates)
+            numbered = sorted((_LONG.unpack_from(order)[3], key, order)
+                              for key in self._open for order in self._orders_of(key))
+            return self._popped, ((number, self._open_order(key, order)) for number, key, order in numbered)
         live = {id(order) for key in self._open for order in self._orders_of(key)}
         numbered = (
-            (self._popped + index, _unpack(key, order))
+            (self._popped + index, self._open_order(key, order))
             for index, (key, order) in enumerate(zip(self._timeline_keys, self._timeline))
             if id(order) in live
         )
         return self._popped, numbered
+
+    def open_by_window(self, bounds: tuple[int, ...]) -> dict[int | None, list[int]]:
+        """Open orders by window (ms; None for a deadline of its own, from a deadline
+        field), each as counts with at most each of ``bounds`` ms left to its deadline
+        from ``now`` (cumulative), then all of them. O(open orders): for a scrape."""
+        known = {self.within, *self.windows}
+        now = self.now if self.now != float("-inf") else None
+        counts: dict[int | None, list[int]] = {}
+        fields = self._fields
+        for key in self._open:
+            for order in self._orders_of(key):
+                created, _, deadline, _ = fields(order)
+                window = deadline - created
+                row = counts.get(window if window in known else None)
+                if row is None:
+                    row = counts[window if window in known else None] = [0] * (len(bounds) + 1)
+                left = deadline - now if now is not None else deadline - created
+                for index, bound in enumerate(bounds):
+                    if left <= bound:
+                        row[index] += 1
+                row[-1] += 1
+        return counts
 
     def take_changes(self) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
         """What changed since the previous call, for a host that saves state incrementally.
@@ -68,6 +97,8 @@ class SavedState:
         Costs O(changes), not O(open orders).
         """
         closed_early, self._closed_early = self._closed_early or [], []
+        if self._lanes is not None:
+            return self._take_lane_changes(closed_early)
         just_closed = {id(order) for _, order in closed_early}
         new_count = min(self._appended - self._changes_mark, len(self._timeline))
         new = list(itertools.islice(zip(reversed(self._timeline_keys), reversed(self._timeline)), new_count))
@@ -76,10 +107,22 @@ class SavedState:
         for key, order in new:
             position -= 1
             if id(order) not in just_closed and self._is_open(key, order):
-                opened.append((position, _unpack(key, order)))
+                opened.append((position, self._open_order(key, order)))
         opened.reverse()
         new_ids = {id(order) for _, order in new}
-        closed = [_unpack(key, order) for key, order in closed_early if id(order) not in new_ids]
+        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in new_ids]
+        self._changes_mark = self._appended
+        return self._popped, opened, closed
+
+    def _take_lane_changes(self, closed_early: list) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
+        """:meth:`take_changes` with lanes: the orders opened since come from a log, and
+        timeouts are among the closed ones (they no longer leave in position order)."""
+        logged, self._opened_log = self._opened_log or [], []
+        just_closed = {id(order) for _, order in closed_early}
+        opened = [(_LONG.unpack_from(order)[3], self._open_order(key, order)) for key, order in logged
+                  if id(order) not in just_closed and self._is_open(key, order)]
+        new_ids = {id(order) for _, order in logged}
+        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in new_ids]
         self._changes_mark = self._appended
         return self._popped, opened, closed
 
@@ -93,6 +136,10 @@ class SavedState:
             "within": self.within,
             "mode": self.mode.value,
             "paid_late": self.paid_late_ms,
+            "windows": list(self.windows),
+            "remind": list(self.remind),
+            "remind_before": list(self.remind_before),
+            "reminder_stages": {str(stage): count for stage, count in self.reminder_stages.items()},
             "expired": [tuple(order) for order in self.expired_orders()],
             "now": self.now if self.now not in (float("-inf"), float("inf")) else None,
             "counts": self.counts(),
@@ -105,37 +152,40 @@ class SavedState:
     @classmethod
     def restore(cls, state: dict) -> Self:
         """A matcher continuing exactly where ``snapshot()`` left off."""
-        matcher = cls(state["within"], state["mode"], state.get("paid_late"))
+        matcher = cls(state["within"], state["mode"], state.get("paid_late"), tuple(state.get("windows") or ()),
+                      tuple(state.get("remind") or ()), tuple(state.get("remind_before") or ()))
+        matcher.reminder_stages = {int(stage): count for stage, count in (state.get("reminder_stages") or {}).items()}
         if state["now"] is not None:
             matcher.now = state["now"]
         for name in COUNTER_NAMES:
             setattr(matcher, name, state["counts"].get(name, 0))
-        for created, key, raw, seq in state.get("expired") or ():
-            matcher._remember_expired(key, _pack(created, raw, seq), created + matcher.within)
+        for created, key, raw, seq, *deadline in state.get("expired") or ():
+            deadline = deadline[0] if deadline and deadline[0] is not None else created + matcher.within
+            matcher._remember_expired(key, matcher._pack_order(created, raw, seq, deadline), deadline)
         if state.get("tick"):
             matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
         saved = state["open"]
         add = matcher._add
         if getattr(saved, "in_timeline_order", False):
             # A store's own orders, read as they come (a million of them: no list, no sort).
-            for created, key, raw, seq in saved:
-                add(key, _pack(created, raw, seq), created)
-            # The store holds them numbered as this matcher numbers them now: track changes
-            # from here, so its next checkpoint writes what changes, not all of them again.
-            matcher._changes_mark = matcher._appended
-            matcher._closed_early = []
+            within, pack_order = matcher.within, matcher._pack_order
+            for created, key, raw, seq, deadline in saved:
+                if deadline == created + within and matcher._lanes is None:
+                    add(key, _pack(created, raw, seq), created, deadline)  # (the plain header, inline)
+                else:
+                    add(key, pack_order(created, raw, seq, deadline), created, deadline)
+            if matcher._lanes is None:
+                # The store holds them numbered as this matcher numbers them now: track
+                # changes from here, so its next checkpoint writes changes, not all again.
+                matcher._changes_mark = matcher._appended
+                matcher._closed_early = []
+                saved.in_sync()
             return matcher
         # In the order given (the saved timeline order: ties at a millisecond are in input
         # order, which is the order their timeouts go out in), only put back in time order
         # where a source gives them out of it; a stable sort keeps the ties as given.
         orders = sorted((OpenOrder(*fields) for fields in saved), key=lambda order: order.created)
-        for created, key, raw, seq in orders:
-            add(key, _pack(created, raw, seq), created)
+        for created, key, raw, seq, deadline in orders:
+            deadline = created + matcher.within if deadline is None else deadline
+            add(key, matcher._pack_order(created, raw, seq, deadline), created, deadline)
         return matcher
-
-    def _is_open(self, key: str, order: bytes) -> bool:
-        current = self._open.get(key)
-        if current is order:
-            return True
-        return type(current) is list and any(candidate is order for candidate in current)
-

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS buffered (
     key TEXT NOT NULL, kind INTEGER NOT NULL, raw BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS expired_orders (
     position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
-    raw BLOB NOT NULL, seq INTEGER NOT NULL);
+    raw BLOB NOT NULL, seq INTEGER NOT NULL, deadline INTEGER);
 CREATE TABLE IF NOT EXISTS offsets (
     source TEXT PRIMARY KEY, device INTEGER NOT NULL, inode INTEGER NOT NULL,
     head_size INTEGER NOT NULL, head_digest TEXT NOT NULL,
@@ -108,6 +108,7 @@ class StateStore:
                     if statement.strip():
                         connection.execute(statement)
             if self._tables(connection) == _TABLES:
+                _add_expired_deadlines(connection)
                 meta = dict(connection.execute("SELECT name, value FROM meta"))
                 self._check(meta)
                 checkpoint = self._read(connection, meta)
@@ -180,9 +181,9 @@ class StateStore:
             )
         ]
         pipeline["matcher"]["expired"] = [
-            (created, key, bytes(raw), seq)
-            for key, created, raw, seq in connection.execute(
-                "SELECT key, created, raw, seq FROM expired_orders ORDER BY position"
+            (created, key, bytes(raw), seq, deadline)
+            for key, created, raw, seq, deadline in connection.execute(
+                "SELECT key, created, raw, seq, deadline FROM expired_orders ORDER BY position"
             )
         ]
         offsets = {
@@ -216,7 +217,6 @@ class StateStore:
             # SQLite would go on writing to the unlinked file: every checkpoint lost.
             raise StateError(f"state file {self.path} was removed or replaced while this run used it")
         matcher = pipeline.matcher
-        within = matcher.within
         head_state = pipeline.snapshot(with_orders=False)
         buffer = head_state.pop("buffer")
         expired = head_state["matcher"].pop("expired")
@@ -242,12 +242,12 @@ class StateStore:
             position_of = self._position
             connection.executemany(
                 "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?, ?)",
-                ((position_of(position), order.key, order.created, order.created + within, order.raw, order.seq)
+                ((position_of(position), order.key, order.created, order.deadline, order.raw, order.seq)
                  for position, order in opened),
             )
             connection.execute("DELETE FROM expired_orders")
             connection.executemany(
-                "INSERT INTO expired_orders (created, key, raw, seq) VALUES (?, ?, ?, ?)", expired
+                "INSERT INTO expired_orders (created, key, raw, seq, deadline) VALUES (?, ?, ?, ?, ?)", expired
             )
             connection.execute("DELETE FROM buffered")
             connection.executemany(
@@ -294,10 +294,12 @@ class StateStore:
 
 
 class _RestoredOrders:
-    """The open orders of a checkpoint, ``(created, key, raw, seq)`` in the matcher's
-    timeline order, read from the file while a matcher is rebuilt from them: a million
-    of them never sit in a list beside the matcher that takes them. Once read to the end,
-    the store knows where each one is in the file (see :meth:`StateStore._restored`)."""
+    """The open orders of a checkpoint, ``(created, key, raw, seq, deadline)`` in the
+    matcher's timeline order, read from the file while a matcher is rebuilt from them: a
+    million of them never sit in a list beside the matcher that takes them. A matcher that
+    numbers them as the file has them (0, 1, ... in this order) says so with
+    :meth:`in_sync`: then the store knows where each one is in the file (see
+    :meth:`StateStore._restored`) and writes changes only."""
 
     #: In the order the matcher's timeline had them: a restore need not sort them.
     in_timeline_order = True
@@ -305,17 +307,30 @@ class _RestoredOrders:
     def __init__(self, store: StateStore, connection: sqlite3.Connection) -> None:
         self._store = store
         self._connection = connection
+        self._positions = array("q")
 
     def __iter__(self):
         if self._store.connection is None:
             raise StateError(f"the open orders of {self._store.path} are read from the file: restore them before close()")
-        positions = array("q")
+        self._positions = positions = array("q")
         append = positions.append
-        rows = self._connection.execute("SELECT position, key, created, raw, seq FROM open_orders ORDER BY position")
-        for position, key, created, raw, seq in rows:
+        rows = self._connection.execute(
+            "SELECT position, key, created, raw, seq, deadline FROM open_orders ORDER BY position")
+        for position, key, created, raw, seq, deadline in rows:
             append(position)
-            yield created, key, raw, seq
-        self._store._restored(positions)
+            yield created, key, raw, seq, deadline
+
+    def in_sync(self) -> None:
+        """Every order was read, and the matcher numbers them in the order given."""
+        self._store._restored(self._positions)
+
+
+def _add_expired_deadlines(connection: sqlite3.Connection) -> None:
+    """A file written before orders had deadlines of their own gets the column (empty:
+    ``created`` plus the window, as then)."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(expired_orders)")}
+    if "deadline" not in columns:
+        connection.execute("ALTER TABLE expired_orders ADD COLUMN deadline INTEGER")
 
 
 def _create_owner_only(path: str) -> None:

@@ -116,7 +116,7 @@ class Restored:
         state["matcher"] = dict(
             matcher,
             open=[tuple(order) for order in self.orders.values()],
-            expired=[(created, key, raw.encode(), seq) for created, key, raw, seq in matcher.get("expired") or ()],
+            expired=[(created, key, raw.encode(), seq, *deadline) for created, key, raw, seq, *deadline in matcher.get("expired") or ()],
         )
         return state
 
@@ -154,8 +154,9 @@ def fold(partition: int, records: Iterable[tuple[bytes, bytes | None, int]], con
             # Last write wins, also for its place, as compaction keeps it.
             orders.pop(order_key, None)
             if order_value is not None:
-                created, key_text, seq, raw = orjson.loads(order_value)
-                orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq)
+                # (the deadline is there since orders may have windows of their own)
+                created, key_text, seq, raw, *deadline = orjson.loads(order_value)
+                orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq, *deadline)
         batch.clear()
         restored.meta = meta
     restored.stray = fenced.union(key for key, _ in batch)
@@ -242,7 +243,7 @@ class ChangelogWriter:
         state["buffer"] = [(time, seq, key, kind, raw.decode()) for time, seq, key, kind, raw in state["buffer"]]
         # Timed-out orders still payable under --paid-late: few, rewritten whole each batch.
         state["matcher"]["expired"] = [
-            (created, key, raw.decode(), seq) for created, key, raw, seq in state["matcher"].get("expired") or ()
+            (created, key, raw.decode(), seq, *deadline) for created, key, raw, seq, *deadline in state["matcher"].get("expired") or ()
         ]
         value = {"format": FORMAT, "offset": offset, "config": self.config, "pipeline": state}
         return Record(_meta_key(self.partition), orjson.dumps(value), offset, self.epoch)
@@ -250,4 +251,4 @@ class ChangelogWriter:
 
 def _order_value(order: OpenOrder) -> bytes:
     # The raw create event passed the JSON parser, so it is valid UTF-8.
-    return orjson.dumps((order.created, order.key, order.seq, order.raw.decode()))
+    return orjson.dumps((order.created, order.key, order.seq, order.raw.decode(), order.deadline))

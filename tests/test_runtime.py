@@ -80,3 +80,21 @@ def test_simulation_with_the_original_window_times_out_every_order():
     results = [result for _, result in stream.lines()]
     assert [r["result"] for r in results] == ["timeout"] * 6
     assert runtime.pipeline.matcher.unmatched_pays == 3
+
+
+def test_a_checkpoint_put_off_by_the_interval_is_saved_when_it_ends_though_nothing_else_comes():
+    """A followed file that goes quiet right after a chunk: that chunk's state is saved
+    --checkpoint-every later, not only at the stop (readers of the state file, and a
+    crash, would otherwise see the run as it was before the chunk)."""
+    clock = LoopClock(EPOCH)
+    runtime, _ = make_runtime(clock, time_mode=TimeMode.EVENT, within=3_600_000)
+    saved = []
+    runtime.checkpointer = lambda pipeline, offsets: saved.append((clock.now_ms(), pipeline.pending))
+    runtime.checkpoint_every = 1000
+    script = [
+        (EPOCH, ("events", b"", None)),  # an empty first read: checkpointed at once
+        (EPOCH + 10, ("events", b'{"userId":"1","type":"create","ts":5}\n{"userId":"2","type":"create","ts":6}\n')),
+    ]
+    run_virtual(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 3_600_000)))
+    assert saved[0] == (EPOCH, 0)
+    assert saved[1] == (EPOCH + 1000, 2)  # when the put-off checkpoint was due, not at the end

@@ -91,6 +91,7 @@ class Runtime(LineFeed, ScheduledFeed):
         self.checkpointer = checkpointer
         self.checkpoint_every = checkpoint_every
         self._last_checkpoint = float("-inf")
+        self._unsaved = False  # a checkpoint was put off by --checkpoint-every
         #: Per input name: (byte offset, line number) just after the last processed line.
         self.positions: dict[str, tuple[int, int]] = {}
         #: Per input name: the file it was reading (inputs a later run can resume).
@@ -190,6 +191,9 @@ class Runtime(LineFeed, ScheduledFeed):
         reading: dict[str, tuple[LineSplitter, int]] = {}
         while True:
             timer = pipeline.next_timer()
+            checkpoint_at = self._checkpoint_due()
+            if checkpoint_at is not None and (timer is None or checkpoint_at < timer):
+                timer = checkpoint_at  # (the timeout below saves it)
             timeout = None if timer is None else clock.seconds_until(timer)
             waiting = self._waits_to_catch_up()
             if waiting:  # a read that finds nothing new for a moment is caught up
@@ -277,11 +281,20 @@ class Runtime(LineFeed, ScheduledFeed):
             return
         now = self.clock.now_ms()
         if not force and now - self._last_checkpoint < self.checkpoint_every:
+            self._unsaved = True  # saved when the interval ends, even if nothing else comes
             return
         self.writer.flush()
         self.reporter.flush()
         self.checkpointer(self.pipeline, self.resume_points())
         self._last_checkpoint = now
+        self._unsaved = False
+
+    def _checkpoint_due(self) -> int | None:
+        """When a checkpoint put off by the interval is due (on the run's clock), if one is:
+        a quiet followed file must not keep what was read out of the state for ever."""
+        if self.checkpointer is None or not self._unsaved:
+            return None
+        return self._last_checkpoint + self.checkpoint_every
 
     async def _settle(self) -> None:
         """End of input: event time settles at once; processing time waits for deadlines."""

@@ -75,6 +75,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     from ..hosts.kafka.connect import ClientSettings
     from ..hosts.kafka.worker import Worker, WorkerSettings
 
+    drain_timeout = params["drain_timeout"] / 1000  # (build_notifier takes the delivery options)
     notifier = build_notifier(params)
     within, lateness, idle = params["within"], params["lateness"], params["idle"]
     check_event_options(match_mode=params["match_mode"], create_type=params["create_type"], pay_type=params["pay_type"],
@@ -116,9 +117,9 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     settings = WorkerSettings(
         client, topic, group, results_topic, start=start, create_topics=create_topics, replication=replication_factor,
         connect_timeout=connect_timeout, session_timeout=session_timeout, request_timeout=request_timeout,
-        checkpoint_every=checkpoint_every,
+        checkpoint_every=checkpoint_every, drain_timeout=drain_timeout,
     )
-    worker = Worker(settings, make_pipeline, config, LoopClock(), writer, reporter, notifier)
+    worker = Worker(settings, make_pipeline, config, LoopClock(), writer, reporter, notifier, log=monitor.log)
     if notifier is not None:
         # Each leaving partition waits --drain-timeout for its own deliveries; what is still
         # pending after that is not committed, so waiting once more at the end gains nothing.
@@ -128,7 +129,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     run = _Run(
         worker, worker, out, writer, within, params["stats_path"], params["quiet"], color,
         {"within_ms": within, "match": params["match_mode"]},
-        notice=lambda: worker.notice,
+        notice=worker.status_notice,
         progress=not params["quiet"] and not monitor.log.is_json
         and terminal.wants_progress(params["progress"], sys.stderr, None), err=err,
         settings=settings_of(click.get_current_context()) if params["verbose"] else None, monitor=monitor,
@@ -136,6 +137,10 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
     )
     # /healthz: the input has failed while the cluster cannot be reached (retrying).
     monitor.health.probes["input"] = lambda: worker.notice if "cannot reach" in (worker.notice or "") else None
+    # A checkpoint that cannot complete (state write or commit unanswered) is unhealthy;
+    # a worker without partitions (a spare) or restoring is healthy, with a note.
+    monitor.health.probes["checkpoint"] = worker.checkpoint_problem
+    monitor.health.notes["kafka"] = worker.health_note
     told = False
 
     def on_retry(attempt: int, reason: str) -> None:

@@ -571,3 +571,144 @@ def test_a_worker_killed_with_deliveries_pending_leaves_them_to_the_next(cluster
         _stop(second)
     _assert_well_formed(receiver, expected)
     assert receiver.delivered_ids() == set(expected)
+
+
+# -- an operator's worker: bounded stops, topic checks, open orders, logs ---------------------
+
+
+def _stderr_so_far(process: subprocess.Popen) -> str:
+    """What a running worker has written to stderr so far (its file, read from the start)."""
+    stream = process.output_files[1]
+    stream.seek(0)
+    return stream.read().decode()
+
+
+def _wait_for_stderr(process: subprocess.Popen, text: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (err := _stderr_so_far(process)):
+        assert process.poll() is None, f"the worker exited: {err}"
+        assert time.monotonic() < deadline, f"{text!r} not on stderr: {err}"
+        time.sleep(0.05)
+    return err
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    """GET http://127.0.0.1:port/path: (status, body), also for a 503."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _delete_topic(bootstrap: str, topic: str) -> None:
+    async def delete():
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())
+
+
+def test_a_stop_ends_in_time_when_the_input_topic_is_deleted_under_load(cluster):
+    """The input topic goes away while a worker works through a backlog: its commits get no
+    answer. /healthz says so (503, the reason); SIGTERM still ends the worker within
+    --drain-timeout plus a few seconds (aiokafka alone retries the commit for ever)."""
+    cluster.create(partitions=3)
+    cluster.produce(_traffic(60_000, users=3000))
+    port = _free_port()
+    worker = cluster.worker("--json", "-q", "--drain-timeout", "1s", "--request-timeout", "2s",
+                            "--metrics-addr", f"127.0.0.1:{port}")
+    _wait_for_stderr(worker, "restored")
+    _delete_topic(cluster.bootstrap, cluster.topic)
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = _get(port, "/healthz")
+        if status == 503:
+            break
+        assert time.monotonic() < deadline, f"/healthz stayed {status}: {body}"
+        time.sleep(0.2)
+    reason = orjson.loads(body)["reasons"]["checkpoint"]
+    assert "committing offset" in reason and "no answer within 2s" in reason, reason
+    worker.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    worker.wait(timeout=60)
+    elapsed = time.monotonic() - stopped
+    _, err = _outputs(worker)
+    assert worker.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert elapsed < 1 + 5 + 4, f"the stop took {elapsed:.1f}s"  # --drain-timeout, grace, slack for a loaded machine
+    assert "checkpoint not completed: committing offset" in err
+
+
+def test_a_wrong_create_topics_count_creates_nothing_and_a_wrong_state_topic_names_its_repair(cluster):
+    cluster.create(partitions=3, topics=[cluster.topic])
+    worker = cluster.worker("--create-topics", "6", "-q")
+    worker.wait(timeout=60)
+    _, err = _outputs(worker)
+    assert worker.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"--create-topics 6 does not match {cluster.topic}, which has 3 partitions" in err
+    assert "use --create-topics 3" in err
+    assert cluster.topics() & {cluster.results_topic, f"{cluster.group}-state"} == set()
+    # A state topic of the wrong size (made by hand here): every start names the repair.
+    state = f"{cluster.group}-state"
+    cluster.create(partitions=6, topics=[cluster.results_topic, state])
+    worker = cluster.worker("-q")
+    worker.wait(timeout=60)
+    _, err = _outputs(worker)
+    assert worker.returncode == 1, err
+    assert f"{state} has 6 partitions and {cluster.topic} has 3" in err
+    assert f"kafka-topics.sh --bootstrap-server {cluster.bootstrap} --delete --topic {state}" in err
+    assert "--create-topics 3" in err
+
+
+def test_a_worker_tells_its_group_events_as_they_happen_and_counts_its_open_orders(cluster, tmp_path):
+    """stderr is a file (as under systemd): joins, assignments and restores are there while
+    the worker runs; of two workers on a one-partition topic, the spare says it has no
+    partition (/healthz 200 with a note); the summary of the one holding the partition
+    at its stop counts the orders left open there (--stats too)."""
+    cluster.create(partitions=1)
+    opened = [orjson.dumps({"userId": f"u{index}", "type": "create", "ts": 1000 + index}) for index in range(5)]
+    cluster.produce([*opened, orjson.dumps({"userId": "u0", "type": "pay", "ts": 1100})])
+    ports = [_free_port(), _free_port()]
+    stats = [tmp_path / "first.json", tmp_path / "second.json"]
+    first = cluster.worker("--json", "--log-format", "json", "--stats", str(stats[0]),
+                           "--metrics-addr", f"127.0.0.1:{ports[0]}")
+    err = _wait_for_stderr(first, '"event":"restored"')
+    events = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
+    joined = next(event for event in events if event["fields"].get("event") == "joined")
+    assert joined["fields"]["partitions"] == [0] and joined["fields"]["group"] == cluster.group
+    assert joined["message"] == f"joined group {cluster.group}: assigned {cluster.topic} partitions 0"
+    cluster.wait_for(lambda results: len(results) >= 1)  # u0 paid
+    second = cluster.worker("--json", "--log-format", "json", "--stats", str(stats[1]),
+                            "--metrics-addr", f"127.0.0.1:{ports[1]}")
+    workers = [first, second]
+    try:
+        # The group gives the partition to one of them (the assignor's choice); the other is the spare.
+        deadline = time.monotonic() + 60
+        while not any("no partitions assigned" in _stderr_so_far(worker) for worker in workers):
+            assert time.monotonic() < deadline and second.poll() is None, _stderr_so_far(second)
+            time.sleep(0.05)
+        spare = next(index for index, worker in enumerate(workers) if "no partitions assigned" in _stderr_so_far(worker))
+        assert f"every partition of {cluster.topic} (it has 1)" in _stderr_so_far(workers[spare])
+        status, body = _get(ports[spare], "/healthz")
+        assert status == 200 and orjson.loads(body) == {"status": "ok", "notes": {"kafka": "no partitions assigned"}}
+        holder = 1 - spare
+        # Its restore after the rebalance is done (the first worker's second one).
+        while _stderr_so_far(workers[holder]).count('"event":"restored"') < 2 - holder:
+            assert time.monotonic() < deadline, _stderr_so_far(workers[holder])
+            time.sleep(0.05)
+    finally:
+        # The holder first: stopping the spare first would start a rebalance that may take
+        # the partition from the holder before its own stop (it would then hold none).
+        errs = [_stop(workers[holder])[1], _stop(workers[spare])[1]]
+    summaries = [[orjson.loads(line) for line in err.splitlines() if '"message":"summary"' in line] for err in errs]
+    assert summaries[0][0]["fields"]["pending"] == 4, errs[0]
+    assert orjson.loads(stats[holder].read_bytes())["pending"] == 4

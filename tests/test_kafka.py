@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import os
 import random
 import re
@@ -21,13 +22,19 @@ import uuid
 import orjson
 import pytest
 
+from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
 from ordertimeout.inputs.simulator import generate_traffic
+from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
+from ordertimeout.rules.clocks import LoopClock
 
 from .helpers import COMMAND
 
 aiokafka = pytest.importorskip("aiokafka")
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from ordertimeout.hosts.kafka.connect import ClientSettings  # noqa: E402
+from ordertimeout.hosts.kafka.worker import Worker, WorkerSettings  # noqa: E402
 
 PARTITIONS = 4
 WITHIN = "1s"
@@ -712,3 +719,70 @@ def test_a_worker_tells_its_group_events_as_they_happen_and_counts_its_open_orde
     summaries = [[orjson.loads(line) for line in err.splitlines() if '"message":"summary"' in line] for err in errs]
     assert summaries[0][0]["fields"]["pending"] == 4, errs[0]
     assert orjson.loads(stats[holder].read_bytes())["pending"] == 4
+
+
+# -- the worker in this process: a stop that meets a rebalance -----------------------------
+
+_CONFIG = {"within_ms": 1000, "match": "each"}
+
+
+class LateAssignmentWorker(Worker):
+    """A worker whose consumer, while it closes, is assigned one more partition first, as
+    aiokafka's coordinator does when it finishes a rebalance during close()."""
+
+    late_partition = 1
+
+    async def _connect(self, on_retry) -> None:
+        await super()._connect(on_retry)
+        consumer, stop = self._consumer, self._consumer.stop
+
+        async def stop_after_a_late_assignment() -> None:
+            await self.on_partitions_assigned([TopicPartition(self.settings.topic, self.late_partition)])
+            await asyncio.sleep(0.3)  # room for a restore to reach its first state write
+            await stop()
+
+        consumer.stop = stop_after_a_late_assignment
+
+
+def test_an_assignment_during_the_stop_starts_no_restore(bootstrap):
+    """aiokafka's consumer, when it closes, first lets its coordination task finish what it
+    was doing, which may be a rebalance: the listener is then told of new partitions while
+    the worker stops. Such a partition once started restoring as the producer closed
+    beneath it (an unhandled ProducerClosed from its first state write, seen under load
+    only). Here the coordinator's late assignment happens exactly there, every time."""
+    cluster = Cluster(bootstrap)
+    cluster.create(partitions=2)
+    cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1})], partition=0)
+    # State for the late partition, so its restore has something to read.
+    cluster.produce([orjson.dumps({"userId": "v", "type": "create", "ts": 1})], partition=1)
+    settings = WorkerSettings(ClientSettings(bootstrap), cluster.topic, cluster.group, cluster.results_topic,
+                              session_timeout=3000, checkpoint_every=100, drain_timeout=1.0)
+    out = io.BytesIO()
+    writer = ResultWriter(OutputBuffer(out), JsonFormatter())
+    reporter = RejectReporter(io.StringIO())
+
+    def make_pipeline() -> Pipeline:
+        return Pipeline(EventParser(EventSchema()), Matcher(1000))
+
+    async def scenario() -> tuple[Worker, list]:
+        loop = asyncio.get_running_loop()
+        unhandled: list = []
+        loop.set_exception_handler(lambda loop, context: unhandled.append(context))
+        worker = LateAssignmentWorker(settings, make_pipeline, _CONFIG, LoopClock(), writer, reporter)
+        run = asyncio.create_task(worker.run())
+        for _ in range(600):  # until the group gave it its partitions and they restored
+            await asyncio.sleep(0.05)
+            if worker.tasks and all(task.ready for task in worker.tasks.values()):
+                break
+        assert worker.tasks, "no partition was assigned"
+        run.cancel()  # the stop, as a signal gives it
+        await asyncio.gather(run, return_exceptions=True)
+        await asyncio.sleep(0.5)  # what a late task would still do
+        leftovers = [task for task in asyncio.all_tasks() if task.get_name().startswith("partition-")]
+        return worker, leftovers, unhandled
+
+    worker, leftovers, unhandled = asyncio.run(scenario())
+    assert leftovers == [], "a partition task outlived the worker"
+    assert worker.tasks == {}
+    assert worker._failure is None, repr(worker._failure)
+    assert unhandled == []

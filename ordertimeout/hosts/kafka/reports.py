@@ -144,6 +144,11 @@ class Reports:
         reasons += stuck
         return "; ".join(reasons) or None
 
+    def unexpected(self, message: str, error: BaseException | None) -> None:
+        """An error no task waited for (one line, no traceback)."""
+        what = f": {type(error).__name__}: {error}" if error is not None else ""
+        self._tell("warning", f"{message}{what}", event="background_error")
+
     def stop_timed_out(self, partitions: list[int], budget: float) -> None:
         """Leaving partitions did not finish their last checkpoint within ``budget``."""
         self._tell("warning", f"partitions {_list(partitions)}: the last checkpoint did not complete within "

@@ -26,37 +26,36 @@ Joins, assignments, restores (with progress), revocations and reconnects are log
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import time
 from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ...rules.clocks import Clock
-from ...rules.matcher import Result
 from ...rules.pipeline import Pipeline, TimeMode
 from ...outputs.sinks import RejectReporter, ResultWriter
-from .changelog import Record, Restored
 from .connect import ClientSettings, KafkaRunError, WorkerSettings, check_topics, connect_admin, watch_cluster
-from .partition import CheckpointError, PartitionTask
+from .partition import PartitionTask
 from .produce import BATCH_BYTES, Outgoing
 from .figures import SUMMED, WorkerFigures
+from .services import TaskServices
 from .reports import Reports
-from .restore import read_state
 
 __all__ = ["Worker", "WorkerSettings", "ClientSettings", "STOP_GRACE"]
 
 # aiokafka logs every rebalance step as a warning; the worker reports what matters itself.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
+#: Records handed to a partition task at a time.
+FEED_SLICE = 2000
+
 #: Seconds a stop or a revocation may take beyond --drain-timeout (writing the last state
 #: and committing); then what is not done is given up: the next owner reads it again.
 STOP_GRACE = 5.0
 
 
-class Worker(WorkerFigures, ConsumerRebalanceListener):
+class Worker(TaskServices, WorkerFigures, ConsumerRebalanceListener):
     """One consumer-group member; ``run()`` until cancelled.
 
     ``make_pipeline()`` builds a fresh pipeline for each assigned partition; ``config``
@@ -117,6 +116,9 @@ class Worker(WorkerFigures, ConsumerRebalanceListener):
         self.started_ms = self.clock.now_ms()
         settings = self.settings
         watch: asyncio.Task | None = None
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._unretrieved)
         try:
             on_retry = on_retry or (lambda attempt, reason: None)
             await self._connect(on_retry)
@@ -132,8 +134,10 @@ class Worker(WorkerFigures, ConsumerRebalanceListener):
                     raise self._failure
                 for tp, records in batches.items():
                     task = self.tasks.get(tp.partition)
-                    if task is not None and records:
-                        await task.queue.put(records)
+                    # In slices: matching a slice holds the loop for milliseconds, not for a
+                    # whole fetch, so the next fetches and the acks go on meanwhile.
+                    for start in range(0, len(records) if task is not None else 0, FEED_SLICE):
+                        await task.queue.put(records[start:start + FEED_SLICE])
         except KafkaError as error:
             raise KafkaRunError(f"Kafka at {settings.client.bootstrap}: {error}") from None
         finally:
@@ -143,6 +147,17 @@ class Worker(WorkerFigures, ConsumerRebalanceListener):
                 await asyncio.shield(self._shutdown())
             finally:
                 self.finished_ms = self.clock.now_ms()
+                loop.set_exception_handler(previous_handler)
+
+    def _unretrieved(self, loop, context: dict) -> None:
+        """aiokafka's own tasks and futures that end in an error nobody waits for any more
+        (a commit given up after --request-timeout, a fetch cut short by a stop): the
+        worker has reported what matters; anything else becomes one warning line, never
+        a traceback."""
+        error = context.get("exception")
+        if isinstance(error, (KafkaError, asyncio.CancelledError, ConnectionError)):
+            return
+        self.reports.unexpected(context.get("message", "error in a background task"), error)
 
     def _pace(self) -> None:
         """Pause every partition while the outbox is over its limit, resume the restored
@@ -185,7 +200,7 @@ class Worker(WorkerFigures, ConsumerRebalanceListener):
             **client, group_id=settings.group, enable_auto_commit=False, auto_offset_reset=settings.start,
             session_timeout_ms=settings.session_timeout, request_timeout_ms=settings.request_timeout,
             heartbeat_interval_ms=max(100, min(3000, settings.session_timeout // 5)),
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_partition_fetch_bytes=1024 * 1024,
         )
         self._outgoing = Outgoing(self._producer, settings.results_topic, settings.state_topic)
         try:
@@ -229,6 +244,8 @@ class Worker(WorkerFigures, ConsumerRebalanceListener):
             # Leaving the group lets aiokafka finish a rebalance under way (its close awaits
             # it): an assignment then starts nothing, since the worker is closing.
             for client in (self._consumer, self._producer):
+                if client is self._producer and self._outgoing is not None:
+                    await self._outgoing.close()
                 if client is not None:
                     try:
                         async with asyncio.timeout(2.0):
@@ -305,89 +322,3 @@ class Worker(WorkerFigures, ConsumerRebalanceListener):
             self._retire(task, leaving)
         self.writer.flush()
 
-    # -- what partition tasks ask of their host ------------------------------------------
-
-    async def restore(self, partition: int) -> Restored:
-        """Read partition ``partition`` of the state topic from its start to its end,
-        reporting its progress."""
-        started = time.monotonic()
-        self.reports.restoring[partition] = (0, 0)
-        try:
-            restored = await read_state(self.settings.client.kwargs(), self.settings.state_topic, partition,
-                                        self.config, self.bound, lambda read, total: self.reports.restore_progress(
-                                            partition, read, total, started))
-        finally:
-            self.reports.restoring.pop(partition, None)
-        # The restored orders live as long as the partition: kept out of the collector's walks.
-        gc.freeze()
-        self.reports.restored(partition, len(restored.orders), time.monotonic() - started)
-        return restored
-
-    async def start_position(self, partition: int, restored_offset: int | None) -> int:
-        """Seek to the offset after the restored state (else the group's committed offset,
-        else ``--start``) and return it."""
-        tp = TopicPartition(self.settings.topic, partition)
-        if restored_offset is not None:
-            self._consumer.seek(tp, restored_offset)
-            return restored_offset
-        try:
-            async with asyncio.timeout(self.bound):
-                return await self._consumer.position(tp)
-        except TimeoutError:
-            raise KafkaRunError(f"no committed offset of {self.settings.topic}-{partition} "
-                                f"within {self.bound:g}s (--request-timeout)") from None
-
-    def resume(self, partition: int) -> None:
-        """Start fetching the partition again (unless paused by backpressure: later)."""
-        if not self.paused:
-            self._consumer.resume(TopicPartition(self.settings.topic, partition))
-
-    async def send_results(self, results: list[Result]) -> asyncio.Future:
-        """Queue results for the results topic, in order; one future for all of them."""
-        return await self._outgoing.send_results(results)
-
-    async def send_state(self, partition: int, records: list[Record]) -> None:
-        """Write one changelog batch and wait until the broker has all of it (at most
-        --request-timeout: else :class:`CheckpointError`)."""
-        try:
-            async with asyncio.timeout(self.bound):
-                await (await self._outgoing.send_records(partition, records))
-        except (TimeoutError, KafkaError) as error:
-            raise CheckpointError(f"writing the state of partition {partition} to {self.settings.state_topic}: "
-                                  f"{_reason(error, self.bound)}") from None
-
-    async def commit(self, partition: int, offset: int) -> None:
-        """Commit the group offset (for lag tools; the state's own offset is what counts);
-        :class:`CheckpointError` if the broker does not answer within --request-timeout."""
-        try:
-            async with asyncio.timeout(self.bound):
-                await self._consumer.commit({TopicPartition(self.settings.topic, partition): offset})
-        except TimeoutError as error:
-            raise CheckpointError(f"committing offset {offset} of {self.settings.topic}-{partition}: "
-                                  f"{_reason(error, self.bound)}") from None
-        except KafkaError:
-            pass  # a rebalance under way: the state already says where this partition is
-
-    def checkpoint_failed(self, partition: int, reason: str | None) -> None:
-        """A partition's checkpoint failed (``reason``) or worked again (None)."""
-        self.reports.checkpoint(partition, reason)
-
-    def show(self, results: list[Result]) -> None:
-        """Results to stdout (``--json`` or rows)."""
-        self.writer.write(results)
-        self.writer.flush()
-
-    def deliver(self, results: list[Result]):
-        """Results to the sinks; a future done once they left the outbox (or None)."""
-        return None if self.notifier is None else self.notifier.add_tracked(results)
-
-    def reject(self, partition: int, offset: int, reason: str, raw: bytes) -> None:
-        """A record that is not an event: reported with its partition and offset."""
-        self.reporter.report(f"{self.settings.topic}-{partition} offset", offset, reason, raw)
-        self.reporter.flush()
-
-
-def _reason(error: BaseException, bound: float) -> str:
-    if isinstance(error, TimeoutError):
-        return f"no answer within {bound:g}s (--request-timeout)"
-    return str(error) or type(error).__name__

@@ -193,8 +193,9 @@ async def fill_state(bootstrap: str, orders: int) -> tuple[str, str]:
         for start in range(0, orders, step):
             lines = [b'{"userId":"user%d","type":"create","ts":%d}' % (index, 1_700_000_000_000 + index)
                      for index in range(start, min(orders, start + step))]
-            for _ in pipeline.feed_runs(lines, 0):
-                pass
+            for _, stop in pipeline.feed_runs(lines, 0):
+                if stop < len(lines):  # a line the batch path leaves to feed (as a worker does)
+                    pipeline.feed(lines[stop], 0)
             futures = [await producer.send(f"{group}-state", record.value, key=record.key, partition=0,
                                            headers=record.headers)
                        for record in writer.batch(pipeline, start + step)]

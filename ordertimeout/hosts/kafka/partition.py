@@ -51,6 +51,8 @@ class Host(Protocol):
 
     def resume(self, partition: int) -> None: ...
 
+    def restore_ended(self, partition: int, orders: int | None) -> None: ...
+
     async def send_results(self, results: list[Result]) -> Awaitable: ...
 
     async def send_state(self, partition: int, records: list[Record]) -> None: ...
@@ -156,18 +158,23 @@ class PartitionTask:
     async def _restore(self) -> None:
         """Restore-then-run: state from the changelog, then the offset after it."""
         host = self.host
-        restored = await host.restore(self.partition)
-        state = restored.pipeline_state()
-        if state is not None:
-            self.pipeline.restore(state)
-            now = self.pipeline.matcher.now
-            if self.pipeline.time_mode is TimeMode.PROCESSING and now != float("-inf"):
-                self._floor = now
-        self.baseline = self.pipeline.stats()
-        self.offset = await host.start_position(self.partition, restored.offset)
-        self.changelog.epoch = restored.epoch + 1
-        # Written before anything else: mends an unfinished batch, fences off earlier writers.
-        await host.send_state(self.partition, self.changelog.start(self.pipeline, restored, self.offset))
+        done = False
+        try:
+            restored = await host.restore(self.partition)
+            state = restored.pipeline_state()
+            if state is not None:
+                self.pipeline.restore(state)
+                now = self.pipeline.matcher.now
+                if self.pipeline.time_mode is TimeMode.PROCESSING and now != float("-inf"):
+                    self._floor = now
+            self.baseline = self.pipeline.stats()
+            self.offset = await host.start_position(self.partition, restored.offset)
+            self.changelog.epoch = restored.epoch + 1
+            # Written before anything else: mends an unfinished batch, fences off earlier writers.
+            await host.send_state(self.partition, self.changelog.start(self.pipeline, restored, self.offset))
+            done = True
+        finally:
+            host.restore_ended(self.partition, self.pipeline.pending if done else None)
         self._saved = self._progress()
         self._last_checkpoint = host.clock.now_ms()
         self.ready = True

@@ -19,7 +19,7 @@ from typing import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from .changelog import ChangelogError, Restored, fold
+from .changelog import ChangelogError, Folder, Restored
 from .connect import KafkaRunError
 
 __all__ = ["read_state", "FETCH_BYTES"]
@@ -48,7 +48,8 @@ async def read_state(client: dict, state_topic: str, partition: int, config: dic
         # Read what is there; a restore never waits for new records.
         fetch_max_wait_ms=100,
     )
-    records: list[tuple[bytes, bytes | None, int]] = []
+    folder = Folder(partition, config)
+    read = 0
     try:
         async with asyncio.timeout(timeout):
             await consumer.start()
@@ -65,17 +66,21 @@ async def read_state(client: dict, state_topic: str, partition: int, config: dic
         while position < end:
             async with asyncio.timeout(timeout):  # a bound on each step, not on the whole restore
                 batch = await consumer.getmany(tp, timeout_ms=500)
-                for record in batch.get(tp, ()):
-                    records.append((record.key, record.value, _epoch(record.headers)))
                 position = await consumer.position(tp)
+            # Folded while the next fetch is on its way (getmany emptied the buffer).
+            fetched = batch.get(tp, ())
+            folder.add([(record.key, record.value, _epoch(record.headers)) for record in fetched])
+            read += len(fetched)
             # The fetch's high watermark can only be later than ListOffsets' answer
             # (which some brokers give as the start of the last batch).
             end = max(end, consumer.highwater(tp) or 0)
             total = max(total, end - start)
             if time.monotonic() - told >= PROGRESS_EVERY:
                 told = time.monotonic()
-                report(len(records), total)
-        report(len(records), len(records))
+                report(read, total)
+        report(read, read)
+    except ChangelogError as error:  # (another format: found while folding)
+        raise KafkaRunError(f"{state_topic}: {error}") from None
     except (KafkaError, TimeoutError) as error:
         reason = "no answer" if isinstance(error, TimeoutError) else str(error) or type(error).__name__
         raise KafkaRunError(f"cannot read {state_topic} partition {partition} within {timeout:g}s: {reason}") from None
@@ -86,7 +91,7 @@ async def read_state(client: dict, state_topic: str, partition: int, config: dic
         except (KafkaError, TimeoutError):
             pass  # the consumer had no group to leave: nothing is lost
     try:
-        return fold(partition, records, config)
+        return folder.result()
     except ChangelogError as error:
         raise KafkaRunError(f"{state_topic}: {error}") from None
 

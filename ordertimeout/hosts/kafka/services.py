@@ -30,19 +30,32 @@ class TaskServices:
 
     async def restore(self, partition: int) -> Restored:
         """Read partition ``partition`` of the state topic from its start to its end,
-        reporting its progress."""
-        started = time.monotonic()
+        reporting its progress; ``restore_ended`` follows, whatever happens."""
+        started = self._restore_started[partition] = time.monotonic()
+        if len(self._restore_started) == 1:
+            # A restore makes millions of objects that all live on: collections meanwhile
+            # would walk them again and again for nothing (a quarter of a restore's time).
+            gc.disable()
         self.reports.restoring[partition] = (0, 0)
         try:
-            restored = await read_state(self.settings.client.kwargs(), self.settings.state_topic, partition,
-                                        self.config, self.bound, lambda read, total: self.reports.restore_progress(
-                                            partition, read, total, started))
+            return await read_state(self.settings.client.kwargs(), self.settings.state_topic, partition,
+                                    self.config, self.bound, lambda read, total: self.reports.restore_progress(
+                                        partition, read, total, started))
         finally:
             self.reports.restoring.pop(partition, None)
-        # The restored orders live as long as the partition: kept out of the collector's walks.
-        gc.freeze()
-        self.reports.restored(partition, len(restored.orders), time.monotonic() - started)
-        return restored
+
+    def restore_ended(self, partition: int, orders: int | None) -> None:
+        """A partition's restore is over: ready with ``orders`` open orders, or given up
+        (None: stopped or failed)."""
+        started = self._restore_started.pop(partition, None)
+        if started is None:
+            return
+        if not self._restore_started:
+            # The restored orders live as long as the partition: kept out of the collector's walks.
+            gc.freeze()
+            gc.enable()
+        if orders is not None:
+            self.reports.restored(partition, orders, time.monotonic() - started)
 
     async def start_position(self, partition: int, restored_offset: int | None) -> int:
         """Seek to the offset after the restored state (else the group's committed offset,

@@ -93,6 +93,7 @@ class Worker(TaskServices, WorkerFigures, ConsumerRebalanceListener):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._outgoing: Outgoing | None = None
+        self._restore_started: dict[int, float] = {}  # partitions restoring: since when
         self._failure: BaseException | None = None
         #: Set once the cluster was unreachable for --connect-timeout: leave without saving.
         self._lost = False

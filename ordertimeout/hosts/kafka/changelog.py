@@ -216,12 +216,20 @@ class ChangelogWriter:
         matcher = pipeline.matcher
         matcher.forget_changes()  # start change tracking from the restored picture
         _, numbered = matcher.numbered_open_orders()
-        # The keys the orders were read under (computing them again costs more than this).
-        keys = {order: key for key, order in restored.orders.items()}
+        # The keys the orders were read under, computing them again costs more: the
+        # timeline is mostly in the order they were read (their creation order), so each
+        # order is first compared with the one read at its place.
+        read = list(restored.orders.items())
+        keys = None
         records = []
         rewritten: set[int] = set()  # creation times of the orders written again so far
-        for position, order in numbered:
-            key = keys.get(order) or _order_key(self.partition, order)
+        for index, (position, order) in enumerate(numbered):
+            if index < len(read) and read[index][1] == order:
+                key = read[index][0]
+            else:
+                if keys is None:
+                    keys = {order: key for key, order in read}
+                key = keys.get(order) or _order_key(self.partition, order)
             self._live[position] = key
             self._position_of[key] = position
             # Touched by an unfinished batch (or a fenced writer): write it again. Every later

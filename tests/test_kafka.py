@@ -623,6 +623,31 @@ def _delete_topic(bootstrap: str, topic: str) -> None:
     asyncio.run(delete())
 
 
+def test_with_disorder_the_results_equal_watch_per_partition_not_on_the_whole_stream(cluster):
+    """The example of docs/kafka.md: each partition has its own watermark, so u1's events,
+    late for watch on the whole stream (which saw u2 at 5000), are on time in partition 0."""
+    u2 = orjson.dumps({"userId": "u2", "type": "create", "ts": 5000})
+    u1 = [orjson.dumps({"userId": "u1", "type": "create", "ts": 1000}),
+          orjson.dumps({"userId": "u1", "type": "pay", "ts": 1500}),
+          # Moves partition 0's watermark past the pay (watch's end of input does that).
+          orjson.dumps({"userId": "u1", "type": "view", "ts": 3000})]
+    options = ("--lateness", "200ms")
+    assert [result["key"] for result in _watch([u2, *u1], *options)] == ["u2"]  # u1's events are late there
+    per_partition = _watch(u1, *options)
+    assert [result["id"] for result in per_partition] == ["success:u1:1000:0"]
+    cluster.create(partitions=2)
+    cluster.produce([u2], partition=1)
+    cluster.produce(u1, partition=0)
+    worker = cluster.worker("--json", "-q", *options)
+    try:
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+        time.sleep(1)  # nothing else may come: u2 waits for partition 1's watermark
+        results = cluster.results()
+    finally:
+        _stop(worker)
+    assert _by_id(results) == _by_id(per_partition)
+
+
 def test_a_stop_ends_in_time_when_the_input_topic_is_deleted_under_load(cluster):
     """The input topic goes away while a worker works through a backlog: its commits get no
     answer. /healthz says so (503, the reason); SIGTERM still ends the worker within

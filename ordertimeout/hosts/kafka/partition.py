@@ -162,8 +162,11 @@ class PartitionTask:
         try:
             restored = await host.restore(self.partition)
             state = restored.pipeline_state()
+            # Rebuilding a million orders takes seconds of CPU: in a thread, so the loop
+            # goes on meanwhile (heartbeats keep the group membership, other partitions
+            # work). Nothing else touches this pipeline before it is ready.
             if state is not None:
-                self.pipeline.restore(state)
+                await asyncio.to_thread(self.pipeline.restore, state)
                 now = self.pipeline.matcher.now
                 if self.pipeline.time_mode is TimeMode.PROCESSING and now != float("-inf"):
                     self._floor = now
@@ -171,7 +174,8 @@ class PartitionTask:
             self.offset = await host.start_position(self.partition, restored.offset)
             self.changelog.epoch = restored.epoch + 1
             # Written before anything else: mends an unfinished batch, fences off earlier writers.
-            await host.send_state(self.partition, self.changelog.start(self.pipeline, restored, self.offset))
+            first = await asyncio.to_thread(self.changelog.start, self.pipeline, restored, self.offset)
+            await host.send_state(self.partition, first)
             done = True
         finally:
             host.restore_ended(self.partition, self.pipeline.pending if done else None)

@@ -136,8 +136,11 @@ class Worker:
 
 
 def time_workers(bootstrap: str, topic: str, ends: dict[int, int], workers: int) -> tuple[float, float, float]:
-    """(seconds from starting ``workers`` processes, seconds from the last restore of the
-    last rebalance, the workers' CPU seconds) until the group has committed every record."""
+    """(events/s from starting ``workers`` processes, events/s from the last restore of
+    the last rebalance, the workers' CPU seconds) until the group has committed every
+    record. The second counts only the records committed after that restore: a rebalance
+    commits what was done before it, so a worker that started alone first is not
+    credited to the group."""
     group = f"bench-{uuid.uuid4().hex[:8]}"
     argv = [*COMMAND, "kafka", "--bootstrap", bootstrap, "--topic", topic, "--group", group,
             "--results-topic", f"{topic}-results", "--create-topics", str(PARTITIONS), "-q", "--json",
@@ -147,14 +150,18 @@ def time_workers(bootstrap: str, topic: str, ends: dict[int, int], workers: int)
     try:
         for _ in range(workers):
             processes.append(Worker(argv))
+        total = sum(ends.values())
+        sampled, before = None, 0  # the last restore seen, and what was committed by then
         while True:
             time.sleep(0.05)
             done = asyncio.run(committed(bootstrap, group, topic))
+            restored = max(worker.last("restored") or started for worker in processes)
+            if restored != sampled:
+                sampled, before = restored, sum(min(done.get(partition, 0), end) for partition, end in ends.items())
             if all(done.get(partition, 0) >= end for partition, end in ends.items()):
                 finished = time.perf_counter()
-                restored = max(worker.last("restored") or started for worker in processes)
                 cpu = sum(worker.cpu_seconds() for worker in processes)
-                return finished - started, finished - restored, cpu
+                return total / (finished - started), (total - before) / (finished - restored), cpu
             if any(worker.process.poll() is not None for worker in processes):
                 raise SystemExit("a worker exited early")
     finally:
@@ -243,7 +250,7 @@ def main() -> None:
                 topic = f"bench-{uuid.uuid4().hex[:8]}"
                 ends = asyncio.run(fill(bootstrap, topic, lines))
                 watch = statistics.median(time_watch(path) for _ in range(args.runs))
-                figures["watch"] = (watch, watch, watch)
+                figures["watch"] = (args.events / watch, args.events / watch, watch)
                 for workers in (int(count) for count in args.workers.split(",")):
                     runs = [time_workers(bootstrap, topic, ends, workers) for _ in range(args.runs)]
                     figures[f"kafka, {workers} worker{'s' if workers > 1 else ''}"] = tuple(
@@ -259,10 +266,9 @@ def main() -> None:
     if figures:
         print(f"{args.events:,} events, {PARTITIONS} partitions, median of {args.runs} runs, "
               f"{os.cpu_count()} cores, load {load:.1f}")
-        print(f"  {'':<18} {'from start':>22}   {'once assigned and restored':>28}   {'worker CPU':>10}")
+        print(f"  {'':<18} {'from start':>14}   {'once assigned and restored':>27}   {'CPU':>7}")
         for name, (total, processing, cpu) in figures.items():
-            print(f"  {name:<18} {total:6.2f} s {args.events / total:>10,.0f} ev/s   "
-                  f"{processing:6.2f} s {args.events / processing:>10,.0f} ev/s   {cpu:8.2f} s")
+            print(f"  {name:<18} {total:>9,.0f} ev/s   {processing:>22,.0f} ev/s   {cpu:6.2f} s")
     if restore is not None:
         seconds, orders = restore
         print(f"restore: {orders:,} open orders of one partition in {seconds:.2f} s "

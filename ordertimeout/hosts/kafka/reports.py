@@ -12,6 +12,7 @@ a worker under systemd or Kubernetes (stderr not a terminal) is heard while it r
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from .connect import WorkerSettings
 
@@ -31,10 +32,12 @@ class _Silent:
 
 class Reports:
     """The worker's group events, told to ``log`` (an :class:`~ordertimeout.observe.logs.Log`;
-    None: told to nobody), and what is under way (restores, failed checkpoints)."""
+    None: told to nobody), and what is under way (restores, failed checkpoints).
+    ``clock`` (monotonic seconds) paces the restore progress lines."""
 
-    def __init__(self, settings: WorkerSettings, log=None) -> None:
+    def __init__(self, settings: WorkerSettings, log=None, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
+        self.clock = clock
         self.log = log if log is not None else _Silent()
         #: The input topic's partition count (set once the topics are checked).
         self.partitions: int | None = None
@@ -93,7 +96,7 @@ class Reports:
     def restore_progress(self, partition: int, read: int, total: int, started: float) -> None:
         """A restore has read ``read`` of ``total`` state records."""
         self.restoring[partition] = (read, total)
-        now = time.monotonic()
+        now = self.clock()
         if read == 0:
             self._logged[partition] = now
             if total:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -31,7 +30,7 @@ class TaskServices:
     async def restore(self, partition: int) -> Restored:
         """Read partition ``partition`` of the state topic from its start to its end,
         reporting its progress; ``restore_ended`` follows, whatever happens."""
-        started = self._restore_started[partition] = time.monotonic()
+        started = self._restore_started[partition] = self.reports.clock()
         if len(self._restore_started) == 1:
             # A restore makes millions of objects that all live on: collections meanwhile
             # would walk them again and again for nothing (a quarter of a restore's time).
@@ -55,7 +54,7 @@ class TaskServices:
             gc.freeze()
             gc.enable()
         if orders is not None:
-            self.reports.restored(partition, orders, time.monotonic() - started)
+            self.reports.restored(partition, orders, self.reports.clock() - started)
 
     async def start_position(self, partition: int, restored_offset: int | None) -> int:
         """Seek to the offset after the restored state (else the group's committed offset,

@@ -1,16 +1,20 @@
 """What a worker tells about its group: log lines (text and JSON), the restore's progress
-on the status line, /healthz and /metrics. Pure: a manual clock, no broker."""
+on the status line, /healthz and /metrics; and where its produce path puts a result.
+Pure: a manual clock, no broker."""
 
 from __future__ import annotations
 
 import io
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ordertimeout.observe import metrics
 from ordertimeout.observe.logs import Log
 from ordertimeout.hosts.kafka.connect import ClientSettings, WorkerSettings
+from ordertimeout.hosts.kafka.produce import default_partition
 from ordertimeout.hosts.kafka.reports import RESTORE_LOG_EVERY, Reports
 
 SETTINGS = WorkerSettings(ClientSettings("k1:9092"), "orders", "ot", "results")
@@ -102,3 +106,14 @@ def test_metrics_show_a_restore_under_way_per_partition():
     assert 'ordertimeout_kafka_restore_records{partition="1",topic="orders"} 1000.0' in text
     assert 'ordertimeout_kafka_restore_records_read{partition="0"' not in text
     assert 'ordertimeout_kafka_partition_lag{partition="0",topic="orders"} 5.0' in text
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=40), st.integers(1, 64))
+def test_results_go_where_the_default_partitioner_puts_their_key(key, count):
+    """The batched produce path picks each result's partition itself: it must be the one
+    a plain producer would pick (a consumer may rely on where a key lives)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    partitions = list(range(count))
+    assert default_partition(key, partitions) == DefaultPartitioner()(key, partitions, partitions)

@@ -29,7 +29,7 @@ from aiokafka.partitioner import murmur2
 from ...rules.matcher import Result
 from ...outputs.sinks import json_lines
 
-__all__ = ["Outgoing", "BATCH_BYTES"]
+__all__ = ["Outgoing", "BATCH_BYTES", "default_partition"]
 
 #: Record batch size: 16 KB (the client's default) fills after ~40 results; a large batch
 #: is one request and one acknowledgement for thousands. Below the broker's default
@@ -45,6 +45,12 @@ QUEUED_LIMIT = 200_000
 
 #: Keys whose results partition is remembered (murmur2 in pure Python is not cheap).
 _CACHE_LIMIT = 100_000
+
+
+def default_partition(key: bytes, partitions: list[int]) -> int:
+    """The partition the Java client's and aiokafka's default partitioner give a record
+    with key ``key`` (murmur2, made positive, modulo the partition count)."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
 
 
 class _Lane:
@@ -106,15 +112,12 @@ class Outgoing:
                     future.cancel()
 
     def partition_for(self, key: bytes) -> int:
-        """The results partition of ``key``: the Java client's and aiokafka's default
-        partitioner (murmur2, positive, modulo the partition count)."""
+        """The results partition of ``key`` (:func:`default_partition`, remembered)."""
         partition = self._partition_of.get(key)
         if partition is None:
             if len(self._partition_of) >= _CACHE_LIMIT:
                 self._partition_of.clear()
-            partitions = self._partitions
-            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            self._partition_of[key] = partition
+            partition = self._partition_of[key] = default_partition(key, self._partitions)
         return partition
 
     async def send_results(self, results: list[Result]) -> asyncio.Future:

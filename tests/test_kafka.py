@@ -28,6 +28,7 @@ from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReport
 from ordertimeout.rules.clocks import LoopClock
 
 from .helpers import COMMAND
+from .monitoring import get
 
 aiokafka = pytest.importorskip("aiokafka")
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
@@ -599,18 +600,6 @@ def _wait_for_stderr(process: subprocess.Popen, text: str, timeout: float = 60.0
     return err
 
 
-def _get(port: int, path: str) -> tuple[int, bytes]:
-    """GET http://127.0.0.1:port/path: (status, body), also for a 503."""
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read()
-
-
 def _delete_topic(bootstrap: str, topic: str) -> None:
     async def delete():
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -662,7 +651,7 @@ def test_a_stop_ends_in_time_when_the_input_topic_is_deleted_under_load(cluster)
     _delete_topic(cluster.bootstrap, cluster.topic)
     deadline = time.monotonic() + 30
     while True:
-        status, body = _get(port, "/healthz")
+        status, body = get(port, "/healthz")
         if status == 503:
             break
         assert time.monotonic() < deadline, f"/healthz stayed {status}: {body}"
@@ -731,7 +720,7 @@ def test_a_worker_tells_its_group_events_as_they_happen_and_counts_its_open_orde
             time.sleep(0.05)
         spare = next(index for index, worker in enumerate(workers) if "no partitions assigned" in _stderr_so_far(worker))
         assert f"every partition of {cluster.topic} (it has 1)" in _stderr_so_far(workers[spare])
-        status, body = _get(ports[spare], "/healthz")
+        status, body = get(ports[spare], "/healthz")
         assert status == 200 and orjson.loads(body) == {"status": "ok", "notes": {"kafka": "no partitions assigned"}}
         holder = 1 - spare
         # Its restore after the rebalance is done (the first worker's second one).

@@ -149,14 +149,16 @@ class Folder:
         """Fold the next records of the log (key, value, epoch), in log order."""
         restored, batch, fenced, meta_key = self.restored, self._batch, self._fenced, self._meta_key
         orders = restored.orders
+        current = restored.epoch  # (a local: this loop runs once per record of the log)
         for key, value, epoch in records:
-            if epoch < restored.epoch:
+            if epoch < current:
                 if key != meta_key:
                     fenced.add(key)  # a writer fenced off by a later one: ignored, mended at start
                 continue
-            restored.epoch = epoch
+            current = restored.epoch = epoch
             if key != meta_key:
-                fenced.discard(key)  # written again after the fenced writer's record
+                if fenced:
+                    fenced.discard(key)  # written again after the fenced writer's record
                 batch.append((key, value))
                 continue
             meta = orjson.loads(value)

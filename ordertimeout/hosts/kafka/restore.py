@@ -25,7 +25,7 @@ from .connect import KafkaRunError
 __all__ = ["read_state", "FETCH_BYTES"]
 
 #: Bytes fetched per request while restoring (aiokafka's default is 1 MB per partition).
-FETCH_BYTES = 32 * 1024 * 1024
+FETCH_BYTES = 8 * 1024 * 1024
 
 #: Seconds between two progress reports.
 PROGRESS_EVERY = 1.0
@@ -97,7 +97,10 @@ async def read_state(client: dict, state_topic: str, partition: int, config: dic
 
 
 def _epoch(headers) -> int:
-    # The writer's epoch header (see changelog); inlined: it runs once per restored record.
+    # The writer's epoch header (see changelog), where the writer puts it (second) first:
+    # this runs once per restored record.
+    if headers and len(headers) == 2 and headers[1][0] == "epoch":
+        return int(headers[1][1])
     for name, value in headers or ():
         if name == "epoch":
             return int(value)

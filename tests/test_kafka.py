@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import os
 import random
@@ -804,3 +805,48 @@ def test_an_assignment_during_the_stop_starts_no_restore(bootstrap):
     assert worker.tasks == {}
     assert worker._failure is None, repr(worker._failure)
     assert unhandled == []
+
+
+class HeldRestoreWorker(Worker):
+    """A worker whose restores, once read, wait for ``release``: a stop can be made to
+    come exactly while a partition restores."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.restoring = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def restore(self, partition: int):
+        restored = await super().restore(partition)
+        self.restoring.set()
+        await self.release.wait()
+        return restored
+
+
+def test_a_stop_while_a_partition_restores_ends_cleanly(bootstrap):
+    cluster = Cluster(bootstrap)
+    cluster.create(partitions=1)
+    settings = WorkerSettings(ClientSettings(bootstrap), cluster.topic, cluster.group, cluster.results_topic,
+                              session_timeout=3000, checkpoint_every=100, drain_timeout=1.0)
+    writer = ResultWriter(OutputBuffer(io.BytesIO()), JsonFormatter())
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        unhandled: list = []
+        loop.set_exception_handler(lambda loop, context: unhandled.append(context))
+        worker = HeldRestoreWorker(settings, lambda: Pipeline(EventParser(EventSchema()), Matcher(1000)), _CONFIG,
+                                   LoopClock(), writer, RejectReporter(io.StringIO()))
+        run = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.restoring.wait(), 60)
+        collecting_while_restoring = gc.isenabled()
+        run.cancel()  # the stop, as a signal gives it, while the partition restores
+        outcome = (await asyncio.gather(run, return_exceptions=True))[0]
+        leftovers = [task for task in asyncio.all_tasks() if task.get_name().startswith("partition-")]
+        return worker, outcome, leftovers, unhandled, collecting_while_restoring
+
+    worker, outcome, leftovers, unhandled, collecting_while_restoring = asyncio.run(scenario())
+    assert isinstance(outcome, asyncio.CancelledError), outcome
+    assert leftovers == [] and worker.tasks == {} and worker._failure is None
+    assert unhandled == []
+    assert not collecting_while_restoring and gc.isenabled()  # the collector is back after the restore ended
+    assert worker.stats()["pending"] == 0  # nothing was restored into the worker's figures

@@ -4,15 +4,18 @@ Pure: a manual clock, no broker."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from ordertimeout.observe import metrics
 from ordertimeout.observe.logs import Log
+from ordertimeout.hosts.kafka.changelog import Record
 from ordertimeout.hosts.kafka.connect import ClientSettings, WorkerSettings
 from ordertimeout.hosts.kafka.produce import default_partition
 from ordertimeout.hosts.kafka.reports import RESTORE_LOG_EVERY, Reports
@@ -117,3 +120,52 @@ def test_results_go_where_the_default_partitioner_puts_their_key(key, count):
 
     partitions = list(range(count))
     assert default_partition(key, partitions) == DefaultPartitioner()(key, partitions, partitions)
+
+
+def test_a_caller_that_stops_waiting_does_not_cancel_the_batch_others_are_in():
+    """A state write given up after --request-timeout cancels its wait, not the batch:
+    the records appended to that batch afterwards must still be acknowledged. The producer
+    here holds each batch until the test releases it: the broker's timing, scripted (a
+    real broker cannot be made to acknowledge exactly then)."""
+    from ordertimeout.hosts.kafka.produce import Outgoing
+
+    class Producer:  # holds every batch until released (a broker that is slow to acknowledge)
+        def __init__(self) -> None:
+            self.sent: list[asyncio.Future] = []
+
+        def create_batch(self):
+            class Batch:
+                count = 0
+
+                def append(self, **record):
+                    self.count += 1
+                    return self
+
+                def record_count(self):
+                    return self.count
+            return Batch()
+
+        async def send_batch(self, batch, topic, partition):
+            future = asyncio.get_running_loop().create_future()
+            self.sent.append(future)
+            return future
+
+    async def scenario():
+        producer = Producer()
+        outgoing = Outgoing(producer, "results", "state")
+        first = await outgoing.send_records(0, [Record(b"k", b"v", 1)])
+        await asyncio.sleep(0)  # the first batch is on its way
+        state = await outgoing.send_records(0, [Record(b"k2", b"v", 1)])  # the next one fills
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await state  # given up
+        later = await outgoing.send_records(0, [Record(b"k3", b"v", 1)])  # same batch as the given-up one
+        producer.sent[0].set_result(None)
+        await first
+        await asyncio.sleep(0)
+        producer.sent[1].set_result(None)
+        await asyncio.wait_for(later, 1)
+        await outgoing.close()
+        return later
+
+    assert asyncio.run(scenario()).done()

@@ -208,6 +208,8 @@ def _retrieve(future: asyncio.Future) -> None:
 
 
 def _all(futures: set[asyncio.Future]) -> asyncio.Future:
+    # Shielded: a caller that stops waiting (a timeout, a stop) must not cancel a batch
+    # that other records, and other callers, are in.
     if len(futures) == 1:
-        return next(iter(futures))
-    return asyncio.gather(*futures)
+        return asyncio.shield(next(iter(futures)))
+    return asyncio.gather(*(asyncio.shield(future) for future in futures))

@@ -6,6 +6,9 @@ Redpanda instead. Workers are real processes; a crash is a real SIGKILL.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import io
 import os
 import random
 import re
@@ -16,9 +19,18 @@ import time
 import orjson
 import pytest
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
+from ordertimeout.hosts.kafka.connect import ClientSettings
+from ordertimeout.hosts.kafka.worker import Worker, WorkerSettings
 from ordertimeout.inputs.simulator import generate_traffic
+from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
+from ordertimeout.rules.clocks import LoopClock
 
 from .helpers import COMMAND
+from .monitoring import get
 from .helpers import free_port as _free_port
 from .kafka_cluster import WITHIN, Cluster, bootstrap, cluster  # noqa: F401  (the broker and topics fixtures)
 from .kafka_cluster import outputs as _outputs
@@ -446,3 +458,270 @@ def test_windows_of_their_own_and_reminders_survive_a_restarted_group(cluster):
     assert len(ids) == len(set(ids)), "a graceful stop and restart sent a result twice"
     assert _by_id(results) == _by_id(expected)
     assert _per_key(results) == _per_key(expected)
+
+
+def _stderr_so_far(process: subprocess.Popen) -> str:
+    """What a running worker has written to stderr so far (its file, read from the start)."""
+    stream = process.output_files[1]
+    stream.seek(0)
+    return stream.read().decode()
+
+
+def _wait_for_stderr(process: subprocess.Popen, text: str, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while text not in (err := _stderr_so_far(process)):
+        assert process.poll() is None, f"the worker exited: {err}"
+        assert time.monotonic() < deadline, f"{text!r} not on stderr: {err}"
+        time.sleep(0.05)
+    return err
+
+
+def _delete_topic(bootstrap: str, topic: str) -> None:
+    async def delete():
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_topics([topic])
+        finally:
+            await admin.close()
+
+    asyncio.run(delete())
+
+
+def test_with_disorder_the_results_equal_watch_per_partition_not_on_the_whole_stream(cluster):
+    """The example of docs/kafka.md: each partition has its own watermark, so u1's events,
+    late for watch on the whole stream (which saw u2 at 5000), are on time in partition 0."""
+    u2 = orjson.dumps({"userId": "u2", "type": "create", "ts": 5000})
+    u1 = [orjson.dumps({"userId": "u1", "type": "create", "ts": 1000}),
+          orjson.dumps({"userId": "u1", "type": "pay", "ts": 1500}),
+          # Moves partition 0's watermark past the pay (watch's end of input does that).
+          orjson.dumps({"userId": "u1", "type": "view", "ts": 3000})]
+    options = ("--lateness", "200ms")
+    assert [result["key"] for result in _watch([u2, *u1], *options)] == ["u2"]  # u1's events are late there
+    per_partition = _watch(u1, *options)
+    assert [result["id"] for result in per_partition] == ["success:u1:1000:0"]
+    cluster.create(partitions=2)
+    cluster.produce([u2], partition=1)
+    cluster.produce(u1, partition=0)
+    worker = cluster.worker("--json", "-q", *options)
+    try:
+        results = cluster.wait_for(lambda results: len(results) >= 1)
+        time.sleep(1)  # nothing else may come: u2 waits for partition 1's watermark
+        results = cluster.results()
+    finally:
+        _stop(worker)
+    assert _by_id(results) == _by_id(per_partition)
+
+
+def test_a_stop_ends_in_time_when_the_input_topic_is_deleted_under_load(cluster):
+    """The input topic goes away while a worker works through a backlog: its commits get no
+    answer. /healthz says so (503, the reason); SIGTERM still ends the worker within
+    --drain-timeout plus a few seconds (aiokafka alone retries the commit for ever)."""
+    cluster.create(partitions=3)
+    cluster.produce(_traffic(60_000, users=3000))
+    port = _free_port()
+    # (--request-timeout also bounds joining the group, which takes tansu a few seconds)
+    worker = cluster.worker("--json", "-q", "--drain-timeout", "1s", "--request-timeout", "6s",
+                            "--metrics-addr", f"127.0.0.1:{port}")
+    _wait_for_stderr(worker, "restored")
+    _delete_topic(cluster.bootstrap, cluster.topic)
+    deadline = time.monotonic() + 30
+    while True:
+        status, body = get(port, "/healthz")
+        if status == 503:
+            break
+        assert time.monotonic() < deadline, f"/healthz stayed {status}: {body}"
+        time.sleep(0.2)
+    reason = orjson.loads(body)["reasons"]["checkpoint"]
+    assert "committing offset" in reason and "no answer within 6s" in reason, reason
+    worker.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    worker.wait(timeout=60)
+    elapsed = time.monotonic() - stopped
+    _, err = _outputs(worker)
+    assert worker.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    assert elapsed < 1 + 5 + 4, f"the stop took {elapsed:.1f}s"  # --drain-timeout, grace, slack for a loaded machine
+    assert "checkpoint not completed: committing offset" in err
+
+
+def test_a_wrong_create_topics_count_creates_nothing_and_a_wrong_state_topic_names_its_repair(cluster):
+    cluster.create(partitions=3, topics=[cluster.topic])
+    worker = cluster.worker("--create-topics", "6", "-q")
+    worker.wait(timeout=60)
+    _, err = _outputs(worker)
+    assert worker.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"--create-topics 6 does not match {cluster.topic}, which has 3 partitions" in err
+    assert "use --create-topics 3" in err
+    assert cluster.topics() & {cluster.results_topic, f"{cluster.group}-state"} == set()
+    # A state topic of the wrong size (made by hand here): every start names the repair.
+    state = f"{cluster.group}-state"
+    cluster.create(partitions=6, topics=[cluster.results_topic, state])
+    worker = cluster.worker("-q")
+    worker.wait(timeout=60)
+    _, err = _outputs(worker)
+    assert worker.returncode == 1, err
+    assert f"{state} has 6 partitions and {cluster.topic} has 3" in err
+    assert f"kafka-topics.sh --bootstrap-server {cluster.bootstrap} --delete --topic {state}" in err
+    assert "--create-topics 3" in err
+
+
+def test_a_worker_tells_its_group_events_as_they_happen_and_counts_its_open_orders(cluster, tmp_path):
+    """stderr is a file (as under systemd): joins, assignments and restores are there while
+    the worker runs; of two workers on a one-partition topic, the spare says it has no
+    partition (/healthz 200 with a note); the summary of the one holding the partition
+    at its stop counts the orders left open there (--stats too)."""
+    cluster.create(partitions=1)
+    opened = [orjson.dumps({"userId": f"u{index}", "type": "create", "ts": 1000 + index}) for index in range(5)]
+    cluster.produce([*opened, orjson.dumps({"userId": "u0", "type": "pay", "ts": 1100})])
+    ports = [_free_port(), _free_port()]
+    stats = [tmp_path / "first.json", tmp_path / "second.json"]
+    first = cluster.worker("--json", "--log-format", "json", "--stats", str(stats[0]),
+                           "--metrics-addr", f"127.0.0.1:{ports[0]}")
+    err = _wait_for_stderr(first, '"event":"restored"')
+    events = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
+    joined = next(event for event in events if event["fields"].get("event") == "joined")
+    assert joined["fields"]["partitions"] == [0] and joined["fields"]["group"] == cluster.group
+    assert joined["message"] == f"joined group {cluster.group}: assigned {cluster.topic} partitions 0"
+    cluster.wait_for(lambda results: len(results) >= 1)  # u0 paid
+    second = cluster.worker("--json", "--log-format", "json", "--stats", str(stats[1]),
+                            "--metrics-addr", f"127.0.0.1:{ports[1]}")
+    workers = [first, second]
+    try:
+        # The group gives the partition to one of them (the assignor's choice); the other is the spare.
+        deadline = time.monotonic() + 60
+        while not any("no partitions assigned" in _stderr_so_far(worker) for worker in workers):
+            assert time.monotonic() < deadline and second.poll() is None, _stderr_so_far(second)
+            time.sleep(0.05)
+        spare = next(index for index, worker in enumerate(workers) if "no partitions assigned" in _stderr_so_far(worker))
+        assert f"every partition of {cluster.topic} (it has 1)" in _stderr_so_far(workers[spare])
+        status, body = get(ports[spare], "/healthz")
+        assert status == 200 and orjson.loads(body) == {"status": "ok", "notes": {"kafka": "no partitions assigned"}}
+        holder = 1 - spare
+        # Its restore after the rebalance is done (the first worker's second one).
+        while _stderr_so_far(workers[holder]).count('"event":"restored"') < 2 - holder:
+            assert time.monotonic() < deadline, _stderr_so_far(workers[holder])
+            time.sleep(0.05)
+    finally:
+        # The holder first: stopping the spare first would start a rebalance that may take
+        # the partition from the holder before its own stop (it would then hold none).
+        errs = [_stop(workers[holder])[1], _stop(workers[spare])[1]]
+    summaries = [[orjson.loads(line) for line in err.splitlines() if '"message":"summary"' in line] for err in errs]
+    assert summaries[0][0]["fields"]["pending"] == 4, errs[0]
+    # The rebalance took partition 0 from the first worker (checkpointed), whoever got it then.
+    first_err = errs[0] if holder == 0 else errs[1]
+    assert '"event":"revoked","partitions":[0]' in first_err, first_err
+    assert orjson.loads(stats[holder].read_bytes())["pending"] == 4
+
+
+# -- the worker in this process: a stop that meets a rebalance -----------------------------
+
+_CONFIG = {"within_ms": 1000, "match": "each"}
+
+
+class LateAssignmentWorker(Worker):
+    """A worker whose consumer, while it closes, is assigned one more partition first, as
+    aiokafka's coordinator does when it finishes a rebalance during close()."""
+
+    late_partition = 1
+
+    async def _connect(self, on_retry) -> None:
+        await super()._connect(on_retry)
+        consumer, stop = self._consumer, self._consumer.stop
+
+        async def stop_after_a_late_assignment() -> None:
+            await self.on_partitions_assigned([TopicPartition(self.settings.topic, self.late_partition)])
+            await asyncio.sleep(0.3)  # room for a restore to reach its first state write
+            await stop()
+
+        consumer.stop = stop_after_a_late_assignment
+
+
+def test_an_assignment_during_the_stop_starts_no_restore(bootstrap):
+    """aiokafka's consumer, when it closes, first lets its coordination task finish what it
+    was doing, which may be a rebalance: the listener is then told of new partitions while
+    the worker stops. Such a partition once started restoring as the producer closed
+    beneath it (an unhandled ProducerClosed from its first state write, seen under load
+    only). Here the coordinator's late assignment happens exactly there, every time."""
+    cluster = Cluster(bootstrap)
+    cluster.create(partitions=2)
+    cluster.produce([orjson.dumps({"userId": "u", "type": "create", "ts": 1})], partition=0)
+    # State for the late partition, so its restore has something to read.
+    cluster.produce([orjson.dumps({"userId": "v", "type": "create", "ts": 1})], partition=1)
+    settings = WorkerSettings(ClientSettings(bootstrap), cluster.topic, cluster.group, cluster.results_topic,
+                              session_timeout=3000, checkpoint_every=100, drain_timeout=1.0)
+    out = io.BytesIO()
+    writer = ResultWriter(OutputBuffer(out), JsonFormatter())
+    reporter = RejectReporter(io.StringIO())
+
+    def make_pipeline() -> Pipeline:
+        return Pipeline(EventParser(EventSchema()), Matcher(1000))
+
+    async def scenario() -> tuple[Worker, list]:
+        loop = asyncio.get_running_loop()
+        unhandled: list = []
+        loop.set_exception_handler(lambda loop, context: unhandled.append(context))
+        worker = LateAssignmentWorker(settings, make_pipeline, _CONFIG, LoopClock(), writer, reporter)
+        run = asyncio.create_task(worker.run())
+        for _ in range(600):  # until the group gave it its partitions and they restored
+            await asyncio.sleep(0.05)
+            if worker.tasks and all(task.ready for task in worker.tasks.values()):
+                break
+        assert worker.tasks, "no partition was assigned"
+        run.cancel()  # the stop, as a signal gives it
+        await asyncio.gather(run, return_exceptions=True)
+        await asyncio.sleep(0.5)  # what a late task would still do
+        leftovers = [task for task in asyncio.all_tasks() if task.get_name().startswith("partition-")]
+        return worker, leftovers, unhandled
+
+    worker, leftovers, unhandled = asyncio.run(scenario())
+    assert leftovers == [], "a partition task outlived the worker"
+    assert worker.tasks == {}
+    assert worker._failure is None, repr(worker._failure)
+    assert unhandled == []
+
+
+class HeldRestoreWorker(Worker):
+    """A worker whose restores, once read, wait for ``release``: a stop can be made to
+    come exactly while a partition restores."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.restoring = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def restore(self, partition: int):
+        restored = await super().restore(partition)
+        self.restoring.set()
+        await self.release.wait()
+        return restored
+
+
+def test_a_stop_while_a_partition_restores_ends_cleanly(bootstrap):
+    cluster = Cluster(bootstrap)
+    cluster.create(partitions=1)
+    settings = WorkerSettings(ClientSettings(bootstrap), cluster.topic, cluster.group, cluster.results_topic,
+                              session_timeout=3000, checkpoint_every=100, drain_timeout=1.0)
+    writer = ResultWriter(OutputBuffer(io.BytesIO()), JsonFormatter())
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        unhandled: list = []
+        loop.set_exception_handler(lambda loop, context: unhandled.append(context))
+        worker = HeldRestoreWorker(settings, lambda: Pipeline(EventParser(EventSchema()), Matcher(1000)), _CONFIG,
+                                   LoopClock(), writer, RejectReporter(io.StringIO()))
+        run = asyncio.create_task(worker.run())
+        await asyncio.wait_for(worker.restoring.wait(), 60)
+        collecting_while_restoring = gc.isenabled()
+        run.cancel()  # the stop, as a signal gives it, while the partition restores
+        outcome = (await asyncio.gather(run, return_exceptions=True))[0]
+        leftovers = [task for task in asyncio.all_tasks() if task.get_name().startswith("partition-")]
+        return worker, outcome, leftovers, unhandled, collecting_while_restoring
+
+    worker, outcome, leftovers, unhandled, collecting_while_restoring = asyncio.run(scenario())
+    assert isinstance(outcome, asyncio.CancelledError), outcome
+    assert leftovers == [] and worker.tasks == {} and worker._failure is None
+    assert unhandled == []
+    assert not collecting_while_restoring and gc.isenabled()  # the collector is back after the restore ended
+    assert worker.stats()["pending"] == 0  # nothing was restored into the worker's figures

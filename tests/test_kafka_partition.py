@@ -47,7 +47,7 @@ class RecordingHost:
     def show(self, results) -> None:
         self.shown += results
 
-    async def send_result(self, result):
+    async def send_results(self, results):
         return None
 
     def deliver(self, results):

@@ -117,3 +117,18 @@ def test_any_cut_through_a_snapshot_gives_the_same_results_in_the_same_order(eve
     second = Matcher.restore(first.snapshot())
     after, _ = results(second, events[cut:], time)
     assert before + after + second.drain() == expected
+
+
+def test_changes_after_forget_changes_are_complete_with_reminders():
+    """A host that restored the open orders starts tracking with forget_changes(); with
+    lanes (reminders, windows of their own) the orders opened after it must still be
+    reported (a kafka changelog missed every one of them: restarts restored nothing)."""
+    matcher = Matcher(1000, "each", remind=(100,))
+    for key, time in (("a", 0), ("b", 10)):
+        matcher.on_event(key, CREATE, time, b"{}")
+    matcher.forget_changes()
+    matcher.on_event("c", CREATE, 20, b"{}")
+    matcher.on_event("a", PAY, 30, b"{}")
+    _, opened, closed = matcher.take_changes()
+    assert [order.key for _, order in opened] == ["c"]
+    assert [order.key for order in closed] == ["a"]

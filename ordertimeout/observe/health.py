@@ -34,6 +34,9 @@ class Health:
         #: Components judged when health is checked: name -> function returning the
         #: reason it fails, or None (e.g. a Kafka cluster that cannot be reached).
         self.probes: dict[str, Callable[[], str | None]] = {}
+        #: Remarks on a healthy run (name -> function returning a remark, or None), e.g. a
+        #: Kafka worker left without partitions: still 200, with a ``notes`` entry.
+        self.notes: dict[str, Callable[[], str | None]] = {}
         self._failures: dict[str, str] = {}
         self._failing_since: int | None = None  # deliveries, as first seen failing
 
@@ -64,7 +67,8 @@ class Health:
             reasons["dead_letters"] = dead
         if reasons:
             return False, {"status": "unhealthy", "reasons": reasons}
-        return True, {"status": "ok"}
+        notes = {name: note for name, note in ((name, remark()) for name, remark in self.notes.items()) if note}
+        return True, {"status": "ok", "notes": notes} if notes else {"status": "ok"}
 
     def _dead_letters(self) -> str | None:
         if self.deliveries is None:

@@ -188,7 +188,8 @@ def _deliveries(stats: dict | None) -> Iterator[Metric]:
 
 
 def _kafka(stats: dict | None) -> Iterator[Metric]:
-    """The kafka host's figures, when it runs: assigned partitions and their lag."""
+    """The kafka host's figures, when it runs: assigned partitions, their lag, and the
+    progress of the restores under way."""
     if not stats:
         return
     partitions = stats.get("partitions", {})
@@ -197,10 +198,24 @@ def _kafka(stats: dict | None) -> Iterator[Metric]:
         "ordertimeout_kafka_partition_lag", "Records of a partition not yet processed (end offset - position).",
         labels=["topic", "partition"],
     )
+    read = GaugeMetricFamily(
+        "ordertimeout_kafka_restore_records_read", "State records read so far by a partition's restore under way.",
+        labels=["topic", "partition"],
+    )
+    total = GaugeMetricFamily(
+        "ordertimeout_kafka_restore_records", "State records a partition's restore under way reads in all.",
+        labels=["topic", "partition"],
+    )
     for partition in partitions.values():
+        labels = [str(partition["topic"]), str(partition["partition"])]
         if partition.get("lag") is not None:
-            lag.add_metric([str(partition["topic"]), str(partition["partition"])], partition["lag"])
+            lag.add_metric(labels, partition["lag"])
+        if partition.get("restore") is not None:
+            read.add_metric(labels, partition["restore"]["read"])
+            total.add_metric(labels, partition["restore"]["total"])
     yield lag
+    yield read
+    yield total
 
 
 def registry(collector: RunCollector) -> CollectorRegistry:

@@ -9,6 +9,9 @@
 #                                                              └──▶ <group>-state (changelog)
 #
 # connect: client settings (TLS, SASL), retries, topics. changelog: the state of one
-# partition as incremental records, and back. Only `ordertimeout kafka` imports this
-# package's modules (they load aiokafka).
+# partition as incremental records, and back. restore: reading it back, bounded, with
+# progress. produce: results and changelog records as whole record batches. services:
+# what a partition task asks of its worker. reports: one log line per group event, and
+# what /healthz and the status line say. figures: the worker's counters. Only
+# `ordertimeout kafka` imports this package's modules (they load aiokafka).
 """Scale-out on Kafka: a consumer group of matchers, state in a changelog topic."""

@@ -42,7 +42,7 @@ import orjson
 from ...rules.matcher import OpenOrder, result_id
 from ...rules.pipeline import Pipeline
 
-__all__ = ["Record", "Restored", "ChangelogError", "ChangelogWriter", "fold", "state_topic"]
+__all__ = ["Record", "Restored", "ChangelogError", "ChangelogWriter", "Folder", "fold", "state_topic"]
 
 #: Bumped when the record layout changes; older state is refused rather than misread.
 FORMAT = 1
@@ -128,51 +128,74 @@ def fold(partition: int, records: Iterable[tuple[bytes, bytes | None, int]], con
     Raises :class:`ChangelogError` if the state was written in another format or under other
     settings (key, window, match mode, ...): mixing them would give wrong results.
     """
-    restored = Restored()
-    orders = restored.orders
-    batch: list[tuple[bytes, bytes | None]] = []  # records since the last meta
-    fenced: set[bytes] = set()  # keys whose last record so far is a fenced writer's
-    meta_key = _meta_key(partition)
-    for key, value, epoch in records:
-        if epoch < restored.epoch:
+    folder = Folder(partition, config)
+    folder.add(records)
+    return folder.result()
+
+
+class Folder:
+    """:func:`fold` a piece at a time: ``add`` the records as they are read (folding
+    one fetch while the next is on its way), then ``result()``."""
+
+    def __init__(self, partition: int, config: dict) -> None:
+        self.partition = partition
+        self.config = config
+        self.restored = Restored()
+        self._batch: list[tuple[bytes, bytes | None]] = []  # records since the last meta
+        self._fenced: set[bytes] = set()  # keys whose last record so far is a fenced writer's
+        self._meta_key = _meta_key(partition)
+
+    def add(self, records: Iterable[tuple[bytes, bytes | None, int]]) -> None:
+        """Fold the next records of the log (key, value, epoch), in log order."""
+        restored, batch, fenced, meta_key = self.restored, self._batch, self._fenced, self._meta_key
+        orders = restored.orders
+        current = restored.epoch  # (a local: this loop runs once per record of the log)
+        for key, value, epoch in records:
+            if epoch < current:
+                if key != meta_key:
+                    fenced.add(key)  # a writer fenced off by a later one: ignored, mended at start
+                continue
+            current = restored.epoch = epoch
             if key != meta_key:
-                fenced.add(key)  # a writer fenced off by a later one: ignored, mended at start
-            continue
-        restored.epoch = epoch
-        if key != meta_key:
-            fenced.discard(key)  # written again after the fenced writer's record
-            batch.append((key, value))
-            continue
-        meta = orjson.loads(value)
-        if meta.get("format") != FORMAT:
-            raise ChangelogError(
-                f"state of partition {partition} has format {meta.get('format')}, this version reads {FORMAT}"
-            )
-        # Not only this meta's own batch: after compaction the records of many batches (and
-        # of killed writers, mended by the batch that followed them) come before one meta.
-        for order_key, order_value in batch:
-            # Last write wins, also for its place, as compaction keeps it.
-            orders.pop(order_key, None)
-            if order_value is not None:
-                # (the deadline is there since orders may have windows of their own)
-                created, key_text, seq, raw, *deadline = orjson.loads(order_value)
-                orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq, *deadline)
-        batch.clear()
-        restored.meta = meta
-    restored.stray = fenced.union(key for key, _ in batch)
-    if restored.meta is not None:
-        stored = restored.meta["config"]
-        differences = [
-            f"{name} {stored.get(name)!r} there, {value!r} here"
-            for name, value in config.items()
-            if stored.get(name) != value
-        ]
-        if differences:
-            raise ChangelogError(
-                f"state of partition {partition} was written by a different configuration "
-                f"({'; '.join(differences)}); refusing to mix them: use another --group"
-            )
-    return restored
+                if fenced:
+                    fenced.discard(key)  # written again after the fenced writer's record
+                batch.append((key, value))
+                continue
+            meta = orjson.loads(value)
+            if meta.get("format") != FORMAT:
+                raise ChangelogError(
+                    f"state of partition {self.partition} has format {meta.get('format')}, this version reads {FORMAT}"
+                )
+            # Not only this meta's own batch: after compaction the records of many batches (and
+            # of killed writers, mended by the batch that followed them) come before one meta.
+            pop, loads = orders.pop, orjson.loads
+            for order_key, order_value in batch:
+                # Last write wins, also for its place, as compaction keeps it.
+                pop(order_key, None)
+                if order_value is not None:
+                    # (the deadline is there since orders may have windows of their own)
+                    created, key_text, seq, raw, *deadline = loads(order_value)
+                    orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq, *deadline)
+            batch.clear()
+            restored.meta = meta
+
+    def result(self) -> Restored:
+        """The state folded so far (see :func:`fold`); checks its settings."""
+        restored = self.restored
+        restored.stray = self._fenced.union(key for key, _ in self._batch)
+        if restored.meta is not None:
+            stored = restored.meta["config"]
+            differences = [
+                f"{name} {stored.get(name)!r} there, {value!r} here"
+                for name, value in self.config.items()
+                if stored.get(name) != value
+            ]
+            if differences:
+                raise ChangelogError(
+                    f"state of partition {self.partition} was written by a different configuration "
+                    f"({'; '.join(differences)}); refusing to mix them: use another --group"
+                )
+        return restored
 
 
 class ChangelogWriter:
@@ -194,12 +217,22 @@ class ChangelogWriter:
         with it (what a killed or a fenced writer left is undone), ending in a meta record
         that also fences off earlier writers (write it before anything else)."""
         matcher = pipeline.matcher
-        matcher.take_changes()  # start change tracking from the restored picture
+        matcher.forget_changes()  # start change tracking from the restored picture
         _, numbered = matcher.numbered_open_orders()
+        # The keys the orders were read under, computing them again costs more: the
+        # timeline is mostly in the order they were read (their creation order), so each
+        # order is first compared with the one read at its place.
+        read = list(restored.orders.items())
+        keys = None
         records = []
         rewritten: set[int] = set()  # creation times of the orders written again so far
-        for position, order in numbered:
-            key = _order_key(self.partition, order)
+        for index, (position, order) in enumerate(numbered):
+            if index < len(read) and read[index][1] == order:
+                key = read[index][0]
+            else:
+                if keys is None:
+                    keys = {order: key for key, order in read}
+                key = keys.get(order) or _order_key(self.partition, order)
             self._live[position] = key
             self._position_of[key] = position
             # Touched by an unfinished batch (or a fenced writer): write it again. Every later

@@ -124,9 +124,14 @@ def _describe(error: BaseException) -> str:
 
 async def check_topics(admin: AIOKafkaAdminClient, bootstrap: str, topic: str, results_topic: str,
                        state_topic: str, create_partitions: int | None, replication: int = 1) -> int:
-    """Make sure the three topics exist (creating them with ``create_partitions`` and
-    ``replication`` copies); return the input topic's partition count. The state topic must
-    have as many partitions."""
+    """Make sure the three topics exist (creating the missing ones with ``replication``
+    copies); return the input topic's partition count.
+
+    The state topic must have one partition per input partition. Everything is checked
+    before anything is created: an existing input topic decides the partition count of
+    a state topic created here (``--create-topics N`` must then agree with it), so a
+    mistyped N leaves no topic behind that blocks the next start.
+    """
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in (topic, results_topic, state_topic) if name not in existing]
@@ -135,26 +140,50 @@ async def check_topics(admin: AIOKafkaAdminClient, bootstrap: str, topic: str, r
                 f"missing topic{'s' if len(missing) > 1 else ''} on {bootstrap}: {', '.join(missing)} "
                 "(create them, or pass --create-topics N to create them with N partitions)"
             )
-        if missing:
+        counts = await _partition_counts(admin, [name for name in (topic, state_topic) if name in existing])
+    except KafkaError as error:
+        raise KafkaRunError(f"cannot read the topics on {bootstrap}: {error}") from None
+    inputs = counts.get(topic, create_partitions)
+    if topic in counts and create_partitions is not None and missing and create_partitions != inputs:
+        raise KafkaRunError(
+            f"--create-topics {create_partitions} does not match {topic}, which has {inputs} partitions: "
+            f"the state topic needs one partition per input partition (use --create-topics {inputs}); "
+            "nothing was created"
+        )
+    if state_topic in counts and counts[state_topic] != inputs:
+        raise KafkaRunError(
+            f"{state_topic} has {counts[state_topic]} partitions and {topic} has {inputs}: the state topic "
+            f"needs one partition per input partition. {_repair(bootstrap, state_topic, inputs)}"
+        )
+    if missing:
+        try:
             await admin.create_topics([
                 NewTopic(
-                    name, create_partitions, replication,
+                    name, inputs, replication,
                     # The changelog keeps the latest record per key: compaction bounds it.
                     topic_configs={"cleanup.policy": "compact"} if name == state_topic else {},
                 )
                 for name in missing
             ])
-        counts = {}
-        for description in await admin.describe_topics([topic, state_topic]):
-            counts[description["topic"]] = len(description["partitions"])
-    except KafkaError as error:
-        raise KafkaRunError(f"cannot read the topics on {bootstrap}: {error}") from None
-    if counts.get(state_topic) != counts.get(topic):
-        raise KafkaRunError(
-            f"{state_topic} has {counts.get(state_topic)} partitions and {topic} has {counts.get(topic)}: "
-            "the state topic needs one partition per input partition"
-        )
-    return counts[topic]
+        except KafkaError as error:
+            raise KafkaRunError(f"cannot create {', '.join(missing)} on {bootstrap}: {error}") from None
+    return inputs
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, int]:
+    if not topics:
+        return {}
+    return {description["topic"]: len(description["partitions"]) for description in await admin.describe_topics(topics)}
+
+
+def _repair(bootstrap: str, state_topic: str, partitions: int) -> str:
+    """The commands that mend a state topic of the wrong size."""
+    return (
+        f"If it holds no state worth keeping (say a wrong --create-topics made it), delete it: "
+        f"kafka-topics.sh --bootstrap-server {bootstrap} --delete --topic {state_topic} "
+        f"(or: rpk topic delete {state_topic}), then start a worker with --create-topics {partitions}; "
+        "the partitions then go on from the group's committed offsets"
+    )
 
 
 @dataclass
@@ -172,6 +201,9 @@ class WorkerSettings:
     session_timeout: int = 10_000
     request_timeout: int = 30_000
     checkpoint_every: int = 1000
+    #: Seconds a stop or a revocation waits for what is under way (--drain-timeout);
+    #: the worker adds a few seconds to write the last state and commit, then leaves.
+    drain_timeout: float = 30.0
 
     @property
     def state_topic(self) -> str:

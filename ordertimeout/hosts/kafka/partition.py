@@ -22,8 +22,9 @@ from ...rules.events import RejectedLine
 from ...rules.matcher import Result, Timeout
 from ...rules.pipeline import Pipeline, TimeMode
 from .changelog import ChangelogWriter, Record, Restored
+from .connect import KafkaRunError
 
-__all__ = ["PartitionTask", "Host"]
+__all__ = ["PartitionTask", "Host", "CheckpointError"]
 
 #: Timeouts emitted per call when many are due at once (as the local runtime does).
 EMIT_SLICE = 128
@@ -31,6 +32,11 @@ EMIT_SLICE = 128
 CATCH_UP_POLL_MS = 100
 
 _STOP = object()
+
+
+class CheckpointError(KafkaRunError):
+    """A checkpoint's state write or commit did not complete (the message says which and
+    why); the partition goes on and its next checkpoint tries again."""
 
 
 class Host(Protocol):
@@ -50,11 +56,15 @@ class Host(Protocol):
     def highwater(self, partition: int) -> int | None:
         """The partition's high watermark at the last fetch (None: not fetched yet)."""
 
-    async def send_result(self, result: Result) -> Awaitable: ...
+    def restore_ended(self, partition: int, orders: int | None) -> None: ...
+
+    async def send_results(self, results: list[Result]) -> Awaitable: ...
 
     async def send_state(self, partition: int, records: list[Record]) -> None: ...
 
     async def commit(self, partition: int, offset: int) -> None: ...
+
+    def checkpoint_failed(self, partition: int, reason: str | None) -> None: ...
 
     def show(self, results: list[Result]) -> None: ...
 
@@ -81,6 +91,10 @@ class PartitionTask:
         self._in_flight: list[Awaitable] = []
         self._saved: tuple | None = None
         self._saving: asyncio.Task | None = None  # the checkpoint waiting for its results
+        #: What the checkpoint under way waits for and since when (loop time), for health.
+        self._phase: tuple[str, float] | None = None
+        self._unsent: list[Record] = []  # records of a state write that did not complete
+        self._commit_owed: int | None = None  # an offset whose commit did not complete
         self._last_checkpoint = 0
         self._floor = float("-inf")  # processing time never runs backwards across workers
         self._restored = False  # state came from the changelog (a takeover or a restart)
@@ -154,19 +168,28 @@ class PartitionTask:
     async def _restore(self) -> None:
         """Restore-then-run: state from the changelog, then the offset after it."""
         host = self.host
-        restored = await host.restore(self.partition)
-        state = restored.pipeline_state()
-        if state is not None:
-            self.pipeline.restore(state)
-            self._restored = True
-            now = self.pipeline.matcher.now
-            if self.pipeline.time_mode is TimeMode.PROCESSING and now != float("-inf"):
-                self._floor = now
-        self.baseline = self.pipeline.stats()
-        self.offset = await host.start_position(self.partition, restored.offset)
-        self.changelog.epoch = restored.epoch + 1
-        # Written before anything else: mends an unfinished batch, fences off earlier writers.
-        await host.send_state(self.partition, self.changelog.start(self.pipeline, restored, self.offset))
+        done = False
+        try:
+            restored = await host.restore(self.partition)
+            state = restored.pipeline_state()
+            # Rebuilding a million orders takes seconds of CPU: in a thread, so the loop
+            # goes on meanwhile (heartbeats keep the group membership, other partitions
+            # work). Nothing else touches this pipeline before it is ready.
+            if state is not None:
+                await asyncio.to_thread(self.pipeline.restore, state)
+                self._restored = True
+                now = self.pipeline.matcher.now
+                if self.pipeline.time_mode is TimeMode.PROCESSING and now != float("-inf"):
+                    self._floor = now
+            self.baseline = self.pipeline.stats()
+            self.offset = await host.start_position(self.partition, restored.offset)
+            self.changelog.epoch = restored.epoch + 1
+            # Written before anything else: mends an unfinished batch, fences off earlier writers.
+            first = await asyncio.to_thread(self.changelog.start, self.pipeline, restored, self.offset)
+            await host.send_state(self.partition, first)
+            done = True
+        finally:
+            host.restore_ended(self.partition, self.pipeline.pending if done else None)
         self._saved = self._progress()
         self._last_checkpoint = host.clock.now_ms()
         self.ready = True
@@ -243,12 +266,11 @@ class PartitionTask:
         if not results:
             return
         self.host.show(results)
-        send, in_flight = self.host.send_result, self._in_flight
-        for result in results:  # one at a time, so they are produced in decision order
-            in_flight.append(await send(result))
+        # Batches, in decision order (the results of a key stay in order in its partition).
+        self._in_flight.append(await self.host.send_results(results))
         delivered = self.host.deliver(results)
         if delivered is not None:
-            in_flight.append(delivered)
+            self._in_flight.append(delivered)
 
     # -- checkpoints -----------------------------------------------------------------
 
@@ -278,6 +300,8 @@ class PartitionTask:
         batch = self._batch()
         if batch is not None:
             self._saving = asyncio.create_task(self._save(*batch))
+        elif self._commit_owed is not None:
+            self._saving = asyncio.create_task(self._save([], [], self._commit_owed))
 
     def _batch(self) -> tuple | None:
         """What the next save writes: the results it waits for, its records and offset."""
@@ -286,20 +310,54 @@ class PartitionTask:
             return None
         covered, self._in_flight = self._in_flight, []
         self._saved = progress
-        return covered, self.changelog.batch(self.pipeline, self.offset), self.offset
+        # A state write that did not complete goes again first: the last write of each key
+        # stays the one that counts, and its meta record follows.
+        records, self._unsent = self._unsent + self.changelog.batch(self.pipeline, self.offset), []
+        return covered, records, self.offset
+
+    def stuck(self, now: float, bound: float) -> str | None:
+        """Why the checkpoint under way is late (waiting for the broker longer than
+        ``bound`` seconds), or None. Waiting for deliveries is the sinks' own health."""
+        if self._phase is None:
+            return None
+        what, since = self._phase
+        if what == "deliveries" or now - since <= bound:
+            return None
+        return f"partition {self.partition}: checkpoint waiting {now - since:.0f}s for the broker ({what})"
 
     async def _save(self, covered: list[Awaitable], records: list, offset: int, timeout: float | None = None) -> bool:
         """Wait for ``covered`` (up to ``timeout`` seconds), then write ``records`` and commit
-        ``offset``; False (nothing written) if the results were not all done in time."""
-        if covered:
-            _, pending = await asyncio.wait(covered, timeout=timeout)
-            if pending:
-                return False
-            for future in covered:
-                future.result()  # a failed produce surfaces here
-        await self.host.send_state(self.partition, records)
-        await self.host.commit(self.partition, offset)
-        return True
+        ``offset``; False (nothing written) if the results were not all done in time, or
+        the state write did not complete (it goes again with the next checkpoint)."""
+        loop = asyncio.get_running_loop()
+        try:
+            if covered:
+                self._phase = ("deliveries" if self.host.drain_timeout is not None else "results", loop.time())
+                _, pending = await asyncio.wait(covered, timeout=timeout)
+                if pending:
+                    return False
+                for future in covered:
+                    future.result()  # a failed produce surfaces here
+            if records:
+                self._phase = ("writing the state", loop.time())
+                try:
+                    await self.host.send_state(self.partition, records)
+                except CheckpointError as error:
+                    self._unsent, self._saved = records, None  # the next checkpoint writes them again
+                    self.host.checkpoint_failed(self.partition, str(error))
+                    return False
+            self._phase = ("committing", loop.time())
+            try:
+                await self.host.commit(self.partition, offset)
+            except CheckpointError as error:
+                self._commit_owed = offset
+                self.host.checkpoint_failed(self.partition, str(error))
+                return True  # the state is saved: the next owner starts after it anyway
+            self._commit_owed = None
+            self.host.checkpoint_failed(self.partition, None)
+            return True
+        finally:
+            self._phase = None
 
     async def _last_checkpoint_before_leaving(self) -> None:
         """Revocation or shutdown: wait up to the drain timeout for every result decided
@@ -315,8 +373,10 @@ class PartitionTask:
                 saving.cancel()
                 await asyncio.gather(saving, return_exceptions=True)
                 return
-            if not saving.result():
-                return
+            if not saving.result() and not self._unsent:
+                return  # its results were not all out: nothing more is saved
         batch = self._batch()
         if batch is not None:
             await self._save(*batch, timeout=None if end is None else max(0.0, end - loop.time()))
+        elif self._commit_owed is not None:
+            await self._save([], [], self._commit_owed)

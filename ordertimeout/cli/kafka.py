@@ -18,6 +18,7 @@ from ..rules.pipeline import Pipeline, TimeMode
 from ..outputs.rows import HumanFormatter
 from ..outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from .common import _execute, _Run, check_event_options
+from .streams import _Stdout
 from .options import _fields, output_options
 from .metrics_options import metrics_options, monitor_from
 from .notify_options import build_notifier, notify_options
@@ -99,7 +100,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         "match": params["match_mode"], "lateness_ms": lateness, "paid_late_ms": params["paid_late"],
     }
     color = params["color"]
-    out = OutputBuffer(sys.stdout.buffer)
+    out = OutputBuffer(_Stdout(sys.stdout.buffer))  # every byte written, also when a stop interrupts
     if params["as_json"]:
         formatter = JsonFormatter()
     else:

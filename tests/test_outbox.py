@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
-from ordertimeout.notify.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for, read_rows, retry_dead
+from ordertimeout.notify.outbox import MemoryOutbox, OutboxError, SqliteOutbox, entries_for
+from ordertimeout.notify.outbox_file import read_rows, retry_dead
 from ordertimeout.outputs.sinks import json_line
 from ordertimeout.state.store import StateError, StateStore
 

@@ -8,7 +8,8 @@ import time
 import click
 import orjson
 
-from ..notify.outbox import OutboxError, read_rows, retry_dead
+from ..notify.outbox import OutboxError
+from ..notify.outbox_file import read_rows, retry_dead
 from ..outputs.rows import format_time
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 from collections import Counter
 
+from ..notify.outbox import OutboxError
 from ..outputs.sinks import FdStream, OutputBuffer, RejectReporter, SinkError
 
 __all__ = ["StdoutError"]
@@ -82,6 +83,8 @@ def _flush_quietly(out: OutputBuffer) -> None:
         out.flush()
     except (BrokenPipeError, StdoutError):
         _silence_stdout()  # a full disk: the error being raised already says so
+    except OutboxError:
+        pass  # results the outbox could not take are not shown (the error says why)
 
 
 def _silence_stdout() -> None:

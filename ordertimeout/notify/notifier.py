@@ -9,9 +9,10 @@ The runtime knows nothing of this: it writes results and saves checkpoints as be
 A host that commits its input only once the results it covers have left the outbox
 (``ordertimeout kafka``) calls :meth:`Notifier.track` and adds results with
 :meth:`Notifier.add_tracked`, which answers a future for that moment.
-With ``--state`` the checkpointer is wrapped so the outbox's new rows are written in the
-checkpoint's transaction, and while rows wait for a checkpoint one is asked for at least
-every ``checkpoint_every`` ms (a quiet input would otherwise hold them back).
+With ``--state`` results are committed to the outbox (held) before stdout shows them, the
+checkpointer is wrapped so its transaction releases them for delivery, and while rows
+wait for a checkpoint one is asked for at least every ``checkpoint_every`` ms (a quiet
+input would otherwise hold them back).
 """
 
 from __future__ import annotations
@@ -138,6 +139,15 @@ class Notifier:
         if results:
             self.relay.add(results, self.clock.now_ms())
 
+    def hold(self) -> None:
+        """With ``--state``: commit the results added so far to the state file now, held
+        back from delivery until the checkpoint covering their input (called before they
+        are shown on stdout; raises :class:`~.outbox.OutboxError` if the file cannot be
+        written). Without, nothing to do: the outbox is in memory."""
+        hold = getattr(self.outbox, "hold_staged", None)
+        if hold is not None:
+            hold()
+
     def stats(self) -> dict:
         """Delivery counters (see :meth:`.Relay.stats`); after :meth:`finish`, as they were then."""
         return self._final_stats if self._final_stats is not None else self.relay.stats()
@@ -226,17 +236,24 @@ class _TrackedOutbox(MemoryOutbox):
 
 
 class OutboxWriter:
-    """The runtime's writer: results to stdout as before, and into the outbox.
+    """The runtime's writer: results into the outbox, then to stdout as before.
 
     Results collect until the runtime's next flush (after each chunk of input and each
     timer firing, and before every checkpoint), then enter the outbox together: matching
-    pays for the outbox once per chunk, not once per line.
+    pays for the outbox once per chunk, not once per line. The outbox comes first, also
+    when stdout's buffer fills up between two flushes (its ``before_flush``): with
+    ``--state`` the results are committed to the state file before a byte of them is
+    shown, so after ``kill -9`` every result that reached stdout is delivered.
     """
 
     def __init__(self, inner, notifier: Notifier) -> None:
         self.inner = inner
         self._add = notifier.add
+        self._hold = notifier.hold
         self._batch: list = []
+        out = getattr(inner, "out", None)  # the OutputBuffer of a ResultWriter
+        if out is not None:
+            out.before_flush = self._to_outbox
 
     @property
     def latencies(self):
@@ -247,14 +264,19 @@ class OutboxWriter:
         """Write ``results`` to stdout's buffer; they go to the outbox at the next flush."""
         if type(results) is not list:
             results = list(results)
+        self._batch += results  # first: a full stdout buffer flushes inside inner.write
         self.inner.write(results)
-        self._batch += results
 
-    def flush(self) -> None:
-        """Results written since the last flush into the outbox; stdout flushed."""
+    def _to_outbox(self) -> None:
         if self._batch:
             batch, self._batch = self._batch, []
             self._add(batch)
+        self._hold()
+
+    def flush(self) -> None:
+        """Results written since the last flush into the outbox (committed, with
+        ``--state``); then stdout flushed."""
+        self._to_outbox()
         self.inner.flush()
 
 

@@ -9,13 +9,16 @@ Two kinds, one interface:
 
 * :class:`MemoryOutbox` (no ``--state``): entries live in this process; a crash loses them.
 * :class:`SqliteOutbox` (``--state``): the ``outbox`` table of the state file. New entries
-  are *staged* and written by :meth:`SqliteOutbox.write_staged` inside the checkpoint
-  transaction that covers their input (the transactional outbox pattern), so after
-  ``kill -9`` a result is either in the table or will be decided again from the input.
-  Only committed rows are delivered; a delivered row is deleted. Pending rows wait on
-  disk, not in memory.
+  are *staged*; before they are shown on stdout, :meth:`SqliteOutbox.hold_staged` commits
+  them as *held* rows, and the checkpoint transaction that covers their input releases
+  them (:meth:`SqliteOutbox.write_staged`: the transactional outbox pattern). So after
+  ``kill -9`` every result shown is in the table, and every other one will be decided
+  again from the input. Only released rows are delivered; a delivered row is deleted.
+  Held rows left by a run that died are released by the next run, which does not add
+  the same results (same sink and id) again when it decides them anew. Pending rows wait
+  on disk, not in memory.
 
-Functions at the end serve ``ordertimeout outbox STATE``: list rows, retry dead letters.
+:mod:`.outbox_file` serves ``ordertimeout outbox STATE``: list rows, retry dead letters.
 """
 
 from __future__ import annotations
@@ -31,8 +34,7 @@ from typing import Iterable
 
 from ..outputs.sinks import RESULT_TYPES, json_line
 
-__all__ = ["Entry", "MemoryOutbox", "SqliteOutbox", "OUTBOX_SCHEMA", "OutboxError", "entries_for",
-           "read_rows", "retry_dead"]
+__all__ = ["Entry", "MemoryOutbox", "SqliteOutbox", "OUTBOX_SCHEMA", "OutboxError", "entries_for"]
 
 OUTBOX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -177,6 +179,9 @@ class SqliteOutbox:
 
     durable = True
 
+    #: The ``meta`` row (the state file's) holding the last position a checkpoint released.
+    RELEASED = "outbox_released"
+
     def __init__(self, connection: sqlite3.Connection, sinks: Iterable[str]) -> None:
         self._connection = connection
         self._sinks = tuple(sinks)
@@ -187,6 +192,25 @@ class SqliteOutbox:
             self._query(f"SELECT COUNT(*) FROM outbox WHERE dead = {dead} AND sink IN {self._in}", self._sinks)[0][0]
             for dead in (0, 1)
         )
+        top = self._query("SELECT COALESCE(MAX(position), 0) FROM outbox")[0][0]
+        released = self._released_mark()
+        # Rows past the mark were held: shown on stdout by a run that ended before the
+        # checkpoint covering their input. They reached stdout, so they are delivered; and
+        # when this run decides the same results again from that input, they are not
+        # added twice. (Positions are given here, never reused: see _rows.)
+        self._again: set[tuple[str, str]] = set() if released is None else set(
+            self._query("SELECT sink, id FROM outbox WHERE position > ?", (released,)))
+        self._next = max(top, released or 0) + 1
+        #: Rows up to this position are deliverable; later ones are held (see hold_staged).
+        self._released = self._next - 1
+        self._prepared: tuple[int, int, set] | None = None  # rows written, not yet committed
+
+    def _released_mark(self) -> int | None:
+        try:
+            row = self._connection.execute("SELECT value FROM meta WHERE name = ?", (self.RELEASED,)).fetchone()
+        except sqlite3.Error:
+            return None  # an outbox without the state file's tables: no mark
+        return None if row is None else int(row[0])
 
     def _query(self, sql: str, parameters=()) -> list[tuple]:
         if self._error is not None:
@@ -238,37 +262,88 @@ class SqliteOutbox:
 
     @property
     def staged(self) -> int:
-        """Entries waiting for the next checkpoint."""
-        return len(self._staged)
+        """Entries waiting for the next checkpoint: staged, or written and held."""
+        return len(self._staged) + (self._next - 1 - self._released)
 
-    def write_staged(self, connection: sqlite3.Connection) -> int:
-        """Insert the staged entries; called inside the checkpoint's transaction."""
+    def _rows(self) -> list[tuple]:
+        """The rows of the staged entries, at positions after every row ever in the table
+        (so held rows are exactly those past the released mark), less the results a run
+        that died had already written (see ``_again``). Applied by :meth:`_applied`."""
+        rows, position, again, skipped = [], self._next, self._again, set()
+        for sink, item, now in self._staged:
+            if again and (sink, item.id) in again and (sink, item.id) not in skipped:
+                skipped.add((sink, item.id))
+                continue
+            body = item.body if type(item) is Entry else json_line(item)[:-1]
+            rows.append((position, sink, item.id, item.key, body, now, now))
+            position += 1
+        self._prepared = (len(self._staged), position, skipped)
+        return rows
+
+    def _insert(self, connection: sqlite3.Connection) -> int:
         connection.executemany(
-            "INSERT INTO outbox (sink, id, key, body, enqueued, next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
-            [(sink, item.id, item.key, item.body if type(item) is Entry else json_line(item)[:-1], now, now)
-             for sink, item, now in self._staged],
+            "INSERT INTO outbox (position, sink, id, key, body, enqueued, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._rows(),
         )
         return len(self._staged)
 
-    def committed(self, count: int) -> None:
-        """The checkpoint holding the first ``count`` staged entries committed."""
+    def _applied(self, count: int) -> None:
+        """The rows of the first ``count`` staged entries are committed."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == count:
+            _, self._next, skipped = prepared
+            self._again -= skipped
+            self._pending -= len(skipped)
         del self._staged[:count]
+
+    def hold_staged(self) -> None:
+        """Commit the staged entries now, in a transaction of their own, as held rows: not
+        delivered before the checkpoint covering their input releases them, but in the
+        file, so a result is in the outbox before it is shown (stdout comes after this).
+        Raises :class:`OutboxError` (the rows stay staged) if the file cannot be written."""
+        if not self._staged:
+            return
+        connection = self._connection
+        try:
+            if not connection.in_transaction:  # (else: outcomes of this turn, committed with these)
+                connection.execute("BEGIN")
+            count = self._insert(connection)
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            self._prepared = None
+            raise OutboxError(f"cannot write the outbox of the state file: {error}") from None
+        self._applied(count)
+
+    def write_staged(self, connection: sqlite3.Connection) -> int:
+        """Insert the staged entries and release every row so far; called inside the
+        checkpoint's transaction, which covers the input of all of them."""
+        count = self._insert(connection)
+        connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self.RELEASED, str(self._prepared[1] - 1)))
+        return count
+
+    def committed(self, count: int) -> None:
+        """The checkpoint holding the first ``count`` staged entries committed: those and
+        every held row are deliverable."""
+        self._applied(count)
+        self._released = self._next - 1
 
     def take_due(self, now: int, count: int, busy: set) -> list[Entry]:
         """Up to ``count`` committed entries due at ``now`` whose rows are not ``busy``."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM outbox WHERE dead = 0 AND next_attempt <= ? AND sink IN {self._in}"
-            " ORDER BY next_attempt, position LIMIT ?",
-            (now, *self._sinks, count + len(busy)),
+            f"SELECT {_COLUMNS} FROM outbox WHERE dead = 0 AND next_attempt <= ? AND position <= ?"
+            f" AND sink IN {self._in} ORDER BY next_attempt, position LIMIT ?",
+            (now, self._released, *self._sinks, count + len(busy)),
         )
         return [_entry(row) for row in rows if row[0] not in busy][:count]
 
     def next_due(self, now: int, busy: set) -> int | None:
         """The earliest next attempt of a committed entry not being attempted, if any."""
         rows = self._query(
-            f"SELECT position, next_attempt FROM outbox WHERE dead = 0 AND sink IN {self._in}"
+            f"SELECT position, next_attempt FROM outbox WHERE dead = 0 AND position <= ? AND sink IN {self._in}"
             " ORDER BY next_attempt, position LIMIT ?",
-            (*self._sinks, len(busy) + 1),
+            (self._released, *self._sinks, len(busy) + 1),
         )
         return next((moment for position, moment in rows if position not in busy), None)
 
@@ -313,52 +388,3 @@ class SqliteOutbox:
 def _entry(row: tuple) -> Entry:
     position, sink, rid, key, body, enqueued, attempts, next_attempt, last_error, dead = row
     return Entry(sink, rid, key, bytes(body), enqueued, attempts, next_attempt, last_error, bool(dead), position)
-
-
-# -- ordertimeout outbox STATE --------------------------------------------------------
-
-
-def _open(path: str) -> sqlite3.Connection:
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=0, isolation_level=None)
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as error:
-        text = str(error)
-        if "locked" in text:
-            raise OutboxError(f"state file {path} is in use by a running ordertimeout (stop it first)") from None
-        raise OutboxError(f"cannot open state file {path}: {text}") from None
-    if "meta" not in tables:
-        connection.close()
-        raise OutboxError(f"{path} is not an ordertimeout state file")
-    if "outbox" not in tables:
-        connection.execute(OUTBOX_SCHEMA.split(";")[0])  # an older file: an empty outbox
-    return connection
-
-
-def read_rows(path: str) -> list[Entry]:
-    """Every row of the outbox of the state file at ``path``: pending first, then dead."""
-    connection = _open(path)
-    try:
-        return [_entry(row) for row in connection.execute(
-            f"SELECT {_COLUMNS} FROM outbox ORDER BY dead, next_attempt, position")]
-    except sqlite3.Error as error:
-        raise OutboxError(f"cannot read the outbox of {path}: {error}") from None
-    finally:
-        connection.close()
-
-
-def retry_dead(path: str, now: int) -> int:
-    """Move every dead letter back to pending, due at ``now``; returns how many."""
-    connection = _open(path)
-    try:
-        # The age limit counts from here: a dead letter retried gets a fresh --deliver-max-age.
-        cursor = connection.execute(
-            "UPDATE outbox SET dead = 0, attempts = 0, next_attempt = ?, enqueued = ? WHERE dead = 1", (now, now))
-        return cursor.rowcount
-    except sqlite3.Error as error:
-        text = str(error)
-        if "locked" in text:
-            raise OutboxError(f"state file {path} is in use by a running ordertimeout (stop it first)") from None
-        raise OutboxError(f"cannot update the outbox of {path}: {text}") from None
-    finally:
-        connection.close()

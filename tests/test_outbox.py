@@ -195,3 +195,46 @@ def test_memory_outbox_keeps_the_latest_dead_letters_and_counts_them_all():
     assert outbox.dead_count() == buried > MemoryOutbox.DEAD_KEPT
     assert len(outbox.dead) == MemoryOutbox.DEAD_KEPT
     assert outbox.dead[-1].id == results[-1].id and outbox.pending_count() == 0
+
+
+def test_held_rows_are_in_the_file_before_stdout_and_delivered_after_their_checkpoint(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    pipeline, results = decided(LINES)
+    outbox.add(results, 7)
+    outbox.hold_staged()  # what the runtime's flush does before stdout
+    assert not store.connection.in_transaction  # committed
+    assert [row[0] for row in store.connection.execute("SELECT id FROM outbox")] == [r.id for r in results]
+    assert outbox.take_due(10, 5, set()) == [] and outbox.next_due(10, set()) is None  # held
+    assert outbox.staged == 3 and outbox.pending_count() == 3
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    assert [e.id for e in outbox.take_due(10, 5, set())] == [r.id for r in results] and outbox.staged == 0
+    store.close()
+
+
+def test_held_rows_of_a_run_that_died_are_delivered_and_not_added_twice(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    outbox = SqliteOutbox(store.connection, ["webhook", "exec"])
+    pipeline, results = decided(LINES)
+    outbox.add(results[:1], 7)
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    (first, _) = outbox.take_due(7, 5, set())
+    outbox.delivered(first)  # the webhook row of the first result left; its exec row waits
+    outbox.flush()
+    outbox.add(results[1:], 8)
+    outbox.hold_staged()  # shown on stdout, then kill -9 before the next checkpoint
+    store.close()
+    reopened = open_store(path)
+    again = SqliteOutbox(reopened.connection, ["webhook", "exec"])
+    assert again.pending_count() == 5 and {e.id for e in again.take_due(9, 10, set())} == {r.id for r in results}
+    # The input after the checkpoint is read again: the same results are decided anew.
+    again.add(results[1:], 9)
+    again.add(results[1:], 9)  # a result decided once more than before is a new one: kept
+    again.hold_staged()
+    assert again.pending_count() == 5 + 4
+    reopened.save(pipeline, {}, also=lambda connection: again.committed(again.write_staged(connection)))
+    reopened.close()
+    ids = sorted((sink, rid) for sink, rid, _ in rows(path))
+    assert ids == sorted([("exec", results[0].id)] + [(sink, r.id) for r in results[1:] for sink in ("webhook", "exec")] * 2)

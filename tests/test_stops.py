@@ -12,6 +12,7 @@ import random
 import select
 import signal
 import subprocess
+import threading
 import time
 
 import orjson
@@ -215,3 +216,89 @@ def test_every_result_shown_is_in_the_outbox_when_kill_9_comes(tmp_path, seed):
         assert shown <= receiver.delivered_ids()
     finally:
         receiver.close()
+
+
+# -- the restart property, with a reader that stalls and signals at random moments ----------
+
+
+class StallingReader(threading.Thread):
+    """Reads a pipe to its end, but only while ``go`` is set: a consumer that stalls."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.go, self.data = fd, threading.Event(), bytearray()
+        self.go.set()
+
+    def run(self) -> None:
+        while True:
+            self.go.wait()
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                break
+            self.data += chunk
+        os.close(self.fd)
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ORDERTIMEOUT_STALL_CUTS", "3"))))
+def test_runs_stopped_while_their_reader_stalls_give_the_results_of_one_run(tmp_path, seed):
+    """tests/test_restarts.py's real-process property, with each run's stdout a one-page
+    pipe whose reader stalls at random moments, and stops (one signal, two, or kill -9)
+    at random moments, often while the run is blocked writing: no line is cut but by a
+    second signal or kill -9 (and then only the last), and the runs together give the
+    results of one run, each exactly once when every stop was a single signal."""
+    rng = random.Random(seed)
+    whole, growing = tmp_path / "whole.jsonl", tmp_path / "events.jsonl"
+    subprocess.run([*COMMAND, "generate", "--events", "3000", "--users", "200", "--rate", "1000", "--disorder",
+                    "20ms", "--seed", str(seed), "-o", str(whole)], check=True)
+    options = ["--within", "1s", "--lateness", "20ms", "--match", rng.choice(["each", "next", "followed-by"]),
+               "--json", "-q"]
+    data = whole.read_bytes()
+    cuts = sorted(rng.sample(range(1, len(data)), 5))
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    growing.write_bytes(pieces.pop(0))
+    args = [*COMMAND, "watch", str(growing), *options, "--state", str(tmp_path / "state.db"),
+            "--checkpoint-every", "5ms", "--follow"]
+    seen, exactly_once = [], True
+    for _ in range(rng.randint(2, 4)):
+        read_end, write_end, _ = small_pipe()
+        process = subprocess.Popen(args, stdout=write_end, stderr=subprocess.PIPE)
+        os.close(write_end)
+        reader = StallingReader(read_end)
+        reader.start()
+        wait_until_catching(process)
+        if pieces:
+            with open(growing, "ab") as handle:
+                handle.write(pieces.pop(0))
+        time.sleep(rng.uniform(0.0, 0.3))
+        reader.go.clear()  # the consumer stalls; the run soon blocks on the full pipe
+        time.sleep(rng.uniform(0.0, 0.4))
+        how = rng.choice(["one", "one", "one", "two", "kill"])
+        signum = rng.choice([signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+        process.send_signal(signal.SIGKILL if how == "kill" else signum)
+        if how == "two":
+            time.sleep(rng.uniform(0.0, 0.1))
+            process.send_signal(signum)
+        if how != "one":
+            process.wait(timeout=30)  # at once, though the reader still stalls
+        time.sleep(rng.uniform(0.0, 0.2))
+        reader.go.set()
+        _, err = process.communicate(timeout=60)
+        reader.join(30)
+        assert b"Traceback" not in err
+        assert process.returncode == (-signal.SIGKILL if how == "kill" else 128 + signum), err
+        output = bytes(reader.data)
+        complete = output[: output.rfind(b"\n") + 1]
+        if how == "one":
+            assert complete == output  # a single signal cuts nothing
+        exactly_once &= how == "one"
+        seen += assert_whole_lines(complete) if complete else []
+    with open(growing, "ab") as handle:
+        handle.write(b"".join(pieces))
+    final = subprocess.run([arg for arg in args if arg != "--follow"] + ["--final"], capture_output=True, timeout=60)
+    assert final.returncode == 0, final.stderr
+    seen += final.stdout.splitlines()
+    clean = subprocess.run([*COMMAND, "watch", str(whole), *options], capture_output=True, check=True).stdout
+    if exactly_once:
+        assert sorted(seen) == sorted(clean.splitlines())
+    else:
+        assert set(seen) == set(clean.splitlines())  # repeats allowed, with the same id

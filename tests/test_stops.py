@@ -218,6 +218,31 @@ def test_every_result_shown_is_in_the_outbox_when_kill_9_comes(tmp_path, seed):
         receiver.close()
 
 
+def test_results_the_outbox_cannot_take_are_not_printed(tmp_path):
+    """The state file's disk fills up (a file size limit for this process only): the run
+    ends with one Error: line, and every result it printed is in the outbox."""
+    import resource
+
+    state = tmp_path / "state.db"
+    pad = "x" * 5000
+    lines = b"".join(orjson.dumps({"userId": f"u{n}", "type": "create", "ts": 2000 + n, "pad": pad}) + b"\n"
+                     for n in range(200))
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, resource.RLIM_INFINITY))
+
+    delivered = tmp_path / "delivered"
+    run = subprocess.run([*COMMAND, "watch", "--json", "-q", "--within", "10ms", "--state", str(state), "--final",
+                          "--exec", f'echo "$ORDERTIMEOUT_ID" >> {delivered}', "--drain-timeout", "0"],
+                         input=lines, capture_output=True, preexec_fn=small_disk, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.decode().splitlines()[-1].startswith("Error: cannot write the outbox of the state file")
+    assert b"Traceback" not in run.stderr
+    shown = {orjson.loads(line)["id"] for line in assert_whole_lines(run.stdout)}
+    assert 0 < len(shown) < 200
+    assert shown <= outbox_ids(state) | set(delivered.read_text().split() if delivered.exists() else [])
+
+
 # -- the restart property, with a reader that stalls and signals at random moments ----------
 
 

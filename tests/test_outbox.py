@@ -294,3 +294,48 @@ def test_state_outbox_hands_out_oldest_first_and_one_key_in_decision_order(tmp_p
     outbox.delivered(a1)
     assert [e.id for e in outbox.take("webhook", 50, 8, set(), set())] == [results[2].id]
     store.close()
+
+
+def test_held_rows_are_in_the_file_before_stdout_and_delivered_after_their_checkpoint(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    pipeline, results = decided(LINES)
+    outbox.add(results, 7)
+    outbox.hold_staged()  # what the runtime's flush does before stdout
+    assert not store.connection.in_transaction  # committed
+    assert [row[0] for row in store.connection.execute("SELECT id FROM outbox")] == [r.id for r in results]
+    assert outbox.take("webhook", 10, 5, set(), set()) == [] and outbox.next_due("webhook", 0) is None  # held
+    assert outbox.staged == 3 and outbox.pending_count() == 3
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    assert [e.id for e in outbox.take("webhook", 10, 5, set(), set())] == [r.id for r in results]
+    assert outbox.staged == 0
+    store.close()
+
+
+def test_held_rows_of_a_run_that_died_are_delivered_and_not_added_twice(tmp_path):
+    path = tmp_path / "state.db"
+    store = open_store(path)
+    outbox = SqliteOutbox(store.connection, ["webhook", "exec"])
+    pipeline, results = decided(LINES)
+    outbox.add(results[:1], 7)
+    store.save(pipeline, {}, also=lambda connection: outbox.committed(outbox.write_staged(connection)))
+    (first,) = outbox.take("webhook", 7, 5, set(), set())
+    outbox.delivered(first)  # the webhook row of the first result left; its exec row waits
+    outbox.flush()
+    outbox.add(results[1:], 8)
+    outbox.hold_staged()  # shown on stdout, then kill -9 before the next checkpoint
+    store.close()
+    reopened = open_store(path)
+    again = SqliteOutbox(reopened.connection, ["webhook", "exec"])
+    due = again.take("webhook", 9, 10, set(), set()) + again.take("exec", 9, 10, set(), set())
+    assert again.pending_count() == 5 and {e.id for e in due} == {r.id for r in results}
+    # The input after the checkpoint is read again: the same results are decided anew.
+    again.add(results[1:], 9)
+    again.add(results[1:], 9)  # a result decided once more than before is a new one: kept
+    again.hold_staged()
+    assert again.pending_count() == 5 + 4
+    reopened.save(pipeline, {}, also=lambda connection: again.committed(again.write_staged(connection)))
+    reopened.close()
+    ids = sorted((sink, rid) for sink, rid, _ in rows(path))
+    assert ids == sorted([("exec", results[0].id)] + [(sink, r.id) for r in results[1:] for sink in ("webhook", "exec")] * 2)

@@ -75,6 +75,8 @@ class _Run:
     monitor: Monitor = field(default_factory=lambda: Monitor(Log(sys.stderr), Health()))
     #: Delivery to --webhook / --exec (a :class:`~ordertimeout.notify.Notifier`), if asked for.
     notifier: Any = None
+    #: The stop signals' handlers before the run's own (put back once stdout is done with).
+    previous_handlers: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.err is None:
@@ -106,14 +108,19 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
                 os.write(sys.stderr.fileno(), b"\r\x1b[2K")  # leave no stale status behind
             os._exit(128 + signum)  # the second Ctrl-C: the user wants out now
         run.stop_signal = signum
-        loop.call_soon_threadsafe(task.cancel)
+        try:
+            loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:
+            pass  # the loop has ended: the run's last flush is under way and stops by itself
 
     # Listening before any input is read: a taken address fails the run at once.
     await run.monitor.start(run, run.runtime.clock.now_ms)
     # A signal the command was started with ignored stays ignored (nohup ignores SIGHUP,
     # so closing the terminal must not stop the run).
-    previous = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
-                if signal.getsignal(signum) is not signal.SIG_IGN}
+    # They stay installed after this returns, until _execute has made its last write to
+    # stdout: a first signal never interrupts a write, whenever it comes.
+    run.previous_handlers = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS
+                             if signal.getsignal(signum) is not signal.SIG_IGN}
     if run.progress:
         status = terminal.StatusLine(terminal.stderr_console(sys.stderr, run.color), _status_renderer(run))
         run.err.status = status
@@ -154,8 +161,6 @@ async def _supervise(run: _Run, main: Callable[[], Any]) -> None:
         run.err.status = None
         run.err.flush()
         run.out.before_write = run.out.after_write = None
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         await run.monitor.stop()
     if notifier is not None and notifier.error is not None:
         raise notifier.error
@@ -229,9 +234,9 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     gc.freeze()
     try:
         asyncio.run(_supervise(run, main))
+        run.out.flush()  # still under the run's signal handlers: a stop does not cut it
         if run.stop_signal is not None:
             exit_code = 128 + run.stop_signal
-        run.out.flush()
         if run.monitor.state_failure() is not None:  # the last checkpoint was not written
             _finish(run, quiet=run.quiet)
             raise click.ClickException(run.monitor.state_failure())
@@ -252,6 +257,7 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
         _finish(run, quiet=run.quiet)
         raise click.ClickException(str(error)) from None
     finally:
+        _restore_handlers(run)
         if run.state is not None:
             run.state.close()
     # The reader of stdout left (| head): exit 141 says so, as it does for `yes | head`;
@@ -264,6 +270,13 @@ def _execute(run: _Run, main: Callable[[], Any]) -> None:
     if exit_code:
         sys.exit(exit_code)
     _fail_if_nothing_usable(run)
+
+
+def _restore_handlers(run: _Run) -> None:
+    """Put back the stop signals' handlers the run replaced (its writes to stdout are over)."""
+    handlers, run.previous_handlers = run.previous_handlers, {}
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def _fail_if_nothing_usable(run: _Run) -> None:

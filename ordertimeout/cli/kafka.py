@@ -20,6 +20,7 @@ from ..outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultW
 from .build import _window_stats, check_event_options
 from .common import _execute, _Run
 from .deadline_options import deadlines_from
+from .streams import _Stdout
 from .options import _fields, output_options
 from .metrics_options import metrics_options, monitor_from
 from .notify_options import build_notifier, notify_options
@@ -107,7 +108,7 @@ def kafka(bootstrap, topic, group, results_topic, start, create_topics, replicat
         **deadlines.config(),
     }
     color = params["color"]
-    out = OutputBuffer(sys.stdout.buffer)
+    out = OutputBuffer(_Stdout(sys.stdout.buffer))  # every byte written, also when a stop interrupts
     if params["as_json"]:
         formatter = JsonFormatter()
     else:

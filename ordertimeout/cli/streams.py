@@ -4,11 +4,13 @@ were unusable, and quieting stdout after it failed."""
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from collections import Counter
 
-from ..outputs.sinks import OutputBuffer, RejectReporter, SinkError
+from ..notify.outbox import OutboxError
+from ..outputs.sinks import FdStream, OutputBuffer, RejectReporter, SinkError
 
 __all__ = ["StdoutError"]
 
@@ -20,10 +22,21 @@ class StdoutError(SinkError):
 class _Stdout:
     """stdout for the results, telling its own failures apart from those of other files
     (stderr, --rejects): a full disk here is named as stdout's. A reader that left stays a
-    ``BrokenPipeError``, which ends the run with 141."""
+    ``BrokenPipeError``, which ends the run with 141.
+
+    Results go straight to file descriptor 1 (:class:`~.sinks.FdStream`), not through
+    ``sys.stdout.buffer``: its buffered write drops the rest of a write that a signal
+    interrupted (a stop while the reader is slow), and still reports success. A stream
+    with no descriptor (a test runner's) is written as it is."""
 
     def __init__(self, stream) -> None:
-        self._stream = stream
+        try:
+            fd = stream.fileno()
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            self._stream = stream
+        else:
+            stream.flush()  # anything written the usual way before the run goes first
+            self._stream = FdStream(fd)
 
     def write(self, data: bytes) -> int:
         try:
@@ -74,6 +87,8 @@ def _flush_quietly(out: OutputBuffer) -> None:
         out.flush()
     except (BrokenPipeError, StdoutError):
         _silence_stdout()  # a full disk: the error being raised already says so
+    except OutboxError:
+        pass  # results the outbox could not take are not shown (the error says why)
 
 
 def _silence_stdout() -> None:

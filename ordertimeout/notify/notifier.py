@@ -9,9 +9,10 @@ The runtime knows nothing of this: it writes results and saves checkpoints as be
 A host that commits its input only once the results it covers have left the outbox
 (``ordertimeout kafka``) calls :meth:`Notifier.track` and adds results with
 :meth:`Notifier.add_tracked`, which answers a future for that moment.
-With ``--state`` the checkpointer is wrapped so the outbox's new rows are written in the
-checkpoint's transaction, and while rows wait for a checkpoint one is asked for at least
-every ``checkpoint_every`` ms (a quiet input would otherwise hold them back).
+With ``--state`` results are committed to the outbox (held) before stdout shows them, the
+checkpointer is wrapped so its transaction releases them for delivery, and while rows
+wait for a checkpoint one is asked for at least every ``checkpoint_every`` ms (a quiet
+input would otherwise hold them back).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from ..rules.clocks import Clock, LoopClock
 from .delivery import PROBE_MAX_MS, Relay, Sender
 from .outbox_file import answer_retry_request, take_retry_request
 from .outbox import MemoryOutbox, dead_letters
+from .seams import OutboxWriter, PacedReader
 from .sqlite_outbox import SqliteOutbox
 from ..outputs.sinks import RESULT_TYPES
 
-__all__ = ["Notifier", "OutboxWriter", "PacedReader"]
+__all__ = ["Notifier", "OutboxWriter", "PacedReader"]  # (the last two from .seams)
 
 #: How often a run with --state looks for a ``ordertimeout outbox STATE --retry-dead`` request.
 RETRY_REQUEST_POLL_SECONDS = 0.25
@@ -201,6 +203,15 @@ class Notifier:
         if results:
             self.relay.add(results, self.clock.now_ms())
 
+    def hold(self) -> None:
+        """With ``--state``: commit the results added so far to the state file now, held
+        back from delivery until the checkpoint covering their input (called before they
+        are shown on stdout; raises :class:`~.outbox.OutboxError` if the file cannot be
+        written). Without, nothing to do: the outbox is in memory."""
+        hold = getattr(self.outbox, "hold_staged", None)
+        if hold is not None:
+            hold()
+
     def stats(self) -> dict:
         """Delivery counters (see :meth:`.Relay.stats`); after :meth:`finish`, as they were then."""
         return self._final_stats if self._final_stats is not None else self.relay.stats()
@@ -322,64 +333,3 @@ class _TrackedOutbox(MemoryOutbox):
     def bury(self, entry) -> None:
         super().bury(entry)
         self._on_leave(entry)
-
-
-class OutboxWriter:
-    """The runtime's writer: results to stdout as before, and into the outbox.
-
-    Results collect until the runtime's next flush (after each chunk of input and each
-    timer firing, and before every checkpoint), then enter the outbox together: matching
-    pays for the outbox once per chunk, not once per line.
-    """
-
-    def __init__(self, inner, notifier: Notifier) -> None:
-        self.inner = inner
-        self._add = notifier.add
-        self._batch: list = []
-
-    @property
-    def latencies(self):
-        """The inner writer's pay latencies."""
-        return self.inner.latencies
-
-    def write(self, results) -> None:
-        """Write ``results`` to stdout's buffer; they go to the outbox at the next flush."""
-        if type(results) is not list:
-            results = list(results)
-        self.inner.write(results)
-        self._batch += results
-
-    def flush(self) -> None:
-        """Results written since the last flush into the outbox; stdout flushed."""
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self._add(batch)
-        self.inner.flush()
-
-
-class PacedReader:
-    """A reader that waits while the outbox is over its limit (backpressure).
-
-    The wait counts against the caller's timeout, so timers due meanwhile still fire.
-    """
-
-    def __init__(self, reader, relay: Relay) -> None:
-        self.reader = reader
-        self._relay = relay
-        self.paused = False
-
-    def __getattr__(self, name: str):
-        return getattr(self.reader, name)  # start, stop, progress, identity: the reader's own
-
-    async def get(self, timeout: float | None = None):
-        """The reader's next item, once the outbox has room."""
-        if self._relay.full():
-            self.paused = True
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            if not await self._relay.wait_for_room(timeout):
-                raise TimeoutError
-            self.paused = False
-            if timeout is not None:
-                timeout = max(0.0, timeout - (loop.time() - start))
-        return await self.reader.get(timeout)

@@ -1,11 +1,14 @@
 """The outbox in the state file (``--state``): the ``outbox`` table, one row per result and sink.
 
-In: results staged by the runtime's writer, written by :meth:`SqliteOutbox.write_staged`
-inside the checkpoint transaction that covers their input (the transactional outbox
-pattern), so after ``kill -9`` a result is either in the table or will be decided again
-from the input. Out: committed rows for the relay (:mod:`.delivery`), oldest first; a
-delivered row is deleted, a dead one kept with its last error. Pending rows wait on
-disk, not in memory.
+In: results staged by the runtime's writer. Before they are shown on stdout,
+:meth:`SqliteOutbox.hold_staged` commits them as *held* rows, and the checkpoint
+transaction that covers their input releases them (:meth:`SqliteOutbox.write_staged`:
+the transactional outbox pattern). So after ``kill -9`` every result shown is in the
+table, and every other one will be decided again from the input. Held rows left by a run
+that died are released by the next run, which does not add the same results (same sink
+and id) again when it decides them anew. Out: released rows for the relay
+(:mod:`.delivery`), oldest first; a delivered row is deleted, a dead one kept with its
+last error. Pending rows wait on disk, not in memory.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ class SqliteOutbox:
 
     durable = True
 
+    #: The ``meta`` row (the state file's) holding the last position a checkpoint released.
+    RELEASED = "outbox_released"
+
     def __init__(self, connection: sqlite3.Connection, sinks: Iterable[str]) -> None:
         self._connection = connection
         self._sinks = tuple(sinks)
@@ -44,6 +50,25 @@ class SqliteOutbox:
             self._query(f"SELECT COUNT(*) FROM outbox WHERE dead = {dead} AND sink IN {self._in}", self._sinks)[0][0]
             for dead in (0, 1)
         )
+        top = self._query("SELECT COALESCE(MAX(position), 0) FROM outbox")[0][0]
+        released = self._released_mark()
+        # Rows past the mark were held: shown on stdout by a run that ended before the
+        # checkpoint covering their input. They reached stdout, so they are delivered; and
+        # when this run decides the same results again from that input, they are not
+        # added twice. (Positions are given here, never reused: see _rows.)
+        self._again: set[tuple[str, str]] = set() if released is None else set(
+            self._query("SELECT sink, id FROM outbox WHERE position > ?", (released,)))
+        self._next = max(top, released or 0) + 1
+        #: Rows up to this position are deliverable; later ones are held (see hold_staged).
+        self._released = self._next - 1
+        self._prepared: tuple[int, int, set] | None = None  # rows written, not yet committed
+
+    def _released_mark(self) -> int | None:
+        try:
+            row = self._connection.execute("SELECT value FROM meta WHERE name = ?", (self.RELEASED,)).fetchone()
+        except sqlite3.Error:
+            return None  # an outbox without the state file's tables: no mark
+        return None if row is None else int(row[0])
 
     def _query(self, sql: str, parameters=()) -> list[tuple]:
         if self._error is not None:
@@ -95,21 +120,72 @@ class SqliteOutbox:
 
     @property
     def staged(self) -> int:
-        """Entries waiting for the next checkpoint."""
-        return len(self._staged)
+        """Entries waiting for the next checkpoint: staged, or written and held."""
+        return len(self._staged) + (self._next - 1 - self._released)
 
-    def write_staged(self, connection: sqlite3.Connection) -> int:
-        """Insert the staged entries; called inside the checkpoint's transaction."""
+    def _rows(self) -> list[tuple]:
+        """The rows of the staged entries, at positions after every row ever in the table
+        (so held rows are exactly those past the released mark), less the results a run
+        that died had already written (see ``_again``). Applied by :meth:`_applied`."""
+        rows, position, again, skipped = [], self._next, self._again, set()
+        for sink, item, now in self._staged:
+            if again and (sink, item.id) in again and (sink, item.id) not in skipped:
+                skipped.add((sink, item.id))
+                continue
+            body = item.body if type(item) is Entry else json_line(item)[:-1]
+            rows.append((position, sink, item.id, item.key, body, now, now))
+            position += 1
+        self._prepared = (len(self._staged), position, skipped)
+        return rows
+
+    def _insert(self, connection: sqlite3.Connection) -> int:
         connection.executemany(
-            "INSERT INTO outbox (sink, id, key, body, enqueued, next_attempt) VALUES (?, ?, ?, ?, ?, ?)",
-            [(sink, item.id, item.key, item.body if type(item) is Entry else json_line(item)[:-1], now, now)
-             for sink, item, now in self._staged],
+            "INSERT INTO outbox (position, sink, id, key, body, enqueued, next_attempt) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._rows(),
         )
         return len(self._staged)
 
-    def committed(self, count: int) -> None:
-        """The checkpoint holding the first ``count`` staged entries committed."""
+    def _applied(self, count: int) -> None:
+        """The rows of the first ``count`` staged entries are committed."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == count:
+            _, self._next, skipped = prepared
+            self._again -= skipped
+            self._pending -= len(skipped)
         del self._staged[:count]
+
+    def hold_staged(self) -> None:
+        """Commit the staged entries now, in a transaction of their own, as held rows: not
+        delivered before the checkpoint covering their input releases them, but in the
+        file, so a result is in the outbox before it is shown (stdout comes after this).
+        Raises :class:`OutboxError` (the rows stay staged) if the file cannot be written."""
+        if not self._staged:
+            return
+        connection = self._connection
+        try:
+            if not connection.in_transaction:  # (else: outcomes of this turn, committed with these)
+                connection.execute("BEGIN")
+            count = self._insert(connection)
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            self._prepared = None
+            raise OutboxError(f"cannot write the outbox of the state file: {error}") from None
+        self._applied(count)
+
+    def write_staged(self, connection: sqlite3.Connection) -> int:
+        """Insert the staged entries and release every row so far; called inside the
+        checkpoint's transaction, which covers the input of all of them."""
+        count = self._insert(connection)
+        connection.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (self.RELEASED, str(self._prepared[1] - 1)))
+        return count
+
+    def committed(self, count: int) -> None:
+        """The checkpoint holding the first ``count`` staged entries committed: those and
+        every held row are deliverable."""
+        self._applied(count)
+        self._released = self._next - 1
 
     def take(self, sink: str, now: int, count: int, busy: set, busy_keys: set) -> list[Entry]:
         """Up to ``count`` committed entries of ``sink`` to attempt at ``now``, oldest
@@ -122,7 +198,7 @@ class SqliteOutbox:
             while True:
                 rows = self._query(
                     f"SELECT {_COLUMNS} FROM outbox WHERE sink = ? AND dead = 0 AND position > ?"
-                    " ORDER BY position LIMIT ?", (sink, after, page))
+                    " AND position <= ? ORDER BY position LIMIT ?", (sink, after, self._released, page))
                 for row in rows:
                     yield _entry(row)
                 if len(rows) < page:
@@ -134,13 +210,13 @@ class SqliteOutbox:
     def next_due(self, sink: str, now: int) -> int | None:
         """The earliest next attempt after ``now`` of a committed entry of ``sink``: when an
         entry waiting for its own backoff step may go."""
-        return self._query("SELECT MIN(next_attempt) FROM outbox WHERE sink = ? AND dead = 0 AND next_attempt > ?",
-                           (sink, now))[0][0]
+        return self._query("SELECT MIN(next_attempt) FROM outbox WHERE sink = ? AND dead = 0 AND next_attempt > ?"
+                           " AND position <= ?", (sink, now, self._released))[0][0]
 
     def expired(self, sink: str, before: int, busy: set) -> list[Entry]:
         """Committed pending entries of ``sink`` (not in flight) decided at or before ``before``."""
         rows = self._query(f"SELECT {_COLUMNS} FROM outbox WHERE sink = ? AND dead = 0 AND enqueued <= ?"
-                           " ORDER BY position", (sink, before))
+                           " AND position <= ? ORDER BY position", (sink, before, self._released))
         return [_entry(row) for row in rows if row[0] not in busy]
 
     def delivered(self, entry: Entry) -> None:

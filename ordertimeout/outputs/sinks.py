@@ -2,12 +2,16 @@
 
 Everything for stdout goes through one :class:`OutputBuffer`: lines collect in memory and
 leave in one write per flush. The runtime flushes after each chunk of input and each timer
-firing, so a pipe sees results promptly without one system call per line.
+firing, so a pipe sees results promptly without one system call per line. A flush reaches
+the file descriptor through :func:`write_all`, never through Python's buffered stdout,
+which drops the unwritten rest of a write a signal interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 from typing import BinaryIO, Callable, Iterable, TextIO
 
 import orjson
@@ -18,6 +22,8 @@ from ..rules.matcher import Cancelled, PaidLate, Reminder, Result, Success, Time
 
 __all__ = [
     "OutputBuffer",
+    "FdStream",
+    "write_all",
     "json_line",
     "json_lines",
     "JsonFormatter",
@@ -34,8 +40,48 @@ RESULT_TYPES = {"success": Success, "timeout": Timeout, "cancelled": Cancelled, 
 FLUSH_BYTES = 1 << 16
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to the file descriptor ``fd``, or raise ``OSError``.
+
+    A write to a pipe that a signal interrupts returns the count written so far; a signal
+    before the first byte is retried by Python once its handler returned (PEP 475). So
+    this loops until nothing is left: bytes reach the reader whole, in order, exactly
+    once, however many signals arrive while it waits. An ``fd`` left non-blocking by
+    whoever opened it is waited on rather than spun on.
+    """
+    view = memoryview(data)
+    done, total = 0, len(view)
+    while done < total:
+        try:
+            done += os.write(fd, view[done:])
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+class FdStream:
+    """A binary stream over a file descriptor (stdout's): :meth:`write` returns only once
+    every byte was written (see :func:`write_all`); nothing is buffered, so :meth:`flush`
+    has nothing to do."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, data: bytes) -> int:
+        """Write all of ``data``; returns its length."""
+        write_all(self.fd, data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing is held back: every write already reached the descriptor."""
+
+
 class OutputBuffer:
-    """Collects output bytes and writes them to ``stream`` in one call per flush."""
+    """Collects output bytes and writes them to ``stream`` in one call per flush.
+
+    ``before_flush``, if set, runs before any queued byte is written, however the flush
+    came (explicit, or the buffer being full): a host that must record results elsewhere
+    before they are shown (the notify outbox) hooks in there.
+    """
 
     def __init__(self, stream: BinaryIO, flush_bytes: int = FLUSH_BYTES) -> None:
         self._stream = stream
@@ -45,6 +91,7 @@ class OutputBuffer:
         #: Called around each write, e.g. to lift a status line off a shared terminal.
         self.before_write: Callable[[], None] | None = None
         self.after_write: Callable[[], None] | None = None
+        self.before_flush: Callable[[], None] | None = None
 
     def write(self, data: bytes) -> None:
         """Queue ``data``; write out when the buffer is large."""
@@ -61,7 +108,11 @@ class OutputBuffer:
             self.flush()
 
     def flush(self) -> None:
-        """Write everything queued so far (raises ``BrokenPipeError`` if the reader left)."""
+        """Write everything queued so far (raises ``BrokenPipeError`` if the reader left).
+
+        If ``before_flush`` raises, nothing is written and the lines stay queued."""
+        if self.before_flush is not None:
+            self.before_flush()
         if not self._parts:
             return
         data = b"".join(self._parts)

@@ -112,7 +112,10 @@ class TaskServices:
         self.reports.checkpoint(partition, reason)
 
     def show(self, results: list[Result]) -> None:
-        """Results to stdout (``--json`` or rows)."""
+        """Results to stdout (``--json`` or rows). Returns once every byte is written (the
+        writer loops over partial writes, also when a stop signal interrupts one), so the
+        results are shown before they are produced and before any commit covering them;
+        a stop waits for a slow reader rather than cut the write."""
         self.writer.write(results)
         self.writer.flush()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import tempfile
@@ -21,6 +22,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from ordertimeout.inputs.simulator import generate_traffic
 
 from .helpers import COMMAND, free_port
 
@@ -209,3 +212,9 @@ def with_closing_events(lines: list[bytes]) -> list[bytes]:
     last = max(orjson.loads(line)["ts"] for line in lines)
     users = sorted({orjson.loads(line)["userId"] for line in lines})
     return lines + [orjson.dumps({"userId": user, "type": "closing", "ts": last + 10_000}) for user in users]
+
+
+def traffic(events: int, seed: int = 1, users: int = 40, disorder: int = 0) -> list[bytes]:
+    """Shop traffic for a topic (``ordertimeout generate``'s, seeded)."""
+    return list(generate_traffic(random.Random(seed), events=events, users=users, pay_ratio=0.7, within_ms=1000,
+                                 rate_per_s=2000, disorder_ms=disorder))

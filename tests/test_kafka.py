@@ -10,7 +10,6 @@ import asyncio
 import gc
 import io
 import os
-import random
 import re
 import signal
 import subprocess
@@ -19,13 +18,12 @@ import time
 import orjson
 import pytest
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from ordertimeout import EventParser, EventSchema, Matcher, Pipeline
 from ordertimeout.hosts.kafka.connect import ClientSettings
 from ordertimeout.hosts.kafka.worker import Worker, WorkerSettings
-from ordertimeout.inputs.simulator import generate_traffic
 from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from ordertimeout.rules.clocks import LoopClock
 
@@ -34,6 +32,7 @@ from .monitoring import get
 from .helpers import free_port as _free_port
 from .kafka_cluster import WITHIN, Cluster, bootstrap, cluster  # noqa: F401  (the broker and topics fixtures)
 from .kafka_cluster import outputs as _outputs
+from .kafka_cluster import traffic as _traffic
 from .kafka_cluster import with_closing_events as _with_closing_events
 from .kafka_cluster import tansu as _tansu
 
@@ -51,11 +50,6 @@ def _watch(lines, *args: str) -> list[dict]:
     done = subprocess.run([*COMMAND, "watch", "--json", "-q", "--within", WITHIN, *args],
                           input=b"\n".join(lines) + b"\n", capture_output=True, check=True)
     return [orjson.loads(line) for line in done.stdout.splitlines()]
-
-
-def _traffic(events: int, seed: int = 1, users: int = 40, disorder: int = 0) -> list[bytes]:
-    return list(generate_traffic(random.Random(seed), events=events, users=users, pay_ratio=0.7, within_ms=1000,
-                                 rate_per_s=2000, disorder_ms=disorder))
 
 
 def _by_id(results: list[dict]) -> dict[str, dict]:

@@ -11,13 +11,13 @@ import tempfile
 import time
 
 import orjson
-import pytest
 
 from .helpers import COMMAND
-from .test_kafka import Cluster, _traffic, _with_closing_events, bootstrap  # noqa: F401 (the broker fixture)
-from .test_stops import assert_whole_lines, read_to_end, small_pipe, wait_until_blocked, wait_until_catching
+from .kafka_cluster import Cluster, bootstrap  # noqa: F401 (the broker fixture)
+from .kafka_cluster import traffic as _traffic
+from .kafka_cluster import with_closing_events as _with_closing_events
+from .stalls import assert_whole_lines, read_to_end, small_pipe, wait_until_blocked, wait_until_catching
 
-pytest.importorskip("aiokafka")
 
 
 def start_worker(cluster: Cluster, stdout) -> subprocess.Popen:

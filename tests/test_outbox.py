@@ -339,3 +339,15 @@ def test_held_rows_of_a_run_that_died_are_delivered_and_not_added_twice(tmp_path
     reopened.close()
     ids = sorted((sink, rid) for sink, rid, _ in rows(path))
     assert ids == sorted([("exec", results[0].id)] + [(sink, r.id) for r in results[1:] for sink in ("webhook", "exec")] * 2)
+
+
+def test_a_failed_outbox_still_gives_its_figures_and_leaves_the_error_to_the_run(tmp_path):
+    """Once a commit of the outbox failed (a full disk), the run reports that error once;
+    the summary's figures must not raise it again (it reached users as a traceback)."""
+    store = open_store(tmp_path / "state.db")
+    outbox = SqliteOutbox(store.connection, ["webhook"])
+    outbox._error = OutboxError("cannot write the outbox of the state file: disk I/O error")  # as _commit_soon leaves it
+    assert outbox.oldest_pending() is None
+    with pytest.raises(OutboxError):  # the relay's next use still raises it
+        outbox.take("webhook", 0, 1, set(), set())
+    store.close()

@@ -253,7 +253,12 @@ class SqliteOutbox:
         """When the oldest pending entry (of ``sink``, or of any of this run's) was decided."""
         sinks = self._sinks if sink is None else (sink,)
         where = "(" + ",".join("?" * len(sinks)) + ")"
-        oldest = self._query(f"SELECT MIN(enqueued) FROM outbox WHERE dead = 0 AND sink IN {where}", sinks)
+        try:
+            oldest = self._query(f"SELECT MIN(enqueued) FROM outbox WHERE dead = 0 AND sink IN {where}", sinks)
+        except OutboxError:
+            # A figure for the status line and the summary: an outbox that failed (its
+            # error is the run's to report, once) has none, rather than a second failure.
+            oldest = [(None,)]
         staged = [now for name, _, now in self._staged[:1] if name in sinks]
         candidates = [moment for moment in (oldest[0][0], *staged) if moment is not None]
         return min(candidates) if candidates else None

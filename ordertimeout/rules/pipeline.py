@@ -140,12 +140,13 @@ class Pipeline(WallClockSteps):
         events, stop = self._parse_event_time(lines, start)
         if not events:
             return [], stop
-        future = self.wall.first_future(list(map(_TIME, events)), now)
+        times = list(map(_TIME, events))  # (one list for the checks below and _reorder's)
+        future = self.wall.first_future(times, now)
         if future is not None:  # feed rejects it; the events after it are kept for the next call
             self._parsed = (lines, start, events, stop)
             if not future:
                 return [], start
-            events, stop = events[:future], start + future
+            events, stop, times = events[:future], start + future, times[:future]
         # Event time as in _feed_event_time and advance_frontier, for the whole batch:
         # events due in (time, input order) are collected, then applied in one matcher
         # batch. Leaving the matcher's advance to each frontier for the end of the batch
@@ -154,13 +155,12 @@ class Pipeline(WallClockSteps):
         if not self.lateness and not self._buffer:
             # Without lateness an event is late exactly when it is older than the one
             # before it (or than the frontier): a batch in time order is applied as it is.
-            times = list(map(_TIME, events))
             if times[0] >= self.frontier and times == sorted(times):
                 self.events += len(events)
                 if times[-1] > self._max_time:
                     self._new_max(times[-1], now)
                 return self._apply(events, self._max_time), stop
-        ready, used, frontier = self._reorder(events, now)
+        ready, used, frontier = self._reorder(events, now, times)
         self.events += used
         if used < len(events):  # stopped at a late event; kept only then, so as to hold nothing
             self._parsed = (lines, start, events, stop)
@@ -199,12 +199,11 @@ class Pipeline(WallClockSteps):
             out += self.matcher.advance_to(frontier)
         return out
 
-    def _reorder(self, events: list, now: int) -> tuple[list, int, int | float]:
+    def _reorder(self, events: list, now: int, times: list[int]) -> tuple[list, int, int | float]:
         """What :meth:`_feed_event_time` does to each event, for a batch in a few C-level
         passes: (events due in order, how many of ``events`` were used, up to the first
-        late one, the frontier they reach)."""
+        late one, the frontier they reach). ``times``: the events' times."""
         frontier, lateness = self.frontier, self.lateness
-        times = list(map(_TIME, events))
         used = len(times)
         top = max(times)
         # After each event the frontier is max(frontier, largest time - lateness), so no

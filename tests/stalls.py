@@ -41,12 +41,13 @@ def wait_until_blocked(read_end, capacity, process) -> None:
         time.sleep(0.1)
 
 
-def start_stalled(args):
-    """Start ``watch`` with stdout on a small pipe; read 64 KB and stop reading; return
-    once the pipe is full again (the run is blocked writing) and the process catches
-    its stop signals. Returns (process, read end, bytes read)."""
+def start_stalled(args, command=("watch",)):
+    """Start ``ordertimeout watch ARGS`` (or ``command``) with stdout on a small pipe; read
+    64 KB and stop reading; return once the pipe is full again (the run is blocked
+    writing) and the process catches its stop signals. Returns (process, read end, bytes
+    read)."""
     read_end, write_end, capacity = small_pipe()
-    process = subprocess.Popen([*COMMAND, "watch", *args], stdout=write_end, stderr=subprocess.PIPE)
+    process = subprocess.Popen([*COMMAND, *command, *args], stdout=write_end, stderr=subprocess.PIPE)
     os.close(write_end)
     got = bytearray()
     while len(got) < 65536:

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from .helpers import COMMAND
-from .stalls import assert_whole_lines, read_to_end, small_pipe, start_stalled, wait_until_blocked, wait_until_catching  # noqa: F401
+from .stalls import assert_whole_lines, read_to_end, small_pipe, start_stalled, wait_until_catching
 from .webhook_receiver import SECRET, Receiver
 
 STOPS = [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
@@ -78,16 +78,7 @@ def test_a_second_signal_exits_at_once_and_the_next_run_writes_what_was_not_reco
 def test_a_stop_of_simulate_while_the_reader_stalls_cuts_no_line(tmp_path):
     """simulate shares the run's end with watch: a stop while stdout is full waits for
     the reader, and no line is cut."""
-    read_end, write_end, capacity = small_pipe()
-    process = subprocess.Popen([*COMMAND, "simulate", "--json", "-q", "--interval", "1ms"],
-                               stdout=write_end, stderr=subprocess.PIPE)
-    os.close(write_end)
-    got = bytearray()
-    while len(got) < 65536:
-        chunk = os.read(read_end, 65536 - len(got))
-        assert chunk, process.stderr.read()
-        got += chunk
-    wait_until_blocked(read_end, capacity, process)
+    process, read_end, got = start_stalled(["--json", "-q", "--interval", "1ms"], command=("simulate",))
     process.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     got += read_to_end(read_end)

@@ -29,6 +29,8 @@ import time
 import orjson
 
 HERE = pathlib.Path(__file__).parent
+# The ordertimeout of this checkout, for the sections that import it here too (start-up).
+sys.path.insert(1, str(HERE.parent))
 DATA = HERE / "data"
 COMMAND = [sys.executable, "-m", "ordertimeout"]
 MODES = ("each", "next", "followed-by")

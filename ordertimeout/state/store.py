@@ -34,7 +34,7 @@ from ..notify.outbox_file import hold
 from ..rules.pipeline import Pipeline
 from ..inputs.files import SavedPosition
 
-__all__ = ["StateStore", "StateError", "StateWriteError", "FORMAT"]
+__all__ = ["StateStore", "StateError", "StateWriteError", "FORMAT", "config_differences"]
 
 #: Bumped when the layout changes; an older file is refused rather than misread.
 FORMAT = 3
@@ -157,12 +157,7 @@ class StateStore:
     def _check(self, meta: dict[str, str]) -> None:
         if meta.get("format") != str(FORMAT):
             raise StateError(f"{self.path} has state format {meta.get('format')}, this version reads {FORMAT}")
-        stored = orjson.loads(meta["config"])
-        differences = [
-            f"{name} {stored.get(name)!r} there, {value!r} here"
-            for name, value in self.config.items()
-            if stored.get(name) != value
-        ]
+        differences = config_differences(orjson.loads(meta["config"]), self.config)
         if differences:
             raise StateError(
                 f"{self.path} was written by a different configuration ({'; '.join(differences)}); "
@@ -291,6 +286,14 @@ class StateStore:
             self._connection.close()
             self._connection = None
         self._release()
+
+
+def config_differences(stored: dict[str, Any], here: dict[str, Any]) -> list[str]:
+    """How the settings that give state its meaning differ between those ``stored`` with
+    it and those of this run (``here``), one phrase each: state of one is refused by the
+    other (a state file, or a kafka partition's changelog)."""
+    return [f"{name} {stored.get(name)!r} there, {value!r} here"
+            for name, value in here.items() if stored.get(name) != value]
 
 
 class _RestoredOrders:

@@ -41,6 +41,7 @@ import orjson
 
 from ...rules.matcher import OpenOrder, result_id
 from ...rules.pipeline import Pipeline
+from ...state.store import config_differences
 
 __all__ = ["Record", "Restored", "ChangelogError", "ChangelogWriter", "Folder", "fold", "state_topic"]
 
@@ -184,12 +185,7 @@ class Folder:
         restored = self.restored
         restored.stray = self._fenced.union(key for key, _ in self._batch)
         if restored.meta is not None:
-            stored = restored.meta["config"]
-            differences = [
-                f"{name} {stored.get(name)!r} there, {value!r} here"
-                for name, value in self.config.items()
-                if stored.get(name) != value
-            ]
+            differences = config_differences(restored.meta["config"], self.config)
             if differences:
                 raise ChangelogError(
                     f"state of partition {self.partition} was written by a different configuration "

@@ -220,11 +220,16 @@ def test_a_snapshot_anywhere_goes_on_exactly(steps, mode, remind, before, cut):
 
 
 @settings(max_examples=200, deadline=None)
-@given(stream(), st.sampled_from(list(Mode)), st.sampled_from([None, 30, 200]), st.integers(1, 6))
-def test_the_first_window_of_its_own_switches_to_lanes_mid_run(steps, mode, paid_late, every):
+@given(stream(), st.sampled_from(list(Mode)), st.sampled_from([None, 30, 200]), st.integers(1, 6), st.integers(0, 40))
+def test_the_first_window_of_its_own_switches_to_lanes_mid_run(steps, mode, paid_late, every, plain_steps):
     """A plain matcher meets its first create with a window of its own mid-run: it moves
-    its orders (and --paid-late's memory) over and goes on exactly as one with lanes from
-    the start; the changes it reports for checkpoints always add up to its open orders."""
+    its orders (and --paid-late's memory, with orders already paid late) over and goes on
+    exactly as one with lanes from the start; the changes it reports for checkpoints
+    always add up to its open orders."""
+    # The first ``plain_steps`` creates have the run's window: the switch comes late
+    # enough for timeouts, and payments after them, to come before it.
+    steps = [(key, kind, gap, W if index < plain_steps else window)
+             for index, (key, kind, gap, window) in enumerate(steps)]
     events = timed(steps)
     started = Matcher(W, mode, paid_late, windows=(1,))  # lanes from the start
     switched = Matcher(W, mode, paid_late)
@@ -245,3 +250,17 @@ def test_the_first_window_of_its_own_switches_to_lanes_mid_run(steps, mode, paid
             saved.update((p, (o.key, o.created, o.seq)) for p, o in opened)
             assert sorted(saved.values()) == sorted((o.key, o.created, o.seq) for o in switched.open_orders())
     assert plain(got + switched.drain()) == plain(expected + started.drain())
+
+
+def test_a_window_of_its_own_after_a_payment_paid_late_switches_to_lanes():
+    """Found by the state-file property: the timed-out order that was paid late is still
+    in --paid-late's line (dropped lazily) when lanes take over; it stays paid."""
+    matcher = Matcher(1000, Mode.EACH, 500)
+    results = feed(matcher, [("u0", "create", 0, 1000), ("u1", "create", 0, 1000), ("u0", "pay", 1100),
+                             ("u2", "create", 1100, 300), ("u1", "pay", 1200), ("u0", "pay", 1300)])
+    assert plain(results) == plain([
+        Timeout("u0", 0, 1000, b"{}"), Timeout("u1", 0, 1000, b"{}"),
+        PaidLate("u0", 0, 1000, 1100, b"{}", b"{}"),
+        PaidLate("u1", 0, 1000, 1200, b"{}", b"{}"),
+        Timeout("u2", 1100, 1400, b"{}"),
+    ])

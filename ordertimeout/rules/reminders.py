@@ -63,7 +63,9 @@ class LaneRules:
         # take_changes, in the long header too (the one the matcher reads from now on).
         for key, remembered in self._expired.items():
             self._expired[key] = [renamed.get(id(order)) or long(order, -1) for order in remembered]
-        self._expired_line = deque(renamed[id(order)] for order in self._expired_line)
+        # The line keeps orders already paid late (dropped from it lazily, as they reach
+        # its head): renamed apart from the live ones, they stay dead.
+        self._expired_line = deque(renamed.get(id(order)) or long(order, -1) for order in self._expired_line)
         if self._closed_early is not None:
             self._closed_early = [(key, renamed.get(id(order)) or long(order, -1)) for key, order in self._closed_early]
             # Change tracking goes on by the log: the orders not yet reported are in it.

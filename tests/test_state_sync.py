@@ -17,9 +17,20 @@ import pytest
 CONFIG = {"key": "userId", "within_ms": 1000, "match": "each"}
 
 
-def new_pipeline(mode="each", paid_late=None, lateness=0):
-    return Pipeline(EventParser(EventSchema()), Matcher(1000, mode, paid_late), time_mode=TimeMode.EVENT,
-                    lateness=lateness)
+#: How orders get their deadlines: all the run's window (the plain timeline); some with a
+#: deadline of their own (a "due" field: lanes from the first of them, mid-run); or
+#: reminders (lanes from the start).
+DEADLINES = {
+    "plain": ({}, {}),
+    "due": ({"deadline_field": "due", "within": 1000}, {}),
+    "remind": ({}, {"remind": (300,), "remind_before": (100,)}),
+}
+
+
+def new_pipeline(mode="each", paid_late=None, lateness=0, deadlines="plain"):
+    schema_options, matcher_options = DEADLINES[deadlines]
+    return Pipeline(EventParser(EventSchema(**schema_options)), Matcher(1000, mode, paid_late, **matcher_options),
+                    time_mode=TimeMode.EVENT, lateness=lateness)
 
 
 def file_orders(where):
@@ -38,25 +49,30 @@ def matcher_orders(pipeline):
     return sorted((order.key, order.created, order.seq) for order in pipeline.matcher.open_orders())
 
 
-def test_a_restart_with_nothing_new_writes_no_open_order_again(tmp_path):
+@pytest.mark.parametrize("deadlines", DEADLINES)
+def test_a_restart_with_nothing_new_writes_no_open_order_again(tmp_path, deadlines):
     path = str(tmp_path / "state.db")
-    first = new_pipeline()
+    first = new_pipeline(deadlines=deadlines)
     for i in range(2000):
-        first.feed(event(f"u{i}", "create", i), 0)
+        # Every third order repeats a key (two open orders on one key); with a "due"
+        # field every fifth has a deadline of its own.
+        due = {"due": i // 10 + 700} if deadlines == "due" and i % 5 == 0 else {}
+        first.feed(event(f"u{i - i % 3 // 2}", "create", i // 10, **due), 0)
     store = StateStore(path, CONFIG)
     store.open()
     store.save(first, {})
     store.close()
 
     again = StateStore(path, CONFIG)
-    restored = new_pipeline()
+    restored = new_pipeline(deadlines=deadlines)
     restored.restore(again.open()["pipeline"])
     before = again.connection.total_changes
     again.save(restored, {})
     written = again.connection.total_changes - before
     again.close()
     assert written <= 5, written  # the meta row, not 2,000 deletes and 2,000 inserts
-    assert file_orders(path) == matcher_orders(first)
+    assert file_orders(path) == matcher_orders(first) == matcher_orders(restored)
+    assert len(matcher_orders(first)) == 2000
 
 
 def test_the_open_orders_are_read_while_the_store_is_open(tmp_path):
@@ -86,7 +102,12 @@ def runs_of_events(draw):
     for _ in range(count):
         now += draw(st.sampled_from([0, 0, 1, 250, 999, 1000, 1001]))
         times.append(now)
-    events = [event(f"u{draw(st.integers(0, 3))}", draw(st.sampled_from(KINDS)), at) for at in times]
+    events = []
+    for at in times:
+        kind = draw(st.sampled_from(KINDS))
+        # Some creates have a deadline of their own (read where the schema has the field).
+        due = {"due": at + draw(st.sampled_from([1, 300, 1000, 2500]))} if kind == "create" and draw(st.booleans()) else {}
+        events.append(event(f"u{draw(st.integers(0, 3))}", kind, at, **due))
     cuts = sorted(draw(st.lists(st.integers(0, count), max_size=4)))
     bounds = [0, *cuts, count]
     runs = [events[a:b] for a, b in zip(bounds, bounds[1:])]
@@ -94,21 +115,23 @@ def runs_of_events(draw):
     return events, runs, saves
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=runs_of_events(), mode=st.sampled_from(["each", "next", "followed-by"]),
-       paid_late=st.sampled_from([None, 500]), lateness=st.sampled_from([0, 300]))
-def test_runs_through_one_state_file_give_the_results_of_one_run(tmp_path_factory, case, mode, paid_late, lateness):
+       paid_late=st.sampled_from([None, 500]), lateness=st.sampled_from([0, 300]),
+       deadlines=st.sampled_from(list(DEADLINES)))
+def test_runs_through_one_state_file_give_the_results_of_one_run(tmp_path_factory, case, mode, paid_late, lateness,
+                                                                 deadlines):
     events, runs, saves = case
     path = str(tmp_path_factory.mktemp("sync") / "state.db")
-    config = {**CONFIG, "match": mode, "paid_late_ms": paid_late, "lateness_ms": lateness}
-    whole = new_pipeline(mode, paid_late, lateness)
+    config = {**CONFIG, "match": mode, "paid_late_ms": paid_late, "lateness_ms": lateness, "deadlines": deadlines}
+    whole = new_pipeline(mode, paid_late, lateness, deadlines)
     expected = [result for line in events for result in whole.feed(line, 0)] + whole.finish()
 
     got = []
     for run, save_points in zip(runs, saves):
         store = StateStore(path, config)
         checkpoint = store.open()
-        pipeline = new_pipeline(mode, paid_late, lateness)
+        pipeline = new_pipeline(mode, paid_late, lateness, deadlines)
         if checkpoint is not None:
             pipeline.restore(checkpoint["pipeline"])
             assert file_orders(store) == matcher_orders(pipeline)
@@ -122,7 +145,7 @@ def test_runs_through_one_state_file_give_the_results_of_one_run(tmp_path_factor
         store.close()
 
     store = StateStore(path, config)
-    final = new_pipeline(mode, paid_late, lateness)
+    final = new_pipeline(mode, paid_late, lateness, deadlines)
     checkpoint = store.open()
     if checkpoint is not None:
         final.restore(checkpoint["pipeline"])

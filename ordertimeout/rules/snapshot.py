@@ -175,20 +175,24 @@ class SavedState:
             matcher._tick, matcher._tick_creates = state["tick"][0], dict(state["tick"][1])
         saved = state["open"]
         add = matcher._add
-        if getattr(saved, "in_timeline_order", False):
-            # A store's own orders, read as they come (a million of them: no list, no sort).
+        chunks = getattr(saved, "chunks", None)
+        if chunks is not None:
+            # A store's own orders in its timeline order, as columns a chunk at a time (a
+            # million of them: no list of them all, no sort, and no Python loop per order
+            # in the common case of orders that all have the run's window).
             within, pack_order = matcher.within, matcher._pack_order
-            for created, key, raw, seq, deadline in saved:
-                if deadline == created + within and matcher._lanes is None:
-                    add(key, _pack(created, raw, seq), created, deadline)  # (the plain header, inline)
-                else:
-                    add(key, pack_order(created, raw, seq, deadline), created, deadline)
-            if matcher._lanes is None:
-                # The store holds them numbered as this matcher numbers them now: track
-                # changes from here, so its next checkpoint writes changes, not all again.
-                matcher._changes_mark = matcher._appended
-                matcher._closed_early = []
-                saved.in_sync()
+            for keys, created, raws, seqs, windows in chunks():
+                if matcher._lanes is None and windows.count(within) == len(windows):
+                    matcher._add_plain(keys, created, raws, seqs)
+                    continue
+                for key, created_at, raw, seq, window in zip(keys, created, raws, seqs, windows):
+                    deadline = created_at + window
+                    add(key, pack_order(created_at, raw, seq, deadline), created_at, deadline)
+            # The store holds them numbered as this matcher numbers them now (lanes too:
+            # an order's number is its place among them): track changes from here, so its
+            # next checkpoint writes changes, not all of them again.
+            matcher.forget_changes()
+            saved.in_sync()
             return matcher
         # In the order given (the saved timeline order: ties at a millisecond are in input
         # order, which is the order their timeouts go out in), only put back in time order

@@ -297,31 +297,34 @@ def config_differences(stored: dict[str, Any], here: dict[str, Any]) -> list[str
 
 
 class _RestoredOrders:
-    """The open orders of a checkpoint, ``(created, key, raw, seq, deadline)`` in the
-    matcher's timeline order, read from the file while a matcher is rebuilt from them: a
-    million of them never sit in a list beside the matcher that takes them. A matcher that
-    numbers them as the file has them (0, 1, ... in this order) says so with
-    :meth:`in_sync`: then the store knows where each one is in the file (see
-    :meth:`StateStore._restored`) and writes changes only."""
+    """The open orders of a checkpoint, in the matcher's timeline order, read from the
+    file in chunks of columns while a matcher is rebuilt from them (see
+    :meth:`~..rules.snapshot.SavedState.restore`): a million of them never sit in a list
+    beside the matcher that takes them. A matcher that numbers them as the file has them
+    (0, 1, ... in this order) says so with :meth:`in_sync`: then the store knows where
+    each one is in the file (see :meth:`StateStore._restored`) and writes changes only."""
 
-    #: In the order the matcher's timeline had them: a restore need not sort them.
-    in_timeline_order = True
+    #: Rows read at a time: big enough that the per-chunk work is C loops, small enough
+    #: that a chunk's columns cost a few MB.
+    CHUNK = 65_536
 
     def __init__(self, store: StateStore, connection: sqlite3.Connection) -> None:
         self._store = store
         self._connection = connection
         self._positions = array("q")
 
-    def __iter__(self):
+    def chunks(self):
+        """``(keys, created, raws, seqs, windows)`` column tuples, a chunk of orders at a
+        time; an order's window is its deadline minus its created time."""
         if self._store.connection is None:
             raise StateError(f"the open orders of {self._store.path} are read from the file: restore them before close()")
         self._positions = positions = array("q")
-        append = positions.append
         rows = self._connection.execute(
-            "SELECT position, key, created, raw, seq, deadline FROM open_orders ORDER BY position")
-        for position, key, created, raw, seq, deadline in rows:
-            append(position)
-            yield created, key, raw, seq, deadline
+            "SELECT position, key, created, raw, seq, deadline - created FROM open_orders ORDER BY position")
+        while chunk := rows.fetchmany(self.CHUNK):
+            numbers, *columns = zip(*chunk)
+            positions.extend(numbers)
+            yield columns
 
     def in_sync(self) -> None:
         """Every order was read, and the matcher numbers them in the order given."""

@@ -233,6 +233,9 @@ class Matcher(SavedState, PaidLateMemory, LaneRules, OpenOrders):
                         if lanes is None:  # the first create with a window of its own
                             lanes = self._enable_lanes(creates - 1)
                             lanes_first, size = lanes.first.get, _LONG_RAW
+                            # Renamed in the long header: the orders closed from here on
+                            # go to the new list (the old one is no longer taken).
+                            closed_early = self._closed_early
                         deadline = time + within if kind == CREATE else time - kind
                         order = long_pack(time, seq, deadline, self._appended + creates - 1) + raw
                     # One dict operation in the common case (the key had nothing open).

@@ -49,8 +49,11 @@ def matcher_orders(pipeline):
     return sorted((order.key, order.created, order.seq) for order in pipeline.matcher.open_orders())
 
 
+@pytest.mark.parametrize("chunk", [65_536, 7])
 @pytest.mark.parametrize("deadlines", DEADLINES)
-def test_a_restart_with_nothing_new_writes_no_open_order_again(tmp_path, deadlines):
+def test_a_restart_with_nothing_new_writes_no_open_order_again(tmp_path, monkeypatch, deadlines, chunk):
+    # Read in chunks of 7 too: a key's orders then span chunks.
+    monkeypatch.setattr("ordertimeout.state.store._RestoredOrders.CHUNK", chunk)
     path = str(tmp_path / "state.db")
     first = new_pipeline(deadlines=deadlines)
     for i in range(2000):
@@ -73,6 +76,9 @@ def test_a_restart_with_nothing_new_writes_no_open_order_again(tmp_path, deadlin
     assert written <= 5, written  # the meta row, not 2,000 deletes and 2,000 inserts
     assert file_orders(path) == matcher_orders(first) == matcher_orders(restored)
     assert len(matcher_orders(first)) == 2000
+    # The same orders in the same order: each key's oldest first, and in deadline order.
+    assert restored.matcher.open_orders() == first.matcher.open_orders()
+    assert restored.finish() == first.finish()
 
 
 def test_the_open_orders_are_read_while_the_store_is_open(tmp_path):

@@ -85,18 +85,22 @@ class OpenOrders:
         self._timeline_keys.extend(keys)
         self._appended += len(orders)
         self.pending += len(orders)
-        fresh = dict(zip(keys, orders))
-        if len(fresh) == len(orders) and self._open.keys().isdisjoint(fresh):
-            self._open.update(fresh)  # one open order per key, as most keys have
-            return
+        open_orders = self._open
+        if open_orders.keys().isdisjoint(keys):
+            size = len(open_orders)
+            open_orders.update(zip(keys, orders))  # one open order per key, as most keys have
+            if len(open_orders) - size == len(orders):
+                return
+            for key in keys:  # a key twice in the chunk: its orders again, the slow way
+                open_orders.pop(key, None)
         for key, order in zip(keys, orders):  # oldest first, as _add keeps them
-            current = self._open.get(key)
+            current = open_orders.get(key)
             if current is None:
-                self._open[key] = order
+                open_orders[key] = order
             elif type(current) is list:
                 current.append(order)
             else:
-                self._open[key] = [current, order]
+                open_orders[key] = [current, order]
 
     def _pop_head(self) -> bytes:
         timeline = self._timeline

@@ -8,11 +8,12 @@ Nothing here decides a result; a restored matcher goes on exactly where the save
 from __future__ import annotations
 
 import itertools
+import operator
 from typing import Iterator, Self
 
 from .orders import _LONG, OpenOrder, _pack
 
-__all__ = ["COUNTER_NAMES", "SavedState"]
+__all__ = ["COUNTER_NAMES", "SavedState", "timeline_order"]
 
 #: The matcher's counters, in the order the statistics show them.
 COUNTER_NAMES = (
@@ -29,6 +30,16 @@ COUNTER_NAMES = (
     "paid_late",
     "reminder",
 )
+
+
+def timeline_order(created: list[int]) -> list[int] | None:
+    """Where open orders created at ``created`` (ms, one each, in the order a source gives
+    them) go in a restored matcher's timeline: the indices in creation order, ties kept
+    in the order given (the order their timeouts go out in); None when it is the order
+    given, as a source that keeps them in timeline order has them."""
+    if all(map(operator.le, created, itertools.islice(created, 1, None))):
+        return None
+    return sorted(range(len(created)), key=created.__getitem__)
 
 
 class SavedState:
@@ -196,8 +207,11 @@ class SavedState:
             return matcher
         # In the order given (the saved timeline order: ties at a millisecond are in input
         # order, which is the order their timeouts go out in), only put back in time order
-        # where a source gives them out of it; a stable sort keeps the ties as given.
-        orders = sorted((OpenOrder(*fields) for fields in saved), key=lambda order: order.created)
+        # where a source gives them out of it.
+        orders = [OpenOrder(*fields) for fields in saved]
+        order = timeline_order([order.created for order in orders])
+        if order is not None:
+            orders = [orders[index] for index in order]
         for created, key, raw, seq, deadline in orders:
             deadline = created + matcher.within if deadline is None else deadline
             add(key, matcher._pack_order(created, raw, seq, deadline), created, deadline)

@@ -33,6 +33,7 @@ Pure data in and out: the worker does the producing and the reading.
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -40,6 +41,7 @@ from typing import Iterable
 import orjson
 
 from ...rules.matcher import OpenOrder, result_id
+from ...rules.snapshot import timeline_order
 from ...rules.pipeline import Pipeline
 from ...state.store import config_differences
 
@@ -95,17 +97,28 @@ class Restored:
     """What the changelog holds for one partition (see :func:`fold`)."""
 
     meta: dict | None = None
-    orders: dict[bytes, OpenOrder] = field(default_factory=dict)
+    #: The open orders' records as folded: record key -> [created, key, seq, raw text,
+    #: deadline], in the order of their last writes.
+    records: dict[bytes, list] = field(default_factory=dict)
     #: Keys whose last record is not part of the state: written after the last meta record
     #: (an unfinished batch) or by a fenced writer. The next writer writes them again.
     stray: set[bytes] = field(default_factory=set)
     #: The highest writer epoch in the log (the next writer takes one more).
     epoch: int = 0
+    #: The record keys in the restored matcher's timeline order, once a matcher took the
+    #: orders from :meth:`pipeline_state` and numbered them so (see :class:`_TimelineOrders`).
+    timeline_keys: list[bytes] | None = None
 
     @property
     def offset(self) -> int | None:
         """The next input offset to read, or None for a partition without state."""
         return None if self.meta is None else self.meta["offset"]
+
+    @property
+    def orders(self) -> dict[bytes, OpenOrder]:
+        """The open orders by record key (made on each call: for inspection)."""
+        return {record_key: OpenOrder(created, key, raw.encode(), seq, deadline)
+                for record_key, (created, key, seq, raw, deadline) in self.records.items()}
 
     def pipeline_state(self) -> dict | None:
         """The state as ``Pipeline.restore`` takes it, or None without state."""
@@ -116,10 +129,39 @@ class Restored:
         matcher = state["matcher"]
         state["matcher"] = dict(
             matcher,
-            open=[tuple(order) for order in self.orders.values()],
+            open=_TimelineOrders(self),
             expired=[(created, key, raw.encode(), seq, *deadline) for created, key, raw, seq, *deadline in matcher.get("expired") or ()],
         )
         return state
+
+
+class _TimelineOrders:
+    """The open orders of a :class:`Restored` as ``Matcher.restore`` takes a store's: in
+    timeline order, as column chunks (see :meth:`~...rules.snapshot.SavedState.restore`).
+    A matcher that numbers them so says :meth:`in_sync`, and the writer's first batch
+    then knows every order's record key at once."""
+
+    CHUNK = 65_536
+
+    def __init__(self, restored: Restored) -> None:
+        self._restored = restored
+        self._keys: list[bytes] = []
+
+    def chunks(self):
+        """``(keys, created, raws, seqs, windows)`` column tuples, a chunk at a time."""
+        items = list(self._restored.records.items())
+        order = timeline_order([fields[0] for _, fields in items])
+        if order is not None:
+            items = [items[index] for index in order]
+        self._keys = [record_key for record_key, _ in items]
+        encode = str.encode
+        for start in range(0, len(items), self.CHUNK):
+            created, keys, seqs, raws, deadlines = zip(*(fields for _, fields in items[start:start + self.CHUNK]))
+            yield keys, created, tuple(map(encode, raws)), seqs, tuple(map(operator.sub, deadlines, created))
+
+    def in_sync(self) -> None:
+        """The matcher numbers the orders 0, 1, ... in the order given."""
+        self._restored.timeline_keys = self._keys
 
 
 def fold(partition: int, records: Iterable[tuple[bytes, bytes | None, int]], config: dict) -> Restored:
@@ -149,7 +191,7 @@ class Folder:
     def add(self, records: Iterable[tuple[bytes, bytes | None, int]]) -> None:
         """Fold the next records of the log (key, value, epoch), in log order."""
         restored, batch, fenced, meta_key = self.restored, self._batch, self._fenced, self._meta_key
-        orders = restored.orders
+        orders = restored.records
         current = restored.epoch  # (a local: this loop runs once per record of the log)
         for key, value, epoch in records:
             if epoch < current:
@@ -169,14 +211,16 @@ class Folder:
                 )
             # Not only this meta's own batch: after compaction the records of many batches (and
             # of killed writers, mended by the batch that followed them) come before one meta.
-            pop, loads = orders.pop, orjson.loads
+            pop, loads, within = orders.pop, orjson.loads, self.config["within_ms"]
             for order_key, order_value in batch:
                 # Last write wins, also for its place, as compaction keeps it.
                 pop(order_key, None)
                 if order_value is not None:
-                    # (the deadline is there since orders may have windows of their own)
-                    created, key_text, seq, raw, *deadline = loads(order_value)
-                    orders[order_key] = OpenOrder(created, key_text, raw.encode(), seq, *deadline)
+                    # [created, key, seq, raw, deadline] (the deadline is there since
+                    # orders may have windows of their own; before, it was the window's)
+                    fields = orders[order_key] = loads(order_value)
+                    if len(fields) == 4:
+                        fields.append(fields[0] + within)
             batch.clear()
             restored.meta = meta
 
@@ -214,29 +258,24 @@ class ChangelogWriter:
         that also fences off earlier writers (write it before anything else)."""
         matcher = pipeline.matcher
         matcher.forget_changes()  # start change tracking from the restored picture
-        _, numbered = matcher.numbered_open_orders()
-        # The keys the orders were read under, computing them again costs more: the
-        # timeline is mostly in the order they were read (their creation order), so each
-        # order is first compared with the one read at its place.
-        read = list(restored.orders.items())
-        keys = None
+        ordered = restored.timeline_keys
+        if ordered is None or len(ordered) != matcher.pending:
+            # A matcher not restored from these records as they were given (none: a new
+            # partition; or one fed since): its own numbering, each order's key made again.
+            ordered = [_order_key(self.partition, order) for _, order in matcher.numbered_open_orders()[1]]
+        self._live = OrderedDict(zip(range(len(ordered)), ordered))
+        self._position_of = dict(zip(ordered, range(len(ordered))))
         records = []
-        rewritten: set[int] = set()  # creation times of the orders written again so far
-        for index, (position, order) in enumerate(numbered):
-            if index < len(read) and read[index][1] == order:
-                key = read[index][0]
-            else:
-                if keys is None:
-                    keys = {order: key for key, order in read}
-                key = keys.get(order) or _order_key(self.partition, order)
-            self._live[position] = key
-            self._position_of[key] = position
+        if restored.stray:
             # Touched by an unfinished batch (or a fenced writer): write it again. Every later
             # order of its millisecond follows it, so their last writes stay in timeline order.
-            if key in restored.stray or order.created in rewritten:
-                rewritten.add(order.created)
-                records.append(Record(key, _order_value(order), offset, self.epoch))
-        records += [Record(key, None, offset, self.epoch) for key in restored.stray if key not in self._position_of]
+            stray = restored.stray
+            rewritten: set[int] = set()  # creation times of the orders written again so far
+            for (_, order), key in zip(matcher.numbered_open_orders()[1], ordered):
+                if key in stray or order.created in rewritten:
+                    rewritten.add(order.created)
+                    records.append(Record(key, _order_value(order), offset, self.epoch))
+            records += [Record(key, None, offset, self.epoch) for key in stray if key not in self._position_of]
         records.append(self._meta(pipeline, offset))
         return records
 

@@ -152,6 +152,49 @@ def test_a_writer_fenced_off_by_a_later_one_is_ignored():
         assert sorted(order.key for order in fold(0, _log(cleaned), CONFIG).orders.values()) == ["a", "b"]
 
 
+def _meta_of(pipeline: Pipeline, offset: int):
+    """The meta record a writer ends its batch with (the state around the open orders)."""
+    return ChangelogWriter(0, CONFIG).batch(pipeline, offset)[-1]
+
+
+def test_orders_whose_last_writes_are_out_of_creation_order_restore_in_it_and_close_under_their_keys():
+    """After mends and compaction the last writes need not be in creation order: the
+    restored timeline is, and closing an order tombstones the record key it was read under."""
+    pipeline = _pipeline(lateness=0)
+    pipeline.feed(b'{"userId":"z","type":"view","ts":5}', now=0)
+    meta = _meta_of(pipeline, 1)
+    values = {b"0:order:open:%b:%d:0" % (key.encode(), created): (created, key, 0, '{"userId":"%s"}' % key, created + 100)
+              for key, created in [("c", 30), ("a", 10), ("b", 20)]}
+    log = [(key, orjson.dumps(value), 1) for key, value in values.items()] + [(meta.key, meta.value, 1)]
+    restored = fold(0, log, CONFIG)
+    again = _pipeline(lateness=0)
+    again.restore(restored.pipeline_state())
+    assert [order.key for order in again.matcher.open_orders()] == ["a", "b", "c"]
+    writer = ChangelogWriter(0, CONFIG, restored.epoch + 1)
+    assert [record.key for record in writer.start(again, restored, 1)] == [b"0:meta"]
+    again.feed(b'{"userId":"b","type":"pay","ts":40}', now=0)
+    again.feed(b'{"userId":"z","type":"view","ts":115}', now=0)  # a times out
+    closing = writer.batch(again, 3)
+    assert sorted((record.key, record.value) for record in closing[:-1]) == [
+        (b"0:order:open:a:10:0", None), (b"0:order:open:b:20:0", None)]
+    assert [order.key for order in again.matcher.open_orders()] == ["c"]
+
+
+def test_an_order_record_written_before_deadlines_has_the_window_of_the_settings():
+    """Records of a version without per-order deadlines have four fields: their deadline
+    is created plus the window (the settings' window, checked against the meta's)."""
+    pipeline = _pipeline(lateness=0)
+    pipeline.feed(b'{"userId":"z","type":"view","ts":5}', now=0)
+    meta = _meta_of(pipeline, 1)
+    log = [(b"0:order:open:a:10:0", orjson.dumps((10, "a", 0, '{"userId":"a"}')), 1), (meta.key, meta.value, 1)]
+    restored = fold(0, log, CONFIG)
+    assert [order.deadline for order in restored.orders.values()] == [110]
+    again = _pipeline(lateness=0)
+    again.restore(restored.pipeline_state())
+    results = again.feed(b'{"userId":"z","type":"view","ts":110}', now=0)
+    assert [(result.key, result.created, result.deadline) for result in results] == [("a", 10, 110)]
+
+
 @pytest.mark.parametrize("keys", ["ab", "aa"])
 def test_ties_at_one_millisecond_keep_input_order_after_a_mended_batch_and_compaction(keys):
     """Two creates at the same millisecond; a writer killed mid-batch had tombstoned the

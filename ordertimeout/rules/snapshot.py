@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from typing import Iterator, Self
+from typing import Iterable, Iterator, Self
 
 from .orders import _LONG, OpenOrder, _pack
 
@@ -66,11 +66,12 @@ class SavedState:
             numbered = sorted((_LONG.unpack_from(order)[3], key, order)
                               for key in self._open for order in self._orders_of(key))
             return self._popped, ((number, self._open_order(key, order)) for number, key, order in numbered)
-        live = {id(order) for key in self._open for order in self._orders_of(key)}
+        # (Each one checked against its key's open orders: no set of a million ids.)
+        is_open = self._is_open
         numbered = (
             (self._popped + index, self._open_order(key, order))
             for index, (key, order) in enumerate(zip(self._timeline_keys, self._timeline))
-            if id(order) in live
+            if is_open(key, order)
         )
         return self._popped, numbered
 
@@ -96,34 +97,43 @@ class SavedState:
                 row[-1] += 1
         return counts
 
-    def take_changes(self) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
+    def take_changes(self) -> tuple[int, Iterable[tuple[int, OpenOrder]], list[OpenOrder]]:
         """What changed since the previous call, for a host that saves state incrementally.
 
         Returns ``(head, opened, closed)``: every order at a position before ``head`` is
         gone (timed out); ``opened`` are the (position, order) pairs added since and still
-        open; ``closed`` are orders closed since before their deadline (paid, cancelled,
-        discarded) that the previous call may have reported open: those added before it,
-        and possibly some added since and already gone, which a store has never seen and
-        skips. The first call starts the tracking and reports every open order as opened.
-        Costs O(changes), not O(open orders).
+        open, oldest first, made as they are taken (take them before the matcher goes on:
+        a backlog read between two checkpoints can open a million); ``closed`` are orders
+        closed since before their deadline (paid, cancelled, discarded) that the previous
+        call may have reported open: those added before it, and possibly some added since
+        and already gone, which a store has never seen and skips. The first call starts
+        the tracking and reports every open order as opened. Costs O(changes), not
+        O(open orders).
         """
         closed_early, self._closed_early = self._closed_early or [], []
         if self._lanes is not None:
             return self._take_lane_changes(closed_early)
         just_closed = {id(order) for _, order in closed_early}
         new_count = min(self._appended - self._changes_mark, len(self._timeline))
-        new = list(itertools.islice(zip(reversed(self._timeline_keys), reversed(self._timeline)), new_count))
-        position = self._popped + len(self._timeline)
-        opened = []
-        for key, order in new:
-            position -= 1
-            if id(order) not in just_closed and self._is_open(key, order):
-                opened.append((position, self._open_order(key, order)))
-        opened.reverse()
-        new_ids = {id(order) for _, order in new}
-        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in new_ids]
+        # The new tail, newest first, as references only (walked from the deque's end).
+        new_orders = list(itertools.islice(reversed(self._timeline), new_count))
+        new_keys = list(itertools.islice(reversed(self._timeline_keys), new_count))
+        # Closed orders opened since are not reported (a store never saw them).
+        closed_new = {id(order) for order in new_orders if id(order) in just_closed} if just_closed else ()
+        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in closed_new]
         self._changes_mark = self._appended
-        return self._popped, opened, closed
+        end = self._popped + len(self._timeline)  # the position after the newest
+        return self._popped, self._opened(new_keys, new_orders, just_closed, end), closed
+
+    def _opened(self, new_keys: list[str], new_orders: list[bytes], just_closed: set[int],
+                end: int) -> Iterator[tuple[int, OpenOrder]]:
+        """The orders of the new tail (newest first, the newest at ``end - 1``) still
+        open, oldest first, with their positions (see :meth:`take_changes`)."""
+        is_open, open_order = self._is_open, self._open_order
+        for index in range(len(new_orders) - 1, -1, -1):
+            key, order = new_keys[index], new_orders[index]
+            if id(order) not in just_closed and is_open(key, order):
+                yield end - 1 - index, open_order(key, order)
 
     def _take_lane_changes(self, closed_early: list) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
         """:meth:`take_changes` with lanes: the orders opened since come from a log, and

@@ -219,7 +219,7 @@ class StateStore:
         try:
             connection.execute("BEGIN")
             if not self._synced:
-                matcher.take_changes()  # (re)start change tracking from this full picture
+                matcher.forget_changes()  # (re)start change tracking from this full picture
                 self._restored_positions, self._offset = None, 0
                 head, opened = matcher.numbered_open_orders()
                 connection.execute("DELETE FROM open_orders")

@@ -52,9 +52,11 @@ class Options:
                        self.remind, self.remind_before)
 
 
-#: Noted in a run's log beside the lines fed (--idle): the run caught up with its input,
-#: and the run ended (its successor reads its backlog in event time until it catches up).
-CAUGHT_UP, ENDED = "caught up", "ended"
+#: Noted in a run's log beside the lines fed (--idle): the run caught up with its input;
+#: bytes came that were no whole line yet (a line written in pieces: the --idle clock
+#: waits from then on); and the run ended (its successor reads its backlog in event time
+#: until it catches up).
+CAUGHT_UP, BEHIND, ENDED = "caught up", "behind", "ended"
 
 
 class RecordingPipeline(Pipeline):
@@ -64,6 +66,7 @@ class RecordingPipeline(Pipeline):
     def __init__(self, *args, log, **kwargs):
         super().__init__(*args, **kwargs)
         self.log = log
+        self.moment = None
 
     def feed(self, raw, now):
         self.log.append((now, bytes(raw)))
@@ -74,8 +77,21 @@ class RecordingPipeline(Pipeline):
         self.log.extend((now, bytes(raw)) for raw in lines[start:stop])
         return results, stop
 
+    def advance(self, now, limit=None):
+        self.moment = now  # (the runtime works at a chunk's moment before it says behind())
+        return super().advance(now, limit)
+
+    def behind(self):
+        if self.caught_up:
+            self.log.append((self.moment, BEHIND))
+        super().behind()
+
     def catch_up(self, now, limit=None):
-        if not self.caught_up:  # (a settle in slices calls again while a slice comes back full)
+        # Every moment the run found its input read (not only the first of a quiet spell):
+        # while caught up, each one moves the watermark by the wall clock (--idle), and
+        # where it stands when the run stops is what the next run goes on from. (A settle
+        # in slices calls again at one moment while a slice comes back full: noted once.)
+        if not self.caught_up or self.log[-1] != (now, CAUGHT_UP):
             self.log.append((now, CAUGHT_UP))
         return super().catch_up(now, limit)
 

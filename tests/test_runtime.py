@@ -1,8 +1,14 @@
 """The asyncio runtime on virtual time: timers fire at their deadline, with no other input."""
 
+import asyncio
+import contextlib
+import io
+
 import orjson
 
-from ordertimeout import TimeMode
+from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
+from ordertimeout.hosts.runtime import Runtime
+from ordertimeout.outputs.sinks import JsonFormatter, OutputBuffer, RejectReporter, ResultWriter
 from ordertimeout.rules.clocks import LoopClock
 from ordertimeout.inputs.simulator import cycle_events
 
@@ -98,3 +104,28 @@ def test_a_checkpoint_put_off_by_the_interval_is_saved_when_it_ends_though_nothi
     run_virtual(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 3_600_000)))
     assert saved[0] == (EPOCH, 0)
     assert saved[1] == (EPOCH + 1000, 2)  # when the put-off checkpoint was due, not at the end
+
+
+def test_a_stop_works_event_time_up_to_its_moment_whatever_the_timers_did():
+    """With --idle, while the input is caught up the watermark follows the wall clock; a
+    stop keeps it as it stands at the stop, not as the last timer or poll left it (what the
+    next run judges late must not depend on when those happened to run)."""
+    clock = LoopClock(EPOCH)
+    pipeline = Pipeline(EventParser(EventSchema()), Matcher(3_600_000), time_mode=TimeMode.EVENT, idle=40)
+    runtime = Runtime(pipeline, clock, ResultWriter(OutputBuffer(io.BytesIO()), JsonFormatter()),
+                      RejectReporter(io.StringIO()))
+    saved = []
+    runtime.checkpointer = lambda pipeline, offsets: saved.append((clock.now_ms(), pipeline.frontier))
+    script = [(EPOCH, ("events", b'{"userId":"1","type":"create","ts":5}\n'))]
+
+    async def stopped_at_one_second():
+        clock.now_ms()  # anchored at the loop's start
+        task = asyncio.ensure_future(runtime.watch(ScriptedReader(clock, script, end_at=EPOCH + 3_600_000)))
+        await clock.sleep_until(EPOCH + 1000)
+        task.cancel()  # what the CLI's signal handler does
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run_virtual(stopped_at_one_second())
+    # The largest time (5) was known at EPOCH: frontier = 5 + (now - EPOCH) - idle.
+    assert saved[-1] == (EPOCH + 1000, 5 + 1000 - 40)

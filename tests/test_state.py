@@ -19,6 +19,7 @@ from ordertimeout import EventParser, EventSchema, Matcher, Pipeline, TimeMode
 from ordertimeout.cli import main
 from ordertimeout.outputs.sinks import json_line
 from ordertimeout.inputs.sources import SavedPosition
+from ordertimeout.rules.orders import PACKED_RAW
 from ordertimeout.state.store import StateError, StateStore
 
 from .helpers import COMMAND, event, live_watch, run_event_time
@@ -146,6 +147,54 @@ def test_cli_resumes_a_named_file_after_its_last_line(tmp_path):
     assert "line 4: not valid JSON" in second.stderr  # line numbers continue too
     final = CliRunner().invoke(main, [*args, "--final"])
     assert [orjson.loads(l)["key"] for l in final.stdout.splitlines()] == ["3"]
+
+
+def _as_format(path: str, version: int) -> None:
+    """Rewrite a state file as an older version laid it out: format 3 kept each open
+    order's raw create event, not the order packed (format 4)."""
+    connection = sqlite3.connect(path)
+    with connection:
+        connection.execute(f"UPDATE open_orders SET packed = substr(packed, {PACKED_RAW + 1})")
+        connection.execute("ALTER TABLE open_orders RENAME COLUMN packed TO raw")
+        connection.execute("UPDATE meta SET value = ? WHERE name = 'format'", (str(version),))
+    connection.close()
+
+
+def test_a_file_of_format_3_is_upgraded_in_place_and_goes_on_exactly(tmp_path):
+    source, state = tmp_path / "events.jsonl", str(tmp_path / "state.db")
+    lines = [event("1", "create", 1000), event("2", "create", 1100), event("2", "create", 1100),
+             event("3", "create", 1200), event("2", "pay", 1300)]
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    args = ["watch", str(source), "--json", "-q", "--state", state, "--within", "1s"]
+    first = CliRunner().invoke(main, args)
+    assert [(r["result"], r["key"]) for r in map(orjson.loads, first.stdout.splitlines())] == [("success", "2")]
+    _as_format(state, 3)
+    pending = CliRunner().invoke(main, ["pending", state, "--json"])  # read as format 3
+    assert [(row["key"], row["create"]["ts"]) for row in map(orjson.loads, pending.stdout.splitlines()[:-1])] == [
+        ("1", 1000), ("2", 1100), ("3", 1200)]
+    with open(source, "ab") as handle:
+        handle.write(event("3", "pay", 1500) + b"\n" + event("9", "create", 5000) + b"\n")
+    resumed = CliRunner().invoke(main, args)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [(r["result"], r["key"], r["created"]) for r in map(orjson.loads, resumed.stdout.splitlines())] == [
+        ("success", "3", 1200), ("timeout", "1", 1000), ("timeout", "2", 1100)]
+    connection = sqlite3.connect(state)
+    assert connection.execute("SELECT value FROM meta WHERE name = 'format'").fetchone() == ("4",)
+    assert [row[1] for row in connection.execute("PRAGMA table_info(open_orders)")].count("packed") == 1
+    connection.close()
+    final = CliRunner().invoke(main, [*args, "--final"])
+    assert [(r["result"], r["key"]) for r in map(orjson.loads, final.stdout.splitlines())] == [("timeout", "9")]
+
+
+def test_a_file_of_an_older_format_is_refused_untouched(tmp_path):
+    state = str(tmp_path / "state.db")
+    CliRunner().invoke(main, ["watch", "--state", state, "-q"], input=event("1", "create", 5) + b"\n")
+    _as_format(state, 2)
+    before = pathlib.Path(state).read_bytes()
+    outcome = CliRunner().invoke(main, ["watch", "--state", state, "-q"], input=b"")
+    assert outcome.exit_code == 1
+    assert "has state format 2, this version reads 4" in outcome.stderr
+    assert pathlib.Path(state).read_bytes() == before
 
 
 def test_cli_refuses_mixed_configuration_with_exit_1(tmp_path):
@@ -303,7 +352,8 @@ def test_incremental_checkpoints_always_hold_exactly_the_open_orders(tmp_path_fa
         if index % every == 0:
             store.save(pipeline, {})
             # Read through the store's own connection: it holds the file's exclusive lock.
-            saved = store._connection.execute("SELECT created, key, raw, seq, deadline FROM open_orders ORDER BY position").fetchall()
+            saved = store._connection.execute(
+                f"SELECT created, key, substr(packed, {PACKED_RAW + 1}), seq, deadline FROM open_orders ORDER BY position").fetchall()
             assert [(c, k, bytes(r), s, d) for c, k, r, s, d in saved] == [tuple(o) for o in pipeline.matcher.open_orders()]
     store.close()
 

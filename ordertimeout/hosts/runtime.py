@@ -140,7 +140,11 @@ class Runtime(LineFeed, ScheduledFeed):
             if self.final:
                 await self._settle()
         except asyncio.CancelledError:
-            self.checkpoint(force=True)  # stopped by a signal: keep what was decided
+            # Stopped by a signal: the wall clock's part of time (--idle, processing time)
+            # is worked up to this moment, so the state kept does not depend on when a
+            # timer or checkpoint last happened to run; then keep what was decided.
+            self._emit_due(self._moment(None))
+            self.checkpoint(force=True)
             raise
         else:
             self.checkpoint(force=True)
@@ -208,7 +212,9 @@ class Runtime(LineFeed, ScheduledFeed):
                 self.checkpoint()
                 continue
             if item is END:
-                self._catch_up(self._moment(None))
+                now = self._moment(None)
+                self._catch_up(now)
+                self._emit_due(now)  # (worked up to the end, as a stop is)
                 return
             name, chunk, arrival = item
             if type(chunk) is HandedOver:

@@ -71,16 +71,14 @@ class OpenOrders:
         self._timeline.append(order)
         self._timeline_keys.append(key)
 
-    def _add_plain(self, keys: tuple[str, ...], created: tuple[int, ...], raws: tuple[bytes, ...],
-                   seqs: tuple[int, ...]) -> None:
-        """Open many orders with the run's window at once, in timeline order, on a
-        matcher without lanes (a restore): :meth:`_add` for each, as C loops."""
-        pack = _HEADER.pack
-        orders = [pack(created_at, seq) + raw for created_at, seq, raw in zip(created, seqs, raws)]
+    def _add_packed(self, keys: tuple[str, ...], orders: tuple[bytes, ...]) -> None:
+        """Open many orders with the run's window at once, in timeline order, packed as
+        :meth:`_pack_order` packs them on a matcher without lanes (a restore): :meth:`_add`
+        for each, as C loops."""
         if not orders:
             return
         if not self._timeline:
-            self._head_deadline = created[0] + self.within
+            self._head_deadline = _HEADER.unpack_from(orders[0])[0] + self.within
         self._timeline.extend(orders)
         self._timeline_keys.extend(keys)
         self._appended += len(orders)

@@ -11,7 +11,8 @@ from enum import Enum
 from typing import NamedTuple
 from urllib.parse import quote
 
-__all__ = ["Mode", "OpenOrder", "Success", "Timeout", "Cancelled", "PaidLate", "Reminder", "Result", "result_id"]
+__all__ = ["Mode", "OpenOrder", "Success", "Timeout", "Cancelled", "PaidLate", "Reminder", "Result", "result_id",
+           "packed", "PACKED_RAW"]
 
 
 class Mode(str, Enum):
@@ -185,8 +186,15 @@ _LONG = struct.Struct(">qIqq")  # created (ms), seq, deadline (ms), number
 _LONG_RAW = _LONG.size
 
 
-def _pack(created: int, raw: bytes, seq: int = 0) -> bytes:
+def packed(created: int, raw: bytes, seq: int = 0) -> bytes:
+    """An open order packed as a matcher without lanes keeps it (the short header, then
+    the raw create event): the form a state file stores, which restores without repacking."""
     return _HEADER.pack(created, seq) + raw
+
+
+#: Where the raw create event starts in :func:`packed`'s bytes.
+PACKED_RAW = _RAW
+_pack = packed  # (the matcher's own name for it)
 
 
 def _pack_long(created: int, raw: bytes, seq: int, deadline: int, number: int) -> bytes:

@@ -11,7 +11,7 @@ import itertools
 import operator
 from typing import Iterable, Iterator, Self
 
-from .orders import _LONG, OpenOrder, _pack
+from .orders import _HEADER, _LONG, PACKED_RAW, OpenOrder, _pack
 
 __all__ = ["COUNTER_NAMES", "SavedState", "timeline_order"]
 
@@ -201,14 +201,15 @@ class SavedState:
             # A store's own orders in its timeline order, as columns a chunk at a time (a
             # million of them: no list of them all, no sort, and no Python loop per order
             # in the common case of orders that all have the run's window).
-            within, pack_order = matcher.within, matcher._pack_order
-            for keys, created, raws, seqs, windows in chunks():
-                if matcher._lanes is None and windows.count(within) == len(windows):
-                    matcher._add_plain(keys, created, raws, seqs)
+            within, pack_order, unpack = matcher.within, matcher._pack_order, _HEADER.unpack_from
+            for keys, orders, windows in chunks():
+                if matcher._lanes is None and windows.count(None) == len(windows):
+                    matcher._add_packed(keys, orders)
                     continue
-                for key, created_at, raw, seq, window in zip(keys, created, raws, seqs, windows):
-                    deadline = created_at + window
-                    add(key, pack_order(created_at, raw, seq, deadline), created_at, deadline)
+                for key, order, window in zip(keys, orders, windows):
+                    created, seq = unpack(order)
+                    deadline = created + (within if window is None else window)
+                    add(key, pack_order(created, order[PACKED_RAW:], seq, deadline), created, deadline)
             # The store holds them numbered as this matcher numbers them now (lanes too:
             # an order's number is its place among them): track changes from here, so its
             # next checkpoint writes changes, not all of them again.

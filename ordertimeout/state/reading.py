@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from ..errors import StateError
-from ..rules.orders import OpenOrder
+from ..rules.orders import PACKED_RAW, OpenOrder
 
 __all__ = ["SavedOrders", "read_open_orders"]
 
@@ -41,7 +41,10 @@ def read_open_orders(path: str, key: str | None = None) -> SavedOrders:
         raise StateError(f"cannot open state file {path}: {error}") from None
     try:
         meta = dict(connection.execute("SELECT name, value FROM meta"))
-        query = "SELECT created, key, raw, seq, deadline FROM open_orders"
+        # Format 4 keeps each order packed (a header of PACKED_RAW bytes before the raw
+        # event); a service of an older version may still be writing format 3.
+        raw = "raw" if meta.get("format") == "3" else f"substr(packed, {PACKED_RAW + 1})"
+        query = f"SELECT created, key, {raw}, seq, deadline FROM open_orders"
         rows = connection.execute(query + " WHERE key = ?", (key,)) if key is not None else connection.execute(query)
         orders = [OpenOrder(created, key_text, bytes(raw), seq, deadline) for created, key_text, raw, seq, deadline in rows]
     except sqlite3.DatabaseError as error:

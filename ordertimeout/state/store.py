@@ -6,8 +6,10 @@ ordertimeout on the same file is refused) and is in WAL mode, so ``ordertimeout 
 can read it meanwhile (see :mod:`..notify.outbox_file`). The library raises
 :class:`StateError`; it never prints.
 
-Tables: ``meta`` (configuration, time mode, watermark, counters), ``open_orders`` (raw
-create event, key, created, deadline, in deadline order), ``buffered`` (event-time events
+Tables: ``meta`` (configuration, time mode, watermark, counters), ``open_orders`` (key,
+created, deadline, seq, and the order ``packed`` as a matcher keeps it: a 12-byte header,
+then the raw create event; in the matcher's timeline order, so a restore neither sorts nor
+repacks), ``buffered`` (event-time events
 still waiting in the reorder buffer), ``expired_orders`` (timed-out orders still payable
 under ``--paid-late``, rewritten whole at each checkpoint), ``offsets`` (per input file:
 the byte offset and line number just after the last fully processed line, keyed by its
@@ -31,19 +33,21 @@ import orjson
 from ..errors import StateError, StateWriteError
 from ..notify.outbox import OUTBOX_SCHEMA
 from ..notify.outbox_file import hold
+from ..rules.orders import packed
 from ..rules.pipeline import Pipeline
 from ..inputs.files import SavedPosition
 
 __all__ = ["StateStore", "StateError", "StateWriteError", "FORMAT", "config_differences"]
 
-#: Bumped when the layout changes; an older file is refused rather than misread.
-FORMAT = 3
+#: Bumped when the layout changes; an older file is upgraded where it can be (see
+#: :func:`_upgrade`), else refused rather than misread.
+FORMAT = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS open_orders (
     position INTEGER PRIMARY KEY, key TEXT NOT NULL, created INTEGER NOT NULL,
-    deadline INTEGER NOT NULL, raw BLOB NOT NULL, seq INTEGER NOT NULL DEFAULT 0);
+    deadline INTEGER NOT NULL, packed BLOB NOT NULL, seq INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS open_orders_by_key ON open_orders (key, created);
 CREATE TABLE IF NOT EXISTS buffered (
     position INTEGER PRIMARY KEY, time INTEGER NOT NULL, sequence INTEGER NOT NULL,
@@ -110,6 +114,9 @@ class StateStore:
             if self._tables(connection) == _TABLES:
                 _add_expired_deadlines(connection)
                 meta = dict(connection.execute("SELECT name, value FROM meta"))
+                if meta.get("format") == "3":
+                    _upgrade(connection)
+                    meta["format"] = str(FORMAT)
                 self._check(meta)
                 checkpoint = self._read(connection, meta)
             else:
@@ -237,8 +244,8 @@ class StateStore:
             position_of = self._position
             connection.executemany(
                 "INSERT INTO open_orders VALUES (?, ?, ?, ?, ?, ?)",
-                ((position_of(position), order.key, order.created, order.deadline, order.raw, order.seq)
-                 for position, order in opened),
+                ((position_of(position), order.key, order.created, order.deadline,
+                  packed(order.created, order.raw, order.seq), order.seq) for position, order in opened),
             )
             connection.execute("DELETE FROM expired_orders")
             connection.executemany(
@@ -314,13 +321,15 @@ class _RestoredOrders:
         self._positions = array("q")
 
     def chunks(self):
-        """``(keys, created, raws, seqs, windows)`` column tuples, a chunk of orders at a
-        time; an order's window is its deadline minus its created time."""
+        """``(keys, packed, windows)`` column tuples, a chunk of orders at a time: each
+        order packed as a plain matcher keeps it, and its window (its deadline minus its
+        created time), None where it is the run's ``within``."""
         if self._store.connection is None:
             raise StateError(f"the open orders of {self._store.path} are read from the file: restore them before close()")
         self._positions = positions = array("q")
         rows = self._connection.execute(
-            "SELECT position, key, created, raw, seq, deadline - created FROM open_orders ORDER BY position")
+            "SELECT position, key, packed, NULLIF(deadline - created, ?) FROM open_orders ORDER BY position",
+            (self._store.config.get("within_ms"),))
         while chunk := rows.fetchmany(self.CHUNK):
             numbers, *columns = zip(*chunk)
             positions.extend(numbers)
@@ -337,6 +346,15 @@ def _add_expired_deadlines(connection: sqlite3.Connection) -> None:
     columns = {row[1] for row in connection.execute("PRAGMA table_info(expired_orders)")}
     if "deadline" not in columns:
         connection.execute("ALTER TABLE expired_orders ADD COLUMN deadline INTEGER")
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Format 3 to 4, in the open transaction (all of it or, after a crash, none): each
+    open order's raw create event becomes the order packed (a header before it)."""
+    connection.create_function("packed", 3, packed, deterministic=True)
+    connection.execute("ALTER TABLE open_orders RENAME COLUMN raw TO packed")
+    connection.execute("UPDATE open_orders SET packed = packed(created, packed, seq)")
+    connection.execute("UPDATE meta SET value = ? WHERE name = 'format'", (str(FORMAT),))
 
 
 def _create_owner_only(path: str) -> None:

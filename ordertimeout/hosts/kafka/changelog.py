@@ -41,6 +41,7 @@ from typing import Iterable
 import orjson
 
 from ...rules.matcher import OpenOrder, result_id
+from ...rules.orders import packed
 from ...rules.snapshot import timeline_order
 from ...rules.pipeline import Pipeline
 from ...state.store import config_differences
@@ -148,16 +149,18 @@ class _TimelineOrders:
         self._keys: list[bytes] = []
 
     def chunks(self):
-        """``(keys, created, raws, seqs, windows)`` column tuples, a chunk at a time."""
+        """``(keys, packed, windows)`` column tuples, a chunk at a time: each order packed
+        as a plain matcher keeps it, and its window, None where it is the run's ``within``."""
         items = list(self._restored.records.items())
         order = timeline_order([fields[0] for _, fields in items])
         if order is not None:
             items = [items[index] for index in order]
         self._keys = [record_key for record_key, _ in items]
-        encode = str.encode
+        within = self._restored.meta["config"].get("within_ms")
         for start in range(0, len(items), self.CHUNK):
             created, keys, seqs, raws, deadlines = zip(*(fields for _, fields in items[start:start + self.CHUNK]))
-            yield keys, created, tuple(map(encode, raws)), seqs, tuple(map(operator.sub, deadlines, created))
+            yield (keys, tuple(map(packed, created, map(str.encode, raws), seqs)),
+                   tuple(None if window == within else window for window in map(operator.sub, deadlines, created)))
 
     def in_sync(self) -> None:
         """The matcher numbers the orders 0, 1, ... in the order given."""

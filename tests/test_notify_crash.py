@@ -81,7 +81,10 @@ def test_exec_deliveries_survive_kill_9_with_a_command_failing_first(tmp_path, o
     out.mkdir()
     log = out / "env"
     args = [str(path), "--within", f"{10 * ORDERS}ms", "--state", str(tmp_path / "state.db"), "--checkpoint-every",
-            "50ms", "--final", "--exec", f"sh {script}", "--deliver-concurrency", str(CONCURRENCY), "-q"]
+            "50ms", "--final", "--exec", f"sh {script}", "--deliver-concurrency", str(CONCURRENCY), "-q",
+            # Every first attempt fails, so the sink is down most of the time: probes every
+            # 50 ms at most (not up to 5 s) keep the two runs short; what is tested is the kill.
+            "--probe-max", "50ms"]
     env = {"OUT": str(out), "FAILS": "1"}
 
     def delivered():

@@ -22,14 +22,14 @@ from .stalls import assert_whole_lines, read_to_end, small_pipe, wait_until_bloc
 
 def start_worker(cluster: Cluster, stdout) -> subprocess.Popen:
     # A session timeout several times the stall (the worker's loop is blocked writing
-    # for well under a second), so the group does not move the partition meanwhile (if
+    # for well under a second; 3 s as in tests/kafka_cluster.py), so the group does not move the partition meanwhile (if
     # it did, the one worker would take it back, and the assertions hold the same). Not
     # longer: the test broker answers a join after half of it, and the second worker
     # waits out the first one's session (aiokafka leaves a group's first generation
     # without telling the broker).
     return subprocess.Popen(
         [*COMMAND, "kafka", "--bootstrap", cluster.bootstrap, "--topic", cluster.topic, "--group", cluster.group,
-         "--results-topic", cluster.results_topic, "--within", "1s", "--session-timeout", "4s",
+         "--results-topic", cluster.results_topic, "--within", "1s", "--session-timeout", "3s",
          "--checkpoint-every", "200ms", "--json", "-q"],
         stdout=stdout, stderr=subprocess.PIPE)
 

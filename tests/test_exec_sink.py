@@ -33,7 +33,7 @@ def test_each_result_runs_the_command_with_its_json_and_environment(tmp_path):
 
 
 def test_failing_first_attempts_are_retried_until_the_command_succeeds(tmp_path):
-    done, expected, out = run(tmp_path, [], fails=2)
+    done, expected, out = run(tmp_path, ["--probe-max", "100ms"], fails=2)
     assert done.returncode == 0, done.stderr
     assert sorted(line.split()[0] for line in (out / "env").read_text().splitlines()) == sorted(expected)
     assert all((out / f"tries-{rid}").read_text().strip() == "3" for rid in expected)
@@ -45,12 +45,12 @@ def test_a_command_that_hangs_is_killed_at_the_attempt_timeout(tmp_path):
     events.write_bytes(data.splitlines(keepends=True)[0])  # one order: one timeout
     marker = tmp_path / "survived"
     done = subprocess.run(
-        [*COMMAND, "watch", str(events), "-q", "--exec", f"sleep 2; touch {marker}", "--deliver-timeout", "200ms",
+        [*COMMAND, "watch", str(events), "-q", "--exec", f"sleep 1; touch {marker}", "--deliver-timeout", "200ms",
          "--drain-timeout", "1s"],
         capture_output=True, env=dict(os.environ, PYTHONPATH=os.getcwd()), timeout=60)
     assert done.returncode == 1 and b"1 never delivered" in done.stderr
     assert b"Traceback" not in done.stderr
-    subprocess.run(["sleep", "2.5"])  # had any `sleep 2` survived its kill, the marker would appear by now
+    subprocess.run(["sleep", "1.5"])  # had any `sleep 1` survived its kill, the marker would appear by now
     assert not marker.exists()
 
 
@@ -72,7 +72,9 @@ def test_paid_late_results_are_delivered_like_the_others(tmp_path):
 
 def test_stderr_says_when_deliveries_fail_recover_and_names_each_dead_letter(tmp_path):
     # A service has no status line: its log must show the failing sink as it happens.
-    done, expected, out = run(tmp_path, [], fails=3)  # each result's first three attempts fail
+    # Each result's first three attempts fail; the sink is probed every 100 ms at most
+    # (not up to 5 s) once it is down, which is all the backoff changes here.
+    done, expected, out = run(tmp_path, ["--probe-max", "100ms"], fails=3)
     assert done.returncode == 0, done.stderr
     lines = done.stderr.decode().splitlines()
     assert sum(line.startswith("ordertimeout: deliveries failing: exec ") for line in lines) >= 1

@@ -52,7 +52,8 @@ def test_webhook_deliveries_survive_kill_9(tmp_path, orders, kill_after):
     receiver.answer = lambda number, body: (503, {}, 0.01) if next(arrivals) % 5 == 4 else (200, {}, 0.01)
     receiver.accept()
     args = [str(path), "--within", f"{10 * ORDERS}ms", "--state", str(tmp_path / "state.db"), "--checkpoint-every",
-            "50ms", "--final", "--webhook", receiver.url, "--deliver-concurrency", str(CONCURRENCY), "-q"]
+            "50ms", "--final", "--webhook", receiver.url, "--deliver-concurrency", str(CONCURRENCY), "-q",
+            "--probe-max", "500ms"]  # a refused result is retried within 0.5 s (not up to 5 s): the kill is tested
     env = {"ORDERTIMEOUT_WEBHOOK_SECRET": SECRET}
     try:
         first = start(args, env)
@@ -81,7 +82,10 @@ def test_exec_deliveries_survive_kill_9_with_a_command_failing_first(tmp_path, o
     out.mkdir()
     log = out / "env"
     args = [str(path), "--within", f"{10 * ORDERS}ms", "--state", str(tmp_path / "state.db"), "--checkpoint-every",
-            "50ms", "--final", "--exec", f"sh {script}", "--deliver-concurrency", str(CONCURRENCY), "-q"]
+            "50ms", "--final", "--exec", f"sh {script}", "--deliver-concurrency", str(CONCURRENCY), "-q",
+            # Every first attempt fails, so the sink is down most of the time: probes every
+            # 50 ms at most (not up to 5 s) keep the two runs short; what is tested is the kill.
+            "--probe-max", "50ms"]
     env = {"OUT": str(out), "FAILS": "1"}
 
     def delivered():

@@ -327,18 +327,22 @@ def test_the_cron_recipe_scaled_down_loses_no_order(tmp_path):
     rng = random.Random(19)
     plan = []  # (key, pay after ms or None)
     for number in range(60):
-        plan.append((f"o{number}", rng.choice([None, 100, 800, 2000, 4500])))
+        plan.append((f"o{number}", rng.choice([None, 100, 800, 2000, 4000])))  # 1 s or more from --within
     expected = {key: "success" if pay is not None and pay < within else "timeout" for key, pay in plan}
     stop = threading.Event()
+    last_create = [0]  # when the last create was written (ms)
 
     def shop():
-        """Creates spread over ~5 s, each pay its delay later (written by time)."""
+        """Creates spread over ~2.5 s, each pay its delay later (written by time)."""
         start = time.monotonic()
-        schedule = sorted([(index * 0.08, key, "create") for index, (key, _) in enumerate(plan)]
-                          + [(index * 0.08 + pay / 1000, key, "pay") for index, (key, pay) in enumerate(plan) if pay is not None])
+        schedule = sorted([(index * 0.04, key, "create") for index, (key, _) in enumerate(plan)]
+                          + [(index * 0.04 + pay / 1000, key, "pay") for index, (key, pay) in enumerate(plan) if pay is not None])
         for at, key, kind in schedule:
             time.sleep(max(0.0, start + at - time.monotonic()))
-            append(events, ev(key, kind, now_ms()))
+            written = now_ms()
+            append(events, ev(key, kind, written))
+            if kind == "create":
+                last_create[0] = written
         stop.set()
 
     writer = threading.Thread(target=shop, daemon=True)
@@ -352,7 +356,8 @@ def test_the_cron_recipe_scaled_down_loses_no_order(tmp_path):
         runs += 1
         time.sleep(1)
     writer.join()
-    time.sleep(within / 1000 + 1)  # the last deadline (plus --idle) passes with nothing written
+    # The last deadline (plus --idle, plus a second) passes with nothing written.
+    time.sleep(max(0.0, (last_create[0] + within + 300 + 1000 - now_ms()) / 1000))
     last = watch(*args, "--stats", str(tmp_path / "stats.json"))
     assert last.returncode == 0, last.stderr
     outputs.append(last.stdout)

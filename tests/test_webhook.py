@@ -120,12 +120,13 @@ def test_delivery_through_refusals_503_429_slow_answers_and_one_410(tmp_path, re
             return 429, {"Retry-After": "1"}, 0
         if number == 3:
             slow.append((body["id"], time.monotonic()))
-            return 200, {}, 3.0  # slower than --deliver-timeout: a failed attempt, retried
+            return 200, {}, 2.0  # slower than --deliver-timeout: a failed attempt, retried
         return 200, {}, 0
 
     receiver.answer = answer
     process, expected = run_watch(
-        tmp_path, ["--webhook", receiver.url, "--deliver-timeout", "1s", "--deliver-concurrency", "2"],
+        tmp_path, ["--webhook", receiver.url, "--deliver-timeout", "1s", "--deliver-concurrency", "2",
+                   "--probe-max", "500ms"],  # (the recovery is seen within 0.5 s, not 5 s)
         {"ORDERTIMEOUT_WEBHOOK_SECRET": SECRET})
     # Nothing listens until the run has said its deliveries fail: connections refused.
     warned = read_until(process.stderr, b"deliveries failing", timeout=30)

@@ -186,6 +186,13 @@ def _repair(bootstrap: str, state_topic: str, partitions: int) -> str:
     )
 
 
+def group_timeouts(session_timeout: int) -> dict:
+    """aiokafka's group settings for a member with ``session_timeout`` ms (--session-timeout):
+    five heartbeats a session, so one or two lost to a busy loop do not cost the membership."""
+    return {"session_timeout_ms": session_timeout,
+            "heartbeat_interval_ms": max(100, min(3000, session_timeout // 5))}
+
+
 @dataclass
 class WorkerSettings:
     """What a worker reads, where it writes, and how it behaves in the group."""

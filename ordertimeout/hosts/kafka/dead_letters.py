@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from ...notify.outbox import Entry, dead_letters
-from .connect import ClientSettings, KafkaRunError
+from .connect import ClientSettings, KafkaRunError, group_timeouts
 
 __all__ = ["DeadLetters", "dead_topic", "read_dead_letters", "requeue", "DEAD", "REQUEUED"]
 
@@ -73,10 +73,11 @@ class DeadLetters:
     """A worker's side of ``<group>-dead``: keeps its dead letters there, takes re-queued ones."""
 
     def __init__(self, client: ClientSettings, group: str, producer: AIOKafkaProducer, notifier,
-                 replication: int = 1, request_timeout: int = 30_000) -> None:
+                 replication: int = 1, request_timeout: int = 30_000, session_timeout: int = 10_000) -> None:
         self.client, self.group, self.topic = client, group, dead_topic(group)
         self.producer, self.notifier = producer, notifier
         self.replication, self.request_timeout = replication, request_timeout
+        self.session_timeout = session_timeout
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
 
@@ -85,7 +86,7 @@ class DeadLetters:
         """The dead letters of a connected :class:`~.worker.Worker` with sinks."""
         settings = worker.settings
         return cls(settings.client, settings.group, worker._producer, worker.notifier, settings.replication,
-                   settings.request_timeout)
+                   settings.request_timeout, settings.session_timeout)
 
     async def start(self) -> None:
         """Make sure the topic exists, keep dead letters in it, and take re-queued ones."""
@@ -101,10 +102,16 @@ class DeadLetters:
         self.notifier.dead_letter_place = (
             f"the topic {self.topic}",
             f"ordertimeout outbox --kafka --bootstrap {self.client.bootstrap} --group {self.group}")
+        # The worker's --session-timeout here too: a worker killed while it holds this
+        # group's partition leaves it to the others as soon as its input partitions.
         self._consumer = AIOKafkaConsumer(
-            self.topic, **self.client.kwargs(), group_id=self.topic, enable_auto_commit=False,
-            auto_offset_reset="earliest", request_timeout_ms=self.request_timeout)
+            **self.client.kwargs(), group_id=self.topic, enable_auto_commit=False, auto_offset_reset="earliest",
+            request_timeout_ms=self.request_timeout, **group_timeouts(self.session_timeout))
         await self._consumer.start()
+        # Subscribed after start, the group is joined in the background: the worker's own
+        # group does not wait for this one (a join takes a rebalance, and after a crash the
+        # dead member's session too).
+        self._consumer.subscribe([self.topic])
         self._task = asyncio.create_task(self._take_requeued(), name="dead-letters")
 
     async def keep(self, entry: Entry) -> None:

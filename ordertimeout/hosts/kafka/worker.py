@@ -36,7 +36,8 @@ from aiokafka.errors import KafkaError
 from ...rules.clocks import Clock
 from ...rules.pipeline import Pipeline, TimeMode
 from ...outputs.sinks import RejectReporter, ResultWriter
-from .connect import ClientSettings, KafkaRunError, WorkerSettings, check_topics, connect_admin, watch_cluster
+from .connect import (ClientSettings, KafkaRunError, WorkerSettings, check_topics, connect_admin, group_timeouts,
+                      watch_cluster)
 from .dead_letters import DeadLetters
 from .partition import PartitionTask
 from .produce import BATCH_BYTES, Outgoing
@@ -205,8 +206,7 @@ class Worker(TaskServices, WorkerFigures, ConsumerRebalanceListener):
                                           request_timeout_ms=settings.request_timeout)
         self._consumer = AIOKafkaConsumer(
             **client, group_id=settings.group, enable_auto_commit=False, auto_offset_reset=settings.start,
-            session_timeout_ms=settings.session_timeout, request_timeout_ms=settings.request_timeout,
-            heartbeat_interval_ms=max(100, min(3000, settings.session_timeout // 5)),
+            **group_timeouts(settings.session_timeout), request_timeout_ms=settings.request_timeout,
             max_partition_fetch_bytes=1024 * 1024,
         )
         self._outgoing = Outgoing(self._producer, settings.results_topic, settings.state_topic)

@@ -40,8 +40,9 @@ SECTIONS = ("replay", "human", "disorder", "memory", "timers", "startup", "deadl
 WINDOWS = ("--within", "1s", "--within", "card=500ms", "--within", "bank=2s", "--within", "shop=3s",
            "--within-by", "payment.method")
 REMINDERS = ("--remind", "300ms", "--remind", "600ms", "--remind-before", "100ms")
-#: Sections run only when named (--only scale): minutes of building and restarting state.
-EXTRA_SECTIONS = ("scale",)
+#: Sections run only when named (--only scale,ten-million): minutes of building and
+#: restarting state, and a 10M-order file (about 1 GB) held open.
+EXTRA_SECTIONS = ("scale", "ten-million")
 
 
 def generate(path: pathlib.Path, *args: str) -> pathlib.Path:
@@ -201,7 +202,10 @@ def rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096
 
-pipeline = Pipeline(EventParser(EventSchema()), Matcher(10**12), time_mode=TimeMode.EVENT)
+# "lanes": the timers of windows of their own and reminders (the long header, a lane
+# slot per order), every order's first timer a reminder nothing reaches either.
+lanes = dict(windows=(10**11,), remind=(10**10,), remind_before=(10**9,)) if sys.argv[2:] == ["lanes"] else {}
+pipeline = Pipeline(EventParser(EventSchema()), Matcher(10**12, **lanes), time_mode=TimeMode.EVENT)
 feed = pipeline.feed
 gc.collect()
 before = rss()
@@ -210,18 +214,22 @@ with open(sys.argv[1], "rb") as source:
         feed(line.rstrip(b"\\n"), 0)
 gc.collect()
 after = rss()
-print(pipeline.pending, after - before)
+print(pipeline.pending, after - before, after)
 """
 
 
-def memory_per_order(path: pathlib.Path, runs: int) -> dict:
-    """RSS growth divided by open orders, with a window nothing reaches."""
-    samples = []
+def memory_per_order(path: pathlib.Path, runs: int, lanes: bool = False) -> dict:
+    """RSS growth divided by open orders, with a window nothing reaches (``lanes``: also
+    windows of their own and reminders); and the process's whole RSS at the end."""
+    samples, totals = [], []
     for _ in range(runs):
-        output = subprocess.run([sys.executable, "-c", MEMORY, str(path)], capture_output=True, check=True)
-        pending, grown = map(int, output.stdout.split())
+        output = subprocess.run([sys.executable, "-c", MEMORY, str(path), *(["lanes"] if lanes else [])],
+                                capture_output=True, check=True)
+        pending, grown, total = map(int, output.stdout.split())
         samples.append(grown / pending)
-    return {"open_orders": pending, "bytes_per_order": statistics.median(samples)}
+        totals.append(total)
+    return {"open_orders": pending, "bytes_per_order": statistics.median(samples),
+            "rss_mb": statistics.median(totals) / 2**20}
 
 
 def timer_lateness(runs: int, rate: int = 40_000, spread_s: float = 2.0, within_ms: int = 1000,
@@ -363,10 +371,21 @@ def main() -> None:
         verdict(f"disorder {shuffled['ratio']:.2f}x sorted", "<= 1.3x", shuffled["ratio"] <= 1.3)
     if "memory" in only:
         for label, path in (("100k users", open_file), ("1M distinct users", open_distinct)):
-            memory = memory_per_order(path, args.runs)
-            print(f"\nmemory: {memory['open_orders']:,} open orders ({label}): "
-                  f"{memory['bytes_per_order']:.0f} bytes per open order (stored event included)")
-            verdict(f"memory {label} {memory['bytes_per_order']:.0f} B/order", "<= 300 B", memory["bytes_per_order"] <= 300)
+            for lanes in (False, True):
+                memory = memory_per_order(path, args.runs, lanes)
+                label_here = label + (", windows and reminders" if lanes else "")
+                print(f"\nmemory: {memory['open_orders']:,} open orders ({label_here}): "
+                      f"{memory['bytes_per_order']:.0f} bytes per open order (stored event included)")
+                verdict(f"memory {label_here} {memory['bytes_per_order']:.0f} B/order", "<= 300 B",
+                        memory["bytes_per_order"] <= 300)
+    if "ten-million" in only:
+        path = generate(DATA / "open-10M-distinct.jsonl", "--events", "10000000", "--users", "1000000000",
+                        "--pay-ratio", "0", "--seed", "4")
+        memory = memory_per_order(path, 1, lanes=True)
+        print(f"\nmemory: {memory['open_orders']:,} open orders (distinct users, windows and reminders): "
+              f"{memory['bytes_per_order']:.0f} bytes per open order, the whole process {memory['rss_mb']:,.0f} MB")
+        verdict(f"10M open orders with windows and reminders: {memory['rss_mb']:,.0f} MB", "< 3,584 MB (3.5 GB)",
+                memory["rss_mb"] < 3584)
     if "timers" in only:
         lateness = timer_lateness(args.runs)
         print(f"\ntimer lateness: {lateness['timeouts']:,.0f} processing-time timeouts, {lateness['rate']:,} creates/s "

@@ -135,17 +135,22 @@ class SavedState:
             if id(order) not in just_closed and is_open(key, order):
                 yield end - 1 - index, open_order(key, order)
 
-    def _take_lane_changes(self, closed_early: list) -> tuple[int, list[tuple[int, OpenOrder]], list[OpenOrder]]:
+    def _take_lane_changes(self, closed_early: list) -> tuple[int, Iterator[tuple[int, OpenOrder]], list[OpenOrder]]:
         """:meth:`take_changes` with lanes: the orders opened since come from a log, and
         timeouts are among the closed ones (they no longer leave in position order)."""
         logged, self._opened_log = self._opened_log or [], []
         just_closed = {id(order) for _, order in closed_early}
-        opened = [(_LONG.unpack_from(order)[3], self._open_order(key, order)) for key, order in logged
-                  if id(order) not in just_closed and self._is_open(key, order)]
-        new_ids = {id(order) for _, order in logged}
-        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in new_ids]
+        closed_new = {id(order) for _, order in logged if id(order) in just_closed} if just_closed else ()
+        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in closed_new]
         self._changes_mark = self._appended
-        return self._popped, opened, closed
+        return self._popped, self._logged_open(logged, just_closed), closed
+
+    def _logged_open(self, logged: list[tuple[str, bytes]], just_closed: set[int]) -> Iterator[tuple[int, OpenOrder]]:
+        """The logged orders still open, with their numbers (see :meth:`take_changes`)."""
+        is_open, open_order, number_of = self._is_open, self._open_order, _LONG.unpack_from
+        for key, order in logged:
+            if id(order) not in just_closed and is_open(key, order):
+                yield number_of(order)[3], open_order(key, order)
 
     def forget_changes(self) -> None:
         """Start change tracking from the present picture without listing it, as a first

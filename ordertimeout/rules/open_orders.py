@@ -51,13 +51,7 @@ class OpenOrders:
     def _add(self, key: str, order: bytes, created: int, deadline: int) -> None:
         """Open ``order`` (packed by :meth:`_pack_order`) of ``key`` (a restored one: only
         reminders after ``now`` are due)."""
-        current = self._open.get(key)
-        if current is None:
-            self._open[key] = order
-        elif type(current) is list:
-            current.append(order)
-        else:
-            self._open[key] = [current, order]
+        self._file(key, order)
         self._appended += 1
         self.pending += 1
         if self._lanes is not None:
@@ -91,14 +85,18 @@ class OpenOrders:
                 return
             for key in keys:  # a key twice in the chunk: its orders again, the slow way
                 open_orders.pop(key, None)
-        for key, order in zip(keys, orders):  # oldest first, as _add keeps them
-            current = open_orders.get(key)
-            if current is None:
-                open_orders[key] = order
-            elif type(current) is list:
-                current.append(order)
-            else:
-                open_orders[key] = [current, order]
+        for key, order in zip(keys, orders):
+            self._file(key, order)
+
+    def _file(self, key: str, order: bytes) -> None:
+        """File ``order`` under ``key``, after the key's older open orders."""
+        current = self._open.get(key)
+        if current is None:
+            self._open[key] = order
+        elif type(current) is list:
+            current.append(order)
+        else:
+            self._open[key] = [current, order]
 
     def _pop_head(self) -> bytes:
         timeline = self._timeline

@@ -11,9 +11,13 @@ import itertools
 import operator
 from typing import Iterable, Iterator, Self
 
-from .orders import _HEADER, _LONG, PACKED_RAW, OpenOrder, _pack
+from .orders import _HEADER, _LONG, PACKED_RAW, OpenOrder
 
-__all__ = ["COUNTER_NAMES", "SavedState", "timeline_order"]
+__all__ = ["COUNTER_NAMES", "RESTORE_CHUNK", "SavedState", "timeline_order"]
+
+#: Open orders a source hands :meth:`SavedState.restore` at a time, as column chunks: big
+#: enough that the per-chunk work is C loops, small enough that a chunk costs a few MB.
+RESTORE_CHUNK = 65_536
 
 #: The matcher's counters, in the order the statistics show them.
 COUNTER_NAMES = (
@@ -111,46 +115,34 @@ class SavedState:
         O(open orders).
         """
         closed_early, self._closed_early = self._closed_early or [], []
-        if self._lanes is not None:
-            return self._take_lane_changes(closed_early)
         just_closed = {id(order) for _, order in closed_early}
-        new_count = min(self._appended - self._changes_mark, len(self._timeline))
-        # The new tail, newest first, as references only (walked from the deque's end).
-        new_orders = list(itertools.islice(reversed(self._timeline), new_count))
-        new_keys = list(itertools.islice(reversed(self._timeline_keys), new_count))
+        if self._lanes is not None:
+            # With lanes the orders opened since come from a log, each numbered in its
+            # header, and timeouts are among the closed ones (no longer in position order).
+            logged, self._opened_log = self._opened_log or [], []
+            new_orders = [order for _, order in logged]
+            number_of = _LONG.unpack_from
+            new = ((number_of(order)[3], key, order) for key, order in logged)
+        else:
+            new_count = min(self._appended - self._changes_mark, len(self._timeline))
+            # The new tail, newest first, as references only (walked from the deque's end).
+            new_orders = list(itertools.islice(reversed(self._timeline), new_count))
+            new_keys = list(itertools.islice(reversed(self._timeline_keys), new_count))
+            end = self._popped + len(self._timeline)  # the position after the newest
+            new = ((end - 1 - index, new_keys[index], new_orders[index]) for index in range(new_count - 1, -1, -1))
         # Closed orders opened since are not reported (a store never saw them).
         closed_new = {id(order) for order in new_orders if id(order) in just_closed} if just_closed else ()
         closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in closed_new]
         self._changes_mark = self._appended
-        end = self._popped + len(self._timeline)  # the position after the newest
-        return self._popped, self._opened(new_keys, new_orders, just_closed, end), closed
+        return self._popped, self._still_open(new, just_closed), closed
 
-    def _opened(self, new_keys: list[str], new_orders: list[bytes], just_closed: set[int],
-                end: int) -> Iterator[tuple[int, OpenOrder]]:
-        """The orders of the new tail (newest first, the newest at ``end - 1``) still
-        open, oldest first, with their positions (see :meth:`take_changes`)."""
+    def _still_open(self, new: Iterable[tuple[int, str, bytes]], just_closed: set[int]) -> Iterator[tuple[int, OpenOrder]]:
+        """``(position, order)`` of the ``(position, key, order)`` opened since that are
+        still open, in the order given (see :meth:`take_changes`)."""
         is_open, open_order = self._is_open, self._open_order
-        for index in range(len(new_orders) - 1, -1, -1):
-            key, order = new_keys[index], new_orders[index]
+        for position, key, order in new:
             if id(order) not in just_closed and is_open(key, order):
-                yield end - 1 - index, open_order(key, order)
-
-    def _take_lane_changes(self, closed_early: list) -> tuple[int, Iterator[tuple[int, OpenOrder]], list[OpenOrder]]:
-        """:meth:`take_changes` with lanes: the orders opened since come from a log, and
-        timeouts are among the closed ones (they no longer leave in position order)."""
-        logged, self._opened_log = self._opened_log or [], []
-        just_closed = {id(order) for _, order in closed_early}
-        closed_new = {id(order) for _, order in logged if id(order) in just_closed} if just_closed else ()
-        closed = [self._open_order(key, order) for key, order in closed_early if id(order) not in closed_new]
-        self._changes_mark = self._appended
-        return self._popped, self._logged_open(logged, just_closed), closed
-
-    def _logged_open(self, logged: list[tuple[str, bytes]], just_closed: set[int]) -> Iterator[tuple[int, OpenOrder]]:
-        """The logged orders still open, with their numbers (see :meth:`take_changes`)."""
-        is_open, open_order, number_of = self._is_open, self._open_order, _LONG.unpack_from
-        for key, order in logged:
-            if id(order) not in just_closed and is_open(key, order):
-                yield number_of(order)[3], open_order(key, order)
+                yield position, open_order(key, order)
 
     def forget_changes(self) -> None:
         """Start change tracking from the present picture without listing it, as a first

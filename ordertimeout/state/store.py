@@ -35,6 +35,7 @@ from ..notify.outbox import OUTBOX_SCHEMA
 from ..notify.outbox_file import hold
 from ..rules.orders import packed
 from ..rules.pipeline import Pipeline
+from ..rules.snapshot import RESTORE_CHUNK
 from ..inputs.files import SavedPosition
 
 __all__ = ["StateStore", "StateError", "StateWriteError", "FORMAT", "config_differences"]
@@ -311,9 +312,7 @@ class _RestoredOrders:
     (0, 1, ... in this order) says so with :meth:`in_sync`: then the store knows where
     each one is in the file (see :meth:`StateStore._restored`) and writes changes only."""
 
-    #: Rows read at a time: big enough that the per-chunk work is C loops, small enough
-    #: that a chunk's columns cost a few MB.
-    CHUNK = 65_536
+    CHUNK = RESTORE_CHUNK  #: rows read at a time
 
     def __init__(self, store: StateStore, connection: sqlite3.Connection) -> None:
         self._store = store

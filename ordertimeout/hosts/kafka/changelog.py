@@ -42,7 +42,7 @@ import orjson
 
 from ...rules.matcher import OpenOrder, result_id
 from ...rules.orders import packed
-from ...rules.snapshot import timeline_order
+from ...rules.snapshot import RESTORE_CHUNK, timeline_order
 from ...rules.pipeline import Pipeline
 from ...state.store import config_differences
 
@@ -142,8 +142,6 @@ class _TimelineOrders:
     A matcher that numbers them so says :meth:`in_sync`, and the writer's first batch
     then knows every order's record key at once."""
 
-    CHUNK = 65_536
-
     def __init__(self, restored: Restored) -> None:
         self._restored = restored
         self._keys: list[bytes] = []
@@ -157,8 +155,8 @@ class _TimelineOrders:
             items = [items[index] for index in order]
         self._keys = [record_key for record_key, _ in items]
         within = self._restored.meta["config"].get("within_ms")
-        for start in range(0, len(items), self.CHUNK):
-            created, keys, seqs, raws, deadlines = zip(*(fields for _, fields in items[start:start + self.CHUNK]))
+        for start in range(0, len(items), RESTORE_CHUNK):
+            created, keys, seqs, raws, deadlines = zip(*(fields for _, fields in items[start:start + RESTORE_CHUNK]))
             yield (keys, tuple(map(packed, created, map(str.encode, raws), seqs)),
                    tuple(None if window == within else window for window in map(operator.sub, deadlines, created)))
 

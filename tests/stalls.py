@@ -49,6 +49,13 @@ def start_stalled(args, command=("watch",)):
     read_end, write_end, capacity = small_pipe()
     process = subprocess.Popen([*COMMAND, *command, *args], stdout=write_end, stderr=subprocess.PIPE)
     os.close(write_end)
+    return process, read_end, stall(process, read_end, capacity)
+
+
+def stall(process, read_end: int, capacity: int) -> bytearray:
+    """Read 64 KB of ``process``'s stdout (the read end of a pipe of ``capacity``) and stop
+    reading; return them once the pipe is full again (the process is blocked writing) and
+    it catches its stop signals."""
     got = bytearray()
     while len(got) < 65536:
         chunk = os.read(read_end, 65536 - len(got))
@@ -56,7 +63,7 @@ def start_stalled(args, command=("watch",)):
         got += chunk
     wait_until_blocked(read_end, capacity, process)
     wait_until_catching(process)
-    return process, read_end, got
+    return got
 
 
 def wait_until_catching(process) -> None:

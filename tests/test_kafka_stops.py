@@ -16,7 +16,7 @@ from .helpers import COMMAND
 from .kafka_cluster import Cluster, bootstrap  # noqa: F401 (the broker fixture)
 from .kafka_cluster import traffic as _traffic
 from .kafka_cluster import with_closing_events as _with_closing_events
-from .stalls import assert_whole_lines, read_to_end, small_pipe, wait_until_blocked, wait_until_catching
+from .stalls import assert_whole_lines, read_to_end, small_pipe, stall
 
 
 
@@ -55,13 +55,7 @@ def test_a_stopped_worker_blocked_on_stdout_cuts_no_line_and_shows_what_it_commi
     os.close(write_end)
     second = None
     try:
-        got = bytearray()
-        while len(got) < 65536:
-            chunk = os.read(read_end, 65536 - len(got))
-            assert chunk, first.stderr.read()
-            got += chunk
-        wait_until_blocked(read_end, capacity, first)
-        wait_until_catching(first)
+        got = stall(first, read_end, capacity)
         first.send_signal(signum)
         time.sleep(0.3)  # the handler runs while the worker is blocked writing
         assert first.poll() is None  # a first signal waits for the reader

@@ -93,7 +93,7 @@ class ReferenceReader:
         self.clock, self.script, self.end_at = clock, list(script), end_at
         self.pipeline = pipeline
         self.ready = False
-        self.stopping = False  # (the second look at a BEHIND or ENDED item: it was worked at)
+        self.worked = False  # (the second look at a BEHIND or ENDED item: its moment was worked at)
 
     def caught_up(self):
         ready, self.ready = self.ready, False
@@ -119,24 +119,20 @@ class ReferenceReader:
         if item == CAUGHT_UP:  # the runtime asks caught_up() after a read that found nothing
             self.ready = True
             raise TimeoutError
+        if item in (BEHIND, ENDED) and not self.worked:
+            # The cut run worked at this moment first (timeouts due by the wall clock, as
+            # the runtime does on its TimeoutError path), then bytes that were no whole
+            # line made it wait (BEHIND; the lines, when whole, come as items) or it
+            # stopped (ENDED).
+            self.worked = True
+            self.script.insert(0, (at, item))
+            raise TimeoutError
         if item == BEHIND:
-            if not self.stopping:
-                # Bytes that were no whole line came: the runtime worked at that moment,
-                # then the --idle clock waited; the lines, when whole, come as items.
-                self.stopping = True
-                self.script.insert(0, (at, item))
-                raise TimeoutError
-            self.stopping = False
+            self.worked = False
             self.pipeline.behind()
             return await self.get(timeout)
         if item == ENDED:
-            if not self.stopping:
-                # The cut run stopped here: its stop worked at this moment first (timeouts
-                # due by the wall clock), as the runtime does on its TimeoutError path.
-                self.stopping = True
-                self.script.insert(0, (at, item))
-                raise TimeoutError
-            self.stopping = False
+            self.worked = False
             self.pipeline.restore(self.pipeline.snapshot())
             raise TimeoutError  # (so the runtime sees it is behind before its next read)
         return item
